@@ -1,0 +1,73 @@
+/**
+ * @module
+ * Reading a client's body once, within `max_body_size`, and reading the two fields the proxy
+ * acts on (`model`, `stream`). The bytes themselves are forwarded untouched.
+ */
+import { bodyTooLarge, invalidRequest } from "./errors.ts";
+
+/**
+ * Reads the whole body, stopping as soon as it passes `limit` bytes.
+ * @throws {ApiError} 413 when the body is larger than `limit`.
+ */
+export async function readBody(req: Request, limit: number): Promise<Uint8Array<ArrayBuffer>> {
+  const declared = Number(req.headers.get("content-length") ?? NaN);
+  if (declared > limit) {
+    await req.body?.cancel();
+    throw bodyTooLarge(limit);
+  }
+  if (req.body === null) return new Uint8Array(0);
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for await (const chunk of req.body) {
+    total += chunk.byteLength;
+    if (total > limit) throw bodyTooLarge(limit);
+    chunks.push(chunk);
+  }
+  const out = new Uint8Array(total);
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return out;
+}
+
+export interface RoutingFields {
+  model: string;
+  stream: boolean;
+}
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * Parses the JSON body just far enough to route it.
+ * @throws {ApiError} 400 for a body that is not UTF-8 JSON or names no model.
+ */
+export function parseRoutingFields(bytes: Uint8Array): RoutingFields {
+  if (bytes.byteLength === 0) {
+    throw invalidRequest("invalid_body", "Request body is empty; expected a JSON object");
+  }
+  let text: string;
+  try {
+    text = utf8.decode(bytes);
+  } catch {
+    throw invalidRequest("invalid_body", "Request body is not valid UTF-8");
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw invalidRequest(
+      "invalid_json",
+      `Request body is not valid JSON: ${err instanceof Error ? err.message : err}`,
+    );
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+    throw invalidRequest("invalid_body", "Request body must be a JSON object");
+  }
+  const { model, stream } = parsed as Record<string, unknown>;
+  if (typeof model !== "string" || model.trim() === "") {
+    throw invalidRequest("missing_model", "You must provide a model parameter", "model");
+  }
+  return { model, stream: stream === true };
+}

@@ -1,0 +1,250 @@
+/**
+ * @module
+ * config.yml: the seed's keys plus optional extensions. `parseConfig()` is pure (text in,
+ * resolved config or every problem with key path and line out); `loadConfig()` does the I/O.
+ */
+import { z } from "zod";
+import { isMap, isPair, isScalar, LineCounter, type Node, parseDocument } from "yaml";
+
+/** Docker's own rule for container names; it also keeps `/`, `?` and `..` out of API paths. */
+const CONTAINER_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
+
+const seconds = z.number().positive();
+const httpUrl = z.url({ protocol: /^https?$/, error: "expected an http:// or https:// URL" });
+
+/** Sizes as bytes or a string like "50mb" / "512kb". */
+const byteSize = z.union([
+  z.number().int().positive(),
+  z.string().regex(/^\s*\d+(\.\d+)?\s*(b|kb|mb|gb)?\s*$/i, 'expected bytes or a size like "50mb"')
+    .transform((text) => {
+      const match = /^\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb)?\s*$/i.exec(text)!;
+      const unit = (match[2] ?? "b").toLowerCase();
+      const factor = { b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3 }[unit]!;
+      return Math.round(Number(match[1]) * factor);
+    }),
+]);
+
+const RawModel = z.strictObject({
+  container_name: z.string().regex(
+    CONTAINER_NAME,
+    "expected a Docker container name (letters, digits, '_', '.', '-'; no '/')",
+  ),
+  backend_url: httpUrl,
+  health_url: httpUrl.optional(),
+  startup_timeout: seconds.default(120),
+  aliases: z.array(z.string().min(1)).default([]),
+});
+
+const RawConfig = z.strictObject({
+  host: z.string().min(1).default("0.0.0.0"),
+  port: z.number().int().min(0).max(65535).default(8888),
+  docker_socket: z.string().min(1).default("/var/run/docker.sock"),
+  queue_size: z.number().int().positive().default(50),
+  request_timeout: seconds.default(600),
+  num_workers: z.number().int().positive().default(2),
+  max_body_size: byteSize.default(64 * 1024 * 1024),
+  stop_timeout: z.number().int().min(0).default(10),
+  keepalive_interval: seconds.default(5),
+  max_attempts: z.number().int().positive().default(3),
+  models: z.record(z.string().min(1), RawModel).default({}),
+});
+
+export type RawConfig = z.input<typeof RawConfig>;
+
+export interface ModelConfig {
+  id: string;
+  containerName: string;
+  /** Base URL requests are forwarded to; a trailing `/v1` replaces the request's `/v1`. */
+  backendUrl: string;
+  healthUrl: string;
+  startupTimeoutMs: number;
+  aliases: readonly string[];
+}
+
+export interface Config {
+  host: string;
+  port: number;
+  dockerSocket: string;
+  queueSize: number;
+  requestTimeoutMs: number;
+  numWorkers: number;
+  maxBodyBytes: number;
+  stopTimeoutS: number;
+  keepaliveMs: number;
+  maxAttempts: number;
+  models: readonly ModelConfig[];
+}
+
+/** A bad config file: one line per problem, ready to print. */
+export class ConfigError extends Error {
+  constructor(readonly source: string, readonly problems: readonly string[]) {
+    super(`Invalid config ${source}:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+    this.name = "ConfigError";
+  }
+}
+
+/** Environment variables that override file values. */
+export interface ConfigEnv {
+  NUM_WORKERS?: string;
+  LQP_HOST?: string;
+  LQP_PORT?: string;
+  DOCKER_SOCKET?: string;
+}
+
+/**
+ * Parses and validates config text.
+ * @throws {ConfigError} listing every problem with its key path and line.
+ */
+export function parseConfig(text: string, source: string, env: ConfigEnv = {}): Config {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    throw new ConfigError(
+      source,
+      doc.errors.map((e) => `line ${lineCounter.linePos(e.pos[0]).line}: ${e.message}`),
+    );
+  }
+  const data = doc.toJS() ?? {};
+  const problems: string[] = [];
+  const result = RawConfig.safeParse(data);
+  if (!result.success) {
+    for (const issue of result.error.issues) {
+      const path = issue.path.map(String);
+      const keys = issue.code === "unrecognized_keys" ? issue.keys : [undefined];
+      for (const key of keys) {
+        const full = key === undefined ? path : [...path, key];
+        const line = lineOf(doc.contents, full, lineCounter);
+        const message = key !== undefined
+          ? "unknown key (typo?)"
+          : issue.code === "invalid_type" && valueAt(data, path) === undefined
+          ? `required key is missing (expected ${issue.expected})`
+          : issue.message;
+        problems.push(`${full.join(".") || "(top level)"} (line ${line}): ${message}`);
+      }
+    }
+    throw new ConfigError(source, problems);
+  }
+  const raw = result.data;
+  applyEnv(raw, env, problems);
+  const models = resolveModels(raw.models, problems, doc.contents, lineCounter);
+  if (problems.length > 0) throw new ConfigError(source, problems);
+  return {
+    host: raw.host,
+    port: raw.port,
+    dockerSocket: raw.docker_socket,
+    queueSize: raw.queue_size,
+    requestTimeoutMs: raw.request_timeout * 1000,
+    numWorkers: raw.num_workers,
+    maxBodyBytes: raw.max_body_size,
+    stopTimeoutS: raw.stop_timeout,
+    keepaliveMs: raw.keepalive_interval * 1000,
+    maxAttempts: raw.max_attempts,
+    models,
+  };
+}
+
+type ParsedRaw = z.output<typeof RawConfig>;
+
+function applyEnv(raw: ParsedRaw, env: ConfigEnv, problems: string[]): void {
+  const positiveInt = (name: keyof ConfigEnv, max = Number.MAX_SAFE_INTEGER) => {
+    const text = env[name];
+    if (text === undefined || text === "") return undefined;
+    const value = Number(text);
+    if (!Number.isInteger(value) || value < 1 || value > max) {
+      problems.push(`env ${name}: expected an integer from 1 to ${max}, got '${text}'`);
+      return undefined;
+    }
+    return value;
+  };
+  raw.num_workers = positiveInt("NUM_WORKERS") ?? raw.num_workers;
+  raw.port = positiveInt("LQP_PORT", 65535) ?? raw.port;
+  if (env.LQP_HOST) raw.host = env.LQP_HOST;
+  if (env.DOCKER_SOCKET) raw.docker_socket = env.DOCKER_SOCKET;
+}
+
+function resolveModels(
+  rawModels: ParsedRaw["models"],
+  problems: string[],
+  root: Node | null,
+  lines: LineCounter,
+): ModelConfig[] {
+  const owners = new Map<string, string>();
+  const containers = new Map<string, string>();
+  const models: ModelConfig[] = [];
+  for (const [id, raw] of Object.entries(rawModels)) {
+    for (const name of [id, ...raw.aliases]) {
+      const owner = owners.get(name);
+      if (owner !== undefined && !(owner === id && name === id)) {
+        const line = lineOf(root, ["models", id, "aliases"], lines);
+        problems.push(`models.${id}.aliases (line ${line}): '${name}' is already used by ${owner}`);
+      }
+      owners.set(name, id);
+    }
+    const sharing = containers.get(raw.container_name);
+    if (sharing !== undefined) {
+      const line = lineOf(root, ["models", id, "container_name"], lines);
+      problems.push(
+        `models.${id}.container_name (line ${line}): '${raw.container_name}' is already used by ${sharing}`,
+      );
+    }
+    containers.set(raw.container_name, id);
+    models.push({
+      id,
+      containerName: raw.container_name,
+      backendUrl: raw.backend_url.replace(/\/+$/, ""),
+      healthUrl: raw.health_url ?? `${new URL(raw.backend_url).origin}/health`,
+      startupTimeoutMs: raw.startup_timeout * 1000,
+      aliases: raw.aliases,
+    });
+  }
+  return models;
+}
+
+function valueAt(data: unknown, path: readonly string[]): unknown {
+  let value = data;
+  for (const key of path) {
+    if (typeof value !== "object" || value === null) return undefined;
+    value = (value as Record<string, unknown>)[key];
+  }
+  return value;
+}
+
+/** Line (1-based) of the deepest node on `path` that exists in the YAML document. */
+function lineOf(root: Node | null, path: readonly string[], lines: LineCounter): number {
+  let node: unknown = root;
+  let offset = root?.range?.[0] ?? 0;
+  for (const key of path) {
+    if (!isMap(node)) break;
+    const pair = node.items.find((item) =>
+      isPair(item) && isScalar(item.key) && String(item.key.value) === key
+    );
+    if (!pair) break;
+    if (isScalar(pair.key) && pair.key.range) offset = pair.key.range[0];
+    node = pair.value;
+  }
+  return lines.linePos(offset).line;
+}
+
+/**
+ * Reads and parses a config file.
+ * @throws {ConfigError} when the file is missing, unreadable or invalid.
+ */
+export async function loadConfig(path: string, env: ConfigEnv = {}): Promise<Config> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (err) {
+    const reason = err instanceof Deno.errors.NotFound
+      ? "file not found (pass --config PATH or set LQP_CONFIG)"
+      : err instanceof Deno.errors.NotCapable
+      ? `no permission to read it (run with --allow-read=${path})`
+      : String(err);
+    throw new ConfigError(path, [reason]);
+  }
+  return parseConfig(text, path, env);
+}
+
+/** Finds a model by id or alias. */
+export function findModel(config: Config, name: string): ModelConfig | undefined {
+  return config.models.find((m) => m.id === name || m.aliases.includes(name));
+}

@@ -1,0 +1,129 @@
+/**
+ * @module
+ * The one error type of the proxy and the only place that knows the OpenAI error shape
+ * `{"error":{"message","type","param","code"}}`. Routes throw; `routes/app.ts` renders.
+ */
+
+export type OpenAIErrorType =
+  | "invalid_request_error"
+  | "not_found_error"
+  | "rate_limit_error"
+  | "server_error"
+  | "timeout_error"
+  | "unavailable_error";
+
+export interface ApiErrorOptions {
+  param?: string | null;
+  headers?: Record<string, string>;
+  cause?: unknown;
+}
+
+/** An error a client sees: HTTP status, OpenAI `type` and `code`, and a message. */
+export class ApiError extends Error {
+  readonly param: string | null;
+  readonly headers: Record<string, string>;
+
+  constructor(
+    readonly status: number,
+    readonly type: OpenAIErrorType,
+    readonly code: string,
+    message: string,
+    options: ApiErrorOptions = {},
+  ) {
+    super(message, { cause: options.cause });
+    this.name = "ApiError";
+    this.param = options.param ?? null;
+    this.headers = options.headers ?? {};
+  }
+
+  /** The OpenAI error body. */
+  toJSON(): { error: { message: string; type: string; param: string | null; code: string } } {
+    return {
+      error: { message: this.message, type: this.type, param: this.param, code: this.code },
+    };
+  }
+
+  /** A complete JSON response carrying this error. */
+  toResponse(): Response {
+    return new Response(JSON.stringify(this.toJSON()), {
+      status: this.status,
+      headers: { "content-type": "application/json", ...this.headers },
+    });
+  }
+}
+
+export function invalidRequest(code: string, message: string, param: string | null = null) {
+  return new ApiError(400, "invalid_request_error", code, message, { param });
+}
+
+export function modelNotFound(requested: string, valid: readonly string[]) {
+  return new ApiError(
+    404,
+    "invalid_request_error",
+    "model_not_found",
+    `The model '${requested}' does not exist. Valid models: ${valid.join(", ")}`,
+    { param: "model" },
+  );
+}
+
+export function queueFull(capacity: number, retryAfterS: number) {
+  return new ApiError(
+    429,
+    "rate_limit_error",
+    "queue_full",
+    `Queue full (${capacity} requests). Try again later.`,
+    { headers: { "retry-after": String(retryAfterS) } },
+  );
+}
+
+export function bodyTooLarge(limitBytes: number) {
+  return new ApiError(
+    413,
+    "invalid_request_error",
+    "request_too_large",
+    `Request body is larger than the limit of ${limitBytes} bytes (max_body_size)`,
+  );
+}
+
+export function requestTimeout(timeoutS: number) {
+  return new ApiError(
+    504,
+    "timeout_error",
+    "request_timeout",
+    `Request did not complete within request_timeout (${timeoutS}s)`,
+  );
+}
+
+export function modelUnavailable(code: string, message: string, cause?: unknown) {
+  return new ApiError(503, "unavailable_error", code, message, { cause });
+}
+
+export function upstreamFailed(message: string, cause?: unknown) {
+  return new ApiError(502, "server_error", "upstream_unreachable", message, { cause });
+}
+
+/** Nobody reads this one: the client is gone. It keeps the outcome type total. */
+export function clientClosed() {
+  return new ApiError(
+    499,
+    "invalid_request_error",
+    "client_closed_request",
+    "Client closed the request",
+  );
+}
+
+export function shuttingDown() {
+  return new ApiError(503, "unavailable_error", "shutting_down", "The proxy is shutting down");
+}
+
+/** Wraps anything thrown into an ApiError; unexpected errors become a generic 500. */
+export function toApiError(err: unknown, requestId: string): ApiError {
+  if (err instanceof ApiError) return err;
+  return new ApiError(
+    500,
+    "server_error",
+    "internal_error",
+    `Internal proxy error (request ${requestId}); see the proxy log`,
+    { cause: err },
+  );
+}

@@ -1,0 +1,98 @@
+/**
+ * @module
+ * Polls a model's health URL until it is ready. llama-server answers 503 while loading and
+ * refuses connections while starting: both mean "not yet". Every attempt has its own short
+ * timeout, because Docker's port proxy can accept a connection and never answer it.
+ */
+
+export interface PollOptions {
+  /** Give up at this time (ms since epoch). */
+  deadline: number;
+  signal?: AbortSignal;
+  /** Runs between attempts at most every `checkEveryMs`; throwing ends the poll (container died). */
+  check?: () => Promise<void>;
+  checkEveryMs?: number;
+  initialIntervalMs?: number;
+  maxIntervalMs?: number;
+  attemptTimeoutMs?: number;
+}
+
+export type PollResult =
+  | { ready: true; attempts: number }
+  | { ready: false; attempts: number; lastAnswer: string };
+
+/** Resolves after `ms`, or rejects with the signal's reason when it aborts first. */
+export function delay(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal!.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+/** Ready means HTTP 200, and, when the body is llama-server's JSON, `status` is "ok". */
+export function isReadyAnswer(status: number, body: string): boolean {
+  if (status !== 200) return false;
+  try {
+    const parsed = JSON.parse(body);
+    if (parsed && typeof parsed === "object" && "status" in parsed) return parsed.status === "ok";
+  } catch {
+    // Not JSON: a plain 200 from a non-llama backend is good enough.
+  }
+  return true;
+}
+
+/**
+ * Polls `url` with backoff until it is ready or the deadline passes.
+ * @throws whatever `check` throws, or the signal's reason when aborted.
+ */
+export async function pollUntilHealthy(url: string, options: PollOptions): Promise<PollResult> {
+  const { signal, check } = options;
+  const checkEveryMs = options.checkEveryMs ?? 250;
+  const maxIntervalMs = options.maxIntervalMs ?? 500;
+  let intervalMs = options.initialIntervalMs ?? 20;
+  let attemptTimeoutMs = options.attemptTimeoutMs ?? 250;
+  let attempts = 0;
+  let lastAnswer = "no answer yet";
+  let lastCheck = Date.now();
+
+  while (Date.now() < options.deadline) {
+    signal?.throwIfAborted();
+    attempts++;
+    const remaining = options.deadline - Date.now();
+    const attemptSignal = AbortSignal.timeout(Math.max(1, Math.min(attemptTimeoutMs, remaining)));
+    try {
+      const res = await fetch(url, {
+        signal: signal ? AbortSignal.any([signal, attemptSignal]) : attemptSignal,
+      });
+      const body = await res.text();
+      if (isReadyAnswer(res.status, body)) return { ready: true, attempts };
+      lastAnswer = `HTTP ${res.status} ${body.slice(0, 200)}`;
+      attemptTimeoutMs = options.attemptTimeoutMs ?? 250;
+    } catch (err) {
+      signal?.throwIfAborted();
+      if (attemptSignal.aborted) {
+        // A hung attempt: give the next one more time, up to 2 s.
+        attemptTimeoutMs = Math.min(attemptTimeoutMs * 2, 2000);
+        lastAnswer = "no answer within the attempt timeout";
+      } else {
+        lastAnswer = err instanceof Error ? err.message : String(err);
+      }
+    }
+    if (check && Date.now() - lastCheck >= checkEveryMs) {
+      lastCheck = Date.now();
+      await check();
+    }
+    const wait = Math.min(intervalMs, Math.max(0, options.deadline - Date.now()));
+    await delay(wait, signal);
+    intervalMs = Math.min(Math.ceil(intervalMs * 1.5), maxIntervalMs);
+  }
+  return { ready: false, attempts, lastAnswer };
+}

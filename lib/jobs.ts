@@ -1,0 +1,101 @@
+/**
+ * @module
+ * A job is one client request on its way to a backend. Its state changes only through the
+ * transition table below; an illegal move is a bug and throws.
+ */
+import type { ApiError } from "./errors.ts";
+
+export type JobState = "queued" | "running" | "done" | "failed" | "cancelled";
+
+const NEXT: Record<JobState, readonly JobState[]> = {
+  queued: ["running", "failed", "cancelled"],
+  // running → queued is a retry after the backend failed before sending a byte.
+  running: ["queued", "done", "failed", "cancelled"],
+  done: [],
+  failed: [],
+  cancelled: [],
+};
+
+/** What the route receives: the backend's response (body still streaming) or an error. */
+export type JobOutcome =
+  | { kind: "response"; response: Response }
+  | { kind: "error"; error: ApiError };
+
+export interface JobInit {
+  id: string;
+  model: string;
+  method: string;
+  /** Path and query as the client sent them, e.g. `/v1/chat/completions`. */
+  path: string;
+  body: Uint8Array<ArrayBuffer>;
+  headers: Headers;
+  stream: boolean;
+  enqueuedAt: number;
+  /** Aborts when the client leaves or `request_timeout` passes. */
+  signal: AbortSignal;
+  /** Aborts only on `request_timeout`, to tell a timeout from a disconnect. */
+  timeoutSignal: AbortSignal;
+}
+
+let nextSeq = 0;
+
+export class Job {
+  readonly id: string;
+  readonly model: string;
+  readonly method: string;
+  readonly path: string;
+  readonly body: Uint8Array<ArrayBuffer>;
+  readonly headers: Headers;
+  readonly stream: boolean;
+  readonly enqueuedAt: number;
+  readonly signal: AbortSignal;
+  readonly timeoutSignal: AbortSignal;
+  /** Arrival order; a retried job keeps its place. */
+  readonly seq = nextSeq++;
+  readonly outcome: Promise<JobOutcome>;
+  attempts = 0;
+  startedAt: number | null = null;
+  /** Milliseconds spent swapping models on this job's behalf. */
+  swapMs = 0;
+  #state: JobState = "queued";
+  #resolve!: (outcome: JobOutcome) => void;
+  #settled = false;
+
+  constructor(init: JobInit) {
+    this.id = init.id;
+    this.model = init.model;
+    this.method = init.method;
+    this.path = init.path;
+    this.body = init.body;
+    this.headers = init.headers;
+    this.stream = init.stream;
+    this.enqueuedAt = init.enqueuedAt;
+    this.signal = init.signal;
+    this.timeoutSignal = init.timeoutSignal;
+    this.outcome = new Promise((resolve) => this.#resolve = resolve);
+  }
+
+  get state(): JobState {
+    return this.#state;
+  }
+
+  get settled(): boolean {
+    return this.#settled;
+  }
+
+  /** @throws {Error} on a move the table does not allow. */
+  transition(to: JobState): void {
+    if (!NEXT[this.#state].includes(to)) {
+      throw new Error(`Job ${this.id}: illegal state change ${this.#state} -> ${to}`);
+    }
+    this.#state = to;
+  }
+
+  /** Hands the outcome to the waiting route; only the first call counts. */
+  settle(outcome: JobOutcome): boolean {
+    if (this.#settled) return false;
+    this.#settled = true;
+    this.#resolve(outcome);
+    return true;
+  }
+}

@@ -1,0 +1,323 @@
+/**
+ * @module
+ * ModelManager: the sole owner of "which model is loaded". It keeps the single-GPU
+ * invariant: swaps are serialized by one lock, wait for in-flight requests on the old model,
+ * stop every other configured container, start the target and poll it until healthy.
+ * It never touches a container that config.yml does not name.
+ */
+import type { Clock } from "./clock.ts";
+import type { ModelConfig } from "./config.ts";
+import { ContainerNotFoundError, type Docker, DockerUnavailableError } from "./docker.ts";
+import { pollUntilHealthy } from "./health.ts";
+import type { Logger } from "./log.ts";
+
+export type ModelPhase = "idle" | "reconciling" | "stopping" | "starting" | "ready";
+
+export interface ModelSnapshot {
+  /** The model whose container is up and healthy, or null. */
+  loaded: string | null;
+  phase: ModelPhase;
+  /** The model being started during `starting`/`stopping`. */
+  target: string | null;
+  /** When the current phase began (clock ms). */
+  since: number;
+  inflight: number;
+}
+
+export type SwapFailureCode = "container_not_found" | "docker_unavailable" | "model_load_failed";
+
+/** A swap that did not end with a healthy model; the message is meant for the client. */
+export class SwapFailedError extends Error {
+  constructor(readonly model: string, readonly code: SwapFailureCode, message: string) {
+    super(message);
+    this.name = "SwapFailedError";
+  }
+}
+
+export interface SwapTimings {
+  from: string | null;
+  to: string;
+  stopMs: number;
+  startMs: number;
+  healthyMs: number;
+}
+
+export interface Lease {
+  release(): void;
+}
+
+export interface ModelManagerOptions {
+  clock: Clock;
+  log: Logger;
+  /** Seconds Docker waits after SIGTERM before SIGKILL. */
+  stopTimeoutS: number;
+  /** Log lines quoted in a failed swap's message. */
+  logTailLines?: number;
+}
+
+/** The container died while we waited for it to become healthy. */
+class ContainerExitedError extends Error {}
+
+export class ModelManager {
+  readonly #docker: Docker;
+  readonly #models: Map<string, ModelConfig>;
+  readonly #clock: Clock;
+  readonly #log: Logger;
+  readonly #stopTimeoutS: number;
+  readonly #logTailLines: number;
+  #loaded: string | null = null;
+  #phase: ModelPhase = "idle";
+  #target: string | null = null;
+  #since: number;
+  #leases = 0;
+  #drainWaiters: (() => void)[] = [];
+  #lock: Promise<unknown> = Promise.resolve();
+  #listeners = new Set<() => void>();
+
+  constructor(docker: Docker, models: readonly ModelConfig[], options: ModelManagerOptions) {
+    this.#docker = docker;
+    this.#models = new Map(models.map((m) => [m.id, m]));
+    this.#clock = options.clock;
+    this.#log = options.log;
+    this.#stopTimeoutS = options.stopTimeoutS;
+    this.#logTailLines = options.logTailLines ?? 20;
+    this.#since = options.clock.now();
+  }
+
+  snapshot(): ModelSnapshot {
+    return {
+      loaded: this.#loaded,
+      phase: this.#phase,
+      target: this.#target,
+      since: this.#since,
+      inflight: this.#leases,
+    };
+  }
+
+  /** Subscribes to every change of the snapshot; returns the unsubscribe function. */
+  onChange(listener: () => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /**
+   * Claims the loaded model for one request, or returns null when `model` is not the loaded
+   * and healthy one. Swaps wait until every lease is released.
+   */
+  lease(model: string): Lease | null {
+    if (this.#loaded !== model || this.#phase !== "ready") return null;
+    this.#leases++;
+    let released = false;
+    return {
+      release: () => {
+        if (released) return;
+        released = true;
+        this.#leases--;
+        if (this.#leases === 0) {
+          for (const wake of this.#drainWaiters.splice(0)) wake();
+        }
+        this.#emit();
+      },
+    };
+  }
+
+  /**
+   * Makes `modelId` the loaded model. Returns null when it already was.
+   * @throws {SwapFailedError} with a client-facing message (log tail included).
+   */
+  swapTo(modelId: string): Promise<SwapTimings | null> {
+    const model = this.#models.get(modelId);
+    if (!model) return Promise.reject(new Error(`Unknown model '${modelId}'`));
+    return this.#exclusive(() => this.#swap(model));
+  }
+
+  /**
+   * Start-up: adopt reality. If several configured containers run, keep the most recently
+   * started one and stop the others; the kept one becomes current once healthy.
+   */
+  reconcile(): Promise<void> {
+    return this.#exclusive(async () => {
+      this.#set({ phase: "reconciling", target: null });
+      try {
+        await this.#reconcile();
+      } catch (err) {
+        this.#log.warn("reconcile_failed", {
+          error: String(err instanceof Error ? err.message : err),
+        });
+        this.#set({ phase: "idle", loaded: null });
+      }
+    });
+  }
+
+  /**
+   * A forward to `modelId` failed before any byte came back. If its container is no longer
+   * running, forget that it is loaded so the next request starts it again.
+   */
+  async reportUnreachable(modelId: string): Promise<void> {
+    const model = this.#models.get(modelId);
+    if (!model || this.#loaded !== modelId) return;
+    let running = false;
+    try {
+      running = (await this.#docker.inspect(model.containerName)).running;
+    } catch {
+      running = false;
+    }
+    if (!running && this.#loaded === modelId) {
+      this.#log.warn("backend_gone", { model: modelId, container: model.containerName });
+      this.#set({ phase: "idle", loaded: null });
+    }
+  }
+
+  #exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#lock.then(fn, fn);
+    this.#lock = run.catch(() => {});
+    return run;
+  }
+
+  #set(next: { phase: ModelPhase; loaded?: string | null; target?: string | null }): void {
+    this.#phase = next.phase;
+    if (next.loaded !== undefined) this.#loaded = next.loaded;
+    if (next.target !== undefined) this.#target = next.target;
+    this.#since = this.#clock.now();
+    this.#emit();
+  }
+
+  #emit(): void {
+    for (const listener of this.#listeners) listener();
+  }
+
+  #drained(): Promise<void> {
+    if (this.#leases === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#drainWaiters.push(resolve));
+  }
+
+  async #swap(model: ModelConfig): Promise<SwapTimings | null> {
+    if (this.#loaded === model.id && this.#phase === "ready") return null;
+    // Never cut a stream: requests on the old model finish first.
+    await this.#drained();
+    const from = this.#loaded;
+    const began = performance.now();
+    this.#set({ phase: "stopping", loaded: null, target: model.id });
+    try {
+      const running = await this.#runningContainers();
+      await Promise.all(
+        running.filter((name) => name !== model.containerName)
+          .map((name) => this.#docker.stop(name, this.#stopTimeoutS)),
+      );
+      const stopped = performance.now();
+      this.#set({ phase: "starting" });
+      await this.#docker.start(model.containerName);
+      const started = performance.now();
+      await this.#waitHealthy(model, this.#clock.now() + model.startupTimeoutMs);
+      const healthy = performance.now();
+      this.#set({ phase: "ready", loaded: model.id, target: null });
+      const timings = {
+        from,
+        to: model.id,
+        stopMs: Math.round(stopped - began),
+        startMs: Math.round(started - stopped),
+        healthyMs: Math.round(healthy - started),
+      };
+      this.#log.info("swap", {
+        from: from ?? "none",
+        to: model.id,
+        stop_ms: timings.stopMs,
+        start_ms: timings.startMs,
+        healthy_ms: timings.healthyMs,
+      });
+      return timings;
+    } catch (err) {
+      const failure = await this.#describeFailure(model, err);
+      this.#set({ phase: "idle", loaded: null, target: null });
+      this.#log.error("swap_failed", {
+        from: from ?? "none",
+        to: model.id,
+        error: failure.message,
+      });
+      throw failure;
+    }
+  }
+
+  async #runningContainers(): Promise<string[]> {
+    return (await this.#docker.list()).filter((c) => c.running).map((c) => c.name);
+  }
+
+  async #waitHealthy(model: ModelConfig, deadline: number): Promise<void> {
+    const result = await pollUntilHealthy(model.healthUrl, {
+      deadline,
+      check: () => this.#assertRunning(model),
+    });
+    if (!result.ready) {
+      throw new SwapFailedError(
+        model.id,
+        "model_load_failed",
+        `Model '${model.id}' did not become healthy within startup_timeout ` +
+          `(${
+            model.startupTimeoutMs / 1000
+          }s); last answer from ${model.healthUrl}: ${result.lastAnswer}`,
+      );
+    }
+  }
+
+  async #assertRunning(model: ModelConfig): Promise<void> {
+    const state = await this.#docker.inspect(model.containerName);
+    if (state.running) return;
+    const reason = state.oomKilled ? ", killed by the OOM killer" : "";
+    const detail = state.error ? ` (${state.error})` : "";
+    throw new ContainerExitedError(
+      `Model '${model.id}' failed to start: container ${model.containerName} is ${state.status} ` +
+        `with exit code ${state.exitCode}${reason}${detail}`,
+    );
+  }
+
+  /** Turns any swap error into the client's message, stopping a half-started container. */
+  async #describeFailure(model: ModelConfig, err: unknown): Promise<SwapFailedError> {
+    if (err instanceof ContainerNotFoundError) {
+      return new SwapFailedError(
+        model.id,
+        "container_not_found",
+        `${err.message} (model '${model.id}'). Create it first with docker create --name ${err.container} ...`,
+      );
+    }
+    if (err instanceof DockerUnavailableError) {
+      return new SwapFailedError(model.id, "docker_unavailable", err.message);
+    }
+    const base = err instanceof Error ? err.message : String(err);
+    const message = err instanceof SwapFailedError || err instanceof ContainerExitedError
+      ? base
+      : `Model '${model.id}' failed to start: Docker said: ${base}`;
+    const tail = await this.#docker.logTail(model.containerName, this.#logTailLines)
+      .catch(() => "");
+    await this.#docker.stop(model.containerName, this.#stopTimeoutS).catch(() => {});
+    const logPart = tail.trim()
+      ? `. Last log lines of ${model.containerName}:\n${tail.trimEnd()}`
+      : "";
+    return new SwapFailedError(model.id, "model_load_failed", message + logPart);
+  }
+
+  async #reconcile(): Promise<void> {
+    const running = await this.#runningContainers();
+    if (running.length === 0) return this.#set({ phase: "idle", loaded: null });
+    const states = await Promise.all(running.map((name) => this.#docker.inspect(name)));
+    states.sort((a, b) => b.startedAt.localeCompare(a.startedAt));
+    const [keep, ...extra] = states;
+    await Promise.all(extra.map((s) => this.#docker.stop(s.name, this.#stopTimeoutS)));
+    if (extra.length > 0) {
+      this.#log.warn("reconcile_stopped_extra", {
+        kept: keep.name,
+        stopped: extra.map((s) => s.name).join(","),
+      });
+    }
+    const model = [...this.#models.values()].find((m) => m.containerName === keep.name)!;
+    this.#set({ phase: "reconciling", target: model.id });
+    try {
+      await this.#waitHealthy(model, this.#clock.now() + model.startupTimeoutMs);
+      this.#set({ phase: "ready", loaded: model.id, target: null });
+      this.#log.info("reconcile_adopted", { model: model.id, container: keep.name });
+    } catch (err) {
+      const failure = await this.#describeFailure(model, err);
+      this.#log.warn("reconcile_unhealthy", { model: model.id, error: failure.message });
+      this.#set({ phase: "idle", loaded: null, target: null });
+    }
+  }
+}

@@ -1,0 +1,126 @@
+/**
+ * @module
+ * The waiting room: admission against `queue_size`, arrival order, and removal of jobs whose
+ * client left or whose time ran out. It never talks to a backend.
+ */
+import { type ApiError, clientClosed, queueFull, requestTimeout } from "./errors.ts";
+import type { Job } from "./jobs.ts";
+
+export interface QueueHooks {
+  /** A waiting job's client disconnected. */
+  onCancelled?(job: Job): void;
+  /** A waiting job hit `request_timeout`. */
+  onTimedOut?(job: Job): void;
+  /** The set of waiting jobs changed. */
+  onChange?(): void;
+}
+
+export class JobQueue {
+  readonly capacity: number;
+  readonly #timeoutS: number;
+  readonly #hooks: QueueHooks;
+  readonly #retryAfterS: () => number;
+  /** Sorted by `seq`; small (queue_size), so splice is cheaper than a fancier structure. */
+  #waiting: Job[] = [];
+  #detach = new Map<Job, () => void>();
+
+  constructor(
+    capacity: number,
+    options: { timeoutS: number; retryAfterS: () => number; hooks?: QueueHooks },
+  ) {
+    this.capacity = capacity;
+    this.#timeoutS = options.timeoutS;
+    this.#retryAfterS = options.retryAfterS;
+    this.#hooks = options.hooks ?? {};
+  }
+
+  get size(): number {
+    return this.#waiting.length;
+  }
+
+  /** Waiting jobs in arrival order. */
+  waiting(): readonly Job[] {
+    return this.#waiting;
+  }
+
+  /**
+   * Adds a new job.
+   * @throws {ApiError} 429 `queue_full` when `queue_size` jobs already wait.
+   */
+  admit(job: Job): void {
+    if (this.#waiting.length >= this.capacity) {
+      throw queueFull(this.capacity, this.#retryAfterS());
+    }
+    this.#insert(job);
+  }
+
+  /** Puts a job that was taken back in its arrival place (a retry); capacity does not apply. */
+  requeue(job: Job): void {
+    job.transition("queued");
+    this.#insert(job);
+  }
+
+  /** Removes a job the worker pool is about to run. */
+  take(job: Job): void {
+    this.#remove(job);
+  }
+
+  /** 1-based position in arrival order, or 0 when not waiting. */
+  positionOf(job: Job): number {
+    return this.#waiting.indexOf(job) + 1;
+  }
+
+  /** Fails every waiting job for `model` (its container will not come up). */
+  failModel(model: string, error: ApiError): Job[] {
+    const failed = this.#waiting.filter((job) => job.model === model);
+    for (const job of failed) this.#fail(job, error);
+    return failed;
+  }
+
+  /** Fails every waiting job (shutdown). */
+  failAll(error: ApiError): Job[] {
+    const failed = [...this.#waiting];
+    for (const job of failed) this.#fail(job, error);
+    return failed;
+  }
+
+  #fail(job: Job, error: ApiError): void {
+    this.#remove(job);
+    job.transition("failed");
+    job.settle({ kind: "error", error });
+  }
+
+  #insert(job: Job): void {
+    let index = this.#waiting.length;
+    while (index > 0 && this.#waiting[index - 1].seq > job.seq) index--;
+    this.#waiting.splice(index, 0, job);
+    const onAbort = () => this.#abandon(job);
+    job.signal.addEventListener("abort", onAbort, { once: true });
+    this.#detach.set(job, () => job.signal.removeEventListener("abort", onAbort));
+    if (job.signal.aborted) return this.#abandon(job);
+    this.#hooks.onChange?.();
+  }
+
+  #remove(job: Job): void {
+    const index = this.#waiting.indexOf(job);
+    if (index < 0) return;
+    this.#waiting.splice(index, 1);
+    this.#detach.get(job)?.();
+    this.#detach.delete(job);
+    this.#hooks.onChange?.();
+  }
+
+  #abandon(job: Job): void {
+    if (this.positionOf(job) === 0) return;
+    this.#remove(job);
+    if (job.timeoutSignal.aborted) {
+      job.transition("failed");
+      job.settle({ kind: "error", error: requestTimeout(this.#timeoutS) });
+      this.#hooks.onTimedOut?.(job);
+    } else {
+      job.transition("cancelled");
+      job.settle({ kind: "error", error: clientClosed() });
+      this.#hooks.onCancelled?.(job);
+    }
+  }
+}

@@ -1,0 +1,130 @@
+/**
+ * @module
+ * The one forwarding path: send a job's body verbatim to its backend and hand back the
+ * response with its body still streaming, plus a promise that settles when that body is
+ * finished, cancelled or broken (the worker holds its slot until then).
+ */
+import type { ModelConfig } from "./config.ts";
+import type { Job } from "./jobs.ts";
+
+/** The backend could not be reached, so no byte went to the client: safe to retry. */
+export class UpstreamUnreachableError extends Error {
+  constructor(url: string, cause: unknown) {
+    super(`Backend ${url} did not answer (${cause instanceof Error ? cause.message : cause})`, {
+      cause,
+    });
+    this.name = "UpstreamUnreachableError";
+  }
+}
+
+/** Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus ones fetch sets. */
+const HOP_BY_HOP = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "proxy-authenticate",
+  "proxy-authorization",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+  "host",
+  "content-length",
+]);
+
+/** fetch already decoded the body, so the length and encoding no longer describe it. */
+const DROP_FROM_RESPONSE = new Set([...HOP_BY_HOP, "content-encoding"]);
+
+function copyHeaders(from: Headers, drop: Set<string>): Headers {
+  const out = new Headers();
+  for (const [name, value] of from) if (!drop.has(name)) out.append(name, value);
+  return out;
+}
+
+/**
+ * Where a request goes: a backend URL ending in `/v1` takes the part of the path after the
+ * client's `/v1` (the seed's `backend_url: http://host:8080/v1`); any other base URL gets the
+ * whole path appended.
+ */
+export function targetUrl(backendUrl: string, pathAndQuery: string): string {
+  const base = backendUrl.replace(/\/+$/, "");
+  if (base.endsWith("/v1") && pathAndQuery.startsWith("/v1/")) {
+    return base + pathAndQuery.slice(3);
+  }
+  return base + pathAndQuery;
+}
+
+export interface Forwarded {
+  response: Response;
+  /** Settles when the body was fully read, cancelled, broke, or the job was aborted. */
+  done: Promise<void>;
+}
+
+/**
+ * Forwards `job` to `model`'s backend.
+ * @throws {UpstreamUnreachableError} when no response came back (refused, reset).
+ * @throws the job signal's reason when the client left or the request timed out.
+ */
+export async function forward(job: Job, model: ModelConfig): Promise<Forwarded> {
+  const url = targetUrl(model.backendUrl, job.path);
+  let upstream: Response;
+  try {
+    upstream = await fetch(url, {
+      method: job.method,
+      headers: copyHeaders(job.headers, HOP_BY_HOP),
+      body: job.method === "GET" || job.method === "HEAD" ? undefined : job.body,
+      signal: job.signal,
+      redirect: "manual",
+    });
+  } catch (err) {
+    if (job.signal.aborted) throw job.signal.reason;
+    throw new UpstreamUnreachableError(url, err);
+  }
+  const { body, done } = trackBody(upstream.body, job.signal);
+  const response = new Response(body, {
+    status: upstream.status,
+    statusText: upstream.statusText,
+    headers: copyHeaders(upstream.headers, DROP_FROM_RESPONSE),
+  });
+  return { response, done };
+}
+
+/**
+ * Wraps a body so the caller learns when it ends. Pull-based with no buffer of its own: a
+ * chunk moves on as soon as the consumer asks, so streams keep their pacing.
+ */
+export function trackBody(
+  source: ReadableStream<Uint8Array> | null,
+  signal: AbortSignal,
+): { body: ReadableStream<Uint8Array> | null; done: Promise<void> } {
+  let finish!: () => void;
+  const done = new Promise<void>((resolve) => finish = resolve);
+  if (source === null) {
+    finish();
+    return { body: null, done };
+  }
+  // If nobody ever reads the body (client gone before it did), the abort still frees the slot.
+  signal.addEventListener("abort", () => finish(), { once: true });
+  const reader = source.getReader();
+  const body = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      try {
+        const chunk = await reader.read();
+        if (chunk.done) {
+          controller.close();
+          finish();
+        } else {
+          controller.enqueue(chunk.value);
+        }
+      } catch (err) {
+        controller.error(err);
+        finish();
+      }
+    },
+    async cancel(reason) {
+      finish();
+      await reader.cancel(reason);
+    },
+  }, { highWaterMark: 0 });
+  return { body, done };
+}

@@ -1,0 +1,276 @@
+/**
+ * @module
+ * The worker pool: runs the scheduler's decisions. Up to `num_workers` jobs are in flight;
+ * a swap is asked of the ModelManager only when the policy says so. Every event (a job
+ * arrives, finishes or leaves, the loaded model changes) calls `pump()`, which decides again.
+ * Nothing here polls: an idle pool costs no CPU.
+ */
+import type { Clock } from "./clock.ts";
+import type { Config, ModelConfig } from "./config.ts";
+import {
+  type ApiError,
+  modelUnavailable,
+  requestTimeout,
+  shuttingDown,
+  upstreamFailed,
+} from "./errors.ts";
+import type { Job } from "./jobs.ts";
+import type { Logger } from "./log.ts";
+import type { Metrics } from "./metrics.ts";
+import { type Lease, type ModelManager, SwapFailedError } from "./models.ts";
+import { JobQueue } from "./queue.ts";
+import { decideFifo, type Policy } from "./scheduler.ts";
+import { forward, UpstreamUnreachableError } from "./upstream.ts";
+
+export interface WorkerPoolDeps {
+  config: Config;
+  models: ModelManager;
+  metrics: Metrics;
+  log: Logger;
+  clock: Clock;
+  policy?: Policy;
+}
+
+export class WorkerPool {
+  readonly queue: JobQueue;
+  readonly #config: Config;
+  readonly #modelConfigs: Map<string, ModelConfig>;
+  readonly #models: ModelManager;
+  readonly #metrics: Metrics;
+  readonly #log: Logger;
+  readonly #clock: Clock;
+  readonly #policy: Policy;
+  readonly #running = new Set<Job>();
+  readonly #idleWaiters: (() => void)[] = [];
+  #swapping = false;
+  #pumping = false;
+  #pumpAgain = false;
+  #closed = false;
+  /** Moving average of a job's service time, for Retry-After. */
+  #serviceMs = 10_000;
+
+  constructor(deps: WorkerPoolDeps) {
+    this.#config = deps.config;
+    this.#modelConfigs = new Map(deps.config.models.map((m) => [m.id, m]));
+    this.#models = deps.models;
+    this.#metrics = deps.metrics;
+    this.#log = deps.log;
+    this.#clock = deps.clock;
+    this.#policy = deps.policy ?? decideFifo;
+    this.queue = new JobQueue(deps.config.queueSize, {
+      timeoutS: deps.config.requestTimeoutMs / 1000,
+      retryAfterS: () => this.#retryAfterS(),
+      hooks: {
+        onChange: () => this.pump(),
+        onCancelled: (job) => {
+          this.#metrics.cancelledRequests++;
+          this.#logRequest(job, 499);
+        },
+        onTimedOut: (job) => {
+          this.#metrics.failedRequests++;
+          this.#logRequest(job, 504);
+        },
+      },
+    });
+    this.#models.onChange(() => this.pump());
+  }
+
+  /** Jobs being served by a backend right now. */
+  get active(): number {
+    return this.#running.size;
+  }
+
+  /**
+   * Queues a job and dispatches at once if the policy allows.
+   * @throws {ApiError} 429 when the queue is full, 503 while shutting down.
+   */
+  submit(job: Job): void {
+    if (this.#closed) throw shuttingDown();
+    this.queue.admit(job);
+    this.#metrics.totalRequests++;
+  }
+
+  /** A line for a waiting client: its place in the queue and what the GPU is doing. */
+  describeWait(job: Job): string {
+    const position = this.queue.positionOf(job);
+    const snap = this.#models.snapshot();
+    const seconds = Math.round((this.#clock.now() - snap.since) / 1000);
+    if (snap.target === job.model && (snap.phase === "starting" || snap.phase === "stopping")) {
+      return `loading model ${job.model} ${seconds}s`;
+    }
+    if (snap.phase === "starting" || snap.phase === "stopping") {
+      return `queued position=${position} (loading model ${snap.target} ${seconds}s)`;
+    }
+    return `queued position=${position}`;
+  }
+
+  /** Decide and act until the policy says wait. Re-entrant calls are folded into one. */
+  pump(): void {
+    if (this.#pumping) {
+      this.#pumpAgain = true;
+      return;
+    }
+    this.#pumping = true;
+    try {
+      do {
+        this.#pumpAgain = false;
+        this.#dispatch();
+      } while (this.#pumpAgain);
+    } finally {
+      this.#pumping = false;
+    }
+  }
+
+  /**
+   * Stops taking work: waiting jobs get 503, in-flight ones may finish within `graceMs`.
+   * Resolves true when everything in flight finished in time.
+   */
+  async shutdown(graceMs: number): Promise<boolean> {
+    this.#closed = true;
+    for (const job of this.queue.failAll(shuttingDown())) {
+      this.#metrics.failedRequests++;
+      this.#logRequest(job, 503);
+    }
+    if (this.#running.size === 0) return true;
+    const idle = new Promise<boolean>((resolve) => this.#idleWaiters.push(() => resolve(true)));
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<boolean>((resolve) =>
+      timer = setTimeout(() => resolve(false), graceMs)
+    );
+    const finished = await Promise.race([idle, late]);
+    clearTimeout(timer);
+    return finished;
+  }
+
+  #dispatch(): void {
+    while (!this.#closed) {
+      const snap = this.#models.snapshot();
+      const decision = this.#policy({
+        waiting: this.queue.waiting(),
+        loaded: snap.phase === "ready" ? snap.loaded : null,
+        swapping: this.#swapping || (snap.phase !== "ready" && snap.phase !== "idle"),
+        inflight: this.#running.size,
+        freeWorkers: this.#config.numWorkers - this.#running.size,
+        now: this.#clock.now(),
+      });
+      if (decision.kind === "wait") return;
+      if (decision.kind === "swap") {
+        this.#swap(decision.to);
+        return;
+      }
+      const job = decision.job;
+      const lease = this.#models.lease(job.model);
+      if (lease === null) return; // the model changed under us; the change event pumps again
+      this.queue.take(job);
+      job.transition("running");
+      this.#running.add(job);
+      this.#metrics.observeConcurrency(this.#running.size);
+      this.#run(job, lease);
+    }
+  }
+
+  async #swap(to: string): Promise<void> {
+    this.#swapping = true;
+    try {
+      const timings = await this.#models.swapTo(to);
+      if (timings) {
+        this.#metrics.swaps++;
+        const total = timings.stopMs + timings.startMs + timings.healthyMs;
+        for (const job of this.queue.waiting()) if (job.model === to) job.swapMs += total;
+      }
+    } catch (err) {
+      this.#metrics.failedSwaps++;
+      const error = err instanceof SwapFailedError
+        ? modelUnavailable(err.code, err.message, err)
+        : modelUnavailable("model_load_failed", `Model '${to}' failed to load: ${err}`, err);
+      for (const job of this.queue.failModel(to, error)) {
+        this.#metrics.failedRequests++;
+        this.#logRequest(job, error.status);
+      }
+    } finally {
+      this.#swapping = false;
+      this.pump();
+    }
+  }
+
+  async #run(job: Job, lease: Lease): Promise<void> {
+    const model = this.#modelConfigs.get(job.model)!;
+    job.attempts++;
+    job.startedAt ??= this.#clock.now();
+    let status = 0;
+    let retry = false;
+    try {
+      const { response, done } = await forward(job, model);
+      status = response.status;
+      job.settle({ kind: "response", response });
+      await done;
+      this.#finish(job, response.ok && !job.signal.aborted ? "done" : "failed");
+    } catch (err) {
+      if (err instanceof UpstreamUnreachableError && !job.signal.aborted) {
+        // Nothing reached the client yet: find out whether the container died, then retry.
+        await this.#models.reportUnreachable(job.model);
+        if (job.attempts < this.#config.maxAttempts && !job.signal.aborted) {
+          this.#log.warn("retry", { id: job.id, model: job.model, attempt: job.attempts });
+          retry = true;
+        } else {
+          this.#metrics.deadLetters++;
+          status = this.#fail(job, upstreamFailed(`${err.message} after ${job.attempts} attempts`));
+        }
+      } else {
+        status = this.#fail(job, this.#errorFor(job, err));
+      }
+    } finally {
+      this.#running.delete(job);
+      lease.release();
+      if (retry) this.queue.requeue(job);
+      else this.#logRequest(job, status);
+      if (this.#running.size === 0) { for (const wake of this.#idleWaiters.splice(0)) wake(); }
+      this.pump();
+    }
+  }
+
+  #errorFor(job: Job, err: unknown): ApiError {
+    if (job.timeoutSignal.aborted) return requestTimeout(this.#config.requestTimeoutMs / 1000);
+    return upstreamFailed(`Forwarding to model '${job.model}' failed: ${err}`, err);
+  }
+
+  /** Ends a job that never got a response; returns the status the client sees. */
+  #fail(job: Job, error: ApiError): number {
+    const clientGone = job.signal.aborted && !job.timeoutSignal.aborted;
+    this.#finish(job, clientGone ? "cancelled" : "failed");
+    job.settle({ kind: "error", error });
+    return clientGone ? 499 : error.status;
+  }
+
+  #finish(job: Job, state: "done" | "failed" | "cancelled"): void {
+    const clientGone = job.signal.aborted && !job.timeoutSignal.aborted;
+    const final = clientGone ? "cancelled" : state;
+    job.transition(final);
+    if (final === "done") this.#metrics.successfulRequests++;
+    else if (final === "cancelled") this.#metrics.cancelledRequests++;
+    else this.#metrics.failedRequests++;
+    if (job.startedAt !== null) {
+      this.#serviceMs = 0.8 * this.#serviceMs + 0.2 * (this.#clock.now() - job.startedAt);
+    }
+  }
+
+  #retryAfterS(): number {
+    const perWorker = Math.ceil(this.queue.size / this.#config.numWorkers);
+    return Math.min(60, Math.max(1, Math.ceil((this.#serviceMs * perWorker) / 1000)));
+  }
+
+  #logRequest(job: Job, status: number): void {
+    const now = this.#clock.now();
+    this.#log.info("request", {
+      id: job.id,
+      model: job.model,
+      path: job.path,
+      stream: job.stream,
+      wait_ms: (job.startedAt ?? now) - job.enqueuedAt,
+      swap_ms: job.swapMs,
+      attempts: job.attempts,
+      status,
+      ms: now - job.enqueuedAt,
+    });
+  }
+}

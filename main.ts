@@ -1,0 +1,122 @@
+/**
+ * LLM Queue Proxy: wiring only. Loads config.yml, builds the Docker client, model manager,
+ * worker pool and routes, serves them, reconciles with Docker, and drains on SIGTERM/SIGINT.
+ */
+import { type Clock, systemClock } from "./lib/clock.ts";
+import { type Config, ConfigError, loadConfig } from "./lib/config.ts";
+import { DockerApi, dockerForContainers } from "./lib/docker.ts";
+import { consoleLogger, type Logger } from "./lib/log.ts";
+import { Metrics } from "./lib/metrics.ts";
+import { ModelManager } from "./lib/models.ts";
+import { WorkerPool } from "./lib/worker.ts";
+import { createApp } from "./routes/app.ts";
+
+export interface RunningProxy {
+  /** Base URL the proxy listens on, e.g. `http://127.0.0.1:8888`. */
+  url: string;
+  models: ModelManager;
+  pool: WorkerPool;
+  /** Resolves once start-up reconcile with Docker finished. */
+  reconciled: Promise<void>;
+  /** Stops accepting, fails waiting jobs with 503, lets in-flight ones finish within graceMs. */
+  close(graceMs?: number): Promise<void>;
+}
+
+export interface StartOptions {
+  log?: Logger;
+  clock?: Clock;
+}
+
+export function startProxy(config: Config, options: StartOptions = {}): RunningProxy {
+  const log = options.log ?? consoleLogger();
+  const clock = options.clock ?? systemClock;
+  const api = new DockerApi(config.dockerSocket);
+  const docker = dockerForContainers(api, config.models.map((m) => m.containerName));
+  const models = new ModelManager(docker, config.models, {
+    clock,
+    log,
+    stopTimeoutS: config.stopTimeoutS,
+  });
+  const metrics = new Metrics(clock);
+  const pool = new WorkerPool({ config, models, metrics, log, clock });
+  const app = createApp({ config, docker, models, pool, metrics, log, clock });
+
+  let resolveUrl!: (url: string) => void;
+  const listening = new Promise<string>((resolve) => resolveUrl = resolve);
+  const server = Deno.serve({
+    hostname: config.host,
+    port: config.port,
+    onListen: ({ hostname, port }) => {
+      const shown = hostname.includes(":") ? `[${hostname}]` : hostname;
+      resolveUrl(`http://${shown === "0.0.0.0" ? "127.0.0.1" : shown}:${port}`);
+    },
+  }, app.fetch);
+  const addr = server.addr;
+  const url = `http://${addr.hostname === "0.0.0.0" ? "127.0.0.1" : addr.hostname}:${addr.port}`;
+  void listening;
+
+  log.info("listening", {
+    url: `http://${config.host}:${addr.port}/v1`,
+    models: config.models.length,
+    num_workers: config.numWorkers,
+    queue_size: config.queueSize,
+  });
+  log.warn("no_api_keys", {
+    note: "no API keys are configured: anyone who can reach this port can use the models",
+  });
+  const reconciled = models.reconcile();
+
+  return {
+    url,
+    models,
+    pool,
+    reconciled,
+    async close(graceMs = 10_000) {
+      const drained = await pool.shutdown(graceMs);
+      if (!drained) log.warn("shutdown_grace_expired", { grace_ms: graceMs });
+      await server.shutdown();
+      await reconciled;
+      api.close();
+    },
+  };
+}
+
+function configPathFromArgs(args: string[], env: string | undefined): string {
+  const index = args.findIndex((a) => a === "--config" || a.startsWith("--config="));
+  if (index >= 0) {
+    const arg = args[index];
+    const value = arg.includes("=") ? arg.slice(arg.indexOf("=") + 1) : args[index + 1];
+    if (value) return value;
+  }
+  return env || "config.yml";
+}
+
+async function main(): Promise<void> {
+  const env = (name: string) => Deno.env.get(name);
+  const path = configPathFromArgs(Deno.args, env("LQP_CONFIG"));
+  let config: Config;
+  try {
+    config = await loadConfig(path, {
+      NUM_WORKERS: env("NUM_WORKERS"),
+      LQP_HOST: env("LQP_HOST"),
+      LQP_PORT: env("LQP_PORT"),
+      DOCKER_SOCKET: env("DOCKER_SOCKET"),
+    });
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(err.message);
+      Deno.exit(2);
+    }
+    throw err;
+  }
+  const proxy = startProxy(config);
+  const stop = async (signal: string) => {
+    console.log(`${new Date().toISOString()} INFO shutdown signal=${signal}`);
+    await proxy.close();
+    Deno.exit(0);
+  };
+  Deno.addSignalListener("SIGTERM", () => stop("SIGTERM"));
+  Deno.addSignalListener("SIGINT", () => stop("SIGINT"));
+}
+
+if (import.meta.main) await main();

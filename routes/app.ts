@@ -1,0 +1,53 @@
+/**
+ * @module
+ * Builds the Hono app: mounts each route file and renders every error, in one place, in
+ * the OpenAI error shape. Unexpected errors become a generic 500; details go to the log.
+ */
+import { Hono } from "hono";
+import type { Clock } from "../lib/clock.ts";
+import type { Config } from "../lib/config.ts";
+import type { Docker } from "../lib/docker.ts";
+import { ApiError, toApiError } from "../lib/errors.ts";
+import type { Logger } from "../lib/log.ts";
+import type { Metrics } from "../lib/metrics.ts";
+import type { ModelManager } from "../lib/models.ts";
+import type { WorkerPool } from "../lib/worker.ts";
+import { openaiRoutes } from "./openai.ts";
+import { opsRoutes } from "./ops.ts";
+
+export interface AppDeps {
+  config: Config;
+  docker: Docker;
+  models: ModelManager;
+  pool: WorkerPool;
+  metrics: Metrics;
+  log: Logger;
+  clock: Clock;
+}
+
+export function createApp(deps: AppDeps): Hono {
+  const app = new Hono();
+  app.route("/", opsRoutes(deps));
+  app.route("/v1", openaiRoutes(deps));
+  app.notFound((c) =>
+    new ApiError(
+      404,
+      "not_found_error",
+      "not_found",
+      `No route for ${c.req.method} ${c.req.path}`,
+    ).toResponse()
+  );
+  app.onError((err, c) => {
+    const id = c.res.headers.get("x-request-id") ?? crypto.randomUUID().slice(0, 8);
+    const apiError = toApiError(err, id);
+    if (!(err instanceof ApiError)) {
+      deps.log.error("unexpected_error", {
+        id,
+        path: c.req.path,
+        error: err instanceof Error ? err.stack ?? err.message : String(err),
+      });
+    }
+    return apiError.toResponse();
+  });
+  return app;
+}

@@ -1,0 +1,74 @@
+/**
+ * @module
+ * The OpenAI-compatible surface: `/v1/models` and every `POST /v1/*` whose JSON body names a
+ * configured model (chat, completions, embeddings, rerank, messages, …). Routes validate,
+ * enqueue and stream; they never swap.
+ */
+import { Hono } from "hono";
+import { parseRoutingFields, readBody } from "../lib/body.ts";
+import { type Config, findModel, type ModelConfig } from "../lib/config.ts";
+import { modelNotFound } from "../lib/errors.ts";
+import { Job } from "../lib/jobs.ts";
+import { respond } from "../lib/relay.ts";
+import type { AppDeps } from "./app.ts";
+
+function modelEntry(model: ModelConfig, created: number) {
+  return { id: model.id, object: "model", created, owned_by: "local" };
+}
+
+function resolveModel(config: Config, name: string): ModelConfig {
+  const model = findModel(config, name);
+  if (!model) throw modelNotFound(name, config.models.map((m) => m.id));
+  return model;
+}
+
+export function openaiRoutes(deps: AppDeps): Hono {
+  const { config, pool, clock } = deps;
+  const created = Math.floor(deps.metrics.startedAt / 1000);
+  const app = new Hono();
+
+  app.get(
+    "/models",
+    (c) => c.json({ object: "list", data: config.models.map((m) => modelEntry(m, created)) }),
+  );
+
+  app.get(
+    "/models/:id{.+}",
+    (c) => c.json(modelEntry(resolveModel(config, c.req.param("id")), created)),
+  );
+
+  app.post("/*", async (c) => {
+    const req = c.req.raw;
+    const body = await readBody(req, config.maxBodyBytes);
+    const fields = parseRoutingFields(body);
+    const model = resolveModel(config, fields.model);
+
+    const disconnect = new AbortController();
+    req.signal.addEventListener("abort", () => disconnect.abort(), { once: true });
+    const timeoutSignal = AbortSignal.timeout(config.requestTimeoutMs);
+    const url = new URL(req.url);
+    const job = new Job({
+      id: `req_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`,
+      model: model.id,
+      method: req.method,
+      path: url.pathname + url.search,
+      body,
+      headers: req.headers,
+      stream: fields.stream,
+      enqueuedAt: clock.now(),
+      signal: AbortSignal.any([disconnect.signal, timeoutSignal]),
+      timeoutSignal,
+    });
+    pool.submit(job);
+    const response = await respond(job, {
+      keepaliveMs: config.keepaliveMs,
+      timeoutS: config.requestTimeoutMs / 1000,
+      describeWait: (j) => pool.describeWait(j),
+      onClientGone: () => disconnect.abort(),
+    });
+    response.headers.set("x-request-id", job.id);
+    return response;
+  });
+
+  return app;
+}

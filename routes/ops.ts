@@ -1,0 +1,65 @@
+/**
+ * @module
+ * Operator endpoints with the seed's JSON shapes: `GET /health` (503 when Docker is
+ * unreachable) and `GET /metrics`.
+ */
+import { Hono } from "hono";
+import type { AppDeps } from "./app.ts";
+
+export function opsRoutes(deps: AppDeps): Hono {
+  const { config, docker, models, pool, metrics, clock } = deps;
+  const app = new Hono();
+
+  app.get("/health", async (c) => {
+    const snap = models.snapshot();
+    const base = {
+      status: "healthy",
+      current_model: snap.loaded,
+      queue_size: pool.queue.size,
+      queue_capacity: config.queueSize,
+      message: "Proxy is operational",
+    };
+    try {
+      await docker.ping(AbortSignal.timeout(2000));
+      const existing = new Set((await docker.list()).map((s) => s.name));
+      const missing = config.models.filter((m) => !existing.has(m.containerName));
+      if (config.models.length === 0) {
+        base.message = "Proxy is operational, but config.yml lists no models";
+      } else if (missing.length > 0) {
+        base.message = `Proxy is operational; missing containers: ${
+          missing.map((m) => `${m.containerName} (model ${m.id})`).join(", ")
+        }. Create them with docker create`;
+      }
+      return c.json(base);
+    } catch (err) {
+      const reason = err instanceof Error ? err.message : String(err);
+      return c.json({ ...base, status: "unhealthy", message: reason }, 503);
+    }
+  });
+
+  app.get("/metrics", (c) => {
+    const pending = pool.queue.size;
+    const processing = pool.active;
+    return c.json({
+      uptime_seconds: Math.floor((clock.now() - metrics.startedAt) / 1000),
+      total_requests: metrics.totalRequests,
+      successful_requests: metrics.successfulRequests,
+      failed_requests: metrics.failedRequests,
+      cancelled_requests: metrics.cancelledRequests,
+      active_workers: processing,
+      peak_concurrent_requests: metrics.peakConcurrentRequests,
+      num_workers: config.numWorkers,
+      success_rate: Math.round(metrics.successRate() * 1000) / 1000,
+      queue_stats: {
+        pending_jobs: pending,
+        processing_jobs: processing,
+        dead_letter_queue: metrics.deadLetters,
+        total_jobs: pending + processing,
+      },
+      current_model: models.snapshot().loaded,
+      pending_futures: pending + processing,
+    });
+  });
+
+  return app;
+}

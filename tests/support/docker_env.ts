@@ -1,0 +1,29 @@
+/**
+ * @module
+ * The real Docker Engine the integration tests drive. A missing daemon is a failure with an
+ * install hint, never a skip.
+ */
+import { DockerApi } from "../../lib/docker.ts";
+
+export const DOCKER_SOCKET = Deno.env.get("DOCKER_SOCKET") ?? "/var/run/docker.sock";
+
+const HINT = "These tests need a running Docker Engine: install it with " +
+  "`apt-get install -y docker.io`, start `dockerd` (as root), and check that " +
+  `${DOCKER_SOCKET} exists. \`bash .ci/run\` does all of this.`;
+
+/** Opens the Docker API or throws an error that says what to install. */
+export async function requireDocker(): Promise<DockerApi> {
+  try {
+    await Deno.stat(DOCKER_SOCKET);
+  } catch {
+    throw new Error(`No Docker socket at ${DOCKER_SOCKET}. ${HINT}`);
+  }
+  const api = new DockerApi(DOCKER_SOCKET);
+  try {
+    await api.ping(AbortSignal.timeout(5000));
+  } catch (err) {
+    api.close();
+    throw new Error(`Docker at ${DOCKER_SOCKET} does not answer (${err}). ${HINT}`);
+  }
+  return api;
+}

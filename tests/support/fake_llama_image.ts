@@ -1,0 +1,68 @@
+/**
+ * @module
+ * Builds the look-alike's image with the Engine's import endpoint (no registry is reachable):
+ * a tarball holding the running deno binary, the shared libraries it links, and
+ * fake_llama.ts. Tagged by content hash, so it is built once per change.
+ */
+import type { DockerApi } from "../../lib/docker.ts";
+
+const SCRIPT_URL = new URL("./fake_llama.ts", import.meta.url);
+const REPO = "lqp-fake-llama";
+
+async function contentTag(script: Uint8Array): Promise<string> {
+  const version = new TextEncoder().encode(Deno.version.deno);
+  const digest = await crypto.subtle.digest("SHA-256", new Uint8Array([...script, ...version]));
+  return Array.from(new Uint8Array(digest).slice(0, 8), (b) => b.toString(16).padStart(2, "0"))
+    .join("");
+}
+
+async function run(cmd: string, args: string[]): Promise<string> {
+  const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
+  if (!out.success) {
+    throw new Error(`${cmd} ${args.join(" ")} failed: ${new TextDecoder().decode(out.stderr)}`);
+  }
+  return new TextDecoder().decode(out.stdout);
+}
+
+/** Libraries the deno binary links, as absolute paths (from ldd). */
+async function linkedLibraries(binary: string): Promise<string[]> {
+  const text = await run("ldd", [binary]);
+  return [...text.matchAll(/(\/\S+)\s+\(0x/g)].map((m) => m[1]);
+}
+
+/** Returns the image reference, importing the image first if this content is new. */
+export async function ensureFakeLlamaImage(api: DockerApi): Promise<string> {
+  const script = await Deno.readFile(SCRIPT_URL);
+  const ref = `${REPO}:${await contentTag(script)}`;
+  const existing = await api.request("GET", `/images/${encodeURIComponent(ref)}/json`);
+  await existing.body?.cancel();
+  if (existing.ok) return ref;
+
+  const root = await Deno.makeTempDir({ prefix: "lqp-image-" });
+  try {
+    await Deno.mkdir(`${root}/tmp`, { mode: 0o1777 });
+    await Deno.chmod(`${root}/tmp`, 0o1777);
+    await Deno.copyFile(Deno.execPath(), `${root}/deno`);
+    await Deno.writeFile(`${root}/fake_llama.ts`, script);
+    for (const lib of await linkedLibraries(Deno.execPath())) {
+      const target = `${root}${lib}`;
+      await Deno.mkdir(target.slice(0, target.lastIndexOf("/")), { recursive: true });
+      await Deno.copyFile(await Deno.realPath(lib), target);
+    }
+    const tarPath = `${root}.tar`;
+    await run("tar", ["-C", root, "-cf", tarPath, "."]);
+    const [repo, tag] = ref.split(":");
+    using tar = await Deno.open(tarPath);
+    const res = await api.call(
+      "POST",
+      `/images/create?fromSrc=-&repo=${repo}&tag=${tag}`,
+      { body: tar.readable, headers: { "content-type": "application/x-tar" } },
+    );
+    const log = await res.text();
+    if (/"error"/.test(log)) throw new Error(`docker import of ${ref} failed: ${log}`);
+    await Deno.remove(tarPath);
+    return ref;
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+}

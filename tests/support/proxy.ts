@@ -1,0 +1,40 @@
+/**
+ * @module
+ * Starts the real proxy in-process (the same `startProxy()` main.ts uses) on a free port.
+ */
+import { parseConfig } from "../../lib/config.ts";
+import { silentLogger } from "../../lib/log.ts";
+import { type RunningProxy, startProxy } from "../../main.ts";
+import { DOCKER_SOCKET } from "./docker_env.ts";
+
+export interface TestProxy extends RunningProxy, AsyncDisposable {}
+
+export function startTestProxy(configYaml: string): TestProxy {
+  const config = parseConfig(`docker_socket: ${DOCKER_SOCKET}\n${configYaml}`, "test config");
+  const proxy = startProxy(config, { log: silentLogger });
+  return { ...proxy, [Symbol.asyncDispose]: () => proxy.close(2000) };
+}
+
+/** Samples Docker until stopped; records the most containers of `running()` seen at once. */
+export function sampleRunning(running: () => Promise<string[]>): {
+  stop(): Promise<{ samples: number; maxRunning: number }>;
+} {
+  let stopped = false;
+  let samples = 0;
+  let maxRunning = 0;
+  const loop = (async () => {
+    while (!stopped) {
+      const names = await running();
+      samples++;
+      maxRunning = Math.max(maxRunning, names.length);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  })();
+  return {
+    async stop() {
+      stopped = true;
+      await loop;
+      return { samples, maxRunning };
+    },
+  };
+}
