@@ -8,6 +8,7 @@ import { DockerApi, dockerForContainers } from "./lib/docker.ts";
 import { consoleLogger, type Logger } from "./lib/log.ts";
 import { Metrics } from "./lib/metrics.ts";
 import { ModelManager } from "./lib/models.ts";
+import { shuttingDown } from "./lib/errors.ts";
 import { WorkerPool } from "./lib/worker.ts";
 import { createApp } from "./routes/app.ts";
 
@@ -39,21 +40,23 @@ export function startProxy(config: Config, options: StartOptions = {}): RunningP
   });
   const metrics = new Metrics(clock);
   const pool = new WorkerPool({ config, models, metrics, log, clock });
-  const app = createApp({ config, docker, models, pool, metrics, log, clock });
+  // Aborted when the shutdown grace period is over: ends every request still in flight.
+  const shutdown = new AbortController();
+  const app = createApp({
+    config,
+    docker,
+    models,
+    pool,
+    metrics,
+    log,
+    clock,
+    shutdownSignal: shutdown.signal,
+  });
 
-  let resolveUrl!: (url: string) => void;
-  const listening = new Promise<string>((resolve) => resolveUrl = resolve);
-  const server = Deno.serve({
-    hostname: config.host,
-    port: config.port,
-    onListen: ({ hostname, port }) => {
-      const shown = hostname.includes(":") ? `[${hostname}]` : hostname;
-      resolveUrl(`http://${shown === "0.0.0.0" ? "127.0.0.1" : shown}:${port}`);
-    },
-  }, app.fetch);
+  const server = Deno.serve({ hostname: config.host, port: config.port, onListen() {} }, app.fetch);
   const addr = server.addr;
-  const url = `http://${addr.hostname === "0.0.0.0" ? "127.0.0.1" : addr.hostname}:${addr.port}`;
-  void listening;
+  const host = addr.hostname === "0.0.0.0" ? "127.0.0.1" : addr.hostname;
+  const url = `http://${host.includes(":") ? `[${host}]` : host}:${addr.port}`;
 
   log.info("listening", {
     url: `http://${config.host}:${addr.port}/v1`,
@@ -73,7 +76,10 @@ export function startProxy(config: Config, options: StartOptions = {}): RunningP
     reconciled,
     async close(graceMs = 10_000) {
       const drained = await pool.shutdown(graceMs);
-      if (!drained) log.warn("shutdown_grace_expired", { grace_ms: graceMs });
+      if (!drained) {
+        log.warn("shutdown_grace_expired", { grace_ms: graceMs, aborted: pool.active });
+        shutdown.abort(shuttingDown());
+      }
       await server.shutdown();
       await reconciled;
       api.close();
@@ -110,7 +116,10 @@ async function main(): Promise<void> {
     throw err;
   }
   const proxy = startProxy(config);
+  let stopping = false;
   const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
     console.log(`${new Date().toISOString()} INFO shutdown signal=${signal}`);
     await proxy.close();
     Deno.exit(0);

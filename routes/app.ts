@@ -23,6 +23,8 @@ export interface AppDeps {
   metrics: Metrics;
   log: Logger;
   clock: Clock;
+  /** Aborts every request still running when shutdown's grace period ends. */
+  shutdownSignal: AbortSignal;
 }
 
 export function createApp(deps: AppDeps): Hono {

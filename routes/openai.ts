@@ -56,7 +56,7 @@ export function openaiRoutes(deps: AppDeps): Hono {
       headers: req.headers,
       stream: fields.stream,
       enqueuedAt: clock.now(),
-      signal: AbortSignal.any([disconnect.signal, timeoutSignal]),
+      signal: AbortSignal.any([disconnect.signal, timeoutSignal, deps.shutdownSignal]),
       timeoutSignal,
     });
     pool.submit(job);

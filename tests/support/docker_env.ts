@@ -11,6 +11,20 @@ const HINT = "These tests need a running Docker Engine: install it with " +
   "`apt-get install -y docker.io`, start `dockerd` (as root), and check that " +
   `${DOCKER_SOCKET} exists. \`bash .ci/run\` does all of this.`;
 
+let sweptLeftovers = false;
+
+/** Containers a killed earlier run left behind would hold memory and ports: remove them once. */
+async function removeLeftovers(api: DockerApi): Promise<void> {
+  if (sweptLeftovers) return;
+  sweptLeftovers = true;
+  const filters = encodeURIComponent(JSON.stringify({ label: ["lqp.test"] }));
+  const res = await api.call("GET", `/containers/json?all=1&filters=${filters}`);
+  const leftovers = await res.json() as { Id: string }[];
+  await Promise.all(leftovers.map(async ({ Id }) => {
+    await (await api.request("DELETE", `/containers/${Id}?force=1&v=1`)).body?.cancel();
+  }));
+}
+
 /** Opens the Docker API or throws an error that says what to install. */
 export async function requireDocker(): Promise<DockerApi> {
   try {
@@ -25,5 +39,6 @@ export async function requireDocker(): Promise<DockerApi> {
     api.close();
     throw new Error(`Docker at ${DOCKER_SOCKET} does not answer (${err}). ${HINT}`);
   }
+  await removeLeftovers(api);
   return api;
 }

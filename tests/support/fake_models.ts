@@ -17,6 +17,8 @@ export interface FakeModelSpec {
   startupTimeoutS?: number;
   /** Leave the container out of Docker (config still names it). */
   missing?: boolean;
+  /** Publish on a host port of its own instead of the shared one. */
+  ownPort?: boolean;
 }
 
 export interface FakeState {
@@ -31,13 +33,14 @@ export interface FakeState {
 export interface FakeHomelab extends AsyncDisposable {
   hostPort: number;
   prefix: string;
+  portOf(id: string): number;
   containerOf(id: string): string;
   /** config.yml text naming every spec (extra top-level YAML appended). */
   configYaml(extra?: string): string;
   /** Names of this homelab's containers that Docker reports running. */
   running(): Promise<string[]>;
   /** The look-alike answering on the shared port right now. */
-  state(): Promise<FakeState>;
+  state(id?: string): Promise<FakeState>;
   release(): Promise<number>;
   start(id: string): Promise<void>;
   remove(): Promise<void>;
@@ -49,6 +52,8 @@ export async function createHomelab(
 ): Promise<FakeHomelab> {
   const image = await ensureFakeLlamaImage(api);
   const hostPort = freePort();
+  const ports = new Map(specs.map((s) => [s.id, s.ownPort ? freePort() : hostPort]));
+  const portOf = (id: string) => ports.get(id) ?? hostPort;
   const prefix = `lqp-test-${crypto.randomUUID().slice(0, 8)}`;
   const containerOf = (id: string) => `${prefix}-${id}`;
   const created: string[] = [];
@@ -88,7 +93,9 @@ export async function createHomelab(
           Labels: { "lqp.test": prefix },
           ExposedPorts: { "8080/tcp": {} },
           HostConfig: {
-            PortBindings: { "8080/tcp": [{ HostIp: "127.0.0.1", HostPort: String(hostPort) }] },
+            PortBindings: {
+              "8080/tcp": [{ HostIp: "127.0.0.1", HostPort: String(portOf(spec.id)) }],
+            },
           },
         },
       });
@@ -100,18 +107,19 @@ export async function createHomelab(
     throw err;
   }
 
-  const base = `http://127.0.0.1:${hostPort}`;
+  const base = (id?: string) => `http://127.0.0.1:${id ? portOf(id) : hostPort}`;
   return {
     hostPort,
     prefix,
+    portOf,
     containerOf,
     configYaml(extra = "") {
       const models = specs.map((s) =>
         [
           `  ${s.id}:`,
           `    container_name: ${containerOf(s.id)}`,
-          `    backend_url: ${base}/v1`,
-          `    health_url: ${base}/health`,
+          `    backend_url: ${base(s.id)}/v1`,
+          `    health_url: ${base(s.id)}/health`,
           `    startup_timeout: ${s.startupTimeoutS ?? 30}`,
         ].join("\n")
       );
@@ -123,13 +131,13 @@ export async function createHomelab(
       const list = await res.json() as { Names: string[] }[];
       return list.map((c) => c.Names[0].replace(/^\//, ""));
     },
-    async state() {
-      const res = await fetch(`${base}/_fake/state`);
+    async state(id) {
+      const res = await fetch(`${base(id)}/_fake/state`);
       if (!res.ok) throw new Error(`look-alike state: HTTP ${res.status}`);
       return await res.json();
     },
     async release() {
-      const res = await fetch(`${base}/_fake/release`, { method: "POST" });
+      const res = await fetch(`${base()}/_fake/release`, { method: "POST" });
       return (await res.json()).released;
     },
     async start(id) {

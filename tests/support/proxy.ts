@@ -9,8 +9,11 @@ import { DOCKER_SOCKET } from "./docker_env.ts";
 
 export interface TestProxy extends RunningProxy, AsyncDisposable {}
 
-export function startTestProxy(configYaml: string): TestProxy {
-  const config = parseConfig(`docker_socket: ${DOCKER_SOCKET}\n${configYaml}`, "test config");
+export function startTestProxy(
+  configYaml: string,
+  { dockerSocket = DOCKER_SOCKET } = {},
+): TestProxy {
+  const config = parseConfig(`docker_socket: ${dockerSocket}\n${configYaml}`, "test config");
   const proxy = startProxy(config, { log: silentLogger });
   return { ...proxy, [Symbol.asyncDispose]: () => proxy.close(2000) };
 }

@@ -1,0 +1,133 @@
+import assert from "node:assert/strict";
+import { ConfigError, findModel, parseConfig } from "../lib/config.ts";
+
+const SEED = `queue_size: 50
+request_timeout: 600
+num_workers: 2
+models:
+  gpt-oss-120b:
+    container_name: gpt-oss-server
+    backend_url: http://localhost:8080/v1
+    health_url: http://localhost:8080/health
+    startup_timeout: 180
+`;
+
+function problemsOf(text: string, env = {}): readonly string[] {
+  try {
+    parseConfig(text, "config.yml", env);
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, `expected ConfigError, got ${err}`);
+    return err.problems;
+  }
+  assert.fail("config was accepted");
+}
+
+Deno.test("parseConfig() accepts the seed's config unchanged, with its values", () => {
+  const config = parseConfig(SEED, "config.yml");
+  assert.equal(config.queueSize, 50);
+  assert.equal(config.requestTimeoutMs, 600_000);
+  assert.equal(config.numWorkers, 2);
+  assert.equal(config.port, 8888);
+  assert.equal(config.dockerSocket, "/var/run/docker.sock");
+  assert.deepEqual(config.models[0], {
+    id: "gpt-oss-120b",
+    containerName: "gpt-oss-server",
+    backendUrl: "http://localhost:8080/v1",
+    healthUrl: "http://localhost:8080/health",
+    startupTimeoutMs: 180_000,
+    aliases: [],
+  });
+});
+
+Deno.test("parseConfig() derives health_url from backend_url when it is left out", () => {
+  const config = parseConfig(
+    "models:\n  m:\n    container_name: c\n    backend_url: http://10.0.0.5:9000/v1\n",
+    "x",
+  );
+  assert.equal(config.models[0].healthUrl, "http://10.0.0.5:9000/health");
+  assert.equal(config.models[0].startupTimeoutMs, 120_000);
+});
+
+Deno.test("parseConfig() lets NUM_WORKERS, LQP_PORT and DOCKER_SOCKET override the file", () => {
+  const config = parseConfig(SEED, "x", {
+    NUM_WORKERS: "4",
+    LQP_PORT: "9999",
+    DOCKER_SOCKET: "/run/docker.sock",
+  });
+  assert.equal(config.numWorkers, 4);
+  assert.equal(config.port, 9999);
+  assert.equal(config.dockerSocket, "/run/docker.sock");
+});
+
+Deno.test("parseConfig() rejects a bad NUM_WORKERS naming the variable", () => {
+  assert.deepEqual(problemsOf(SEED, { NUM_WORKERS: "two" }), [
+    "env NUM_WORKERS: expected an integer from 1 to 9007199254740991, got 'two'",
+  ]);
+});
+
+Deno.test("parseConfig() lists every problem with key path and line", () => {
+  const problems = problemsOf(`queue_size: fifty
+num_workers: 2
+bogus: 1
+models:
+  a:
+    container_name: "../etc/passwd"
+    backend_url: notaurl
+    startup_timout: 3
+  b:
+    backend_url: http://x:1/v1
+`);
+  assert.deepEqual(problems.toSorted(), [
+    "bogus (line 3): unknown key (typo?)",
+    "models.a.backend_url (line 7): expected an http:// or https:// URL",
+    "models.a.container_name (line 6): expected a Docker container name (letters, digits, '_', '.', '-'; no '/')",
+    "models.a.startup_timout (line 8): unknown key (typo?)",
+    "models.b.container_name (line 9): required key is missing (expected string)",
+    "queue_size (line 1): Invalid input: expected number, received string",
+  ]);
+});
+
+Deno.test("parseConfig() reports YAML syntax errors with their line", () => {
+  const problems = problemsOf("queue_size: 5\nmodels: [a,\n");
+  assert.equal(problems.length, 1);
+  assert.match(problems[0], /^line 3: /);
+});
+
+Deno.test("parseConfig() rejects aliases and containers used twice", () => {
+  const problems = problemsOf(`models:
+  a:
+    container_name: same
+    backend_url: http://h:1/v1
+    aliases: [shared]
+  b:
+    container_name: same
+    backend_url: http://h:1/v1
+    aliases: [shared]
+`);
+  assert.deepEqual(problems, [
+    "models.b.aliases (line 9): 'shared' is already used by a",
+    "models.b.container_name (line 7): 'same' is already used by a",
+  ]);
+});
+
+Deno.test("parseConfig() accepts max_body_size as bytes or with a unit", () => {
+  assert.equal(parseConfig("max_body_size: 1kb", "x").maxBodyBytes, 1024);
+  assert.equal(parseConfig("max_body_size: 2048", "x").maxBodyBytes, 2048);
+  assert.equal(parseConfig("max_body_size: 1.5mb", "x").maxBodyBytes, 1.5 * 1024 * 1024);
+});
+
+Deno.test("parseConfig() accepts an empty file with every default", () => {
+  const config = parseConfig("", "x");
+  assert.equal(config.models.length, 0);
+  assert.equal(config.queueSize, 50);
+});
+
+Deno.test("findModel() resolves ids and aliases", () => {
+  const config = parseConfig(
+    "models:\n  m:\n    container_name: c\n    backend_url: http://h:1/v1\n    aliases: [mm]\n",
+    "x",
+  );
+  assert.equal(findModel(config, "mm")?.id, "m");
+  assert.equal(findModel(config, "m")?.id, "m");
+  assert.equal(findModel(config, "nope"), undefined);
+});

@@ -1,0 +1,108 @@
+import assert from "node:assert/strict";
+import { parseRoutingFields, readBody } from "../lib/body.ts";
+import { demuxLogs } from "../lib/docker.ts";
+import { ApiError } from "../lib/errors.ts";
+import { isReadyAnswer } from "../lib/health.ts";
+import { sseComment, sseError } from "../lib/sse.ts";
+import { targetUrl } from "../lib/upstream.ts";
+
+const bytes = (text: string) => new TextEncoder().encode(text);
+
+function apiErrorOf(fn: () => unknown): ApiError {
+  try {
+    fn();
+  } catch (err) {
+    assert.ok(err instanceof ApiError);
+    return err;
+  }
+  assert.fail("no error thrown");
+}
+
+Deno.test("parseRoutingFields() reads model and stream, ignoring everything else", () => {
+  assert.deepEqual(parseRoutingFields(bytes('{"model":"m","stream":true,"x":[1]}')), {
+    model: "m",
+    stream: true,
+  });
+  assert.equal(parseRoutingFields(bytes('{"model":"m","stream":"yes"}')).stream, false);
+});
+
+Deno.test("parseRoutingFields() answers 400 with a reason for each kind of bad body", () => {
+  const cases: [string | Uint8Array, string][] = [
+    ["", "invalid_body"],
+    ['{"model":"m",', "invalid_json"],
+    ["[1,2]", "invalid_body"],
+    ["null", "invalid_body"],
+    ['{"messages":[]}', "missing_model"],
+    ['{"model":42}', "missing_model"],
+    ['{"model":"  "}', "missing_model"],
+    [new Uint8Array([0x7b, 0xff, 0xfe, 0x7d]), "invalid_body"],
+  ];
+  for (const [body, code] of cases) {
+    const err = apiErrorOf(() => parseRoutingFields(typeof body === "string" ? bytes(body) : body));
+    assert.equal(err.status, 400, `${body}`);
+    assert.equal(err.code, code, `${body}`);
+  }
+});
+
+Deno.test("readBody() stops a chunked body that passes the limit with 413", async () => {
+  const stream = new ReadableStream<Uint8Array>({
+    start(controller) {
+      for (let i = 0; i < 10; i++) controller.enqueue(new Uint8Array(100));
+      controller.close();
+    },
+  });
+  const req = new Request("http://x/", { method: "POST", body: stream });
+  await assert.rejects(readBody(req, 550), (err) => err instanceof ApiError && err.status === 413);
+  const ok = new Request("http://x/", { method: "POST", body: "hello" });
+  assert.equal(new TextDecoder().decode(await readBody(ok, 5)), "hello");
+});
+
+Deno.test("targetUrl() maps the client's /v1 onto a backend_url that ends in /v1", () => {
+  assert.equal(
+    targetUrl("http://localhost:8080/v1", "/v1/chat/completions"),
+    "http://localhost:8080/v1/chat/completions",
+  );
+  assert.equal(
+    targetUrl("http://localhost:8080/v1/", "/v1/rerank?x=1"),
+    "http://localhost:8080/v1/rerank?x=1",
+  );
+  assert.equal(
+    targetUrl("http://localhost:8080", "/v1/messages"),
+    "http://localhost:8080/v1/messages",
+  );
+  assert.equal(
+    targetUrl("http://h:1/openai/v1", "/v1/embeddings"),
+    "http://h:1/openai/v1/embeddings",
+  );
+});
+
+Deno.test("isReadyAnswer() follows llama-server: 200 with status ok; 503 loading is not ready", () => {
+  assert.equal(isReadyAnswer(200, '{"status":"ok"}'), true);
+  assert.equal(isReadyAnswer(200, '{"status":"loading model"}'), false);
+  assert.equal(isReadyAnswer(503, '{"error":{"message":"Loading model"}}'), false);
+  assert.equal(isReadyAnswer(200, "OK"), true);
+});
+
+Deno.test("demuxLogs() joins stdout and stderr frames, even when cut short", () => {
+  const frame = (stream: number, text: string) => {
+    const payload = bytes(text);
+    const out = new Uint8Array(8 + payload.length);
+    out[0] = stream;
+    new DataView(out.buffer).setUint32(4, payload.length);
+    out.set(payload, 8);
+    return out;
+  };
+  const all = new Uint8Array([...frame(1, "hello-out\n"), ...frame(2, "oops\n")]);
+  assert.equal(demuxLogs(all), "hello-out\noops\n");
+  assert.equal(demuxLogs(all.subarray(0, all.length - 2)), "hello-out\noop");
+});
+
+Deno.test("sseComment() and sseError() frame what clients ignore and what they raise", () => {
+  const decode = (b: Uint8Array) => new TextDecoder().decode(b);
+  assert.equal(decode(sseComment("loading model a\n12s")), ": loading model a 12s\n\n");
+  const err = new ApiError(504, "timeout_error", "request_timeout", "late");
+  assert.equal(
+    decode(sseError(err)),
+    'data: {"error":{"message":"late","type":"timeout_error","param":null,"code":"request_timeout"}}\n\n',
+  );
+});

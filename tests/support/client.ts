@@ -1,0 +1,71 @@
+/**
+ * @module
+ * A minimal OpenAI-style client for tests: JSON posts and an SSE reader that keeps comment
+ * lines (the proxy's waiting notes) apart from data events.
+ */
+
+export function chatBody(model: string, extra: Record<string, unknown> = {}) {
+  return { model, messages: [{ role: "user", content: "hi" }], ...extra };
+}
+
+export function post(
+  baseUrl: string,
+  body: unknown,
+  { path = "/v1/chat/completions", signal }: { path?: string; signal?: AbortSignal } = {},
+): Promise<Response> {
+  return fetch(`${baseUrl}${path}`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: typeof body === "string" ? body : JSON.stringify(body),
+    signal,
+  });
+}
+
+export interface SseEvent {
+  comment?: string;
+  data?: string;
+}
+
+/** Reads SSE events one at a time as they arrive. */
+export class SseReader {
+  #reader: ReadableStreamDefaultReader<string>;
+  #buffer = "";
+
+  constructor(res: Response) {
+    this.#reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+  }
+
+  /** The next event, or null when the stream ended. */
+  async next(): Promise<SseEvent | null> {
+    while (true) {
+      const end = this.#buffer.indexOf("\n\n");
+      if (end >= 0) {
+        const block = this.#buffer.slice(0, end);
+        this.#buffer = this.#buffer.slice(end + 2);
+        if (block.startsWith(":")) return { comment: block.slice(1).trim() };
+        return { data: block.replace(/^data: ?/, "") };
+      }
+      const { done, value } = await this.#reader.read();
+      if (done) return null;
+      this.#buffer += value;
+    }
+  }
+
+  /** Every remaining event. */
+  async rest(): Promise<SseEvent[]> {
+    const events: SseEvent[] = [];
+    for (let e = await this.next(); e !== null; e = await this.next()) events.push(e);
+    return events;
+  }
+
+  async cancel(): Promise<void> {
+    await this.#reader.cancel();
+  }
+}
+
+export async function getJson(
+  url: string,
+): Promise<{ status: number; body: Record<string, unknown> }> {
+  const res = await fetch(url);
+  return { status: res.status, body: await res.json() };
+}

@@ -1,0 +1,28 @@
+/** Builds Job objects for unit tests of the queue and relay, without a route or server. */
+import { Job } from "../../lib/jobs.ts";
+
+export interface TestJob {
+  job: Job;
+  /** Simulates the client going away. */
+  disconnect(): void;
+  /** Simulates `request_timeout` passing. */
+  expire(): void;
+}
+
+export function makeJob(model: string, options: { stream?: boolean; now?: number } = {}): TestJob {
+  const client = new AbortController();
+  const timeout = new AbortController();
+  const job = new Job({
+    id: `req_${crypto.randomUUID().slice(0, 8)}`,
+    model,
+    method: "POST",
+    path: "/v1/chat/completions",
+    body: new TextEncoder().encode(`{"model":"${model}"}`),
+    headers: new Headers({ "content-type": "application/json" }),
+    stream: options.stream ?? false,
+    enqueuedAt: options.now ?? 0,
+    signal: AbortSignal.any([client.signal, timeout.signal]),
+    timeoutSignal: timeout.signal,
+  });
+  return { job, disconnect: () => client.abort(), expire: () => timeout.abort() };
+}

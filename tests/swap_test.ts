@@ -1,0 +1,161 @@
+/**
+ * Model swapping against a real dockerd: three look-alike containers share one host port,
+ * as in the seed's homelab.
+ */
+import assert from "node:assert/strict";
+import { chatBody, getJson, post } from "./support/client.ts";
+import { requireDocker } from "./support/docker_env.ts";
+import { createHomelab } from "./support/fake_models.ts";
+import { sampleRunning, startTestProxy } from "./support/proxy.ts";
+import { waitFor } from "./support/wait_for.ts";
+
+async function startedAt(api: Awaited<ReturnType<typeof requireDocker>>, name: string) {
+  const res = await api.call("GET", `/containers/${name}/json`);
+  return (await res.json()).State.StartedAt as string;
+}
+
+Deno.test("cold start: the first request starts its container and is answered once healthy", async () => {
+  const api = await requireDocker();
+  try {
+    await using lab = await createHomelab(api, [{ id: "a", loadMs: 400 }, { id: "b" }]);
+    await using proxy = startTestProxy(lab.configYaml());
+    await proxy.reconciled;
+    assert.deepEqual(await lab.running(), []);
+
+    const res = await post(proxy.url, chatBody("a"));
+    assert.equal(res.status, 200);
+    const body = await res.json();
+    assert.equal(body.object, "chat.completion");
+    assert.equal(body.model, "a");
+    assert.deepEqual(await lab.running(), [lab.containerOf("a")]);
+    // Zero early forwarding: the look-alike saw no chat request while it was loading.
+    const state = await lab.state();
+    const chats = state.received.filter((r) => r.path === "/v1/chat/completions");
+    assert.equal(chats.length, 1);
+
+    const health = await getJson(`${proxy.url}/health`);
+    assert.equal(health.body.current_model, "a");
+  } finally {
+    api.close();
+  }
+});
+
+Deno.test("same model again: served by the running container, no restart", async () => {
+  const api = await requireDocker();
+  try {
+    await using lab = await createHomelab(api, [{ id: "a" }, { id: "b" }]);
+    await using proxy = startTestProxy(lab.configYaml());
+    await proxy.reconciled;
+    assert.equal((await post(proxy.url, chatBody("a"))).status, 200);
+    const first = await startedAt(api, lab.containerOf("a"));
+    const again = await post(proxy.url, chatBody("a", { stream: true }));
+    assert.equal(again.status, 200);
+    await again.text();
+    assert.equal(await startedAt(api, lab.containerOf("a")), first);
+    assert.equal((await lab.state()).completed, 2);
+  } finally {
+    api.close();
+  }
+});
+
+Deno.test("A→B→A: never two model containers running, as sampled from Docker", async () => {
+  const api = await requireDocker();
+  try {
+    // Own ports, so Docker's "port is already allocated" cannot hide a proxy bug.
+    await using lab = await createHomelab(api, [
+      { id: "a", ownPort: true },
+      { id: "b", ownPort: true },
+      { id: "c", ownPort: true },
+    ]);
+    await using proxy = startTestProxy(lab.configYaml());
+    await proxy.reconciled;
+    const sampler = sampleRunning(() => lab.running());
+    try {
+      for (const model of ["a", "b", "a"]) {
+        const res = await post(proxy.url, chatBody(model));
+        assert.equal(res.status, 200);
+        assert.equal((await res.json()).model, model);
+        assert.deepEqual(await lab.running(), [lab.containerOf(model)]);
+      }
+    } finally {
+      const { samples, maxRunning } = await sampler.stop();
+      assert.ok(samples > 10, `only ${samples} samples of Docker were taken`);
+      assert.equal(maxRunning, 1);
+    }
+  } finally {
+    api.close();
+  }
+});
+
+Deno.test("start-up reconcile: with two model containers running, all but one are stopped", async () => {
+  const api = await requireDocker();
+  try {
+    await using lab = await createHomelab(api, [
+      { id: "a", ownPort: true },
+      { id: "b", ownPort: true },
+      { id: "c" },
+    ]);
+    await lab.start("a");
+    await lab.start("b"); // started last, so the proxy keeps it
+    assert.equal((await lab.running()).length, 2);
+
+    await using proxy = startTestProxy(lab.configYaml());
+    await proxy.reconciled;
+    assert.deepEqual(await lab.running(), [lab.containerOf("b")]);
+    assert.equal((await getJson(`${proxy.url}/health`)).body.current_model, "b");
+    // The adopted model serves without a swap.
+    const res = await post(proxy.url, chatBody("b"));
+    assert.equal(res.status, 200);
+    assert.equal((await lab.state("b")).completed, 1);
+  } finally {
+    api.close();
+  }
+});
+
+Deno.test("a streaming client waiting for a swap gets SSE comments, then the answer", async () => {
+  const api = await requireDocker();
+  try {
+    await using lab = await createHomelab(api, [{ id: "a", loadMs: 1500 }]);
+    await using proxy = startTestProxy(lab.configYaml("keepalive_interval: 0.2"));
+    await proxy.reconciled;
+    const res = await post(proxy.url, chatBody("a", { stream: true }));
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("content-type"), "text/event-stream");
+    const text = await res.text();
+    const comments = text.split("\n").filter((l) => l.startsWith(": "));
+    assert.ok(
+      comments.some((c) => /^: loading model a \d+s$/.test(c)),
+      `no loading comment in:\n${text}`,
+    );
+    assert.ok(text.indexOf(": loading") < text.indexOf("data: "));
+    assert.match(text, /data: \[DONE\]\n\n$/);
+  } finally {
+    api.close();
+  }
+});
+
+Deno.test("a swap waits for the in-flight request on the old model, then serves B", async () => {
+  const api = await requireDocker();
+  try {
+    await using lab = await createHomelab(api, [{ id: "a" }, { id: "b" }]);
+    await using proxy = startTestProxy(lab.configYaml());
+    await proxy.reconciled;
+    assert.equal((await post(proxy.url, chatBody("a"))).status, 200);
+    const held = post(proxy.url, chatBody("a", { fake_hold: true }));
+    await waitFor("held request in flight", async () => (await lab.state()).inflight === 1);
+    const b = post(proxy.url, chatBody("b"));
+    await waitFor("b queued", async () => {
+      const metrics = (await getJson(`${proxy.url}/metrics`)).body;
+      return (metrics.queue_stats as { pending_jobs: number }).pending_jobs === 1;
+    });
+    // The swap waits for A's request: A is still the only running container.
+    assert.deepEqual(await lab.running(), [lab.containerOf("a")]);
+    await lab.release();
+    assert.equal((await held).status, 200);
+    const bRes = await b;
+    assert.equal(bRes.status, 200);
+    assert.equal((await bRes.json()).model, "b");
+  } finally {
+    api.close();
+  }
+});
