@@ -1,0 +1,105 @@
+/**
+ * Clients that leave and requests that run out of time: nothing reaches a backend for a
+ * client that is gone, and the backend hears about a client that left mid-answer.
+ */
+import assert from "node:assert/strict";
+import { chatBody, getJson, post, SseReader } from "./support/client.ts";
+import { requireDocker } from "./support/docker_env.ts";
+import { createHomelab } from "./support/fake_models.ts";
+import { startTestProxy } from "./support/proxy.ts";
+import { waitFor } from "./support/wait_for.ts";
+
+type Stats = { pending_jobs: number; processing_jobs: number };
+
+async function metricsOf(url: string) {
+  return (await getJson(`${url}/metrics`)).body as Record<string, number> & { queue_stats: Stats };
+}
+
+Deno.test("a client that leaves while queued is dropped: the backend never sees it", async () => {
+  const api = await requireDocker();
+  try {
+    await using lab = await createHomelab(api, [{ id: "a" }]);
+    await using proxy = startTestProxy(lab.configYaml("num_workers: 1"));
+    await proxy.reconciled;
+    const held = post(proxy.url, chatBody("a", { fake_hold: true }));
+    await waitFor("held request in flight", async () => (await lab.state()).inflight === 1);
+    const client = new AbortController();
+    const queued = post(proxy.url, chatBody("a", { marker: "never-forwarded" }), {
+      signal: client.signal,
+    });
+    await waitFor("second request queued", async () => {
+      return (await metricsOf(proxy.url)).queue_stats.pending_jobs === 1;
+    });
+    client.abort();
+    await assert.rejects(queued);
+    await waitFor("queued job dropped", async () => {
+      const m = await metricsOf(proxy.url);
+      return m.cancelled_requests === 1 && m.queue_stats.pending_jobs === 0;
+    });
+    await lab.release();
+    assert.equal((await held).status, 200);
+    const bodies = (await lab.state()).received.map((r) => r.body);
+    assert.ok(!bodies.some((b) => b.includes("never-forwarded")));
+  } finally {
+    api.close();
+  }
+});
+
+Deno.test("a client that leaves mid-stream aborts the backend request and frees the worker", async () => {
+  const api = await requireDocker();
+  try {
+    await using lab = await createHomelab(api, [{ id: "a" }]);
+    await using proxy = startTestProxy(lab.configYaml("num_workers: 1"));
+    await proxy.reconciled;
+    const res = await post(proxy.url, chatBody("a", { stream: true, fake_hold: true }));
+    const sse = new SseReader(res);
+    await sse.next();
+    await sse.next(); // first content chunk: the backend is now mid-generation
+    await sse.cancel();
+    await waitFor("backend saw the disconnect", async () => (await lab.state()).disconnects === 1);
+    await waitFor("worker released", async () => (await metricsOf(proxy.url)).active_workers === 0);
+    assert.equal((await metricsOf(proxy.url)).cancelled_requests, 1);
+    // The freed worker serves the next request.
+    assert.equal((await post(proxy.url, chatBody("a"))).status, 200);
+  } finally {
+    api.close();
+  }
+});
+
+Deno.test("request_timeout: a stuck non-streaming request gets 504 and the backend is aborted", async () => {
+  const api = await requireDocker();
+  try {
+    await using lab = await createHomelab(api, [{ id: "a" }]);
+    await using proxy = startTestProxy(lab.configYaml("request_timeout: 1"));
+    await proxy.reconciled;
+    assert.equal((await post(proxy.url, chatBody("a"))).status, 200); // load it
+    const res = await post(proxy.url, chatBody("a", { fake_hold: true }));
+    assert.equal(res.status, 504);
+    const body = await res.json();
+    assert.equal(body.error.code, "request_timeout");
+    assert.equal(body.error.type, "timeout_error");
+    await waitFor("backend saw the abort", async () => (await lab.state()).disconnects === 1);
+    assert.equal((await metricsOf(proxy.url)).failed_requests, 1);
+  } finally {
+    api.close();
+  }
+});
+
+Deno.test("request_timeout once streaming began: a final SSE error event ends the stream", async () => {
+  const api = await requireDocker();
+  try {
+    await using lab = await createHomelab(api, [{ id: "a" }]);
+    await using proxy = startTestProxy(lab.configYaml("request_timeout: 1"));
+    await proxy.reconciled;
+    assert.equal((await post(proxy.url, chatBody("a"))).status, 200);
+    const res = await post(proxy.url, chatBody("a", { stream: true, fake_hold: true }));
+    assert.equal(res.status, 200);
+    const events = await new SseReader(res).rest();
+    const last = JSON.parse(events.at(-1)!.data!);
+    assert.equal(last.error.code, "request_timeout");
+    assert.ok(events.some((e) => e.data?.includes('"content":" Hello"')));
+    await waitFor("backend saw the abort", async () => (await lab.state()).disconnects === 1);
+  } finally {
+    api.close();
+  }
+});

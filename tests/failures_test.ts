@@ -1,0 +1,109 @@
+/**
+ * Models that will not come up, containers that do not exist, a Docker that is not there:
+ * each gives waiting clients a clear 503 and leaves nothing running.
+ */
+import assert from "node:assert/strict";
+import { chatBody, getJson, post } from "./support/client.ts";
+import { requireDocker } from "./support/docker_env.ts";
+import { createHomelab } from "./support/fake_models.ts";
+import { startTestProxy } from "./support/proxy.ts";
+
+Deno.test("startup_timeout: a model that never gets healthy fails with its log tail, and is stopped", async () => {
+  const api = await requireDocker();
+  try {
+    await using lab = await createHomelab(api, [
+      { id: "stuck", mode: "never", startupTimeoutS: 1 },
+      { id: "ok" },
+    ]);
+    await using proxy = startTestProxy(lab.configYaml());
+    await proxy.reconciled;
+    const [first, second] = await Promise.all([
+      post(proxy.url, chatBody("stuck")),
+      post(proxy.url, chatBody("stuck")),
+    ]);
+    for (const res of [first, second]) {
+      assert.equal(res.status, 503);
+      const { error } = await res.json();
+      assert.equal(error.code, "model_load_failed");
+      assert.match(error.message, /did not become healthy within startup_timeout \(1s\)/);
+      assert.match(error.message, /Loading model/);
+      assert.match(error.message, /load_model: loading model/); // from the container's log
+    }
+    assert.deepEqual(await lab.running(), []);
+    // The next model is served.
+    assert.equal((await post(proxy.url, chatBody("ok"))).status, 200);
+  } finally {
+    api.close();
+  }
+});
+
+Deno.test("a container that exits while starting fails at once with its exit code and log", async () => {
+  const api = await requireDocker();
+  try {
+    // A long startup_timeout: only watching the container's state can end this quickly.
+    await using lab = await createHomelab(api, [{
+      id: "broken",
+      mode: "exit",
+      startupTimeoutS: 600,
+    }]);
+    await using proxy = startTestProxy(lab.configYaml());
+    await proxy.reconciled;
+    const res = await post(proxy.url, chatBody("broken", { stream: true }));
+    const text = await res.text();
+    const error = JSON.parse(text.split("\n").find((l) => l.startsWith("data: "))!.slice(6)).error;
+    assert.equal(error.code, "model_load_failed");
+    assert.match(error.message, /exited with exit code 1/);
+    assert.match(error.message, /error loading model: tensor 'output\.weight'/);
+    assert.deepEqual(await lab.running(), []);
+  } finally {
+    api.close();
+  }
+});
+
+Deno.test("a missing container: 503 'Container not found: NAME'", async () => {
+  const api = await requireDocker();
+  try {
+    await using lab = await createHomelab(api, [{ id: "ghost", missing: true }, { id: "a" }]);
+    await using proxy = startTestProxy(lab.configYaml());
+    await proxy.reconciled;
+    const res = await post(proxy.url, chatBody("ghost"));
+    assert.equal(res.status, 503);
+    const { error } = await res.json();
+    assert.equal(error.code, "container_not_found");
+    assert.match(error.message, new RegExp(`^Container not found: ${lab.containerOf("ghost")}`));
+    const health = await getJson(`${proxy.url}/health`);
+    assert.equal(health.status, 200);
+    assert.match(
+      String(health.body.message),
+      new RegExp(`missing containers: ${lab.containerOf("ghost")}`),
+    );
+  } finally {
+    api.close();
+  }
+});
+
+Deno.test("Docker unreachable: /health answers 503 and requests get a clear 503", async () => {
+  const socket = `/tmp/lqp-no-docker-${crypto.randomUUID()}.sock`;
+  const config = `host: 127.0.0.1
+port: 0
+models:
+  a:
+    container_name: some-container
+    backend_url: http://127.0.0.1:9/v1
+`;
+  await using proxy = startTestProxy(config, { dockerSocket: socket });
+  await proxy.reconciled;
+  const health = await getJson(`${proxy.url}/health`);
+  assert.equal(health.status, 503);
+  assert.equal(health.body.status, "unhealthy");
+  assert.match(String(health.body.message), /Docker is unreachable at \/tmp\/lqp-no-docker/);
+  assert.deepEqual(
+    Object.keys(health.body).sort(),
+    ["current_model", "message", "queue_capacity", "queue_size", "status"],
+  );
+  const res = await post(proxy.url, chatBody("a"));
+  assert.equal(res.status, 503);
+  const { error } = await res.json();
+  assert.equal(error.code, "docker_unavailable");
+  assert.match(error.message, /is dockerd running\?/);
+});
