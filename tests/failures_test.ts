@@ -107,3 +107,25 @@ models:
   assert.equal(error.code, "docker_unavailable");
   assert.match(error.message, /is dockerd running\?/);
 });
+
+Deno.test("a backend stopped by hand is restarted by the next request, which still succeeds", async () => {
+  const api = await requireDocker();
+  try {
+    await using lab = await createHomelab(api, [{ id: "a" }]);
+    await using proxy = startTestProxy(lab.configYaml());
+    await proxy.reconciled;
+    assert.equal((await post(proxy.url, chatBody("a"))).status, 200);
+    await (await api.call("POST", `/containers/${lab.containerOf("a")}/stop?t=0`)).body?.cancel();
+    assert.deepEqual(await lab.running(), []);
+
+    const res = await post(proxy.url, chatBody("a"));
+    assert.equal(res.status, 200);
+    assert.equal((await res.json()).model, "a");
+    assert.deepEqual(await lab.running(), [lab.containerOf("a")]);
+    const metrics = (await getJson(`${proxy.url}/metrics`)).body;
+    assert.equal(metrics.successful_requests, 2);
+    assert.equal(metrics.failed_requests, 0);
+  } finally {
+    api.close();
+  }
+});

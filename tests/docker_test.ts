@@ -1,0 +1,99 @@
+/**
+ * The Docker Engine client against a real dockerd: the calls the model manager relies on,
+ * with the Engine's quirks (304 on start/stop, 404 wording, multiplexed logs).
+ */
+import assert from "node:assert/strict";
+import {
+  ContainerNotFoundError,
+  DockerApi,
+  dockerForContainers,
+  DockerUnavailableError,
+} from "../lib/docker.ts";
+import { requireDocker } from "./support/docker_env.ts";
+import { createHomelab } from "./support/fake_models.ts";
+import { waitFor } from "./support/wait_for.ts";
+
+Deno.test("dockerForContainers(): start, inspect, stop and 304 on repeats", async () => {
+  const api = await requireDocker();
+  try {
+    await using lab = await createHomelab(api, [{ id: "a" }]);
+    const name = lab.containerOf("a");
+    const docker = dockerForContainers(api, [name]);
+    assert.equal((await docker.inspect(name)).status, "created");
+    await docker.start(name);
+    await docker.start(name); // already running: Docker says 304, which is success
+    const running = await docker.inspect(name);
+    assert.equal(running.running, true);
+    // Stop only once the look-alike installed its SIGTERM handler (it answers HTTP by then);
+    // before that, PID 1 ignores SIGTERM and Docker waits out the grace period.
+    await waitFor("look-alike up", async () => (await lab.state()).alias === "a");
+    assert.deepEqual(await docker.list(), [{ name, running: true }]);
+    await docker.stop(name, 5);
+    await docker.stop(name, 5); // already stopped: 304
+    const stopped = await docker.inspect(name);
+    assert.equal(stopped.running, false);
+    assert.equal(stopped.status, "exited");
+  } finally {
+    api.close();
+  }
+});
+
+Deno.test("dockerForContainers(): logTail() demultiplexes stdout and stderr", async () => {
+  const api = await requireDocker();
+  try {
+    await using lab = await createHomelab(api, [{ id: "bad", mode: "exit" }]);
+    const name = lab.containerOf("bad");
+    const docker = dockerForContainers(api, [name]);
+    await docker.start(name);
+    await waitFor("container to exit", async () => !(await docker.inspect(name)).running);
+    const tail = await docker.logTail(name, 2);
+    assert.deepEqual(tail.trimEnd().split("\n"), [
+      "llama_model_load: error loading model: tensor 'output.weight' data is not within the file bounds",
+      "main: exiting due to model loading error",
+    ]);
+    assert.equal((await docker.inspect(name)).exitCode, 1);
+  } finally {
+    api.close();
+  }
+});
+
+Deno.test("dockerForContainers(): a missing container is 'Container not found: NAME'", async () => {
+  const api = await requireDocker();
+  try {
+    const name = `lqp-test-absent-${crypto.randomUUID().slice(0, 8)}`;
+    const docker = dockerForContainers(api, [name]);
+    await assert.rejects(docker.start(name), (err) => {
+      assert.ok(err instanceof ContainerNotFoundError);
+      assert.equal(err.message, `Container not found: ${name}`);
+      return true;
+    });
+  } finally {
+    api.close();
+  }
+});
+
+Deno.test("dockerForContainers() refuses names outside the config before any request", async () => {
+  // A socket that does not exist: had a request been made, the error would be another one.
+  const api = new DockerApi(`/tmp/lqp-none-${crypto.randomUUID()}.sock`);
+  try {
+    const docker = dockerForContainers(api, ["allowed"]);
+    await assert.rejects(docker.stop("dockerd-host", 0), /not named in the config/);
+    await assert.rejects(docker.inspect("../../containers/x"), /not named in the config/);
+    await assert.rejects(docker.inspect("allowed"), DockerUnavailableError);
+  } finally {
+    api.close();
+  }
+});
+
+Deno.test("DockerApi negotiates an API version the daemon supports", async () => {
+  const api = await requireDocker();
+  try {
+    const res = await api.call("GET", "/version");
+    const body = await res.json();
+    assert.ok(typeof body.ApiVersion === "string");
+    // The request above went to /vX.Y/version; a rejected version would have been a 400.
+    assert.equal(res.status, 200);
+  } finally {
+    api.close();
+  }
+});
