@@ -197,6 +197,12 @@ export class ModelManager {
     await this.#drained();
     const from = this.#loaded;
     const began = performance.now();
+    try {
+      // A missing target must not cost the user the model that is loaded now.
+      await this.#docker.inspect(model.containerName);
+    } catch (err) {
+      throw await this.#swapFailed(model, from, err);
+    }
     this.#set({ phase: "stopping", loaded: null, target: model.id });
     try {
       const running = await this.#runningContainers();
@@ -227,15 +233,16 @@ export class ModelManager {
       });
       return timings;
     } catch (err) {
-      const failure = await this.#describeFailure(model, err);
+      const failure = await this.#swapFailed(model, from, err);
       this.#set({ phase: "idle", loaded: null, target: null });
-      this.#log.error("swap_failed", {
-        from: from ?? "none",
-        to: model.id,
-        error: failure.message,
-      });
       throw failure;
     }
+  }
+
+  async #swapFailed(model: ModelConfig, from: string | null, err: unknown) {
+    const failure = await this.#describeFailure(model, err);
+    this.#log.error("swap_failed", { from: from ?? "none", to: model.id, error: failure.message });
+    return failure;
   }
 
   async #runningContainers(): Promise<string[]> {

@@ -60,19 +60,23 @@ Deno.test("a container that exits while starting fails at once with its exit cod
   }
 });
 
-Deno.test("a missing container: 503 'Container not found: NAME'", async () => {
+Deno.test("a missing container: 503 'Container not found: NAME', and the loaded model stays", async () => {
   const api = await requireDocker();
   try {
     await using lab = await createHomelab(api, [{ id: "ghost", missing: true }, { id: "a" }]);
     await using proxy = startTestProxy(lab.configYaml());
     await proxy.reconciled;
+    assert.equal((await post(proxy.url, chatBody("a"))).status, 200);
     const res = await post(proxy.url, chatBody("ghost"));
     assert.equal(res.status, 503);
     const { error } = await res.json();
     assert.equal(error.code, "container_not_found");
     assert.match(error.message, new RegExp(`^Container not found: ${lab.containerOf("ghost")}`));
+    // The loaded model was not stopped for a container that does not exist.
+    assert.deepEqual(await lab.running(), [lab.containerOf("a")]);
     const health = await getJson(`${proxy.url}/health`);
     assert.equal(health.status, 200);
+    assert.equal(health.body.current_model, "a");
     assert.match(
       String(health.body.message),
       new RegExp(`missing containers: ${lab.containerOf("ghost")}`),
