@@ -4,9 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { chatBody, getJson, post } from "./support/client.ts";
-import { requireDocker } from "./support/docker_env.ts";
-import { createHomelab } from "./support/fake_models.ts";
-import { startTestProxy } from "./support/proxy.ts";
+import { withHomelabProxy } from "./support/proxy.ts";
 import { waitFor } from "./support/wait_for.ts";
 
 async function expectError(res: Response, status: number, code: string) {
@@ -20,11 +18,7 @@ async function expectError(res: Response, status: number, code: string) {
 }
 
 Deno.test("queue full: 429 with Retry-After and the seed's message; nothing is lost", async () => {
-  const api = await requireDocker();
-  try {
-    await using lab = await createHomelab(api, [{ id: "a" }]);
-    await using proxy = startTestProxy(lab.configYaml("num_workers: 1\nqueue_size: 1"));
-    await proxy.reconciled;
+  await withHomelabProxy([{ id: "a" }], "num_workers: 1\nqueue_size: 1", async ({ lab, proxy }) => {
     const running = post(proxy.url, chatBody("a", { fake_hold: true }));
     await waitFor("first request held", async () => (await lab.state()).inflight === 1);
     const waiting = post(proxy.url, chatBody("a"));
@@ -38,48 +32,43 @@ Deno.test("queue full: 429 with Retry-After and the seed's message; nothing is l
     await lab.release();
     assert.equal((await running).status, 200);
     assert.equal((await waiting).status, 200);
-  } finally {
-    api.close();
-  }
+  });
 });
 
 Deno.test("bad requests are refused with 400/404/413 before they are queued", async () => {
-  const api = await requireDocker();
-  try {
-    await using lab = await createHomelab(api, [{ id: "a" }, { id: "b" }]);
-    await using proxy = startTestProxy(lab.configYaml("max_body_size: 4kb"));
-    await proxy.reconciled;
+  await withHomelabProxy(
+    [{ id: "a" }, { id: "b" }],
+    "max_body_size: 4kb",
+    async ({ lab, proxy }) => {
+      const malformed = await expectError(
+        await post(proxy.url, '{"model":"a","messages":[{"role":"user"'),
+        400,
+        "invalid_json",
+      );
+      assert.equal(malformed.type, "invalid_request_error");
 
-    const malformed = await expectError(
-      await post(proxy.url, '{"model":"a","messages":[{"role":"user"'),
-      400,
-      "invalid_json",
-    );
-    assert.equal(malformed.type, "invalid_request_error");
+      const noModel = await expectError(
+        await post(proxy.url, { messages: [] }),
+        400,
+        "missing_model",
+      );
+      assert.equal(noModel.param, "model");
 
-    const noModel = await expectError(
-      await post(proxy.url, { messages: [] }),
-      400,
-      "missing_model",
-    );
-    assert.equal(noModel.param, "model");
+      const unknown = await expectError(
+        await post(proxy.url, chatBody("gpt-5")),
+        404,
+        "model_not_found",
+      );
+      assert.match(unknown.message, /'gpt-5' does not exist\. Valid models: a, b/);
 
-    const unknown = await expectError(
-      await post(proxy.url, chatBody("gpt-5")),
-      404,
-      "model_not_found",
-    );
-    assert.match(unknown.message, /'gpt-5' does not exist\. Valid models: a, b/);
+      const huge = chatBody("a", { padding: "x".repeat(5000) });
+      await expectError(await post(proxy.url, huge), 413, "request_too_large");
 
-    const huge = chatBody("a", { padding: "x".repeat(5000) });
-    await expectError(await post(proxy.url, huge), 413, "request_too_large");
+      await expectError(await fetch(`${proxy.url}/v1/nothing-here`), 404, "not_found");
 
-    await expectError(await fetch(`${proxy.url}/v1/nothing-here`), 404, "not_found");
-
-    const stats = (await getJson(`${proxy.url}/metrics`)).body;
-    assert.equal(stats.total_requests, 0);
-    assert.deepEqual(await lab.running(), []); // nothing was started for them
-  } finally {
-    api.close();
-  }
+      const stats = (await getJson(`${proxy.url}/metrics`)).body;
+      assert.equal(stats.total_requests, 0);
+      assert.deepEqual(await lab.running(), []); // nothing was started for them
+    },
+  );
 });

@@ -4,9 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { chatBody, getJson, post, SseReader } from "./support/client.ts";
-import { requireDocker } from "./support/docker_env.ts";
-import { createHomelab } from "./support/fake_models.ts";
-import { startTestProxy } from "./support/proxy.ts";
+import { withHomelabProxy } from "./support/proxy.ts";
 import { waitFor } from "./support/wait_for.ts";
 
 type Stats = { pending_jobs: number; processing_jobs: number };
@@ -16,11 +14,7 @@ async function metricsOf(url: string) {
 }
 
 Deno.test("a client that leaves while queued is dropped: the backend never sees it", async () => {
-  const api = await requireDocker();
-  try {
-    await using lab = await createHomelab(api, [{ id: "a" }]);
-    await using proxy = startTestProxy(lab.configYaml("num_workers: 1"));
-    await proxy.reconciled;
+  await withHomelabProxy([{ id: "a" }], "num_workers: 1", async ({ lab, proxy }) => {
     const held = post(proxy.url, chatBody("a", { fake_hold: true }));
     await waitFor("held request in flight", async () => (await lab.state()).inflight === 1);
     const client = new AbortController();
@@ -40,17 +34,11 @@ Deno.test("a client that leaves while queued is dropped: the backend never sees 
     assert.equal((await held).status, 200);
     const bodies = (await lab.state()).received.map((r) => r.body);
     assert.ok(!bodies.some((b) => b.includes("never-forwarded")));
-  } finally {
-    api.close();
-  }
+  });
 });
 
 Deno.test("a client that leaves mid-stream aborts the backend request and frees the worker", async () => {
-  const api = await requireDocker();
-  try {
-    await using lab = await createHomelab(api, [{ id: "a" }]);
-    await using proxy = startTestProxy(lab.configYaml("num_workers: 1"));
-    await proxy.reconciled;
+  await withHomelabProxy([{ id: "a" }], "num_workers: 1", async ({ lab, proxy }) => {
     const res = await post(proxy.url, chatBody("a", { stream: true, fake_hold: true }));
     const sse = new SseReader(res);
     await sse.next();
@@ -61,17 +49,11 @@ Deno.test("a client that leaves mid-stream aborts the backend request and frees 
     assert.equal((await metricsOf(proxy.url)).cancelled_requests, 1);
     // The freed worker serves the next request.
     assert.equal((await post(proxy.url, chatBody("a"))).status, 200);
-  } finally {
-    api.close();
-  }
+  });
 });
 
 Deno.test("request_timeout: a stuck non-streaming request gets 504 and the backend is aborted", async () => {
-  const api = await requireDocker();
-  try {
-    await using lab = await createHomelab(api, [{ id: "a" }]);
-    await using proxy = startTestProxy(lab.configYaml("request_timeout: 1"));
-    await proxy.reconciled;
+  await withHomelabProxy([{ id: "a" }], "request_timeout: 1", async ({ lab, proxy }) => {
     assert.equal((await post(proxy.url, chatBody("a"))).status, 200); // load it
     const res = await post(proxy.url, chatBody("a", { fake_hold: true }));
     assert.equal(res.status, 504);
@@ -80,17 +62,11 @@ Deno.test("request_timeout: a stuck non-streaming request gets 504 and the backe
     assert.equal(body.error.type, "timeout_error");
     await waitFor("backend saw the abort", async () => (await lab.state()).disconnects === 1);
     assert.equal((await metricsOf(proxy.url)).failed_requests, 1);
-  } finally {
-    api.close();
-  }
+  });
 });
 
 Deno.test("request_timeout once streaming began: a final SSE error event ends the stream", async () => {
-  const api = await requireDocker();
-  try {
-    await using lab = await createHomelab(api, [{ id: "a" }]);
-    await using proxy = startTestProxy(lab.configYaml("request_timeout: 1"));
-    await proxy.reconciled;
+  await withHomelabProxy([{ id: "a" }], "request_timeout: 1", async ({ lab, proxy }) => {
     assert.equal((await post(proxy.url, chatBody("a"))).status, 200);
     const res = await post(proxy.url, chatBody("a", { stream: true, fake_hold: true }));
     assert.equal(res.status, 200);
@@ -99,7 +75,5 @@ Deno.test("request_timeout once streaming began: a final SSE error event ends th
     assert.equal(last.error.code, "request_timeout");
     assert.ok(events.some((e) => e.data?.includes('"content":" Hello"')));
     await waitFor("backend saw the abort", async () => (await lab.state()).disconnects === 1);
-  } finally {
-    api.close();
-  }
+  });
 });

@@ -6,35 +6,33 @@ import assert from "node:assert/strict";
 import { chatBody, getJson, post } from "./support/client.ts";
 import { requireDocker } from "./support/docker_env.ts";
 import { createHomelab } from "./support/fake_models.ts";
-import { startTestProxy } from "./support/proxy.ts";
+import { startTestProxy, withHomelabProxy } from "./support/proxy.ts";
 
 Deno.test("startup_timeout: a model that never gets healthy fails with its log tail, and is stopped", async () => {
-  const api = await requireDocker();
-  try {
-    await using lab = await createHomelab(api, [
+  await withHomelabProxy(
+    [
       { id: "stuck", mode: "never", startupTimeoutS: 1 },
       { id: "ok" },
-    ]);
-    await using proxy = startTestProxy(lab.configYaml());
-    await proxy.reconciled;
-    const [first, second] = await Promise.all([
-      post(proxy.url, chatBody("stuck")),
-      post(proxy.url, chatBody("stuck")),
-    ]);
-    for (const res of [first, second]) {
-      assert.equal(res.status, 503);
-      const { error } = await res.json();
-      assert.equal(error.code, "model_load_failed");
-      assert.match(error.message, /did not become healthy within startup_timeout \(1s\)/);
-      assert.match(error.message, /Loading model/);
-      assert.match(error.message, /load_model: loading model/); // from the container's log
-    }
-    assert.deepEqual(await lab.running(), []);
-    // The next model is served.
-    assert.equal((await post(proxy.url, chatBody("ok"))).status, 200);
-  } finally {
-    api.close();
-  }
+    ],
+    "",
+    async ({ lab, proxy }) => {
+      const [first, second] = await Promise.all([
+        post(proxy.url, chatBody("stuck")),
+        post(proxy.url, chatBody("stuck")),
+      ]);
+      for (const res of [first, second]) {
+        assert.equal(res.status, 503);
+        const { error } = await res.json();
+        assert.equal(error.code, "model_load_failed");
+        assert.match(error.message, /did not become healthy within startup_timeout \(1s\)/);
+        assert.match(error.message, /Loading model/);
+        assert.match(error.message, /load_model: loading model/); // from the container's log
+      }
+      assert.deepEqual(await lab.running(), []);
+      // The next model is served.
+      assert.equal((await post(proxy.url, chatBody("ok"))).status, 200);
+    },
+  );
 });
 
 Deno.test("a container that exits while starting fails at once with its exit code and log", async () => {
@@ -61,29 +59,27 @@ Deno.test("a container that exits while starting fails at once with its exit cod
 });
 
 Deno.test("a missing container: 503 'Container not found: NAME', and the loaded model stays", async () => {
-  const api = await requireDocker();
-  try {
-    await using lab = await createHomelab(api, [{ id: "ghost", missing: true }, { id: "a" }]);
-    await using proxy = startTestProxy(lab.configYaml());
-    await proxy.reconciled;
-    assert.equal((await post(proxy.url, chatBody("a"))).status, 200);
-    const res = await post(proxy.url, chatBody("ghost"));
-    assert.equal(res.status, 503);
-    const { error } = await res.json();
-    assert.equal(error.code, "container_not_found");
-    assert.match(error.message, new RegExp(`^Container not found: ${lab.containerOf("ghost")}`));
-    // The loaded model was not stopped for a container that does not exist.
-    assert.deepEqual(await lab.running(), [lab.containerOf("a")]);
-    const health = await getJson(`${proxy.url}/health`);
-    assert.equal(health.status, 200);
-    assert.equal(health.body.current_model, "a");
-    assert.match(
-      String(health.body.message),
-      new RegExp(`missing containers: ${lab.containerOf("ghost")}`),
-    );
-  } finally {
-    api.close();
-  }
+  await withHomelabProxy(
+    [{ id: "ghost", missing: true }, { id: "a" }],
+    "",
+    async ({ lab, proxy }) => {
+      assert.equal((await post(proxy.url, chatBody("a"))).status, 200);
+      const res = await post(proxy.url, chatBody("ghost"));
+      assert.equal(res.status, 503);
+      const { error } = await res.json();
+      assert.equal(error.code, "container_not_found");
+      assert.match(error.message, new RegExp(`^Container not found: ${lab.containerOf("ghost")}`));
+      // The loaded model was not stopped for a container that does not exist.
+      assert.deepEqual(await lab.running(), [lab.containerOf("a")]);
+      const health = await getJson(`${proxy.url}/health`);
+      assert.equal(health.status, 200);
+      assert.equal(health.body.current_model, "a");
+      assert.match(
+        String(health.body.message),
+        new RegExp(`missing containers: ${lab.containerOf("ghost")}`),
+      );
+    },
+  );
 });
 
 Deno.test("Docker unreachable: /health answers 503 and requests get a clear 503", async () => {
@@ -113,11 +109,7 @@ models:
 });
 
 Deno.test("a backend stopped by hand is restarted by the next request, which still succeeds", async () => {
-  const api = await requireDocker();
-  try {
-    await using lab = await createHomelab(api, [{ id: "a" }]);
-    await using proxy = startTestProxy(lab.configYaml());
-    await proxy.reconciled;
+  await withHomelabProxy([{ id: "a" }], "", async ({ api, lab, proxy }) => {
     assert.equal((await post(proxy.url, chatBody("a"))).status, 200);
     await (await api.call("POST", `/containers/${lab.containerOf("a")}/stop?t=0`)).body?.cancel();
     assert.deepEqual(await lab.running(), []);
@@ -129,7 +121,5 @@ Deno.test("a backend stopped by hand is restarted by the next request, which sti
     const metrics = (await getJson(`${proxy.url}/metrics`)).body;
     assert.equal(metrics.successful_requests, 2);
     assert.equal(metrics.failed_requests, 0);
-  } finally {
-    api.close();
-  }
+  });
 });

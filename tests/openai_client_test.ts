@@ -3,53 +3,53 @@
  */
 import assert from "node:assert/strict";
 import OpenAI from "openai";
-import { requireDocker } from "./support/docker_env.ts";
-import { createHomelab } from "./support/fake_models.ts";
-import { startTestProxy } from "./support/proxy.ts";
+import { withHomelabProxy } from "./support/proxy.ts";
 
 Deno.test("openai client: list, chat, stream through a swap, and typed errors", async () => {
-  const api = await requireDocker();
-  try {
-    await using lab = await createHomelab(api, [{ id: "a" }, { id: "b", loadMs: 700 }]);
-    await using proxy = startTestProxy(lab.configYaml("keepalive_interval: 0.1"));
-    await proxy.reconciled;
-    const client = new OpenAI({ baseURL: `${proxy.url}/v1`, apiKey: "not-needed", maxRetries: 0 });
+  await withHomelabProxy(
+    [{ id: "a" }, { id: "b", loadMs: 700 }],
+    "keepalive_interval: 0.1",
+    async ({ proxy }) => {
+      const client = new OpenAI({
+        baseURL: `${proxy.url}/v1`,
+        apiKey: "not-needed",
+        maxRetries: 0,
+      });
 
-    const models = [];
-    for await (const model of client.models.list()) models.push(model.id);
-    assert.deepEqual(models, ["a", "b"]);
+      const models = [];
+      for await (const model of client.models.list()) models.push(model.id);
+      assert.deepEqual(models, ["a", "b"]);
 
-    const chat = await client.chat.completions.create({
-      model: "a",
-      messages: [{ role: "user", content: "Hello!" }],
-    });
-    assert.equal(chat.choices[0].message.content, " Hello from the fake");
+      const chat = await client.chat.completions.create({
+        model: "a",
+        messages: [{ role: "user", content: "Hello!" }],
+      });
+      assert.equal(chat.choices[0].message.content, " Hello from the fake");
 
-    // b must be loaded first: the stream waits behind SSE comments, which the client ignores.
-    const stream = await client.chat.completions.create({
-      model: "b",
-      messages: [{ role: "user", content: "Hello!" }],
-      stream: true,
-      stream_options: { include_usage: true },
-    });
-    let text = "";
-    let usage: unknown = null;
-    for await (const chunk of stream) {
-      text += chunk.choices[0]?.delta?.content ?? "";
-      usage = chunk.usage ?? usage;
-    }
-    assert.equal(text, " Hello from the fake");
-    assert.deepEqual(usage, { completion_tokens: 4, prompt_tokens: 9, total_tokens: 13 });
+      // b must be loaded first: the stream waits behind SSE comments, which the client ignores.
+      const stream = await client.chat.completions.create({
+        model: "b",
+        messages: [{ role: "user", content: "Hello!" }],
+        stream: true,
+        stream_options: { include_usage: true },
+      });
+      let text = "";
+      let usage: unknown = null;
+      for await (const chunk of stream) {
+        text += chunk.choices[0]?.delta?.content ?? "";
+        usage = chunk.usage ?? usage;
+      }
+      assert.equal(text, " Hello from the fake");
+      assert.deepEqual(usage, { completion_tokens: 4, prompt_tokens: 9, total_tokens: 13 });
 
-    await assert.rejects(
-      client.chat.completions.create({ model: "nope", messages: [] }),
-      (err) => {
-        assert.ok(err instanceof OpenAI.NotFoundError);
-        assert.equal(err.code, "model_not_found");
-        return true;
-      },
-    );
-  } finally {
-    api.close();
-  }
+      await assert.rejects(
+        client.chat.completions.create({ model: "nope", messages: [] }),
+        (err) => {
+          assert.ok(err instanceof OpenAI.NotFoundError);
+          assert.equal(err.code, "model_not_found");
+          return true;
+        },
+      );
+    },
+  );
 });

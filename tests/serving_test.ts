@@ -6,15 +6,11 @@ import assert from "node:assert/strict";
 import { chatBody, getJson, post, SseReader } from "./support/client.ts";
 import { requireDocker } from "./support/docker_env.ts";
 import { createHomelab } from "./support/fake_models.ts";
-import { startTestProxy } from "./support/proxy.ts";
+import { startTestProxy, withHomelabProxy } from "./support/proxy.ts";
 import { waitFor } from "./support/wait_for.ts";
 
 Deno.test("two workers run two requests on one model at the same time", async () => {
-  const api = await requireDocker();
-  try {
-    await using lab = await createHomelab(api, [{ id: "a", slots: 2 }]);
-    await using proxy = startTestProxy(lab.configYaml("num_workers: 2"));
-    await proxy.reconciled;
+  await withHomelabProxy([{ id: "a", slots: 2 }], "num_workers: 2", async ({ lab, proxy }) => {
     const first = post(proxy.url, chatBody("a", { fake_hold: true }));
     const second = post(proxy.url, chatBody("a", { fake_hold: true }));
     await waitFor("both requests in flight at the backend", async () => {
@@ -26,17 +22,11 @@ Deno.test("two workers run two requests on one model at the same time", async ()
     await lab.release();
     assert.equal((await first).status, 200);
     assert.equal((await second).status, 200);
-  } finally {
-    api.close();
-  }
+  });
 });
 
 Deno.test("num_workers: 1 never sends a second request while one is in flight", async () => {
-  const api = await requireDocker();
-  try {
-    await using lab = await createHomelab(api, [{ id: "a", slots: 4 }]);
-    await using proxy = startTestProxy(lab.configYaml("num_workers: 1"));
-    await proxy.reconciled;
+  await withHomelabProxy([{ id: "a", slots: 4 }], "num_workers: 1", async ({ lab, proxy }) => {
     assert.equal((await post(proxy.url, chatBody("a"))).status, 200);
     const first = post(proxy.url, chatBody("a", { fake_hold: true }));
     const second = post(proxy.url, chatBody("a", { fake_hold: true }));
@@ -54,17 +44,11 @@ Deno.test("num_workers: 1 never sends a second request while one is in flight", 
     await lab.release();
     assert.equal((await second).status, 200);
     assert.equal((await lab.state()).max_inflight, 1);
-  } finally {
-    api.close();
-  }
+  });
 });
 
 Deno.test("the first streamed chunk reaches the client before the backend produced the last", async () => {
-  const api = await requireDocker();
-  try {
-    await using lab = await createHomelab(api, [{ id: "a" }]);
-    await using proxy = startTestProxy(lab.configYaml());
-    await proxy.reconciled;
+  await withHomelabProxy([{ id: "a" }], "", async ({ lab, proxy }) => {
     assert.equal((await post(proxy.url, chatBody("a"))).status, 200); // load the model first
     const res = await post(
       proxy.url,
@@ -83,17 +67,11 @@ Deno.test("the first streamed chunk reaches the client before the backend produc
     const rest = await sse.rest();
     assert.equal(rest.at(-1)!.data, "[DONE]");
     assert.equal(rest.filter((e) => e.data?.includes('"content"')).length, 4);
-  } finally {
-    api.close();
-  }
+  });
 });
 
 Deno.test("an image content part and unknown fields reach the backend byte-identical", async () => {
-  const api = await requireDocker();
-  try {
-    await using lab = await createHomelab(api, [{ id: "a" }]);
-    await using proxy = startTestProxy(lab.configYaml());
-    await proxy.reconciled;
+  await withHomelabProxy([{ id: "a" }], "", async ({ lab, proxy }) => {
     const png = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(3000))));
     // Odd spacing, key order and unicode escapes: any re-serialisation would change it.
     const body =
@@ -105,17 +83,11 @@ Deno.test("an image content part and unknown fields reach the backend byte-ident
     await res.body?.cancel();
     const chats = (await lab.state()).received.filter((r) => r.path === "/v1/chat/completions");
     assert.equal(chats.at(-1)!.body, body);
-  } finally {
-    api.close();
-  }
+  });
 });
 
 Deno.test("completions, embeddings, rerank and messages go through the same queue", async () => {
-  const api = await requireDocker();
-  try {
-    await using lab = await createHomelab(api, [{ id: "a" }]);
-    await using proxy = startTestProxy(lab.configYaml());
-    await proxy.reconciled;
+  await withHomelabProxy([{ id: "a" }], "", async ({ lab, proxy }) => {
     const completion = await post(proxy.url, { model: "a", prompt: "Once" }, {
       path: "/v1/completions",
     });
@@ -144,9 +116,7 @@ Deno.test("completions, embeddings, rerank and messages go through the same queu
     const metrics = (await getJson(`${proxy.url}/metrics`)).body;
     assert.equal(metrics.total_requests, 4);
     assert.equal(metrics.successful_requests, 4);
-  } finally {
-    api.close();
-  }
+  });
 });
 
 Deno.test("GET /v1/models lists configured models in the seed's shape", async () => {

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { chatBody, getJson, post } from "./support/client.ts";
 import { requireDocker } from "./support/docker_env.ts";
 import { createHomelab } from "./support/fake_models.ts";
-import { sampleRunning, startTestProxy } from "./support/proxy.ts";
+import { sampleRunning, startTestProxy, withHomelabProxy } from "./support/proxy.ts";
 import { waitFor } from "./support/wait_for.ts";
 
 async function startedAt(api: Awaited<ReturnType<typeof requireDocker>>, name: string) {
@@ -15,11 +15,7 @@ async function startedAt(api: Awaited<ReturnType<typeof requireDocker>>, name: s
 }
 
 Deno.test("cold start: the first request starts its container and is answered once healthy", async () => {
-  const api = await requireDocker();
-  try {
-    await using lab = await createHomelab(api, [{ id: "a", loadMs: 400 }, { id: "b" }]);
-    await using proxy = startTestProxy(lab.configYaml());
-    await proxy.reconciled;
+  await withHomelabProxy([{ id: "a", loadMs: 400 }, { id: "b" }], "", async ({ lab, proxy }) => {
     assert.deepEqual(await lab.running(), []);
 
     const res = await post(proxy.url, chatBody("a"));
@@ -35,17 +31,11 @@ Deno.test("cold start: the first request starts its container and is answered on
 
     const health = await getJson(`${proxy.url}/health`);
     assert.equal(health.body.current_model, "a");
-  } finally {
-    api.close();
-  }
+  });
 });
 
 Deno.test("same model again: served by the running container, no restart", async () => {
-  const api = await requireDocker();
-  try {
-    await using lab = await createHomelab(api, [{ id: "a" }, { id: "b" }]);
-    await using proxy = startTestProxy(lab.configYaml());
-    await proxy.reconciled;
+  await withHomelabProxy([{ id: "a" }, { id: "b" }], "", async ({ api, lab, proxy }) => {
     assert.equal((await post(proxy.url, chatBody("a"))).status, 200);
     const first = await startedAt(api, lab.containerOf("a"));
     const again = await post(proxy.url, chatBody("a", { stream: true }));
@@ -53,9 +43,7 @@ Deno.test("same model again: served by the running container, no restart", async
     await again.text();
     assert.equal(await startedAt(api, lab.containerOf("a")), first);
     assert.equal((await lab.state()).completed, 2);
-  } finally {
-    api.close();
-  }
+  });
 });
 
 Deno.test("A→B→A: never two model containers running, as sampled from Docker", async () => {
@@ -113,33 +101,27 @@ Deno.test("start-up reconcile: with two model containers running, all but one ar
 });
 
 Deno.test("a streaming client waiting for a swap gets SSE comments, then the answer", async () => {
-  const api = await requireDocker();
-  try {
-    await using lab = await createHomelab(api, [{ id: "a", loadMs: 1500 }]);
-    await using proxy = startTestProxy(lab.configYaml("keepalive_interval: 0.2"));
-    await proxy.reconciled;
-    const res = await post(proxy.url, chatBody("a", { stream: true }));
-    assert.equal(res.status, 200);
-    assert.equal(res.headers.get("content-type"), "text/event-stream");
-    const text = await res.text();
-    const comments = text.split("\n").filter((l) => l.startsWith(": "));
-    assert.ok(
-      comments.some((c) => /^: loading model a \d+s$/.test(c)),
-      `no loading comment in:\n${text}`,
-    );
-    assert.ok(text.indexOf(": loading") < text.indexOf("data: "));
-    assert.match(text, /data: \[DONE\]\n\n$/);
-  } finally {
-    api.close();
-  }
+  await withHomelabProxy(
+    [{ id: "a", loadMs: 1500 }],
+    "keepalive_interval: 0.2",
+    async ({ proxy }) => {
+      const res = await post(proxy.url, chatBody("a", { stream: true }));
+      assert.equal(res.status, 200);
+      assert.equal(res.headers.get("content-type"), "text/event-stream");
+      const text = await res.text();
+      const comments = text.split("\n").filter((l) => l.startsWith(": "));
+      assert.ok(
+        comments.some((c) => /^: loading model a \d+s$/.test(c)),
+        `no loading comment in:\n${text}`,
+      );
+      assert.ok(text.indexOf(": loading") < text.indexOf("data: "));
+      assert.match(text, /data: \[DONE\]\n\n$/);
+    },
+  );
 });
 
 Deno.test("a swap waits for the in-flight request on the old model, then serves B", async () => {
-  const api = await requireDocker();
-  try {
-    await using lab = await createHomelab(api, [{ id: "a" }, { id: "b" }]);
-    await using proxy = startTestProxy(lab.configYaml());
-    await proxy.reconciled;
+  await withHomelabProxy([{ id: "a" }, { id: "b" }], "", async ({ lab, proxy }) => {
     assert.equal((await post(proxy.url, chatBody("a"))).status, 200);
     const held = post(proxy.url, chatBody("a", { fake_hold: true }));
     await waitFor("held request in flight", async () => (await lab.state()).inflight === 1);
@@ -155,7 +137,5 @@ Deno.test("a swap waits for the in-flight request on the old model, then serves 
     const bRes = await b;
     assert.equal(bRes.status, 200);
     assert.equal((await bRes.json()).model, "b");
-  } finally {
-    api.close();
-  }
+  });
 });

@@ -5,7 +5,9 @@
 import { parseConfig } from "../../lib/config.ts";
 import { silentLogger } from "../../lib/log.ts";
 import { type RunningProxy, startProxy } from "../../main.ts";
-import { DOCKER_SOCKET } from "./docker_env.ts";
+import type { DockerApi } from "../../lib/docker.ts";
+import { DOCKER_SOCKET, requireDocker } from "./docker_env.ts";
+import { createHomelab, type FakeHomelab, type FakeModelSpec } from "./fake_models.ts";
 
 export interface TestProxy extends RunningProxy, AsyncDisposable {}
 
@@ -40,4 +42,30 @@ export function sampleRunning(running: () => Promise<string[]>): {
       return { samples, maxRunning };
     },
   };
+}
+
+export interface HomelabContext {
+  api: DockerApi;
+  lab: FakeHomelab;
+  proxy: TestProxy;
+}
+
+/**
+ * Runs `fn` with a fresh homelab of look-alike containers and a proxy configured for it
+ * (start-up reconcile finished), and removes everything afterwards, whatever happens.
+ */
+export async function withHomelabProxy(
+  specs: FakeModelSpec[],
+  configExtra: string,
+  fn: (ctx: HomelabContext) => Promise<void>,
+): Promise<void> {
+  const api = await requireDocker();
+  try {
+    await using lab = await createHomelab(api, specs);
+    await using proxy = startTestProxy(lab.configYaml(configExtra));
+    await proxy.reconciled;
+    await fn({ api, lab, proxy });
+  } finally {
+    api.close();
+  }
 }
