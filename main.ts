@@ -81,6 +81,7 @@ export function startProxy(config: Config, options: StartOptions = {}): RunningP
         shutdown.abort(shuttingDown());
       }
       await server.shutdown();
+      models.close();
       await reconciled;
       api.close();
     },

@@ -73,6 +73,8 @@ export class ModelManager {
   #drainWaiters: (() => void)[] = [];
   #lock: Promise<unknown> = Promise.resolve();
   #listeners = new Set<() => void>();
+  /** Ends a health poll still running at shutdown (it may wait for minutes otherwise). */
+  #closing = new AbortController();
 
   constructor(docker: Docker, models: readonly ModelConfig[], options: ModelManagerOptions) {
     this.#docker = docker;
@@ -92,6 +94,11 @@ export class ModelManager {
       since: this.#since,
       inflight: this.#leases,
     };
+  }
+
+  /** Gives up any swap or reconcile in progress; for shutdown. */
+  close(): void {
+    this.#closing.abort(new Error("The proxy is shutting down"));
   }
 
   /** Subscribes to every change of the snapshot; returns the unsubscribe function. */
@@ -252,6 +259,7 @@ export class ModelManager {
   async #waitHealthy(model: ModelConfig, deadline: number): Promise<void> {
     const result = await pollUntilHealthy(model.healthUrl, {
       deadline,
+      signal: this.#closing.signal,
       check: () => this.#assertRunning(model),
     });
     if (!result.ready) {

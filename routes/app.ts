@@ -27,8 +27,21 @@ export interface AppDeps {
   shutdownSignal: AbortSignal;
 }
 
-export function createApp(deps: AppDeps): Hono {
-  const app = new Hono();
+/** Per-request values: the id shown to the client (`x-request-id`) and in log lines. */
+export type AppEnv = { Variables: { requestId: string } };
+
+function newRequestId(): string {
+  return `req_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`;
+}
+
+export function createApp(deps: AppDeps): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+  app.use(async (c, next) => {
+    const id = newRequestId();
+    c.set("requestId", id);
+    await next();
+    c.res.headers.set("x-request-id", id);
+  });
   app.route("/", opsRoutes(deps));
   app.route("/v1", openaiRoutes(deps));
   app.notFound((c) =>
@@ -40,7 +53,7 @@ export function createApp(deps: AppDeps): Hono {
     ).toResponse()
   );
   app.onError((err, c) => {
-    const id = c.res.headers.get("x-request-id") ?? crypto.randomUUID().slice(0, 8);
+    const id = c.get("requestId");
     const apiError = toApiError(err, id);
     if (!(err instanceof ApiError)) {
       deps.log.error("unexpected_error", {

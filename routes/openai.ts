@@ -10,7 +10,7 @@ import { type Config, findModel, type ModelConfig } from "../lib/config.ts";
 import { modelNotFound } from "../lib/errors.ts";
 import { Job } from "../lib/jobs.ts";
 import { respond } from "../lib/relay.ts";
-import type { AppDeps } from "./app.ts";
+import type { AppDeps, AppEnv } from "./app.ts";
 
 function modelEntry(model: ModelConfig, created: number) {
   return { id: model.id, object: "model", created, owned_by: "local" };
@@ -22,10 +22,10 @@ function resolveModel(config: Config, name: string): ModelConfig {
   return model;
 }
 
-export function openaiRoutes(deps: AppDeps): Hono {
+export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
   const { config, pool, clock } = deps;
   const created = Math.floor(deps.metrics.startedAt / 1000);
-  const app = new Hono();
+  const app = new Hono<AppEnv>();
 
   app.get(
     "/models",
@@ -48,7 +48,7 @@ export function openaiRoutes(deps: AppDeps): Hono {
     const timeoutSignal = AbortSignal.timeout(config.requestTimeoutMs);
     const url = new URL(req.url);
     const job = new Job({
-      id: `req_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`,
+      id: c.get("requestId"),
       model: model.id,
       method: req.method,
       path: url.pathname + url.search,
@@ -60,14 +60,12 @@ export function openaiRoutes(deps: AppDeps): Hono {
       timeoutSignal,
     });
     pool.submit(job);
-    const response = await respond(job, {
+    return await respond(job, {
       keepaliveMs: config.keepaliveMs,
       timeoutS: config.requestTimeoutMs / 1000,
       describeWait: (j) => pool.describeWait(j),
       onClientGone: () => disconnect.abort(),
     });
-    response.headers.set("x-request-id", job.id);
-    return response;
   });
 
   return app;
