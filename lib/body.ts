@@ -4,6 +4,7 @@
  * acts on (`model`, `stream`). The bytes themselves are forwarded untouched.
  */
 import { bodyTooLarge, invalidRequest } from "./errors.ts";
+import { PRIORITIES, type Priority } from "./scheduler.ts";
 
 /**
  * Reads the whole body, stopping as soon as it passes `limit` bytes.
@@ -70,4 +71,24 @@ export function parseRoutingFields(bytes: Uint8Array): RoutingFields {
     throw invalidRequest("missing_model", "You must provide a model parameter", "model");
   }
   return { model, stream: stream === true };
+}
+
+/** The header a client sets to pick its priority class. */
+export const PRIORITY_HEADER = "x-priority";
+
+/**
+ * The request's priority class: `X-Priority: interactive|batch`, interactive when absent.
+ * @throws {ApiError} 400 for any other value.
+ */
+export function readPriority(headers: Headers): Priority {
+  const value = headers.get(PRIORITY_HEADER)?.trim().toLowerCase();
+  if (value === undefined || value === "") return "interactive";
+  const priority = PRIORITIES.find((p) => p === value);
+  if (priority === undefined) {
+    throw invalidRequest(
+      "invalid_priority",
+      `Header X-Priority must be one of ${PRIORITIES.join(", ")}; got '${value}'`,
+    );
+  }
+  return priority;
 }

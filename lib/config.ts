@@ -4,6 +4,7 @@
  * resolved config or every problem with key path and line out); `loadConfig()` does the I/O.
  */
 import { z } from "zod";
+import type { PolicyName } from "./scheduler.ts";
 import { isMap, isPair, isScalar, LineCounter, type Node, parseDocument } from "yaml";
 
 /** Docker's own rule for container names; it also keeps `/`, `?` and `..` out of API paths. */
@@ -24,6 +25,13 @@ const byteSize = z.union([
     }),
 ]);
 
+const RawScheduler = z.strictObject({
+  policy: z.enum(["affinity", "greedy", "fifo"]).default("affinity"),
+  max_wait: seconds.default(60),
+  min_residency: seconds.optional(),
+  batch_aging: seconds.default(600),
+});
+
 const RawModel = z.strictObject({
   container_name: z.string().regex(
     CONTAINER_NAME,
@@ -33,6 +41,9 @@ const RawModel = z.strictObject({
   health_url: httpUrl.optional(),
   startup_timeout: seconds.default(120),
   aliases: z.array(z.string().min(1)).default([]),
+  max_wait: seconds.optional(),
+  /** Typical start-to-healthy seconds, the ETA's first guess until a load was observed. */
+  load_time: seconds.optional(),
 });
 
 const RawConfig = z.strictObject({
@@ -46,6 +57,7 @@ const RawConfig = z.strictObject({
   stop_timeout: z.number().int().min(0).default(10),
   keepalive_interval: seconds.default(5),
   max_attempts: z.number().int().positive().default(3),
+  scheduler: RawScheduler.default({ policy: "affinity", max_wait: 60, batch_aging: 600 }),
   models: z.record(z.string().min(1), RawModel).default({}),
 });
 
@@ -59,6 +71,17 @@ export interface ModelConfig {
   healthUrl: string;
   startupTimeoutMs: number;
   aliases: readonly string[];
+  maxWaitMs: number;
+  /** First guess of the load time, replaced by observed loads. */
+  loadTimeHintMs: number;
+}
+
+export interface SchedulerConfig {
+  policy: PolicyName;
+  maxWaitMs: number;
+  /** null: each model's own (learned) load time, capped by its max_wait. */
+  minResidencyMs: number | null;
+  batchAgingMs: number;
 }
 
 export interface Config {
@@ -72,6 +95,7 @@ export interface Config {
   stopTimeoutS: number;
   keepaliveMs: number;
   maxAttempts: number;
+  scheduler: SchedulerConfig;
   models: readonly ModelConfig[];
 }
 
@@ -126,7 +150,7 @@ export function parseConfig(text: string, source: string, env: ConfigEnv = {}): 
   }
   const raw = result.data;
   applyEnv(raw, env, problems);
-  const models = resolveModels(raw.models, problems, doc.contents, lineCounter);
+  const models = resolveModels(raw, problems, doc.contents, lineCounter);
   if (problems.length > 0) throw new ConfigError(source, problems);
   return {
     host: raw.host,
@@ -139,6 +163,14 @@ export function parseConfig(text: string, source: string, env: ConfigEnv = {}): 
     stopTimeoutS: raw.stop_timeout,
     keepaliveMs: raw.keepalive_interval * 1000,
     maxAttempts: raw.max_attempts,
+    scheduler: {
+      policy: raw.scheduler.policy,
+      maxWaitMs: raw.scheduler.max_wait * 1000,
+      minResidencyMs: raw.scheduler.min_residency === undefined
+        ? null
+        : raw.scheduler.min_residency * 1000,
+      batchAgingMs: raw.scheduler.batch_aging * 1000,
+    },
     models,
   };
 }
@@ -163,7 +195,7 @@ function applyEnv(raw: ParsedRaw, env: ConfigEnv, problems: string[]): void {
 }
 
 function resolveModels(
-  rawModels: ParsedRaw["models"],
+  raw: ParsedRaw,
   problems: string[],
   root: Node | null,
   lines: LineCounter,
@@ -171,8 +203,8 @@ function resolveModels(
   const owners = new Map<string, string>();
   const containers = new Map<string, string>();
   const models: ModelConfig[] = [];
-  for (const [id, raw] of Object.entries(rawModels)) {
-    for (const name of [id, ...raw.aliases]) {
+  for (const [id, model] of Object.entries(raw.models)) {
+    for (const name of [id, ...model.aliases]) {
       const owner = owners.get(name);
       if (owner !== undefined && !(owner === id && name === id)) {
         const line = lineOf(root, ["models", id, "aliases"], lines);
@@ -180,21 +212,23 @@ function resolveModels(
       }
       owners.set(name, id);
     }
-    const sharing = containers.get(raw.container_name);
+    const sharing = containers.get(model.container_name);
     if (sharing !== undefined) {
       const line = lineOf(root, ["models", id, "container_name"], lines);
       problems.push(
-        `models.${id}.container_name (line ${line}): '${raw.container_name}' is already used by ${sharing}`,
+        `models.${id}.container_name (line ${line}): '${model.container_name}' is already used by ${sharing}`,
       );
     }
-    containers.set(raw.container_name, id);
+    containers.set(model.container_name, id);
     models.push({
       id,
-      containerName: raw.container_name,
-      backendUrl: raw.backend_url.replace(/\/+$/, ""),
-      healthUrl: raw.health_url ?? `${new URL(raw.backend_url).origin}/health`,
-      startupTimeoutMs: raw.startup_timeout * 1000,
-      aliases: raw.aliases,
+      containerName: model.container_name,
+      backendUrl: model.backend_url.replace(/\/+$/, ""),
+      healthUrl: model.health_url ?? `${new URL(model.backend_url).origin}/health`,
+      startupTimeoutMs: model.startup_timeout * 1000,
+      aliases: model.aliases,
+      maxWaitMs: (model.max_wait ?? raw.scheduler.max_wait) * 1000,
+      loadTimeHintMs: (model.load_time ?? model.startup_timeout) * 1000,
     });
   }
   return models;

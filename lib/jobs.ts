@@ -4,6 +4,7 @@
  * transition table below; an illegal move is a bug and throws.
  */
 import type { ApiError } from "./errors.ts";
+import type { Priority } from "./scheduler.ts";
 
 export type JobState = "queued" | "running" | "done" | "failed" | "cancelled";
 
@@ -30,6 +31,7 @@ export interface JobInit {
   body: Uint8Array<ArrayBuffer>;
   headers: Headers;
   stream: boolean;
+  priority: Priority;
   enqueuedAt: number;
   /** Aborts when the client leaves or `request_timeout` passes. */
   signal: AbortSignal;
@@ -47,6 +49,7 @@ export class Job {
   readonly body: Uint8Array<ArrayBuffer>;
   readonly headers: Headers;
   readonly stream: boolean;
+  readonly priority: Priority;
   readonly enqueuedAt: number;
   readonly signal: AbortSignal;
   readonly timeoutSignal: AbortSignal;
@@ -69,6 +72,7 @@ export class Job {
     this.body = init.body;
     this.headers = init.headers;
     this.stream = init.stream;
+    this.priority = init.priority;
     this.enqueuedAt = init.enqueuedAt;
     this.signal = init.signal;
     this.timeoutSignal = init.timeoutSignal;

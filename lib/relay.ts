@@ -12,8 +12,10 @@ import { sseComment, sseError } from "./sse.ts";
 export interface RelayOptions {
   keepaliveMs: number;
   timeoutS: number;
-  /** One line saying why the job still waits, e.g. `queued position=3`. */
+  /** One line saying why the job still waits, e.g. `queued position=3 eta=40s`. */
   describeWait(job: Job): string;
+  /** Headers for a stream opened while its job waits (`x-queue-position`, …). */
+  waitHeaders(job: Job): Record<string, string>;
   /** The client went away (the response stream was cancelled). */
   onClientGone(): void;
 }
@@ -31,7 +33,9 @@ const SSE_HEADERS = {
 export async function respond(job: Job, options: RelayOptions): Promise<Response> {
   if (!job.stream) return unwrap(await job.outcome);
   if (job.state === "queued") {
-    return new Response(waitingStream(job, options), { headers: SSE_HEADERS });
+    return new Response(waitingStream(job, options), {
+      headers: { ...SSE_HEADERS, ...options.waitHeaders(job) },
+    });
   }
   // Already dispatched: the backend's status line is seconds away at most, so keep it.
   const response = unwrap(await job.outcome);

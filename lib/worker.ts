@@ -19,7 +19,8 @@ import type { Logger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
 import { type Lease, type ModelManager, SwapFailedError } from "./models.ts";
 import { JobQueue } from "./queue.ts";
-import { decideFifo, type Policy } from "./scheduler.ts";
+import { LoadTimes } from "./load_times.ts";
+import { POLICIES, type Policy, type SchedulerRules, step } from "./scheduler.ts";
 import { forward, UpstreamUnreachableError } from "./upstream.ts";
 
 export interface WorkerPoolDeps {
@@ -40,9 +41,15 @@ export class WorkerPool {
   readonly #log: Logger;
   readonly #clock: Clock;
   readonly #policy: Policy;
+  readonly #rules: SchedulerRules;
+  readonly loadTimes: LoadTimes;
   readonly #running = new Set<Job>();
   readonly #idleWaiters: (() => void)[] = [];
   #swapping = false;
+  /** A swap was decided; it starts once in-flight requests finished. */
+  #switchingTo: string | null = null;
+  /** One timer for the earliest moment a policy asked to decide again. */
+  #wake: { at: number; timer: ReturnType<typeof setTimeout> } | null = null;
   #pumping = false;
   #pumpAgain = false;
   #closed = false;
@@ -56,7 +63,17 @@ export class WorkerPool {
     this.#metrics = deps.metrics;
     this.#log = deps.log;
     this.#clock = deps.clock;
-    this.#policy = deps.policy ?? decideFifo;
+    this.#policy = deps.policy ?? POLICIES[deps.config.scheduler.policy];
+    const maxWait = new Map(deps.config.models.map((m) => [m.id, m.maxWaitMs]));
+    const scheduler = deps.config.scheduler;
+    const maxWaitMs = (model: string) => maxWait.get(model) ?? scheduler.maxWaitMs;
+    this.loadTimes = new LoadTimes(deps.config.models);
+    this.#rules = {
+      maxWaitMs,
+      minResidencyMs: (model) =>
+        Math.min(scheduler.minResidencyMs ?? this.loadTimes.estimate(model), maxWaitMs(model)),
+      batchAgingMs: scheduler.batchAgingMs,
+    };
     this.queue = new JobQueue(deps.config.queueSize, {
       timeoutS: deps.config.requestTimeoutMs / 1000,
       retryAfterS: () => this.#retryAfterS(),
@@ -90,18 +107,68 @@ export class WorkerPool {
     this.#metrics.totalRequests++;
   }
 
-  /** A line for a waiting client: its place in the queue and what the GPU is doing. */
+  /** A line for a waiting client: its place, what the GPU is doing, and an ETA. */
   describeWait(job: Job): string {
     const position = this.queue.positionOf(job);
     const snap = this.#models.snapshot();
     const seconds = Math.round((this.#clock.now() - snap.since) / 1000);
-    if (snap.target === job.model && (snap.phase === "starting" || snap.phase === "stopping")) {
-      return `loading model ${job.model} ${seconds}s`;
+    const eta = `eta=${Math.round(this.estimateStartMs(job) / 1000)}s`;
+    const loading = snap.phase === "starting" || snap.phase === "stopping";
+    if (loading && snap.target === job.model) {
+      return `loading model ${job.model} ${seconds}s position=${position} ${eta}`;
     }
-    if (snap.phase === "starting" || snap.phase === "stopping") {
-      return `queued position=${position} (loading model ${snap.target} ${seconds}s)`;
+    if (loading) {
+      return `queued position=${position} ${eta} (loading model ${snap.target} ${seconds}s)`;
     }
-    return `queued position=${position}`;
+    return `queued position=${position} ${eta}`;
+  }
+
+  /**
+   * Estimated ms until `job` starts: the rest of a load in progress (or a whole learned load
+   * of its model after the running requests), then its turn among its model's waiting jobs.
+   * An estimate: other models' due jobs may still go first.
+   */
+  estimateStartMs(job: Job): number {
+    const snap = this.#models.snapshot();
+    const now = this.#clock.now();
+    let ms = 0;
+    if (snap.phase !== "ready" || snap.loaded !== job.model) {
+      const load = this.loadTimes.estimate(job.model);
+      const loadingIt = snap.target === job.model && snap.phase !== "idle";
+      ms += loadingIt
+        ? Math.max(0, load - (now - snap.since))
+        : load + (this.#running.size > 0 ? this.#serviceMs / 2 : 0);
+    }
+    const ahead = this.queue.waiting().filter((j) => j.model === job.model && j.seq < job.seq)
+      .length;
+    const turns = Math.floor((ahead + this.#running.size) / this.#config.numWorkers);
+    return Math.round(ms + turns * this.#serviceMs);
+  }
+
+  /** The queue as operators see it (`GET /queue`). */
+  queueView() {
+    const snap = this.#models.snapshot();
+    const now = this.#clock.now();
+    return {
+      policy: this.#config.scheduler.policy,
+      current_model: snap.loaded,
+      phase: snap.phase,
+      loading: snap.target,
+      switching_to: this.#switchingTo,
+      workers: { total: this.#config.numWorkers, busy: this.#running.size },
+      jobs: this.queue.waiting().map((job, index) => ({
+        id: job.id,
+        model: job.model,
+        priority: job.priority,
+        position: index + 1,
+        waited_s: Math.round((now - job.enqueuedAt) / 100) / 10,
+        eta_s: Math.round(this.estimateStartMs(job) / 1000),
+      })),
+      load_times: Object.fromEntries(this.#config.models.map((m) => [m.id, {
+        seconds: Math.round(this.loadTimes.estimate(m.id) / 100) / 10,
+        learned: this.loadTimes.learned(m.id),
+      }])),
+    };
   }
 
   /** Decide and act until the policy says wait. Re-entrant calls are folded into one. */
@@ -127,6 +194,7 @@ export class WorkerPool {
    */
   async shutdown(graceMs: number): Promise<boolean> {
     this.#closed = true;
+    if (this.#wake !== null) clearTimeout(this.#wake.timer);
     for (const job of this.queue.failAll(shuttingDown())) {
       this.#metrics.failedRequests++;
       this.#logRequest(job, 503);
@@ -145,28 +213,50 @@ export class WorkerPool {
   #dispatch(): void {
     while (!this.#closed) {
       const snap = this.#models.snapshot();
-      const decision = this.#policy({
+      const action = step(this.#policy, {
         waiting: this.queue.waiting(),
         loaded: snap.phase === "ready" ? snap.loaded : null,
+        loadedSince: snap.since,
         swapping: this.#swapping || (snap.phase !== "ready" && snap.phase !== "idle"),
+        switchingTo: this.#switchingTo,
         inflight: this.#running.size,
         freeWorkers: this.#config.numWorkers - this.#running.size,
         now: this.#clock.now(),
-      });
-      if (decision.kind === "wait") return;
-      if (decision.kind === "swap") {
-        this.#swap(decision.to);
-        return;
+      }, this.#rules);
+      switch (action.kind) {
+        case "wait":
+          if (action.until !== undefined) this.#wakeAt(action.until);
+          return;
+        case "drain":
+          this.#switchingTo = action.to;
+          return;
+        case "swap":
+          this.#switchingTo = null;
+          this.#swap(action.to);
+          return;
+        case "serve": {
+          this.#switchingTo = null;
+          const job = action.job;
+          const lease = this.#models.lease(job.model);
+          if (lease === null) return; // the model changed under us; its change event pumps again
+          this.queue.take(job);
+          job.transition("running");
+          this.#running.add(job);
+          this.#metrics.observeConcurrency(this.#running.size);
+          this.#run(job, lease);
+        }
       }
-      const job = decision.job;
-      const lease = this.#models.lease(job.model);
-      if (lease === null) return; // the model changed under us; the change event pumps again
-      this.queue.take(job);
-      job.transition("running");
-      this.#running.add(job);
-      this.#metrics.observeConcurrency(this.#running.size);
-      this.#run(job, lease);
     }
+  }
+
+  #wakeAt(at: number): void {
+    if (this.#wake !== null && this.#wake.at <= at) return;
+    if (this.#wake !== null) clearTimeout(this.#wake.timer);
+    const timer = setTimeout(() => {
+      this.#wake = null;
+      this.pump();
+    }, Math.max(0, at - this.#clock.now()));
+    this.#wake = { at, timer };
   }
 
   async #swap(to: string): Promise<void> {
@@ -175,6 +265,7 @@ export class WorkerPool {
       const timings = await this.#models.swapTo(to);
       if (timings) {
         this.#metrics.swaps++;
+        this.loadTimes.observe(to, timings.startMs + timings.healthyMs);
         const total = timings.stopMs + timings.startMs + timings.healthyMs;
         for (const job of this.queue.waiting()) if (job.model === to) job.swapMs += total;
       }

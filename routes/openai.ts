@@ -5,7 +5,7 @@
  * enqueue and stream; they never swap.
  */
 import { Hono } from "hono";
-import { parseRoutingFields, readBody } from "../lib/body.ts";
+import { parseRoutingFields, readBody, readPriority } from "../lib/body.ts";
 import { type Config, findModel, type ModelConfig } from "../lib/config.ts";
 import { modelNotFound } from "../lib/errors.ts";
 import { Job } from "../lib/jobs.ts";
@@ -42,6 +42,7 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
     const body = await readBody(req, config.maxBodyBytes);
     const fields = parseRoutingFields(body);
     const model = resolveModel(config, fields.model);
+    const priority = readPriority(req.headers);
 
     const disconnect = new AbortController();
     req.signal.addEventListener("abort", () => disconnect.abort(), { once: true });
@@ -55,6 +56,7 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
       body,
       headers: req.headers,
       stream: fields.stream,
+      priority,
       enqueuedAt: clock.now(),
       signal: AbortSignal.any([disconnect.signal, timeoutSignal, deps.shutdownSignal]),
       timeoutSignal,
@@ -64,6 +66,10 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
       keepaliveMs: config.keepaliveMs,
       timeoutS: config.requestTimeoutMs / 1000,
       describeWait: (j) => pool.describeWait(j),
+      waitHeaders: (j) => ({
+        "x-queue-position": String(pool.queue.positionOf(j)),
+        "x-queue-eta": String(Math.round(pool.estimateStartMs(j) / 1000)),
+      }),
       onClientGone: () => disconnect.abort(),
     });
   });

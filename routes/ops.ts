@@ -1,7 +1,7 @@
 /**
  * @module
- * Operator endpoints with the seed's JSON shapes: `GET /health` (503 when Docker is
- * unreachable) and `GET /metrics`.
+ * Operator endpoints: `GET /health` (seed shape; 503 when Docker is unreachable),
+ * `GET /metrics` (seed shape) and `GET /queue` (what waits, in which order, with ETAs).
  */
 import { Hono } from "hono";
 import type { AppDeps } from "./app.ts";
@@ -36,6 +36,8 @@ export function opsRoutes(deps: AppDeps): Hono {
       return c.json({ ...base, status: "unhealthy", message: reason }, 503);
     }
   });
+
+  app.get("/queue", (c) => c.json(pool.queueView()));
 
   app.get("/metrics", (c) => {
     const pending = pool.queue.size;

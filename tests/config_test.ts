@@ -36,7 +36,47 @@ Deno.test("parseConfig() accepts the seed's config unchanged, with its values", 
     healthUrl: "http://localhost:8080/health",
     startupTimeoutMs: 180_000,
     aliases: [],
+    maxWaitMs: 60_000,
+    loadTimeHintMs: 180_000,
   });
+  assert.deepEqual(config.scheduler, {
+    policy: "affinity",
+    maxWaitMs: 60_000,
+    minResidencyMs: null,
+    batchAgingMs: 600_000,
+  });
+});
+
+Deno.test("parseConfig() reads the scheduler block and per-model max_wait and load_time", () => {
+  const config = parseConfig(
+    `scheduler:
+  policy: greedy
+  max_wait: 30
+  min_residency: 10
+  batch_aging: 120
+models:
+  m:
+    container_name: c
+    backend_url: http://h:1/v1
+    max_wait: 5
+    load_time: 12
+`,
+    "x",
+  );
+  assert.deepEqual(config.scheduler, {
+    policy: "greedy",
+    maxWaitMs: 30_000,
+    minResidencyMs: 10_000,
+    batchAgingMs: 120_000,
+  });
+  assert.equal(config.models[0].maxWaitMs, 5_000);
+  assert.equal(config.models[0].loadTimeHintMs, 12_000);
+});
+
+Deno.test("parseConfig() rejects an unknown scheduler policy, listing the valid ones", () => {
+  assert.deepEqual(problemsOf("scheduler:\n  policy: lifo\n"), [
+    'scheduler.policy (line 2): Invalid option: expected one of "affinity"|"greedy"|"fifo"',
+  ]);
 });
 
 Deno.test("parseConfig() derives health_url from backend_url when it is left out", () => {

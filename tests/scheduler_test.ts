@@ -1,18 +1,43 @@
 import assert from "node:assert/strict";
 import {
+  type Action,
+  decideAffinity,
   decideFifo,
+  decideGreedy,
   type Decision,
+  type Priority,
+  type SchedulerRules,
   type SchedulerView,
+  step,
   type WaitingJob,
 } from "../lib/scheduler.ts";
 
-const job = (model: string, seq: number): WaitingJob => ({ model, seq, enqueuedAt: seq });
+const S = 1000;
+const job = (
+  model: string,
+  seq: number,
+  at = seq,
+  priority: Priority = "interactive",
+): WaitingJob => ({
+  model,
+  seq,
+  enqueuedAt: at,
+  priority,
+});
+
+const rules: SchedulerRules = {
+  maxWaitMs: (model) => (model === "urgent" ? 5 * S : 60 * S),
+  minResidencyMs: () => 10 * S,
+  batchAgingMs: 600 * S,
+};
 
 function view(overrides: Partial<SchedulerView>): SchedulerView {
   return {
     waiting: [],
     loaded: null,
+    loadedSince: 0,
     swapping: false,
+    switchingTo: null,
     inflight: 0,
     freeWorkers: 2,
     now: 100,
@@ -20,53 +45,164 @@ function view(overrides: Partial<SchedulerView>): SchedulerView {
   };
 }
 
+// --- fifo -------------------------------------------------------------------------------
+
 Deno.test("decideFifo() waits when nothing is queued", () => {
-  assert.deepEqual(decideFifo(view({ loaded: "a" })), { kind: "wait" });
+  assert.deepEqual(decideFifo(view({ loaded: "a" }), rules), { kind: "wait" });
 });
 
 Deno.test("decideFifo() serves the oldest job when its model is loaded and a worker is free", () => {
   const waiting = [job("a", 1), job("a", 2)];
-  assert.deepEqual(decideFifo(view({ waiting, loaded: "a" })), { kind: "serve", job: waiting[0] });
+  assert.deepEqual(decideFifo(view({ waiting, loaded: "a" }), rules), {
+    kind: "serve",
+    job: waiting[0],
+  });
+  assert.deepEqual(decideFifo(view({ waiting, loaded: "a", freeWorkers: 0 }), rules), {
+    kind: "wait",
+  });
 });
 
-Deno.test("decideFifo() waits for a worker when all are busy", () => {
-  const waiting = [job("a", 1)];
+Deno.test("decideFifo() swaps to the oldest job's model even when the loaded one has work", () => {
+  const waiting = [job("b", 1), job("a", 2)];
+  assert.deepEqual(decideFifo(view({ waiting, loaded: "a" }), rules), { kind: "swap", to: "b" });
+});
+
+// --- greedy -----------------------------------------------------------------------------
+
+Deno.test("decideGreedy() serves the loaded model while it has work, however old the rest is", () => {
+  const waiting = [job("b", 1, 0), job("a", 2, 99 * S)];
+  const decision = decideGreedy(view({ waiting, loaded: "a", now: 10_000 * S }), rules);
+  assert.deepEqual(decision, { kind: "serve", job: waiting[1] });
+});
+
+Deno.test("decideGreedy() swaps to the oldest other job when the loaded model has none", () => {
+  const waiting = [job("c", 1), job("b", 2)];
+  assert.deepEqual(decideGreedy(view({ waiting, loaded: "a" }), rules), { kind: "swap", to: "c" });
+});
+
+// --- affinity ---------------------------------------------------------------------------
+
+Deno.test("decideAffinity() groups by model: A,B,A,B with A loaded serves both A first", () => {
+  const waiting = [job("a", 1), job("b", 2), job("a", 3), job("b", 4)];
+  const first = decideAffinity(view({ waiting, loaded: "a", now: 10 * S }), rules);
+  assert.deepEqual(first, { kind: "serve", job: waiting[0] });
+  const second = decideAffinity(
+    view({ waiting: [waiting[1], waiting[2], waiting[3]], loaded: "a", now: 10 * S }),
+    rules,
+  );
+  assert.deepEqual(second, { kind: "serve", job: waiting[2] });
+});
+
+Deno.test("decideAffinity() lets a job for another model pull a swap once it waited max_wait", () => {
+  const waiting = [job("b", 1, 0), job("a", 2, 50 * S)];
+  const before = decideAffinity(
+    view({ waiting, loaded: "a", loadedSince: 0, now: 59 * S, freeWorkers: 0 }),
+    rules,
+  );
+  assert.deepEqual(before, { kind: "wait", until: 60 * S }); // says when to decide again
+  const at = decideAffinity(view({ waiting, loaded: "a", loadedSince: 0, now: 60 * S }), rules);
+  assert.deepEqual(at, { kind: "swap", to: "b" });
+});
+
+Deno.test("decideAffinity() keeps a just-loaded model for max_wait before an overdue job pulls", () => {
+  // b waited far past max_wait while a was loading: a still gets its max_wait of service.
+  const waiting = [job("b", 1, 0), job("a", 2, 1 * S)];
+  const decision = decideAffinity(
+    view({ waiting, loaded: "a", loadedSince: 500 * S, now: 520 * S }),
+    rules,
+  );
+  assert.deepEqual(decision, { kind: "serve", job: waiting[1] });
+  const later = decideAffinity(
+    view({ waiting, loaded: "a", loadedSince: 500 * S, now: 560 * S }),
+    rules,
+  );
+  assert.deepEqual(later, { kind: "swap", to: "b" });
+});
+
+Deno.test("decideAffinity() honours a per-model max_wait", () => {
+  const waiting = [job("urgent", 1, 0), job("a", 2, 0)];
   assert.deepEqual(
-    decideFifo(view({ waiting, loaded: "a", inflight: 2, freeWorkers: 0 })),
-    { kind: "wait" },
+    decideAffinity(view({ waiting, loaded: "a", loadedSince: 0, now: 5 * S }), rules),
+    { kind: "swap", to: "urgent" },
   );
 });
 
-Deno.test("decideFifo() asks for a swap to the oldest job's model when nothing is in flight", () => {
-  const waiting = [job("b", 1), job("a", 2)];
-  assert.deepEqual(decideFifo(view({ waiting, loaded: "a" })), { kind: "swap", to: "b" });
+Deno.test("decideAffinity() lets an interactive job pull a batch-only model after min_residency", () => {
+  const waiting = [job("chat", 2, 3 * S, "interactive"), job("n8n", 1, 0, "batch")];
+  const early = decideAffinity(
+    view({ waiting, loaded: "n8n", loadedSince: 0, now: 5 * S }),
+    rules,
+  );
+  assert.deepEqual(early, { kind: "serve", job: waiting[1] });
+  const resident = decideAffinity(
+    view({ waiting, loaded: "n8n", loadedSince: 0, now: 10 * S }),
+    rules,
+  );
+  assert.deepEqual(resident, { kind: "swap", to: "chat" });
 });
 
-Deno.test("decideFifo() lets in-flight requests finish before a swap and starts no new ones", () => {
-  const waiting = [job("b", 1), job("a", 2)];
-  assert.deepEqual(decideFifo(view({ waiting, loaded: "a", inflight: 1 })), { kind: "wait" });
+Deno.test("decideAffinity() serves interactive before batch within a model, until batch ages", () => {
+  const batch = job("a", 1, 0, "batch");
+  const chat = job("a", 2, 100 * S, "interactive");
+  const fresh = decideAffinity(view({ waiting: [batch, chat], loaded: "a", now: 200 * S }), rules);
+  assert.deepEqual(fresh, { kind: "serve", job: chat });
+  const aged = decideAffinity(view({ waiting: [batch, chat], loaded: "a", now: 600 * S }), rules);
+  assert.deepEqual(aged, { kind: "serve", job: batch });
 });
 
-Deno.test("decideFifo() waits while a swap is under way", () => {
+Deno.test("decideAffinity() picks the next model by priority, then by age", () => {
+  const waiting = [job("old-batch", 1, 0, "batch"), job("chat", 2, 50 * S, "interactive")];
+  assert.deepEqual(decideAffinity(view({ waiting, loaded: null, now: 60 * S }), rules), {
+    kind: "swap",
+    to: "chat",
+  });
+});
+
+// --- step: the executor's rules shared by the pool and the simulator ---------------------
+
+Deno.test("step() turns a swap with requests in flight into a drain", () => {
   const waiting = [job("b", 1)];
-  assert.deepEqual(decideFifo(view({ waiting, swapping: true })), { kind: "wait" });
+  const action: Action = step(decideFifo, view({ waiting, loaded: "a", inflight: 1 }), rules);
+  assert.deepEqual(action, { kind: "drain", to: "b" });
 });
 
-Deno.test("decideFifo() swaps on every change of model in A,B,A,B (the seed's cost)", () => {
-  const order = ["a", "b", "a", "b"];
-  let loaded: string | null = null;
-  let swaps = 0;
-  const waiting = order.map((m, i) => job(m, i));
-  while (waiting.length > 0) {
-    const decision: Decision = decideFifo(view({ waiting, loaded }));
-    if (decision.kind === "swap") {
-      loaded = decision.to;
-      swaps++;
-    } else if (decision.kind === "serve") {
-      waiting.splice(waiting.indexOf(decision.job), 1);
-    } else {
-      assert.fail("FIFO stalled with work waiting");
+Deno.test("step() starts no new job of the old model once a swap was decided", () => {
+  const waiting = [job("b", 1), job("a", 2)];
+  const draining = view({ waiting, loaded: "a", switchingTo: "b", inflight: 1, freeWorkers: 1 });
+  assert.deepEqual(step(decideAffinity, draining, rules), { kind: "drain", to: "b" });
+  const drained = view({ waiting, loaded: "a", switchingTo: "b", inflight: 0 });
+  assert.deepEqual(step(decideAffinity, drained, rules), { kind: "swap", to: "b" });
+});
+
+Deno.test("step() drops a decided swap when every job for its model left", () => {
+  const waiting = [job("a", 2)];
+  const action = step(decideAffinity, view({ waiting, loaded: "a", switchingTo: "b" }), rules);
+  assert.deepEqual(action, { kind: "serve", job: waiting[0] });
+});
+
+Deno.test("step() decides nothing during a swap", () => {
+  const waiting = [job("a", 1)];
+  assert.deepEqual(step(decideGreedy, view({ waiting, swapping: true }), rules), { kind: "wait" });
+});
+
+Deno.test("FIFO swaps on every change of model in A,B,A,B; affinity swaps once", () => {
+  const count = (policy: typeof decideFifo) => {
+    const waiting = ["a", "b", "a", "b"].map((m, i) => job(m, i));
+    let loaded = "a";
+    let swaps = 0;
+    while (waiting.length > 0) {
+      const decision: Decision = policy(view({ waiting, loaded, now: 1 }), rules);
+      if (decision.kind === "swap") {
+        loaded = decision.to;
+        swaps++;
+      } else if (decision.kind === "serve") {
+        waiting.splice(waiting.indexOf(decision.job), 1);
+      } else {
+        assert.fail("stalled with work waiting");
+      }
     }
-  }
-  assert.equal(swaps, 4);
+    return swaps;
+  };
+  assert.equal(count(decideFifo), 3);
+  assert.equal(count(decideAffinity), 1);
 });

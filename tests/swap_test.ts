@@ -3,7 +3,7 @@
  * as in the seed's homelab.
  */
 import assert from "node:assert/strict";
-import { chatBody, getJson, post } from "./support/client.ts";
+import { chatBody, getJson, post, queuedModels } from "./support/client.ts";
 import { requireDocker } from "./support/docker_env.ts";
 import { createHomelab } from "./support/fake_models.ts";
 import { sampleRunning, startTestProxy, withHomelabProxy } from "./support/proxy.ts";
@@ -108,10 +108,12 @@ Deno.test("a streaming client waiting for a swap gets SSE comments, then the ans
       const res = await post(proxy.url, chatBody("a", { stream: true }));
       assert.equal(res.status, 200);
       assert.equal(res.headers.get("content-type"), "text/event-stream");
+      assert.equal(res.headers.get("x-queue-position"), "1");
+      assert.match(res.headers.get("x-queue-eta") ?? "", /^\d+$/);
       const text = await res.text();
       const comments = text.split("\n").filter((l) => l.startsWith(": "));
       assert.ok(
-        comments.some((c) => /^: loading model a \d+s$/.test(c)),
+        comments.some((c) => /^: loading model a \d+s position=1 eta=\d+s$/.test(c)),
         `no loading comment in:\n${text}`,
       );
       assert.ok(text.indexOf(": loading") < text.indexOf("data: "));
@@ -138,4 +140,48 @@ Deno.test("a swap waits for the in-flight request on the old model, then serves 
     assert.equal(bRes.status, 200);
     assert.equal((await bRes.json()).model, "b");
   });
+});
+
+Deno.test("one worker, A,B,A,B,A,B queued while A is loaded: at most two swaps, seen in Docker's events", async () => {
+  await withHomelabProxy(
+    [{ id: "a" }, { id: "b" }],
+    "num_workers: 1",
+    async ({ api, lab, proxy }) => {
+      assert.equal((await post(proxy.url, chatBody("a"))).status, 200);
+      const since = Date.now();
+      const held = post(proxy.url, chatBody("a", { fake_hold: true }));
+      await waitFor("worker busy", async () => (await lab.state()).inflight === 1);
+      const answers = [];
+      for (const [i, model] of ["a", "b", "a", "b", "a", "b"].entries()) {
+        answers.push(post(proxy.url, chatBody(model)));
+        await waitFor(`request ${i + 1} queued`, async () => {
+          return (await queuedModels(proxy.url)).length === i + 1;
+        });
+      }
+      assert.deepEqual(await queuedModels(proxy.url), ["a", "b", "a", "b", "a", "b"]);
+      await lab.release();
+      assert.equal((await held).status, 200);
+      const models = await Promise.all(answers.map(async (r) => (await (await r).json()).model));
+      assert.deepEqual(models, ["a", "b", "a", "b", "a", "b"]); // every request answered
+
+      // Container starts since the queue formed, from the Engine's own event log.
+      const filters = encodeURIComponent(JSON.stringify({
+        type: ["container"],
+        event: ["start"],
+        label: [`lqp.test=${lab.prefix}`],
+      }));
+      const until = Math.ceil(Date.now() / 1000) + 1;
+      const res = await api.call(
+        "GET",
+        `/events?since=${Math.floor(since / 1000) - 1}&until=${until}&filters=${filters}`,
+      );
+      const starts = (await res.text()).trim().split("\n").filter(Boolean)
+        .map((line) =>
+          JSON.parse(line) as { Actor: { Attributes: { name: string } }; timeNano: number }
+        )
+        .filter((e) => e.timeNano >= since * 1e6);
+      assert.ok(starts.length >= 1 && starts.length <= 2, `${starts.length} swaps`);
+      assert.equal(starts[0].Actor.Attributes.name, lab.containerOf("b"));
+    },
+  );
 });

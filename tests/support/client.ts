@@ -69,3 +69,9 @@ export async function getJson(
   const res = await fetch(url);
   return { status: res.status, body: await res.json() };
 }
+
+/** Models of the jobs waiting in the proxy's queue, in arrival order (`GET /queue`). */
+export async function queuedModels(baseUrl: string): Promise<string[]> {
+  const view = await (await fetch(`${baseUrl}/queue`)).json() as { jobs: { model: string }[] };
+  return view.jobs.map((job) => job.model);
+}

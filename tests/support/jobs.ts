@@ -20,6 +20,7 @@ export function makeJob(model: string, options: { stream?: boolean; now?: number
     body: new TextEncoder().encode(`{"model":"${model}"}`),
     headers: new Headers({ "content-type": "application/json" }),
     stream: options.stream ?? false,
+    priority: "interactive",
     enqueuedAt: options.now ?? 0,
     signal: AbortSignal.any([client.signal, timeout.signal]),
     timeoutSignal: timeout.signal,

@@ -1,0 +1,168 @@
+/**
+ * Writes the shipped traces in sim/traces/ from a seeded generator, so they can be rebuilt
+ * bit for bit: `deno run --allow-write=sim/traces sim/make_traces.ts`.
+ */
+import type { Priority } from "../lib/scheduler.ts";
+import type { Trace, TraceHeader, TraceRequest } from "./simulate.ts";
+
+/** mulberry32: small, fast, good enough for traffic shapes. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const exponential = (rand: () => number, mean: number) => -Math.log(1 - rand()) * mean;
+const round = (x: number) => Math.round(x * 1000) / 1000;
+
+function pick<T>(rand: () => number, weighted: [T, number][]): T {
+  let r = rand() * weighted.reduce((sum, [, w]) => sum + w, 0);
+  for (const [value, weight] of weighted) {
+    r -= weight;
+    if (r <= 0) return value;
+  }
+  return weighted[weighted.length - 1][0];
+}
+
+/** Poisson arrivals of `rate` per second between `from` and `to` seconds. */
+function poisson(
+  rand: () => number,
+  from: number,
+  to: number,
+  meanGapS: number,
+  make: (t: number) => Omit<TraceRequest, "t">,
+): TraceRequest[] {
+  const out: TraceRequest[] = [];
+  for (let t = from + exponential(rand, meanGapS); t < to; t += exponential(rand, meanGapS)) {
+    out.push({ t: round(t), ...make(t) });
+  }
+  return out;
+}
+
+const DEFAULTS = {
+  num_workers: 2,
+  queue_size: 1000,
+  stop_s: 1,
+  scheduler: { max_wait: 60, batch_aging: 600 },
+};
+
+function chat(rand: () => number, model: string, meanS = 15): Omit<TraceRequest, "t"> {
+  return {
+    model,
+    priority: "interactive" as Priority,
+    service: round(Math.min(120, 2 + exponential(rand, meanS))),
+  };
+}
+
+export function makeTraces(): Trace[] {
+  const traces: Trace[] = [];
+
+  { // (a) interactive mix, skewed popularity, the seed's load times
+    const rand = seededRandom(1);
+    const header: TraceHeader = {
+      ...DEFAULTS,
+      name: "a-interactive-mix",
+      description: "2 h of chat, Poisson arrivals every 18 s on average, 4 models, skewed use",
+      models: {
+        "qwen3-30b-instruct": { load_s: 40 },
+        "gpt-oss-20b": { load_s: 25 },
+        "qwen3-coder-30b": { load_s: 120 },
+        "llama-3.2-3b": { load_s: 6 },
+      },
+    };
+    const popularity: [string, number][] = [
+      ["qwen3-30b-instruct", 0.5],
+      ["gpt-oss-20b", 0.25],
+      ["qwen3-coder-30b", 0.15],
+      ["llama-3.2-3b", 0.1],
+    ];
+    const requests = poisson(rand, 0, 7200, 18, () => chat(rand, pick(rand, popularity)));
+    traces.push({ header, requests });
+  }
+
+  { // (b) an n8n batch burst on one model while chat users use two others
+    const rand = seededRandom(2);
+    const header: TraceHeader = {
+      ...DEFAULTS,
+      name: "b-batch-burst",
+      description: "300 batch jobs (4 s each) at t=600 s on lfm2-8b; chat on two models for 1.5 h",
+      models: {
+        "lfm2-8b": { load_s: 5 },
+        "qwen3-30b-instruct": { load_s: 40 },
+        "gpt-oss-20b": { load_s: 25 },
+      },
+    };
+    const chats = poisson(
+      rand,
+      0,
+      5400,
+      45,
+      () => chat(rand, pick(rand, [["qwen3-30b-instruct", 0.6], ["gpt-oss-20b", 0.4]]), 12),
+    );
+    const burst: TraceRequest[] = Array.from({ length: 300 }, (_, i) => ({
+      t: round(600 + i * 0.05),
+      model: "lfm2-8b",
+      priority: "batch" as Priority,
+      service: round(3 + rand() * 2),
+    }));
+    traces.push({ header, requests: [...chats, ...burst].sort((x, y) => x.t - y.t) });
+  }
+
+  { // (c) adversarial alternation A,B,A,B at a high rate
+    const header: TraceHeader = {
+      ...DEFAULTS,
+      name: "c-alternation",
+      description: "A,B,A,B… one request every 2 s for 20 min, 3 s each, 20 s loads",
+      models: { a: { load_s: 20 }, b: { load_s: 20 } },
+    };
+    const requests = Array.from({ length: 600 }, (_, i): TraceRequest => ({
+      t: i * 2,
+      model: i % 2 === 0 ? "a" : "b",
+      priority: "interactive",
+      service: 3,
+    }));
+    traces.push({ header, requests });
+  }
+
+  { // (d) one rarely used 180 s model among fast ones
+    const rand = seededRandom(4);
+    const header: TraceHeader = {
+      ...DEFAULTS,
+      name: "d-rare-giant",
+      description: "1 h of chat on three fast models, gpt-oss-120b (180 s load) every ~15 min",
+      models: {
+        "lfm2-8b": { load_s: 5 },
+        "llama-3.2-3b": { load_s: 6 },
+        "gpt-oss-20b": { load_s: 25 },
+        "gpt-oss-120b": { load_s: 180 },
+      },
+    };
+    const fast = poisson(
+      rand,
+      0,
+      3600,
+      15,
+      () =>
+        chat(rand, pick(rand, [["lfm2-8b", 0.4], ["llama-3.2-3b", 0.3], ["gpt-oss-20b", 0.3]]), 8),
+    );
+    const giant = poisson(rand, 0, 3600, 900, () => chat(rand, "gpt-oss-120b", 30));
+    traces.push({ header, requests: [...fast, ...giant].sort((x, y) => x.t - y.t) });
+  }
+  return traces;
+}
+
+export function toJsonl(trace: Trace): string {
+  return [trace.header, ...trace.requests].map((line) => JSON.stringify(line)).join("\n") + "\n";
+}
+
+if (import.meta.main) {
+  const dir = new URL("./traces/", import.meta.url);
+  for (const trace of makeTraces()) {
+    await Deno.writeTextFile(new URL(`${trace.header.name}.jsonl`, dir), toJsonl(trace));
+  }
+}

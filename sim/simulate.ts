@@ -1,0 +1,235 @@
+/**
+ * @module
+ * A discrete-event replay of a request trace through the REAL scheduling code (`step()` and
+ * the policies of lib/scheduler.ts) on a virtual clock: deterministic, and a day of traffic
+ * replays in milliseconds. Swaps and service take the times the trace says; nothing else is
+ * modelled (no network, no failures).
+ */
+import {
+  type Action,
+  type Policy,
+  PRIORITIES,
+  type Priority,
+  type SchedulerRules,
+  step,
+  type WaitingJob,
+} from "../lib/scheduler.ts";
+
+export interface TraceModel {
+  /** Start-to-healthy seconds. */
+  load_s: number;
+}
+
+export interface TraceHeader {
+  name: string;
+  description?: string;
+  num_workers: number;
+  queue_size: number;
+  /** Seconds Docker takes to stop the old container. */
+  stop_s: number;
+  models: Record<string, TraceModel>;
+  /** `min_residency` left out: each model's own load time, capped by `max_wait`. */
+  scheduler: { max_wait: number; min_residency?: number; batch_aging: number };
+}
+
+export interface TraceRequest {
+  /** Arrival, seconds from the start. */
+  t: number;
+  model: string;
+  priority: Priority;
+  /** Seconds the backend needs for it. */
+  service: number;
+}
+
+export interface Trace {
+  header: TraceHeader;
+  requests: TraceRequest[];
+}
+
+interface SimJob extends WaitingJob {
+  serviceMs: number;
+}
+
+export interface SimResult {
+  swaps: number;
+  /** GPU time spent stopping and loading models. */
+  swapMs: number;
+  /** Time the last request finished. */
+  makespanMs: number;
+  /** Queue wait (arrival to start of service) of every served job, per class. */
+  waits: Record<Priority, number[]>;
+  /** Each served job's seq, in service order: every admitted job exactly once. */
+  servedOrder: number[];
+  /** Turned away because the queue was full (429). */
+  rejected: number;
+  /** Models loaded, in order. */
+  loads: string[];
+}
+
+export function rulesOf(header: TraceHeader): SchedulerRules {
+  const { max_wait, min_residency, batch_aging } = header.scheduler;
+  return {
+    maxWaitMs: () => max_wait * 1000,
+    minResidencyMs: (model) =>
+      Math.min(min_residency ?? header.models[model].load_s, max_wait) * 1000,
+    batchAgingMs: batch_aging * 1000,
+  };
+}
+
+/**
+ * Replays `trace` under `policy`.
+ * @throws {Error} if the policy stalls with work waiting (a scheduler bug).
+ */
+export function simulate(trace: Trace, policy: Policy, rules = rulesOf(trace.header)): SimResult {
+  const { header } = trace;
+  const arrivals = trace.requests.map((r, seq): SimJob => ({
+    model: r.model,
+    seq,
+    enqueuedAt: Math.round(r.t * 1000),
+    priority: r.priority,
+    serviceMs: Math.round(r.service * 1000),
+  })).sort((a, b) => a.enqueuedAt - b.enqueuedAt || a.seq - b.seq);
+
+  const result: SimResult = {
+    swaps: 0,
+    swapMs: 0,
+    makespanMs: 0,
+    waits: Object.fromEntries(PRIORITIES.map((p) => [p, []])) as unknown as Record<
+      Priority,
+      number[]
+    >,
+    servedOrder: [],
+    rejected: 0,
+    loads: [],
+  };
+  const waiting: SimJob[] = [];
+  const inflight: { end: number }[] = [];
+  let now = 0;
+  let next = 0;
+  let loaded: string | null = null;
+  let loadedSince = 0;
+  let swapping: { to: string; end: number } | null = null;
+  let switchingTo: string | null = null;
+  let wakeAt = Infinity;
+
+  while (next < arrivals.length || waiting.length > 0 || inflight.length > 0 || swapping) {
+    // Decide until the policy waits, exactly as the worker pool does.
+    wakeAt = Infinity;
+    for (;;) {
+      const action: Action<SimJob> = step<SimJob>(policy, {
+        waiting,
+        loaded: swapping ? null : loaded,
+        loadedSince,
+        swapping: swapping !== null,
+        switchingTo,
+        inflight: inflight.length,
+        freeWorkers: header.num_workers - inflight.length,
+        now,
+      }, rules);
+      if (action.kind === "wait") {
+        wakeAt = action.until ?? Infinity;
+        break;
+      }
+      if (action.kind === "drain") {
+        switchingTo = action.to;
+        break;
+      }
+      if (action.kind === "swap") {
+        switchingTo = null;
+        const duration: number = (loaded === null ? 0 : header.stop_s * 1000) +
+          header.models[action.to].load_s * 1000;
+        swapping = { to: action.to, end: now + duration };
+        result.swaps++;
+        result.swapMs += duration;
+        loaded = null;
+        break;
+      }
+      switchingTo = null;
+      const job = action.job;
+      waiting.splice(waiting.indexOf(job), 1);
+      result.waits[job.priority].push(now - job.enqueuedAt);
+      result.servedOrder.push(job.seq);
+      inflight.push({ end: now + job.serviceMs });
+    }
+
+    const nextTime = Math.min(
+      next < arrivals.length ? arrivals[next].enqueuedAt : Infinity,
+      ...inflight.map((r) => r.end),
+      swapping ? swapping.end : Infinity,
+      wakeAt > now ? wakeAt : Infinity,
+    );
+    if (nextTime === Infinity) {
+      throw new Error(`scheduler stalled at ${now} ms with ${waiting.length} jobs waiting`);
+    }
+    now = nextTime;
+    for (let i = inflight.length - 1; i >= 0; i--) {
+      if (inflight[i].end <= now) {
+        result.makespanMs = Math.max(result.makespanMs, inflight[i].end);
+        inflight.splice(i, 1);
+      }
+    }
+    if (swapping && swapping.end <= now) {
+      loaded = swapping.to;
+      loadedSince = now;
+      result.loads.push(loaded);
+      swapping = null;
+    }
+    while (next < arrivals.length && arrivals[next].enqueuedAt <= now) {
+      const job = arrivals[next++];
+      if (waiting.length >= header.queue_size) result.rejected++;
+      else waiting.push(job);
+    }
+  }
+  return result;
+}
+
+/**
+ * The documented wait bound of the affinity policy for a job of class `priority`:
+ * W ≤ batch_aging (batch only) + (1 + ⌈Q / N⌉ × M) × (max_wait + S + L),
+ * with M models, S the longest service, L the longest stop + load, Q the queue size and
+ * N the workers. A due job's model gets a turn within M episodes of at most
+ * max_wait + S + L each, and every turn starts at least N of its jobs. See docs/scheduler.md.
+ */
+export function waitBoundMs(trace: Trace, priority: Priority): number {
+  const { header } = trace;
+  const s = Math.max(0, ...trace.requests.map((r) => r.service)) * 1000;
+  const l = (header.stop_s + Math.max(...Object.values(header.models).map((m) => m.load_s))) *
+    1000;
+  const m = Object.keys(header.models).length;
+  const episode = header.scheduler.max_wait * 1000 + s + l;
+  const aging = priority === "batch" ? header.scheduler.batch_aging * 1000 : 0;
+  return aging + (1 + Math.ceil(header.queue_size / header.num_workers) * m) * episode;
+}
+
+/** Parses a JSONL trace: a header line, then one request per line. */
+export function parseTrace(text: string): Trace {
+  const lines = text.split("\n").filter((l) => l.trim() !== "");
+  const header = JSON.parse(lines[0]) as TraceHeader;
+  const requests = lines.slice(1).map((l) => JSON.parse(l) as TraceRequest);
+  for (const r of requests) {
+    if (!(r.model in header.models)) throw new Error(`trace names unknown model '${r.model}'`);
+  }
+  return { header, requests };
+}
+
+export interface WaitStats {
+  count: number;
+  mean: number;
+  p50: number;
+  p95: number;
+  max: number;
+}
+
+export function waitStats(waitsMs: readonly number[]): WaitStats {
+  if (waitsMs.length === 0) return { count: 0, mean: 0, p50: 0, p95: 0, max: 0 };
+  const sorted = [...waitsMs].sort((a, b) => a - b);
+  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)];
+  const sum = sorted.reduce((a, b) => a + b, 0);
+  return {
+    count: sorted.length,
+    mean: sum / sorted.length,
+    p50: at(0.5),
+    p95: at(0.95),
+    max: sorted[sorted.length - 1],
+  };
+}
