@@ -54,7 +54,9 @@ export function report(trace: Trace): string {
   return [
     `### ${trace.header.name}: ${trace.header.description ?? ""}`,
     `${trace.requests.length} requests, ${trace.header.num_workers} workers, max_wait ${sc.max_wait} s, ` +
-    `min_residency ${sc.min_residency} s; times in seconds`,
+    `min_residency ${
+      sc.min_residency === undefined ? "= load time" : `${sc.min_residency} s`
+    }; times in seconds`,
     "",
     line(head),
     line(widths.map((w) => "-".repeat(w))),

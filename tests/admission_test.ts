@@ -67,6 +67,14 @@ Deno.test("bad requests are refused with 400/404/413 before they are queued", as
 
       await expectError(await fetch(`${proxy.url}/v1/nothing-here`), 404, "not_found");
 
+      const badPriority = await fetch(`${proxy.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { "x-priority": "urgent" },
+        body: JSON.stringify(chatBody("a")),
+      });
+      const priorityError = await expectError(badPriority, 400, "invalid_priority");
+      assert.match(priorityError.message, /interactive, batch/);
+
       const stats = (await getJson(`${proxy.url}/metrics`)).body;
       assert.equal(stats.total_requests, 0);
       assert.deepEqual(await lab.running(), []); // nothing was started for them

@@ -3,7 +3,7 @@
  * passed through byte for byte, and every OpenAI-style POST route through the same queue.
  */
 import assert from "node:assert/strict";
-import { chatBody, getJson, post, SseReader } from "./support/client.ts";
+import { chatBody, getJson, post, queuedModels, SseReader } from "./support/client.ts";
 import { requireDocker } from "./support/docker_env.ts";
 import { createHomelab } from "./support/fake_models.ts";
 import { startTestProxy, withHomelabProxy } from "./support/proxy.ts";
@@ -142,4 +142,26 @@ Deno.test("GET /v1/models lists configured models in the seed's shape", async ()
   } finally {
     api.close();
   }
+});
+
+Deno.test("X-Priority: interactive requests go before batch ones waiting for the same model", async () => {
+  await withHomelabProxy([{ id: "a" }], "num_workers: 1", async ({ lab, proxy }) => {
+    const held = post(proxy.url, chatBody("a", { fake_hold: true }));
+    await waitFor("worker busy", async () => (await lab.state()).inflight === 1);
+    const send = (marker: string, priority: string) =>
+      fetch(`${proxy.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "x-priority": priority },
+        body: JSON.stringify(chatBody("a", { marker })),
+      });
+    const batch = send("batch-1", "batch");
+    await waitFor("batch queued", async () => (await queuedModels(proxy.url)).length === 1);
+    const chat = send("chat-1", "interactive");
+    await waitFor("chat queued", async () => (await queuedModels(proxy.url)).length === 2);
+    await lab.release();
+    for (const res of [await held, await batch, await chat]) assert.equal(res.status, 200);
+    const order = (await lab.state()).received.map((r) => /"marker":"([^"]+)"/.exec(r.body)?.[1])
+      .filter(Boolean);
+    assert.deepEqual(order, ["chat-1", "batch-1"]);
+  });
 });

@@ -131,3 +131,18 @@ Deno.test("simulate() is deterministic", () => {
   const trace = randomTrace(7);
   assert.deepEqual(simulate(trace, decideAffinity), simulate(trace, decideAffinity));
 });
+
+Deno.test("deno task sim prints the three policies side by side for a trace", async () => {
+  const out = await new Deno.Command("deno", {
+    args: ["task", "--quiet", "sim", "sim/traces/c-alternation.jsonl"],
+    cwd: new URL("..", import.meta.url).pathname,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  for (const policy of ["fifo", "greedy", "affinity"]) {
+    assert.match(text, new RegExp(`^\\| ${policy} +\\| +\\d+ \\|`, "m"));
+  }
+  assert.match(text, /\| fifo +\| +600 \|/);
+});
