@@ -3,6 +3,7 @@
  * worker pool and routes, serves them, reconciles with Docker, and drains on SIGTERM/SIGINT.
  */
 import { type Clock, systemClock } from "./lib/clock.ts";
+import { KeyRing } from "./lib/auth.ts";
 import { type Config, ConfigError, loadConfig } from "./lib/config.ts";
 import { DockerApi, dockerForContainers } from "./lib/docker.ts";
 import { consoleLogger, type Logger } from "./lib/log.ts";
@@ -28,7 +29,10 @@ export interface StartOptions {
   clock?: Clock;
 }
 
-export function startProxy(config: Config, options: StartOptions = {}): RunningProxy {
+export async function startProxy(
+  config: Config,
+  options: StartOptions = {},
+): Promise<RunningProxy> {
   const log = options.log ?? consoleLogger();
   const clock = options.clock ?? systemClock;
   const api = new DockerApi(config.dockerSocket);
@@ -38,6 +42,7 @@ export function startProxy(config: Config, options: StartOptions = {}): RunningP
     log,
     stopTimeoutS: config.stopTimeoutS,
   });
+  const keys = await KeyRing.create(config.apiKeys);
   const metrics = new Metrics(clock);
   const pool = new WorkerPool({ config, models, metrics, log, clock });
   // Aborted when the shutdown grace period is over: ends every request still in flight.
@@ -51,6 +56,7 @@ export function startProxy(config: Config, options: StartOptions = {}): RunningP
     log,
     clock,
     shutdownSignal: shutdown.signal,
+    keys,
   });
 
   const server = Deno.serve({ hostname: config.host, port: config.port, onListen() {} }, app.fetch);
@@ -64,9 +70,13 @@ export function startProxy(config: Config, options: StartOptions = {}): RunningP
     num_workers: config.numWorkers,
     queue_size: config.queueSize,
   });
-  log.warn("no_api_keys", {
-    note: "no API keys are configured: anyone who can reach this port can use the models",
-  });
+  if (keys.open) {
+    log.warn("no_api_keys", {
+      note: "no API keys are configured: anyone who can reach this port can use the models",
+    });
+  } else {
+    log.info("api_keys", { configured: config.apiKeys.length });
+  }
   const reconciled = models.reconcile();
 
   return {
@@ -116,7 +126,7 @@ async function main(): Promise<void> {
     }
     throw err;
   }
-  const proxy = startProxy(config);
+  const proxy = await startProxy(config);
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;

@@ -77,12 +77,12 @@ export function parseRoutingFields(bytes: Uint8Array): RoutingFields {
 export const PRIORITY_HEADER = "x-priority";
 
 /**
- * The request's priority class: `X-Priority: interactive|batch`, interactive when absent.
+ * The priority class a request asks for with `X-Priority: interactive|batch`, or null.
  * @throws {ApiError} 400 for any other value.
  */
-export function readPriority(headers: Headers): Priority {
+export function readPriority(headers: Headers): Priority | null {
   const value = headers.get(PRIORITY_HEADER)?.trim().toLowerCase();
-  if (value === undefined || value === "") return "interactive";
+  if (value === undefined || value === "") return null;
   const priority = PRIORITIES.find((p) => p === value);
   if (priority === undefined) {
     throw invalidRequest(
@@ -91,4 +91,9 @@ export function readPriority(headers: Headers): Priority {
     );
   }
   return priority;
+}
+
+/** A request may lower its key's class (interactive → batch), never raise it. */
+export function effectivePriority(keyClass: Priority, requested: Priority | null): Priority {
+  return keyClass === "batch" || requested === "batch" ? "batch" : "interactive";
 }

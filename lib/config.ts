@@ -4,8 +4,9 @@
  * resolved config or every problem with key path and line out); `loadConfig()` does the I/O.
  */
 import { z } from "zod";
+import type { ApiKeyConfig } from "./auth.ts";
 import type { PolicyName } from "./scheduler.ts";
-import { isMap, isPair, isScalar, LineCounter, type Node, parseDocument } from "yaml";
+import { isMap, isPair, isScalar, isSeq, LineCounter, type Node, parseDocument } from "yaml";
 
 /** Docker's own rule for container names; it also keeps `/`, `?` and `..` out of API paths. */
 const CONTAINER_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
@@ -46,6 +47,12 @@ const RawModel = z.strictObject({
   load_time: seconds.optional(),
 });
 
+const RawApiKey = z.strictObject({
+  name: z.string().min(1),
+  key: z.string().min(16, "expected a key of at least 16 characters"),
+  priority: z.enum(["interactive", "batch"]).default("interactive"),
+});
+
 const RawConfig = z.strictObject({
   host: z.string().min(1).default("0.0.0.0"),
   port: z.number().int().min(0).max(65535).default(8888),
@@ -57,6 +64,7 @@ const RawConfig = z.strictObject({
   stop_timeout: z.number().int().min(0).default(10),
   keepalive_interval: seconds.default(5),
   max_attempts: z.number().int().positive().default(3),
+  api_keys: z.array(RawApiKey).default([]),
   scheduler: RawScheduler.default({ policy: "affinity", max_wait: 60, batch_aging: 600 }),
   models: z.record(z.string().min(1), RawModel).default({}),
 });
@@ -95,6 +103,8 @@ export interface Config {
   stopTimeoutS: number;
   keepaliveMs: number;
   maxAttempts: number;
+  /** Empty: no authentication (the homelab default). */
+  apiKeys: readonly ApiKeyConfig[];
   scheduler: SchedulerConfig;
   models: readonly ModelConfig[];
 }
@@ -151,6 +161,7 @@ export function parseConfig(text: string, source: string, env: ConfigEnv = {}): 
   const raw = result.data;
   applyEnv(raw, env, problems);
   const models = resolveModels(raw, problems, doc.contents, lineCounter);
+  checkKeys(raw.api_keys, problems, doc.contents, lineCounter);
   if (problems.length > 0) throw new ConfigError(source, problems);
   return {
     host: raw.host,
@@ -163,6 +174,7 @@ export function parseConfig(text: string, source: string, env: ConfigEnv = {}): 
     stopTimeoutS: raw.stop_timeout,
     keepaliveMs: raw.keepalive_interval * 1000,
     maxAttempts: raw.max_attempts,
+    apiKeys: raw.api_keys,
     scheduler: {
       policy: raw.scheduler.policy,
       maxWaitMs: raw.scheduler.max_wait * 1000,
@@ -234,6 +246,27 @@ function resolveModels(
   return models;
 }
 
+function checkKeys(
+  keys: ParsedRaw["api_keys"],
+  problems: string[],
+  root: Node | null,
+  lines: LineCounter,
+): void {
+  const names = new Set<string>();
+  const secrets = new Set<string>();
+  keys.forEach((entry, index) => {
+    const line = (field: string) => lineOf(root, ["api_keys", String(index), field], lines);
+    if (names.has(entry.name)) {
+      problems.push(`api_keys.${index}.name (line ${line("name")}): '${entry.name}' is used twice`);
+    }
+    if (secrets.has(entry.key)) {
+      problems.push(`api_keys.${index}.key (line ${line("key")}): the same key is listed twice`);
+    }
+    names.add(entry.name);
+    secrets.add(entry.key);
+  });
+}
+
 function valueAt(data: unknown, path: readonly string[]): unknown {
   let value = data;
   for (const key of path) {
@@ -248,6 +281,13 @@ function lineOf(root: Node | null, path: readonly string[], lines: LineCounter):
   let node: unknown = root;
   let offset = root?.range?.[0] ?? 0;
   for (const key of path) {
+    if (isSeq(node)) {
+      const item = node.items[Number(key)] as Node | undefined;
+      if (!item?.range) break;
+      offset = item.range[0];
+      node = item;
+      continue;
+    }
     if (!isMap(node)) break;
     const pair = node.items.find((item) =>
       isPair(item) && isScalar(item.key) && String(item.key.value) === key

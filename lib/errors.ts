@@ -56,6 +56,15 @@ export function invalidRequest(code: string, message: string, param: string | nu
   return new ApiError(400, "invalid_request_error", code, message, { param });
 }
 
+export function invalidApiKey() {
+  return new ApiError(
+    401,
+    "invalid_request_error",
+    "invalid_api_key",
+    "Invalid or missing API key: send Authorization: Bearer <key>",
+  );
+}
+
 export function modelNotFound(requested: string, valid: readonly string[]) {
   return new ApiError(
     404,

@@ -7,7 +7,8 @@ import { Hono } from "hono";
 import type { Clock } from "../lib/clock.ts";
 import type { Config } from "../lib/config.ts";
 import type { Docker } from "../lib/docker.ts";
-import { ApiError, toApiError } from "../lib/errors.ts";
+import { type Caller, type KeyRing, presentedKey } from "../lib/auth.ts";
+import { ApiError, invalidApiKey, toApiError } from "../lib/errors.ts";
 import type { Logger } from "../lib/log.ts";
 import type { Metrics } from "../lib/metrics.ts";
 import type { ModelManager } from "../lib/models.ts";
@@ -25,10 +26,11 @@ export interface AppDeps {
   clock: Clock;
   /** Aborts every request still running when shutdown's grace period ends. */
   shutdownSignal: AbortSignal;
+  keys: KeyRing;
 }
 
 /** Per-request values: the id shown to the client (`x-request-id`) and in log lines. */
-export type AppEnv = { Variables: { requestId: string } };
+export type AppEnv = { Variables: { requestId: string; caller: Caller | null } };
 
 function newRequestId(): string {
   return `req_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`;
@@ -41,6 +43,16 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     c.set("requestId", id);
     await next();
     c.res.headers.set("x-request-id", id);
+  });
+  // With keys configured, every /v1 route needs one; /health and /metrics stay open.
+  app.use("/v1/*", async (c, next) => {
+    let caller: Caller | null = null;
+    if (!deps.keys.open) {
+      caller = await deps.keys.identify(presentedKey(c.req.raw.headers));
+      if (caller === null) throw invalidApiKey();
+    }
+    c.set("caller", caller);
+    await next();
   });
   app.route("/", opsRoutes(deps));
   app.route("/v1", openaiRoutes(deps));

@@ -5,7 +5,7 @@
  * enqueue and stream; they never swap.
  */
 import { Hono } from "hono";
-import { parseRoutingFields, readBody, readPriority } from "../lib/body.ts";
+import { effectivePriority, parseRoutingFields, readBody, readPriority } from "../lib/body.ts";
 import { type Config, findModel, type ModelConfig } from "../lib/config.ts";
 import { modelNotFound } from "../lib/errors.ts";
 import { Job } from "../lib/jobs.ts";
@@ -42,7 +42,10 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
     const body = await readBody(req, config.maxBodyBytes);
     const fields = parseRoutingFields(body);
     const model = resolveModel(config, fields.model);
-    const priority = readPriority(req.headers);
+    const priority = effectivePriority(
+      c.get("caller")?.priority ?? "interactive",
+      readPriority(req.headers),
+    );
 
     const disconnect = new AbortController();
     req.signal.addEventListener("abort", () => disconnect.abort(), { once: true });

@@ -44,7 +44,7 @@ Deno.test("a container that exits while starting fails at once with its exit cod
       mode: "exit",
       startupTimeoutS: 600,
     }]);
-    await using proxy = startTestProxy(lab.configYaml());
+    await using proxy = await startTestProxy(lab.configYaml());
     await proxy.reconciled;
     const res = await post(proxy.url, chatBody("broken", { stream: true }));
     const text = await res.text();
@@ -91,7 +91,7 @@ models:
     container_name: some-container
     backend_url: http://127.0.0.1:9/v1
 `;
-  await using proxy = startTestProxy(config, { dockerSocket: socket });
+  await using proxy = await startTestProxy(config, { dockerSocket: socket });
   await proxy.reconciled;
   const health = await getJson(`${proxy.url}/health`);
   assert.equal(health.status, 503);

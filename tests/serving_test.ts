@@ -123,7 +123,7 @@ Deno.test("GET /v1/models lists configured models in the seed's shape", async ()
   const api = await requireDocker();
   try {
     await using lab = await createHomelab(api, [{ id: "a" }, { id: "b" }]);
-    await using proxy = startTestProxy(lab.configYaml());
+    await using proxy = await startTestProxy(lab.configYaml());
     const list = await getJson(`${proxy.url}/v1/models`);
     assert.equal(list.body.object, "list");
     const data = list.body.data as Record<string, unknown>[];

@@ -55,7 +55,7 @@ Deno.test("A→B→A: never two model containers running, as sampled from Docker
       { id: "b", ownPort: true },
       { id: "c", ownPort: true },
     ]);
-    await using proxy = startTestProxy(lab.configYaml());
+    await using proxy = await startTestProxy(lab.configYaml());
     await proxy.reconciled;
     const sampler = sampleRunning(() => lab.running());
     try {
@@ -87,7 +87,7 @@ Deno.test("start-up reconcile: with two model containers running, all but one ar
     await lab.start("b"); // started last, so the proxy keeps it
     assert.equal((await lab.running()).length, 2);
 
-    await using proxy = startTestProxy(lab.configYaml());
+    await using proxy = await startTestProxy(lab.configYaml());
     await proxy.reconciled;
     assert.deepEqual(await lab.running(), [lab.containerOf("b")]);
     assert.equal((await getJson(`${proxy.url}/health`)).body.current_model, "b");

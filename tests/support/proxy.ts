@@ -11,12 +11,12 @@ import { createHomelab, type FakeHomelab, type FakeModelSpec } from "./fake_mode
 
 export interface TestProxy extends RunningProxy, AsyncDisposable {}
 
-export function startTestProxy(
+export async function startTestProxy(
   configYaml: string,
   { dockerSocket = DOCKER_SOCKET } = {},
-): TestProxy {
+): Promise<TestProxy> {
   const config = parseConfig(`docker_socket: ${dockerSocket}\n${configYaml}`, "test config");
-  const proxy = startProxy(config, { log: silentLogger });
+  const proxy = await startProxy(config, { log: silentLogger });
   return { ...proxy, [Symbol.asyncDispose]: () => proxy.close(2000) };
 }
 
@@ -62,7 +62,7 @@ export async function withHomelabProxy(
   const api = await requireDocker();
   try {
     await using lab = await createHomelab(api, specs);
-    await using proxy = startTestProxy(lab.configYaml(configExtra));
+    await using proxy = await startTestProxy(lab.configYaml(configExtra));
     await proxy.reconciled;
     await fn({ api, lab, proxy });
   } finally {

@@ -1,0 +1,130 @@
+/**
+ * Optional API keys: with none configured anyone may call; with keys, every /v1 route needs
+ * one, and each key carries a priority class that a request may lower but not raise.
+ */
+import assert from "node:assert/strict";
+import { KeyRing, presentedKey } from "../lib/auth.ts";
+import { effectivePriority } from "../lib/body.ts";
+import { ConfigError, parseConfig } from "../lib/config.ts";
+import { chatBody, queuedModels } from "./support/client.ts";
+import { startTestProxy, withHomelabProxy } from "./support/proxy.ts";
+import { waitFor } from "./support/wait_for.ts";
+
+const FAMILY = "sk-family-0123456789abcdef";
+const N8N = "sk-n8n-0123456789abcdef01";
+const KEYS_YAML = `api_keys:
+  - name: family
+    key: ${FAMILY}
+  - name: n8n
+    key: ${N8N}
+    priority: batch
+`;
+
+Deno.test("KeyRing.identify() finds the caller of a configured key and nobody else", async () => {
+  const ring = await KeyRing.create([
+    { name: "family", key: FAMILY, priority: "interactive" },
+    { name: "n8n", key: N8N, priority: "batch" },
+  ]);
+  assert.equal(ring.open, false);
+  assert.deepEqual(await ring.identify(N8N), { name: "n8n", priority: "batch" });
+  assert.equal(await ring.identify(FAMILY.slice(0, -1)), null);
+  assert.equal(await ring.identify(null), null);
+  assert.equal((await KeyRing.create([])).open, true);
+});
+
+Deno.test("presentedKey() reads a Bearer token or X-Api-Key", () => {
+  assert.equal(presentedKey(new Headers({ authorization: "Bearer abc" })), "abc");
+  assert.equal(presentedKey(new Headers({ authorization: "bearer  abc " })), "abc");
+  assert.equal(presentedKey(new Headers({ "x-api-key": "xyz" })), "xyz");
+  assert.equal(presentedKey(new Headers({ authorization: "Basic abc" })), null);
+  assert.equal(presentedKey(new Headers()), null);
+});
+
+Deno.test("effectivePriority() lets a request lower its key's class, never raise it", () => {
+  assert.equal(effectivePriority("interactive", null), "interactive");
+  assert.equal(effectivePriority("interactive", "batch"), "batch");
+  assert.equal(effectivePriority("batch", "interactive"), "batch");
+  assert.equal(effectivePriority("batch", null), "batch");
+});
+
+Deno.test("parseConfig() rejects short and repeated API keys", () => {
+  try {
+    parseConfig(
+      `api_keys:\n  - name: a\n    key: short\n  - name: b\n    key: ${N8N}\n  - name: b\n    key: ${N8N}\n`,
+      "x",
+    );
+    assert.fail("accepted");
+  } catch (err) {
+    assert.ok(err instanceof ConfigError);
+    assert.deepEqual(err.problems, [
+      "api_keys.0.key (line 3): expected a key of at least 16 characters",
+    ]);
+  }
+  try {
+    parseConfig(`api_keys:\n  - name: b\n    key: ${N8N}\n  - name: b\n    key: ${N8N}\n`, "x");
+    assert.fail("accepted");
+  } catch (err) {
+    assert.ok(err instanceof ConfigError);
+    assert.deepEqual(err.problems, [
+      "api_keys.1.name (line 4): 'b' is used twice",
+      "api_keys.1.key (line 5): the same key is listed twice",
+    ]);
+  }
+});
+
+Deno.test("with keys configured: 401 without a valid key on /v1, /health stays open", async () => {
+  const config = `host: 127.0.0.1
+port: 0
+${KEYS_YAML}
+models:
+  a:
+    container_name: some-container
+    backend_url: http://127.0.0.1:9/v1
+`;
+  await using proxy = await startTestProxy(config, { dockerSocket: "/tmp/lqp-none.sock" });
+  const attempts: Record<string, string>[] = [{}, {
+    authorization: "Bearer sk-wrong-0123456789abcdef",
+  }];
+  for (const headers of attempts) {
+    const res = await fetch(`${proxy.url}/v1/models`, { headers });
+    assert.equal(res.status, 401);
+    const { error } = await res.json();
+    assert.equal(error.code, "invalid_api_key");
+    assert.doesNotMatch(JSON.stringify(error), /sk-/); // no key echoed back
+  }
+  const ok = await fetch(`${proxy.url}/v1/models`, {
+    headers: { authorization: `Bearer ${FAMILY}` },
+  });
+  assert.equal(ok.status, 200);
+  await ok.body?.cancel();
+  const health = await fetch(`${proxy.url}/health`);
+  assert.notEqual(health.status, 401);
+  await health.body?.cancel();
+});
+
+Deno.test("a key's priority class orders the queue; X-Priority cannot raise it", async () => {
+  await withHomelabProxy([{ id: "a" }], `num_workers: 1\n${KEYS_YAML}`, async ({ lab, proxy }) => {
+    const send = (key: string, marker: string, extra: Record<string, string> = {}) =>
+      fetch(`${proxy.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${key}`, "content-type": "application/json", ...extra },
+        body: JSON.stringify(chatBody("a", { marker, fake_hold: marker === "held" })),
+      });
+    const held = send(FAMILY, "held");
+    await waitFor("worker busy", async () => (await lab.state()).inflight === 1);
+    const batch = send(N8N, "n8n-1", { "x-priority": "interactive" });
+    await waitFor("n8n queued", async () => (await queuedModels(proxy.url)).length === 1);
+    const chat = send(FAMILY, "family-1");
+    await waitFor("family queued", async () => (await queuedModels(proxy.url)).length === 2);
+    const view = await (await fetch(`${proxy.url}/queue`)).json();
+    assert.deepEqual(view.jobs.map((j: { priority: string }) => j.priority), [
+      "batch",
+      "interactive",
+    ]);
+    await lab.release();
+    for (const res of [await held, await batch, await chat]) assert.equal(res.status, 200);
+    const order = (await lab.state()).received.map((r) => /"marker":"([^"]+)"/.exec(r.body)?.[1])
+      .filter(Boolean);
+    assert.deepEqual(order, ["held", "family-1", "n8n-1"]);
+  });
+});
