@@ -9,7 +9,6 @@ import { DockerApi, dockerForContainers } from "./lib/docker.ts";
 import { consoleLogger, type Logger } from "./lib/log.ts";
 import { Metrics } from "./lib/metrics.ts";
 import { ModelManager } from "./lib/models.ts";
-import { shuttingDown } from "./lib/errors.ts";
 import { WorkerPool } from "./lib/worker.ts";
 import { createApp } from "./routes/app.ts";
 
@@ -45,8 +44,6 @@ export async function startProxy(
   const keys = await KeyRing.create(config.apiKeys);
   const metrics = new Metrics(clock);
   const pool = new WorkerPool({ config, models, metrics, log, clock });
-  // Aborted when the shutdown grace period is over: ends every request still in flight.
-  const shutdown = new AbortController();
   const app = createApp({
     config,
     docker,
@@ -55,7 +52,6 @@ export async function startProxy(
     metrics,
     log,
     clock,
-    shutdownSignal: shutdown.signal,
     keys,
   });
 
@@ -86,10 +82,7 @@ export async function startProxy(
     reconciled,
     async close(graceMs = 10_000) {
       const drained = await pool.shutdown(graceMs);
-      if (!drained) {
-        log.warn("shutdown_grace_expired", { grace_ms: graceMs, aborted: pool.active });
-        shutdown.abort(shuttingDown());
-      }
+      if (!drained) log.warn("shutdown_grace_expired", { grace_ms: graceMs });
       await server.shutdown();
       models.close();
       await reconciled;

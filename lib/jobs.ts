@@ -33,9 +33,7 @@ export interface JobInit {
   stream: boolean;
   priority: Priority;
   enqueuedAt: number;
-  /** Aborts when the client leaves or `request_timeout` passes. */
-  signal: AbortSignal;
-  /** Aborts only on `request_timeout`, to tell a timeout from a disconnect. */
+  /** Aborts when `request_timeout` passes. */
   timeoutSignal: AbortSignal;
 }
 
@@ -51,7 +49,9 @@ export class Job {
   readonly stream: boolean;
   readonly priority: Priority;
   readonly enqueuedAt: number;
+  /** Aborts when the job is cancelled (client gone, shutdown) or `request_timeout` passes. */
   readonly signal: AbortSignal;
+  /** Aborts only on `request_timeout`, to tell a timeout from a cancellation. */
   readonly timeoutSignal: AbortSignal;
   /** Arrival order; a retried job keeps its place. */
   readonly seq = nextSeq++;
@@ -60,7 +60,11 @@ export class Job {
   startedAt: number | null = null;
   /** Milliseconds spent swapping models on this job's behalf. */
   swapMs = 0;
+  // Only per-job sources: a combined signal stays referenced by its sources, so a
+  // long-lived source would keep every job (and its body) alive forever.
+  readonly #cancel = new AbortController();
   #state: JobState = "queued";
+  #onFinished: (() => void)[] = [];
   #resolve!: (outcome: JobOutcome) => void;
   #settled = false;
 
@@ -74,8 +78,8 @@ export class Job {
     this.stream = init.stream;
     this.priority = init.priority;
     this.enqueuedAt = init.enqueuedAt;
-    this.signal = init.signal;
     this.timeoutSignal = init.timeoutSignal;
+    this.signal = AbortSignal.any([this.#cancel.signal, init.timeoutSignal]);
     this.outcome = new Promise((resolve) => this.#resolve = resolve);
   }
 
@@ -93,6 +97,18 @@ export class Job {
       throw new Error(`Job ${this.id}: illegal state change ${this.#state} -> ${to}`);
     }
     this.#state = to;
+    if (NEXT[to].length === 0) { for (const fn of this.#onFinished.splice(0)) fn(); }
+  }
+
+  /** Cancels the job wherever it is: dropped if queued, its upstream request aborted if running. */
+  cancel(reason?: unknown): void {
+    this.#cancel.abort(reason);
+  }
+
+  /** Runs `fn` once the job reaches a final state (done, failed, cancelled). */
+  onFinished(fn: () => void): void {
+    if (NEXT[this.#state].length === 0) fn();
+    else this.#onFinished.push(fn);
   }
 
   /** Hands the outcome to the waiting route; only the first call counts. */

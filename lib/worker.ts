@@ -189,8 +189,8 @@ export class WorkerPool {
   }
 
   /**
-   * Stops taking work: waiting jobs get 503, in-flight ones may finish within `graceMs`.
-   * Resolves true when everything in flight finished in time.
+   * Stops taking work: waiting jobs get 503, in-flight ones may finish within `graceMs`;
+   * those still running then are cancelled. Resolves true when all finished in time.
    */
   async shutdown(graceMs: number): Promise<boolean> {
     this.#closed = true;
@@ -207,6 +207,7 @@ export class WorkerPool {
     );
     const finished = await Promise.race([idle, late]);
     clearTimeout(timer);
+    for (const job of this.#running) job.cancel(shuttingDown());
     return finished;
   }
 

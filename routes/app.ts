@@ -24,8 +24,6 @@ export interface AppDeps {
   metrics: Metrics;
   log: Logger;
   clock: Clock;
-  /** Aborts every request still running when shutdown's grace period ends. */
-  shutdownSignal: AbortSignal;
   keys: KeyRing;
 }
 

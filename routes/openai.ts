@@ -47,9 +47,11 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
       readPriority(req.headers),
     );
 
-    const disconnect = new AbortController();
-    req.signal.addEventListener("abort", () => disconnect.abort(), { once: true });
-    const timeoutSignal = AbortSignal.timeout(config.requestTimeoutMs);
+    // Not AbortSignal.timeout(): a combined signal with listeners keeps its timer, and with it
+    // the whole job, alive until it fires; this one is cleared when the job ends.
+    const timeout = new AbortController();
+    const timer = setTimeout(() => timeout.abort(), config.requestTimeoutMs);
+    const timeoutSignal = timeout.signal;
     const url = new URL(req.url);
     const job = new Job({
       id: c.get("requestId"),
@@ -61,10 +63,16 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
       stream: fields.stream,
       priority,
       enqueuedAt: clock.now(),
-      signal: AbortSignal.any([disconnect.signal, timeoutSignal, deps.shutdownSignal]),
       timeoutSignal,
     });
-    pool.submit(job);
+    req.signal.addEventListener("abort", () => job.cancel(), { once: true });
+    job.onFinished(() => clearTimeout(timer));
+    try {
+      pool.submit(job);
+    } catch (err) {
+      clearTimeout(timer);
+      throw err;
+    }
     return await respond(job, {
       keepaliveMs: config.keepaliveMs,
       timeoutS: config.requestTimeoutMs / 1000,
@@ -73,7 +81,7 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
         "x-queue-position": String(pool.queue.positionOf(j)),
         "x-queue-eta": String(Math.round(pool.estimateStartMs(j) / 1000)),
       }),
-      onClientGone: () => disconnect.abort(),
+      onClientGone: () => job.cancel(),
     });
   });
 

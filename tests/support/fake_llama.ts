@@ -9,7 +9,10 @@
  * - chat/completions JSON and SSE formats, FAKE_SLOTS requests decoded at once (others wait);
  * - a control surface for tests: GET /_fake/state (what arrived, in-flight counts,
  *   disconnects) and POST /_fake/release (lets requests sent with `"fake_hold": true` go on).
- * Per request, `"fake_tokens": N` sets the number of content chunks.
+ * Per request, `"fake_tokens": N` sets the number of content chunks, `"fake_token_ms": T`
+ * their interval, and `"fake_stamp": true` makes each chunk's content its send time (epoch
+ * ms, fractional) so a benchmark can measure what a proxy adds per chunk.
+ * FAKE_RECORD=0 stops recording requests (benchmarks send hundreds of thousands).
  */
 
 const env = (name: string, fallback: string) => Deno.env.get(name) ?? fallback;
@@ -19,6 +22,7 @@ const mode = env("FAKE_MODE", "normal");
 const slots = Number(env("FAKE_SLOTS", "2"));
 const tokenMs = Number(env("FAKE_TOKEN_MS", "2"));
 const port = Number(env("FAKE_PORT", "8080"));
+const record = env("FAKE_RECORD", "1") !== "0";
 
 // PID 1 in a container ignores SIGTERM unless it handles it; llama-server exits cleanly.
 Deno.addSignalListener("SIGTERM", () => {
@@ -104,6 +108,10 @@ function chunk(id: string, created: number, delta: unknown, finish: string | nul
 
 async function generate(req: Request, body: Record<string, unknown>, kind: "chat" | "text") {
   const tokens = Number(body.fake_tokens ?? body.max_tokens ?? 4);
+  const interval = Number(body.fake_token_ms ?? tokenMs);
+  const stamp = body.fake_stamp === true;
+  const content = (i: number) =>
+    stamp ? String(performance.timeOrigin + performance.now()) : words[i % words.length];
   const hold = body.fake_hold === true;
   const id = `chatcmpl-${crypto.randomUUID().replaceAll("-", "").slice(0, 24)}`;
   const created = Math.floor(Date.now() / 1000);
@@ -124,7 +132,7 @@ async function generate(req: Request, body: Record<string, unknown>, kind: "chat
 
   if (body.stream !== true) {
     if (hold) await held();
-    await new Promise((r) => setTimeout(r, tokenMs * tokens));
+    if (interval * tokens > 0) await new Promise((r) => setTimeout(r, interval * tokens));
     const text = Array.from({ length: tokens }, (_, i) => words[i % words.length]).join("");
     end(true);
     const choice = kind === "chat"
@@ -154,11 +162,9 @@ async function generate(req: Request, body: Record<string, unknown>, kind: "chat
           );
         }
         for (let i = 0; i < tokens; i++) {
-          controller.enqueue(
-            frame(chunk(id, created, { content: words[i % words.length] }, null, kind)),
-          );
+          controller.enqueue(frame(chunk(id, created, { content: content(i) }, null, kind)));
           if (i === 0 && hold) await held();
-          else await new Promise((r) => setTimeout(r, tokenMs));
+          else await new Promise((r) => setTimeout(r, interval));
           if (finished) return;
         }
         controller.enqueue(frame(chunk(id, created, {}, "length", kind)));
@@ -208,12 +214,14 @@ Deno.serve({
     return json(200, { released: waiting.length });
   }
   const text = req.method === "POST" ? await req.text() : "";
-  received.push({
-    method: req.method,
-    path: url.pathname + url.search,
-    body: text,
-    headers: Object.fromEntries(req.headers),
-  });
+  if (record) {
+    received.push({
+      method: req.method,
+      path: url.pathname + url.search,
+      body: text,
+      headers: Object.fromEntries(req.headers),
+    });
+  }
   if (!loaded()) return json(503, errorBody(503, "Loading model", "unavailable_error"));
   if (!loggedReady) {
     loggedReady = true;

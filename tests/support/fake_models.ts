@@ -19,6 +19,8 @@ export interface FakeModelSpec {
   missing?: boolean;
   /** Publish on a host port of its own instead of the shared one. */
   ownPort?: boolean;
+  /** Keep a log of received requests for `state()` (benchmarks turn it off). */
+  record?: boolean;
 }
 
 export interface FakeState {
@@ -89,6 +91,7 @@ export async function createHomelab(
             `FAKE_MODE=${spec.mode ?? "normal"}`,
             `FAKE_SLOTS=${spec.slots ?? 2}`,
             `FAKE_TOKEN_MS=${spec.tokenMs ?? 2}`,
+            `FAKE_RECORD=${spec.record === false ? 0 : 1}`,
           ],
           Labels: { "lqp.test": prefix },
           ExposedPorts: { "8080/tcp": {} },

@@ -10,7 +10,6 @@ export interface TestJob {
 }
 
 export function makeJob(model: string, options: { stream?: boolean; now?: number } = {}): TestJob {
-  const client = new AbortController();
   const timeout = new AbortController();
   const job = new Job({
     id: `req_${crypto.randomUUID().slice(0, 8)}`,
@@ -22,8 +21,7 @@ export function makeJob(model: string, options: { stream?: boolean; now?: number
     stream: options.stream ?? false,
     priority: "interactive",
     enqueuedAt: options.now ?? 0,
-    signal: AbortSignal.any([client.signal, timeout.signal]),
     timeoutSignal: timeout.signal,
   });
-  return { job, disconnect: () => client.abort(), expire: () => timeout.abort() };
+  return { job, disconnect: () => job.cancel(), expire: () => timeout.abort() };
 }

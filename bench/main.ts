@@ -1,0 +1,435 @@
+/**
+ * `deno task bench [--quick]`: what the proxy costs per request, per streamed chunk, per swap
+ * and per queued job, measured in one run against the physical limit (the backend directly)
+ * and against nginx. Prints a table of ratios and writes bench/results.json.
+ *
+ * The backend is our llama-server look-alike in Docker containers (answering at once);
+ * nginx runs with `proxy_buffering off` and upstream keep-alive; wrk generates load.
+ */
+import { parseConfig } from "../lib/config.ts";
+import type { DockerApi } from "../lib/docker.ts";
+import { silentLogger } from "../lib/log.ts";
+import { startProxy } from "../main.ts";
+import { requireDocker } from "../tests/support/docker_env.ts";
+import { createHomelab, type FakeHomelab } from "../tests/support/fake_models.ts";
+import { freePort } from "../tests/support/free_port.ts";
+import { makeJob } from "../tests/support/jobs.ts";
+import { waitFor } from "../tests/support/wait_for.ts";
+import { cpuMs, ensureTools, type Nginx, rssKb, startNginx, wrk } from "./tools.ts";
+
+const quick = Deno.args.includes("--quick");
+const SETTINGS = quick
+  ? { wrkS: 1, chunks: 10, chunkMs: 10, ttfb: 3, swaps: 1, queueSizes: [10, 100], queued: 50 }
+  : {
+    wrkS: 5,
+    chunks: 100,
+    chunkMs: 20,
+    ttfb: 20,
+    swaps: 5,
+    queueSizes: [10, 1000, 10000],
+    queued: 1000,
+  };
+const NUM_WORKERS = 2;
+const ROOT = new URL("..", import.meta.url).pathname;
+
+const pct = (values: number[], q: number) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
+};
+const round = (x: number, digits = 3) => Math.round(x * 10 ** digits) / 10 ** digits;
+const chat = (model: string, extra: Record<string, unknown> = {}) =>
+  JSON.stringify({ model, messages: [{ role: "user", content: "hi" }], ...extra });
+
+interface ProxyProcess {
+  url: string;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+/** The proxy as users run it: its own process, so its CPU and memory can be read. */
+async function startProxyProcess(configYaml: string): Promise<ProxyProcess> {
+  const port = freePort();
+  const path = await Deno.makeTempFile({ suffix: ".yml" });
+  await Deno.writeTextFile(path, configYaml.replace("port: 0", `port: ${port}`));
+  const child = new Deno.Command("deno", {
+    args: ["run", "-A", `${ROOT}main.ts`, "--config", path],
+    cwd: ROOT,
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor("the proxy to listen", async () => (await fetch(`${url}/health`)).ok);
+  return {
+    url,
+    pid: child.pid,
+    async stop() {
+      child.kill("SIGTERM");
+      await child.status;
+      await Deno.remove(path);
+    },
+  };
+}
+
+// --- 1. per-request overhead -------------------------------------------------------------
+
+async function overhead(direct: string, nginx: Nginx, proxy: ProxyProcess) {
+  const body = chat("a", { fake_tokens: 1 });
+  const targets = {
+    direct: { url: `${direct}/v1/chat/completions`, pids: () => Promise.resolve([] as number[]) },
+    nginx: { url: `${nginx.url}/v1/chat/completions`, pids: () => nginx.pids() },
+    proxy: { url: `${proxy.url}/v1/chat/completions`, pids: () => Promise.resolve([proxy.pid]) },
+  };
+  const out: Record<string, Record<string, unknown>> = {};
+  for (const connections of [1, NUM_WORKERS]) {
+    for (const [name, target] of Object.entries(targets)) {
+      await wrk(target.url, body, connections, 1); // warm-up (JIT, connections)
+      const pids = await target.pids();
+      const before = await cpuMs(pids);
+      const result = await wrk(target.url, body, connections, SETTINGS.wrkS);
+      const cpu = (await cpuMs(pids)) - before;
+      out[`${name}_c${connections}`] = {
+        ...result,
+        cpu_ms_per_request: pids.length ? round(cpu / result.requests, 4) : null,
+      };
+    }
+  }
+  return out;
+}
+
+// --- 2. streaming relay --------------------------------------------------------------------
+
+async function streamOnce(url: string, chunks: number, chunkMs: number) {
+  const started = performance.now();
+  const res = await fetch(`${url}/v1/chat/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: chat("a", {
+      stream: true,
+      fake_stamp: true,
+      fake_tokens: chunks,
+      fake_token_ms: chunkMs,
+    }),
+  });
+  const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+  const delays: number[] = [];
+  let ttfb = -1;
+  let reads = 0;
+  let buffer = "";
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    const now = performance.timeOrigin + performance.now();
+    if (ttfb < 0) ttfb = performance.now() - started;
+    reads++;
+    buffer += value;
+    const events = buffer.split("\n\n");
+    buffer = events.pop()!;
+    for (const event of events) {
+      const stamp = /"content":"(\d+\.?\d*)"/.exec(event)?.[1];
+      if (stamp) delays.push(now - Number(stamp));
+    }
+  }
+  return { delays, ttfb, reads };
+}
+
+async function streaming(direct: string, nginx: Nginx, proxy: ProxyProcess) {
+  const out: Record<string, Record<string, number>> = {};
+  for (const [name, url] of Object.entries({ direct, nginx: nginx.url, proxy: proxy.url })) {
+    const delays: number[] = [];
+    let reads = 0;
+    let events = 0;
+    await streamOnce(url, 5, 1); // warm-up
+    for (let i = 0; i < 3; i++) {
+      const r = await streamOnce(url, SETTINGS.chunks, SETTINGS.chunkMs);
+      delays.push(...r.delays);
+      reads += r.reads;
+      events += r.delays.length;
+    }
+    const ttfbs = [];
+    for (let i = 0; i < SETTINGS.ttfb; i++) ttfbs.push((await streamOnce(url, 1, 0)).ttfb);
+    out[name] = {
+      chunk_delay_p50_ms: round(pct(delays, 0.5)),
+      chunk_delay_p99_ms: round(pct(delays, 0.99)),
+      ttfb_p50_ms: round(pct(ttfbs, 0.5)),
+      content_chunks: events,
+      reads,
+    };
+  }
+  return out;
+}
+
+// --- 3. swap overhead --------------------------------------------------------------------
+
+/** What a swap costs without the proxy: stop, start, tight health poll, first byte. */
+async function manualSwap(baseline: FakeHomelab, api: DockerApi, from: string, to: string) {
+  const started = performance.now();
+  for (const [name, action] of [[from, "stop?t=10"], [to, "start"]]) {
+    const path = `/containers/${baseline.containerOf(name)}/${action}`;
+    await (await api.call("POST", path)).body?.cancel();
+  }
+  const base = `http://127.0.0.1:${baseline.hostPort}`;
+  for (;;) {
+    try {
+      const res = await fetch(`${base}/health`, { signal: AbortSignal.timeout(200) });
+      if (res.status === 200) {
+        await res.body?.cancel();
+        break;
+      }
+      await res.body?.cancel();
+    } catch {
+      // not yet
+    }
+  }
+  const res = await fetch(`${base}/v1/chat/completions`, {
+    method: "POST",
+    body: chat(to, { fake_tokens: 1 }),
+  });
+  await res.text();
+  return performance.now() - started;
+}
+
+async function swaps(
+  api: DockerApi,
+  baseline: FakeHomelab,
+  proxy: ProxyProcess,
+) {
+  const viaProxy: number[] = [];
+  const manual: number[] = [];
+  await baseline.start("c");
+  await waitFor("baseline up", async () => (await baseline.state()).alias === "c");
+  for (let i = 0; i < SETTINGS.swaps; i++) {
+    for (const model of ["b", "a"]) {
+      const started = performance.now();
+      const res = await fetch(`${proxy.url}/v1/chat/completions`, {
+        method: "POST",
+        body: chat(model, { fake_tokens: 1 }),
+      });
+      await res.text();
+      viaProxy.push(performance.now() - started);
+    }
+    manual.push(await manualSwap(baseline, api, "c", "d"));
+    manual.push(await manualSwap(baseline, api, "d", "c"));
+  }
+  return {
+    proxy_swap_p50_ms: round(pct(viaProxy, 0.5), 1),
+    manual_swap_p50_ms: round(pct(manual, 0.5), 1),
+    proxy_share_ms: round(pct(viaProxy, 0.5) - pct(manual, 0.5), 1),
+  };
+}
+
+// --- 4. memory of the proxy process --------------------------------------------------------
+
+async function memory(proxy: ProxyProcess, lab: FakeHomelab) {
+  const idleKb = await rssKb(proxy.pid);
+  const held = [0, 1].map(() =>
+    fetch(`${proxy.url}/v1/chat/completions`, {
+      method: "POST",
+      body: chat("a", { stream: true, fake_hold: true, fake_tokens: 2 }),
+    }).then((r) => r.text())
+  );
+  await waitFor("two streams held", async () => (await lab.state()).inflight === 2);
+  const queued = Array.from(
+    { length: SETTINGS.queued },
+    () =>
+      fetch(`${proxy.url}/v1/chat/completions`, {
+        method: "POST",
+        body: chat("a", { fake_tokens: 1 }),
+      })
+        .then((r) => r.text()),
+  );
+  await waitFor("requests queued", async () => {
+    const m = await (await fetch(`${proxy.url}/metrics`)).json();
+    return m.queue_stats.pending_jobs === SETTINGS.queued;
+  }, { timeoutMs: 60_000 });
+  const loadedKb = await rssKb(proxy.pid);
+  await lab.release();
+  await Promise.all([...held, ...queued]);
+  return { idle_rss_mb: round(idleKb / 1024, 1), busy_rss_mb: round(loadedKb / 1024, 1) };
+}
+
+// --- 5. queue scale, in-process ------------------------------------------------------------
+
+async function queueScale(configYaml: string, lab: FakeHomelab) {
+  const config = parseConfig(configYaml.replace(/num_workers: \d+/, "num_workers: 1"), "bench");
+  const proxy = await startProxy(config, { log: silentLogger });
+  const out: Record<string, Record<string, number>> = {};
+  try {
+    await (await fetch(`${proxy.url}/v1/chat/completions`, { method: "POST", body: chat("a") }))
+      .text();
+    const held = fetch(`${proxy.url}/v1/chat/completions`, {
+      method: "POST",
+      body: chat("a", { fake_hold: true }),
+    }).then((r) => r.text());
+    await waitFor("worker held", async () => (await lab.state()).inflight === 1);
+    const gc = (globalThis as { gc?: () => void }).gc ?? (() => {});
+    for (const n of SETTINGS.queueSizes) {
+      gc();
+      const rssBefore = Deno.memoryUsage().rss;
+      const jobs = Array.from({ length: n }, () => makeJob("a", { now: Date.now() }));
+      const admitStart = performance.now();
+      for (const { job } of jobs) proxy.pool.submit(job);
+      const admitUs = ((performance.now() - admitStart) * 1000) / n;
+      gc();
+      const perJobBytes = (Deno.memoryUsage().rss - rssBefore) / n;
+      // Every pump decides with n jobs waiting and the only worker busy.
+      const rounds = 2000;
+      const pumpStart = performance.now();
+      for (let i = 0; i < rounds; i++) proxy.pool.pump();
+      const dispatchUs = ((performance.now() - pumpStart) * 1000) / rounds;
+      const cpuBefore = await cpuMs([Deno.pid]);
+      await new Promise((r) => setTimeout(r, 1000));
+      const idleCpuMs = (await cpuMs([Deno.pid])) - cpuBefore;
+      const cancelStart = performance.now();
+      for (const { disconnect } of jobs) disconnect();
+      const cancelUs = ((performance.now() - cancelStart) * 1000) / n;
+      out[String(n)] = {
+        admission_us: round(admitUs, 2),
+        dispatch_decision_us: round(dispatchUs, 2),
+        rss_bytes_per_job: Math.round(perJobBytes),
+        idle_cpu_ms_per_s: idleCpuMs,
+        cancel_us: round(cancelUs, 2),
+      };
+    }
+    await lab.release();
+    await held;
+  } finally {
+    await proxy.close(2000);
+  }
+  return out;
+}
+
+// --- main ------------------------------------------------------------------------------------
+
+async function main() {
+  await ensureTools();
+  const api = await requireDocker();
+  const fast = { slots: 4, tokenMs: 0, loadMs: 300, record: false } as const;
+  const lab = await createHomelab(api, [{ id: "a", ...fast }, { id: "b", ...fast }]);
+  const baseline = await createHomelab(api, [{ id: "c", ...fast }, { id: "d", ...fast }]);
+  const configYaml = lab.configYaml(`num_workers: ${NUM_WORKERS}\nqueue_size: 20000`);
+  const direct = `http://127.0.0.1:${lab.hostPort}`;
+  let proxy: ProxyProcess | null = null;
+  let nginx: Nginx | null = null;
+  const results: Record<string, unknown> = {
+    machine:
+      `${Deno.build.os} ${Deno.build.arch}, ${navigator.hardwareConcurrency} cores, deno ${Deno.version.deno}`,
+    quick,
+    date: new Date().toISOString(),
+  };
+  try {
+    proxy = await startProxyProcess(configYaml);
+    await (await fetch(`${proxy.url}/v1/chat/completions`, { method: "POST", body: chat("a") }))
+      .text();
+    nginx = await startNginx(freePort(), `127.0.0.1:${lab.hostPort}`);
+    results.overhead = await overhead(direct, nginx, proxy);
+    results.streaming = await streaming(direct, nginx, proxy);
+    results.memory = await memory(proxy, lab);
+    results.swap = await swaps(api, baseline, proxy);
+    await proxy.stop();
+    proxy = null;
+    // The swap part may have left b loaded; the in-process proxy adopts whatever runs.
+    results.queue = await queueScale(configYaml, lab);
+  } finally {
+    await proxy?.stop();
+    await nginx?.stop();
+    await lab.remove();
+    await baseline.remove();
+    api.close();
+  }
+  await Deno.writeTextFile(
+    new URL("./results.json", import.meta.url),
+    JSON.stringify(results, null, 2) + "\n",
+  );
+  console.log(report(results));
+}
+
+type Row = Record<string, number>;
+
+/** The table and the targets of the issue, each with its verdict. */
+export function report(r: Record<string, unknown>): string {
+  const o = r.overhead as Record<string, Row>;
+  const s = r.streaming as Record<string, Row>;
+  const sw = r.swap as Row;
+  const q = r.queue as Record<string, Row>;
+  const m = r.memory as Row;
+  const lines = [`machine: ${r.machine}${r.quick ? " (quick run: numbers are rough)" : ""}`, ""];
+  const checks: [string, boolean][] = [];
+  lines.push(
+    "| concurrency | direct p50/p99 ms | nginx p50/p99 ms | proxy p50/p99 ms | added p50 proxy/nginx | added p99 proxy/nginx | CPU/req proxy/nginx |",
+  );
+  lines.push("| --- | --- | --- | --- | --- | --- | --- |");
+  for (const c of [1, NUM_WORKERS]) {
+    const d = o[`direct_c${c}`], n = o[`nginx_c${c}`], p = o[`proxy_c${c}`];
+    const addedP50 = (p.p50Ms - d.p50Ms) / Math.max(1e-3, n.p50Ms - d.p50Ms);
+    const addedP99 = (p.p99Ms - d.p99Ms) / Math.max(1e-3, n.p99Ms - d.p99Ms);
+    const cpu = p.cpu_ms_per_request / Math.max(1e-6, n.cpu_ms_per_request);
+    lines.push(
+      `| ${c} | ${d.p50Ms}/${d.p99Ms} | ${n.p50Ms}/${n.p99Ms} | ${p.p50Ms}/${p.p99Ms} | ` +
+        `${addedP50.toFixed(2)}x | ${addedP99.toFixed(2)}x | ${
+          cpu.toFixed(2)
+        }x (${p.cpu_ms_per_request} / ${n.cpu_ms_per_request} ms) |`,
+    );
+    checks.push([`c=${c}: added p50 ≤ 2x nginx's (${addedP50.toFixed(2)}x)`, addedP50 <= 2]);
+    checks.push([`c=${c}: added p99 ≤ 3x nginx's (${addedP99.toFixed(2)}x)`, addedP99 <= 3]);
+    checks.push([`c=${c}: CPU per request ≤ 3x nginx's (${cpu.toFixed(2)}x)`, cpu <= 3]);
+  }
+  lines.push("");
+  lines.push("| stream | chunk delay p50 ms | p99 ms | TTFB p50 ms | chunks / reads |");
+  lines.push("| --- | --- | --- | --- | --- |");
+  for (const name of ["direct", "nginx", "proxy"]) {
+    const x = s[name];
+    lines.push(
+      `| ${name} | ${x.chunk_delay_p50_ms} | ${x.chunk_delay_p99_ms} | ${x.ttfb_p50_ms} | ${x.content_chunks} / ${x.reads} |`,
+    );
+  }
+  const addedChunkP99 = s.proxy.chunk_delay_p99_ms - s.direct.chunk_delay_p99_ms;
+  checks.push([
+    `streaming: added chunk delay p99 ≤ 2 ms (${addedChunkP99.toFixed(3)} ms)`,
+    addedChunkP99 <= 2,
+  ]);
+  checks.push([
+    `streaming: no coalescing (${s.proxy.reads} reads for ${s.proxy.content_chunks} chunks, direct ${s.direct.reads})`,
+    s.proxy.reads >= s.direct.reads * 0.98,
+  ]);
+  lines.push("");
+  lines.push(
+    `swap A→B: via proxy ${sw.proxy_swap_p50_ms} ms, by hand ${sw.manual_swap_p50_ms} ms, proxy's share ${sw.proxy_share_ms} ms`,
+  );
+  checks.push([`swap overhead ≤ 100 ms (${sw.proxy_share_ms} ms)`, sw.proxy_share_ms <= 100]);
+  lines.push("");
+  lines.push(
+    "| waiting jobs | admission µs | dispatch decision µs | RSS bytes/job | idle CPU ms/s | cancel µs |",
+  );
+  lines.push("| --- | --- | --- | --- | --- | --- |");
+  const sizes = Object.keys(q).map(Number).sort((a, b) => a - b);
+  for (const n of sizes) {
+    const x = q[String(n)];
+    lines.push(
+      `| ${n} | ${x.admission_us} | ${x.dispatch_decision_us} | ${x.rss_bytes_per_job} | ${x.idle_cpu_ms_per_s} | ${x.cancel_us} |`,
+    );
+  }
+  const small = q[String(sizes[0])], big = q[String(sizes.at(-1))];
+  const dispatchRatio = big.dispatch_decision_us / Math.max(1e-3, small.dispatch_decision_us);
+  checks.push([
+    `dispatch at ${sizes.at(-1)} ≤ 2x at ${sizes[0]} (${dispatchRatio.toFixed(2)}x)`,
+    dispatchRatio <= 2,
+  ]);
+  checks.push([
+    `RSS per queued job ≤ 10 KB (${big.rss_bytes_per_job} B)`,
+    big.rss_bytes_per_job <= 10240,
+  ]);
+  checks.push([
+    `idle CPU with ${sizes.at(-1)} waiting ≈ 0 (${big.idle_cpu_ms_per_s} ms/s)`,
+    big.idle_cpu_ms_per_s <= 20,
+  ]);
+  lines.push("");
+  lines.push(
+    `memory: idle ${m.idle_rss_mb} MB RSS; with 2 streams + ${SETTINGS.queued} queued ${m.busy_rss_mb} MB`,
+  );
+  lines.push("");
+  lines.push("targets:");
+  for (const [text, ok] of checks) lines.push(`  ${ok ? "PASS" : "MISS"} ${text}`);
+  return lines.join("\n");
+}
+
+if (import.meta.main) await main();

@@ -1,0 +1,167 @@
+/**
+ * @module
+ * What the benchmark drives besides the proxy: nginx as the reference reverse proxy, wrk as
+ * the load generator, and /proc for CPU time and memory. Installs nginx and wrk from Debian
+ * when they are missing.
+ */
+
+export async function run(cmd: string, args: string[]): Promise<string> {
+  const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
+  if (!out.success) {
+    throw new Error(`${cmd} ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
+  }
+  return new TextDecoder().decode(out.stdout);
+}
+
+async function has(cmd: string): Promise<boolean> {
+  const out = await new Deno.Command("sh", { args: ["-c", `command -v ${cmd}`], stdout: "null" })
+    .output();
+  return out.success;
+}
+
+/** apt-get installs nginx and wrk when they are not there yet. */
+export async function ensureTools(): Promise<void> {
+  const missing = [];
+  if (!(await has("nginx")) && !(await has("/usr/sbin/nginx"))) missing.push("nginx");
+  if (!(await has("wrk"))) missing.push("wrk");
+  if (missing.length === 0) return;
+  console.error(`bench: installing ${missing.join(" ")} with apt-get`);
+  await run("apt-get", ["update", "-qq"]);
+  await run("apt-get", ["install", "-y", "-qq", ...missing]);
+}
+
+/** CPU time (user + system, ms) of the given processes, from /proc/<pid>/stat. */
+export async function cpuMs(pids: number[]): Promise<number> {
+  let ticks = 0;
+  for (const pid of pids) {
+    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+    // Fields after the command name (which may hold spaces) start at ") ".
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    ticks += Number(fields[11]) + Number(fields[12]);
+  }
+  return ticks * 10; // CLK_TCK is 100 on Linux
+}
+
+export async function rssKb(pid: number): Promise<number> {
+  const status = await Deno.readTextFile(`/proc/${pid}/status`);
+  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN);
+}
+
+export async function childPids(pid: number): Promise<number[]> {
+  const text = await Deno.readTextFile(`/proc/${pid}/task/${pid}/children`).catch(() => "");
+  return text.trim().split(/\s+/).filter(Boolean).map(Number);
+}
+
+export interface Nginx {
+  url: string;
+  pids(): Promise<number[]>;
+  stop(): Promise<void>;
+}
+
+/** nginx in front of `upstream` with keep-alive upstream connections and no buffering. */
+export async function startNginx(listenPort: number, upstream: string): Promise<Nginx> {
+  const dir = await Deno.makeTempDir({ prefix: "lqp-nginx-" });
+  await Deno.mkdir(`${dir}/logs`);
+  const conf = `worker_processes 1;
+error_log ${dir}/logs/error.log warn;
+pid ${dir}/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  upstream backend { server ${upstream}; keepalive 32; }
+  server {
+    listen 127.0.0.1:${listenPort};
+    client_max_body_size 64m;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+      proxy_request_buffering off;
+      proxy_read_timeout 600s;
+    }
+  }
+}
+`;
+  await Deno.writeTextFile(`${dir}/nginx.conf`, conf);
+  const child = new Deno.Command("nginx", {
+    args: ["-p", dir, "-c", `${dir}/nginx.conf`, "-g", "daemon off;"],
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const url = `http://127.0.0.1:${listenPort}`;
+  for (let i = 0; i < 200; i++) {
+    try {
+      await (await fetch(`${url}/health`)).body?.cancel();
+      break;
+    } catch {
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+  return {
+    url,
+    pids: async () => [child.pid, ...(await childPids(child.pid))],
+    async stop() {
+      child.kill("SIGTERM");
+      await child.output();
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+export interface WrkResult {
+  requests: number;
+  seconds: number;
+  p50Ms: number;
+  p99Ms: number;
+  errors: number;
+}
+
+function toMs(value: string): number {
+  const m = /^([\d.]+)(us|ms|s|m)$/.exec(value.trim());
+  if (!m) throw new Error(`wrk: cannot read latency '${value}'`);
+  const n = Number(m[1]);
+  return { us: n / 1000, ms: n, s: n * 1000, m: n * 60_000 }[m[2] as "us" | "ms" | "s" | "m"];
+}
+
+/** wrk with `connections` connections posting `body` to `url` for `seconds`. */
+export async function wrk(
+  url: string,
+  body: string,
+  connections: number,
+  seconds: number,
+): Promise<WrkResult> {
+  const script = await Deno.makeTempFile({ suffix: ".lua" });
+  await Deno.writeTextFile(
+    script,
+    `wrk.method = "POST"\nwrk.body = ${JSON.stringify(body)}\n` +
+      `wrk.headers["Content-Type"] = "application/json"\n`,
+  );
+  try {
+    const out = await run("wrk", [
+      "-t1",
+      `-c${connections}`,
+      `-d${seconds}s`,
+      "--latency",
+      "-s",
+      script,
+      url,
+    ]);
+    const requests = Number(/(\d+) requests in ([\d.]+)(\w+)/.exec(out)?.[1]);
+    const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0);
+    const socketErrors = /Socket errors: (.*)/.exec(out)?.[1] ?? "";
+    const errors = non2xx +
+      [...socketErrors.matchAll(/\d+/g)].reduce((a, m) => a + Number(m[0]), 0);
+    return {
+      requests,
+      seconds,
+      p50Ms: toMs(/^\s+50%\s+(\S+)/m.exec(out)![1]),
+      p99Ms: toMs(/^\s+99%\s+(\S+)/m.exec(out)![1]),
+      errors,
+    };
+  } finally {
+    await Deno.remove(script);
+  }
+}
