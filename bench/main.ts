@@ -72,11 +72,35 @@ async function startProxyProcess(configYaml: string): Promise<ProxyProcess> {
 
 // --- 1. per-request overhead -------------------------------------------------------------
 
-async function overhead(direct: string, nginx: Nginx, proxy: ProxyProcess) {
+/** bench/floor_proxy.ts: the least a Deno proxy can cost. */
+async function startFloor(upstream: string): Promise<ProxyProcess> {
+  const port = freePort();
+  const child = new Deno.Command("deno", {
+    args: ["run", "--allow-net", `${ROOT}bench/floor_proxy.ts`, upstream, String(port)],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor("the floor proxy to listen", async () => (await fetch(`${url}/health`)).ok);
+  return {
+    url,
+    pid: child.pid,
+    async stop() {
+      child.kill("SIGTERM");
+      await child.status;
+    },
+  };
+}
+
+async function overhead(direct: string, nginx: Nginx, floor: ProxyProcess, proxy: ProxyProcess) {
   const body = chat("a", { fake_tokens: 1 });
   const targets = {
     direct: { url: `${direct}/v1/chat/completions`, pids: () => Promise.resolve([] as number[]) },
     nginx: { url: `${nginx.url}/v1/chat/completions`, pids: () => nginx.pids() },
+    deno_floor: {
+      url: `${floor.url}/v1/chat/completions`,
+      pids: () => Promise.resolve([floor.pid]),
+    },
     proxy: { url: `${proxy.url}/v1/chat/completions`, pids: () => Promise.resolve([proxy.pid]) },
   };
   const out: Record<string, Record<string, unknown>> = {};
@@ -310,6 +334,7 @@ async function main() {
   const direct = `http://127.0.0.1:${lab.hostPort}`;
   let proxy: ProxyProcess | null = null;
   let nginx: Nginx | null = null;
+  let floor: ProxyProcess | null = null;
   const results: Record<string, unknown> = {
     machine:
       `${Deno.build.os} ${Deno.build.arch}, ${navigator.hardwareConcurrency} cores, deno ${Deno.version.deno}`,
@@ -321,7 +346,8 @@ async function main() {
     await (await fetch(`${proxy.url}/v1/chat/completions`, { method: "POST", body: chat("a") }))
       .text();
     nginx = await startNginx(freePort(), `127.0.0.1:${lab.hostPort}`);
-    results.overhead = await overhead(direct, nginx, proxy);
+    floor = await startFloor(direct);
+    results.overhead = await overhead(direct, nginx, floor, proxy);
     results.streaming = await streaming(direct, nginx, proxy);
     results.memory = await memory(proxy, lab);
     results.swap = await swaps(api, baseline, proxy);
@@ -332,6 +358,7 @@ async function main() {
   } finally {
     await proxy?.stop();
     await nginx?.stop();
+    await floor?.stop();
     await lab.remove();
     await baseline.remove();
     api.close();
@@ -360,6 +387,7 @@ export function report(r: Record<string, unknown>): string {
   lines.push("| --- | --- | --- | --- | --- | --- | --- |");
   for (const c of [1, NUM_WORKERS]) {
     const d = o[`direct_c${c}`], n = o[`nginx_c${c}`], p = o[`proxy_c${c}`];
+    const f = o[`deno_floor_c${c}`];
     const addedP50 = (p.p50Ms - d.p50Ms) / Math.max(1e-3, n.p50Ms - d.p50Ms);
     const addedP99 = (p.p99Ms - d.p99Ms) / Math.max(1e-3, n.p99Ms - d.p99Ms);
     const cpu = p.cpu_ms_per_request / Math.max(1e-6, n.cpu_ms_per_request);

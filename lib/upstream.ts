@@ -1,8 +1,9 @@
 /**
  * @module
  * The one forwarding path: send a job's body verbatim to its backend and hand back the
- * response with its body still streaming, plus a promise that settles when that body is
- * finished, cancelled or broken (the worker holds its slot until then).
+ * response, plus a promise that settles when its body is finished, cancelled or broken (the
+ * worker holds its slot until then). Event streams are piped chunk by chunk as they come;
+ * other answers (complete JSON documents) are read whole, natively.
  */
 import type { ModelConfig } from "./config.ts";
 import type { Job } from "./jobs.ts";
@@ -80,13 +81,22 @@ export async function forward(job: Job, model: ModelConfig): Promise<Forwarded> 
     if (job.signal.aborted) throw job.signal.reason;
     throw new UpstreamUnreachableError(url, err);
   }
-  const { body, done } = trackBody(upstream.body, job.signal);
-  const response = new Response(body, {
+  const init = {
     status: upstream.status,
     statusText: upstream.statusText,
     headers: copyHeaders(upstream.headers, DROP_FROM_RESPONSE),
-  });
-  return { response, done };
+  };
+  if (!isEventStream(upstream.headers)) {
+    // A JSON answer is complete only at its end anyway; reading it natively here frees the
+    // worker the moment the backend is done and keeps per-chunk JS off the hot path.
+    return { response: new Response(await upstream.arrayBuffer(), init), done: Promise.resolve() };
+  }
+  const { body, done } = trackBody(upstream.body, job.signal);
+  return { response: new Response(body, init), done };
+}
+
+function isEventStream(headers: Headers): boolean {
+  return (headers.get("content-type") ?? "").toLowerCase().startsWith("text/event-stream");
 }
 
 /**
