@@ -382,21 +382,28 @@ export function report(r: Record<string, unknown>): string {
   const lines = [`machine: ${r.machine}${r.quick ? " (quick run: numbers are rough)" : ""}`, ""];
   const checks: [string, boolean][] = [];
   lines.push(
-    "| concurrency | direct p50/p99 ms | nginx p50/p99 ms | proxy p50/p99 ms | added p50 proxy/nginx | added p99 proxy/nginx | CPU/req proxy/nginx |",
+    "| concurrency | direct p50/p99 ms | nginx p50/p99 ms | Deno floor p50/p99 ms | proxy p50/p99 ms | " +
+      "added p50 proxy/nginx | added p99 proxy/nginx | CPU/req proxy/nginx | CPU/req floor |",
   );
-  lines.push("| --- | --- | --- | --- | --- | --- | --- |");
+  lines.push("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
   for (const c of [1, NUM_WORKERS]) {
     const d = o[`direct_c${c}`], n = o[`nginx_c${c}`], p = o[`proxy_c${c}`];
     const f = o[`deno_floor_c${c}`];
     const addedP50 = (p.p50Ms - d.p50Ms) / Math.max(1e-3, n.p50Ms - d.p50Ms);
     const addedP99 = (p.p99Ms - d.p99Ms) / Math.max(1e-3, n.p99Ms - d.p99Ms);
     const cpu = p.cpu_ms_per_request / Math.max(1e-6, n.cpu_ms_per_request);
-    lines.push(
-      `| ${c} | ${d.p50Ms}/${d.p99Ms} | ${n.p50Ms}/${n.p99Ms} | ${p.p50Ms}/${p.p99Ms} | ` +
-        `${addedP50.toFixed(2)}x | ${addedP99.toFixed(2)}x | ${
-          cpu.toFixed(2)
-        }x (${p.cpu_ms_per_request} / ${n.cpu_ms_per_request} ms) |`,
-    );
+    const cells = [
+      c,
+      `${d.p50Ms}/${d.p99Ms}`,
+      `${n.p50Ms}/${n.p99Ms}`,
+      `${f.p50Ms}/${f.p99Ms}`,
+      `${p.p50Ms}/${p.p99Ms}`,
+      `${addedP50.toFixed(2)}x`,
+      `${addedP99.toFixed(2)}x`,
+      `${cpu.toFixed(2)}x (${p.cpu_ms_per_request} / ${n.cpu_ms_per_request} ms)`,
+      `${f.cpu_ms_per_request} ms`,
+    ];
+    lines.push(`| ${cells.join(" | ")} |`);
     checks.push([`c=${c}: added p50 ≤ 2x nginx's (${addedP50.toFixed(2)}x)`, addedP50 <= 2]);
     checks.push([`c=${c}: added p99 ≤ 3x nginx's (${addedP99.toFixed(2)}x)`, addedP99 <= 3]);
     checks.push([`c=${c}: CPU per request ≤ 3x nginx's (${cpu.toFixed(2)}x)`, cpu <= 3]);

@@ -5,6 +5,7 @@
  */
 import { type ApiError, clientClosed, queueFull, requestTimeout } from "./errors.ts";
 import type { Job } from "./jobs.ts";
+import { WaitingJobs, type WaitingView } from "./waiting.ts";
 
 export interface QueueHooks {
   /** A waiting job's client disconnected. */
@@ -20,8 +21,7 @@ export class JobQueue {
   readonly #timeoutS: number;
   readonly #hooks: QueueHooks;
   readonly #retryAfterS: () => number;
-  /** Sorted by `seq`; small (queue_size), so splice is cheaper than a fancier structure. */
-  #waiting: Job[] = [];
+  readonly #waiting = new WaitingJobs<Job>();
   #detach = new Map<Job, () => void>();
 
   constructor(
@@ -35,12 +35,22 @@ export class JobQueue {
   }
 
   get size(): number {
-    return this.#waiting.length;
+    return this.#waiting.size;
   }
 
-  /** Waiting jobs in arrival order. */
-  waiting(): readonly Job[] {
+  /** Waiting jobs, indexed per model for the scheduler. */
+  waiting(): WaitingView<Job> {
     return this.#waiting;
+  }
+
+  /** Waiting jobs in arrival order (views, not the hot path). */
+  list(): Job[] {
+    return this.#waiting.all();
+  }
+
+  /** How many jobs for the same model arrived before `job` and still wait. */
+  aheadOf(job: Job): number {
+    return this.#waiting.aheadOf(job);
   }
 
   /**
@@ -48,7 +58,7 @@ export class JobQueue {
    * @throws {ApiError} 429 `queue_full` when `queue_size` jobs already wait.
    */
   admit(job: Job): void {
-    if (this.#waiting.length >= this.capacity) {
+    if (this.#waiting.size >= this.capacity) {
       throw queueFull(this.capacity, this.#retryAfterS());
     }
     this.#insert(job);
@@ -67,19 +77,20 @@ export class JobQueue {
 
   /** 1-based position in arrival order, or 0 when not waiting. */
   positionOf(job: Job): number {
-    return this.#waiting.indexOf(job) + 1;
+    return this.#waiting.positionOf(job);
   }
 
   /** Fails every waiting job for `model` (its container will not come up). */
   failModel(model: string, error: ApiError): Job[] {
-    const failed = this.#waiting.filter((job) => job.model === model);
+    const line = this.#waiting.line(model);
+    const failed = line ? [...line.interactive, ...line.batch] : [];
     for (const job of failed) this.#fail(job, error);
     return failed;
   }
 
   /** Fails every waiting job (shutdown). */
   failAll(error: ApiError): Job[] {
-    const failed = [...this.#waiting];
+    const failed = this.#waiting.all();
     for (const job of failed) this.#fail(job, error);
     return failed;
   }
@@ -91,9 +102,7 @@ export class JobQueue {
   }
 
   #insert(job: Job): void {
-    let index = this.#waiting.length;
-    while (index > 0 && this.#waiting[index - 1].seq > job.seq) index--;
-    this.#waiting.splice(index, 0, job);
+    this.#waiting.add(job);
     const onAbort = () => this.#abandon(job);
     job.signal.addEventListener("abort", onAbort, { once: true });
     this.#detach.set(job, () => job.signal.removeEventListener("abort", onAbort));
@@ -102,9 +111,7 @@ export class JobQueue {
   }
 
   #remove(job: Job): void {
-    const index = this.#waiting.indexOf(job);
-    if (index < 0) return;
-    this.#waiting.splice(index, 1);
+    if (!this.#waiting.remove(job)) return;
     this.#detach.get(job)?.();
     this.#detach.delete(job);
     this.#hooks.onChange?.();

@@ -2,8 +2,10 @@
  * @module
  * Scheduling policies as pure functions: given what waits and what is loaded, decide the next
  * step. They never await and never act; `worker.ts` and the simulator carry decisions out
- * through `step()`, so both run exactly this code. Design notes: docs/scheduler.md.
+ * through `step()`, so both run exactly this code. Policies read only the heads of each
+ * model's lines (lib/waiting.ts), so a decision costs O(models). Design: docs/scheduler.md.
  */
+import type { ModelLine, WaitingView } from "./waiting.ts";
 
 export type Priority = "interactive" | "batch";
 export const PRIORITIES: readonly Priority[] = ["interactive", "batch"];
@@ -18,8 +20,8 @@ export interface WaitingJob {
 }
 
 export interface SchedulerView<J extends WaitingJob = WaitingJob> {
-  /** Waiting jobs in arrival order. */
-  waiting: readonly J[];
+  /** Waiting jobs, per model and class, in arrival order. */
+  waiting: WaitingView<J>;
   /** The model whose container is up and healthy, or null. */
   loaded: string | null;
   /** When `loaded` became ready (ms). */
@@ -80,7 +82,7 @@ export function step<J extends WaitingJob>(
 ): Action<J> {
   if (view.swapping) return WAIT; // (a)
   const target = view.switchingTo;
-  if (target !== null && view.waiting.some((job) => job.model === target)) { // (b)
+  if (target !== null && view.waiting.line(target) !== undefined) { // (b)
     return view.inflight === 0 ? { kind: "swap", to: target } : { kind: "drain", to: target };
   }
   const decision = policy(view, rules); // (c)
@@ -93,14 +95,40 @@ export function rankOf(job: WaitingJob, now: number, rules: SchedulerRules): num
   return job.priority === "interactive" || now - job.enqueuedAt >= rules.batchAgingMs ? 0 : 1;
 }
 
-/** The job to go first: lowest rank, then oldest. */
-function first<J extends WaitingJob>(jobs: readonly J[], now: number, rules: SchedulerRules): J {
-  let best = jobs[0];
-  for (const job of jobs) {
-    const diff = rankOf(job, now, rules) - rankOf(best, now, rules);
-    if (diff < 0 || (diff === 0 && job.seq < best.seq)) best = job;
+/** Whether `a` goes before `b`: lower rank, then older. */
+function before(a: WaitingJob, b: WaitingJob, now: number, rules: SchedulerRules): boolean {
+  const diff = rankOf(a, now, rules) - rankOf(b, now, rules);
+  return diff < 0 || (diff === 0 && a.seq < b.seq);
+}
+
+/** The heads of a model's lines: within a line, nobody goes before its head. */
+function headsOf<J extends WaitingJob>(line: ModelLine<J>): J[] {
+  const heads: J[] = [];
+  if (line.interactive.length > 0) heads.push(line.interactive[0]);
+  if (line.batch.length > 0) heads.push(line.batch[0]);
+  return heads;
+}
+
+/** The job to go first among `lines`: lowest rank, then oldest. */
+function first<J extends WaitingJob>(
+  lines: Iterable<ModelLine<J>>,
+  now: number,
+  rules: SchedulerRules,
+): J {
+  let best: J | undefined;
+  for (const line of lines) {
+    for (const job of headsOf(line)) {
+      if (best === undefined || before(job, best, now, rules)) best = job;
+    }
   }
-  return best;
+  return best!;
+}
+
+/** The lines of every model but `except`. */
+function linesOf<J extends WaitingJob>(waiting: WaitingView<J>, except: string | null = null) {
+  const lines: ModelLine<J>[] = [];
+  for (const [model, line] of waiting.lines()) if (model !== except) lines.push(line);
+  return lines;
 }
 
 /**
@@ -109,8 +137,11 @@ function first<J extends WaitingJob>(jobs: readonly J[], now: number, rules: Sch
  * (2) the oldest job's model is loaded → serve it if a worker is free, else wait;
  * (3) it needs another model → swap to it (after in-flight requests finished).
  */
-export const decideFifo: Policy = (view) => {
-  const head = view.waiting[0];
+export const decideFifo: Policy = <J extends WaitingJob>(view: SchedulerView<J>) => {
+  let head: J | undefined;
+  for (const line of linesOf(view.waiting)) {
+    for (const job of headsOf(line)) if (head === undefined || job.seq < head.seq) head = job;
+  }
   if (head === undefined) return WAIT; // (1)
   if (head.model === view.loaded) return view.freeWorkers > 0 ? serve(head) : WAIT; // (2)
   return { kind: "swap", to: head.model }; // (3)
@@ -123,12 +154,12 @@ export const decideFifo: Policy = (view) => {
  * (3) otherwise swap to the model of the first waiting job.
  */
 export const decideGreedy: Policy = (view, rules) => {
-  if (view.waiting.length === 0) return WAIT; // (1)
-  const mine = view.waiting.filter((job) => job.model === view.loaded);
-  if (mine.length > 0) { // (2)
-    return view.freeWorkers > 0 ? serve(first(mine, view.now, rules)) : WAIT;
+  if (view.waiting.size === 0) return WAIT; // (1)
+  const mine = view.loaded === null ? undefined : view.waiting.line(view.loaded);
+  if (mine !== undefined) { // (2)
+    return view.freeWorkers > 0 ? serve(first([mine], view.now, rules)) : WAIT;
   }
-  return { kind: "swap", to: first(view.waiting, view.now, rules).model }; // (3)
+  return { kind: "swap", to: first(linesOf(view.waiting), view.now, rules).model }; // (3)
 };
 
 /**
@@ -146,17 +177,25 @@ export const decideGreedy: Policy = (view, rules) => {
  */
 export const decideAffinity: Policy = (view, rules) => {
   const { waiting, loaded, now } = view;
-  if (waiting.length === 0) return WAIT; // (1)
-  if (loaded === null) return { kind: "swap", to: first(waiting, now, rules).model }; // (2)
-  const mine = waiting.filter((job) => job.model === loaded);
-  const others = waiting.filter((job) => job.model !== loaded);
-  if (others.length === 0) return serveFirst(mine, view, rules, undefined); // (4)
-  if (mine.length === 0) return { kind: "swap", to: first(others, now, rules).model }; // (5)
+  if (waiting.size === 0) return WAIT; // (1)
+  if (loaded === null) return { kind: "swap", to: first(linesOf(waiting), now, rules).model }; // (2)
+  const mine = waiting.line(loaded);
+  const others = linesOf(waiting, loaded);
+  if (others.length === 0) return serveFirst(mine!, view, rules, undefined); // (4)
+  if (mine === undefined) return { kind: "swap", to: first(others, now, rules).model }; // (5)
 
-  const mineRank = Math.min(...mine.map((job) => rankOf(job, now, rules)));
-  const due = others.filter((job) => dueAt(job, mineRank, view, rules) <= now); // (3)
-  if (due.length > 0) return { kind: "swap", to: first(due, now, rules).model };
-  const until = Math.min(...others.map((job) => dueAt(job, mineRank, view, rules)));
+  const mineRank = Math.min(...headsOf(mine).map((job) => rankOf(job, now, rules)));
+  // (3) Heads suffice: within a line an older job is due no later than a newer one.
+  let due: WaitingJob | undefined;
+  let until = Infinity;
+  for (const line of others) {
+    for (const job of headsOf(line)) {
+      const at = dueAt(job, mineRank, view, rules);
+      if (at > now) until = Math.min(until, at);
+      else if (due === undefined || before(job, due, now, rules)) due = job;
+    }
+  }
+  if (due !== undefined) return { kind: "swap", to: due.model };
   return serveFirst(mine, view, rules, until); // (4)
 };
 
@@ -177,12 +216,12 @@ function dueAt(
 }
 
 function serveFirst<J extends WaitingJob>(
-  mine: readonly J[],
+  mine: ModelLine<J>,
   view: SchedulerView<J>,
   rules: SchedulerRules,
   until: number | undefined,
 ): Decision<J> {
-  if (view.freeWorkers > 0) return serve(first(mine, view.now, rules));
+  if (view.freeWorkers > 0) return serve(first([mine], view.now, rules));
   return until === undefined ? WAIT : { kind: "wait", until };
 }
 

@@ -139,8 +139,7 @@ export class WorkerPool {
         ? Math.max(0, load - (now - snap.since))
         : load + (this.#running.size > 0 ? this.#serviceMs / 2 : 0);
     }
-    const ahead = this.queue.waiting().filter((j) => j.model === job.model && j.seq < job.seq)
-      .length;
+    const ahead = this.queue.aheadOf(job);
     const turns = Math.floor((ahead + this.#running.size) / this.#config.numWorkers);
     return Math.round(ms + turns * this.#serviceMs);
   }
@@ -156,7 +155,7 @@ export class WorkerPool {
       loading: snap.target,
       switching_to: this.#switchingTo,
       workers: { total: this.#config.numWorkers, busy: this.#running.size },
-      jobs: this.queue.waiting().map((job, index) => ({
+      jobs: this.queue.list().map((job, index) => ({
         id: job.id,
         model: job.model,
         priority: job.priority,
@@ -268,7 +267,10 @@ export class WorkerPool {
         this.#metrics.swaps++;
         this.loadTimes.observe(to, timings.startMs + timings.healthyMs);
         const total = timings.stopMs + timings.startMs + timings.healthyMs;
-        for (const job of this.queue.waiting()) if (job.model === to) job.swapMs += total;
+        const line = this.queue.waiting().line(to);
+        for (const job of [...(line?.interactive ?? []), ...(line?.batch ?? [])]) {
+          job.swapMs += total;
+        }
       }
     } catch (err) {
       this.#metrics.failedSwaps++;

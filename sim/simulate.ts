@@ -14,6 +14,7 @@ import {
   step,
   type WaitingJob,
 } from "../lib/scheduler.ts";
+import { WaitingJobs } from "../lib/waiting.ts";
 
 export interface TraceModel {
   /** Start-to-healthy seconds. */
@@ -102,7 +103,7 @@ export function simulate(trace: Trace, policy: Policy, rules = rulesOf(trace.hea
     rejected: 0,
     loads: [],
   };
-  const waiting: SimJob[] = [];
+  const waiting = new WaitingJobs<SimJob>();
   const inflight: { end: number }[] = [];
   let now = 0;
   let next = 0;
@@ -112,7 +113,7 @@ export function simulate(trace: Trace, policy: Policy, rules = rulesOf(trace.hea
   let switchingTo: string | null = null;
   let wakeAt = Infinity;
 
-  while (next < arrivals.length || waiting.length > 0 || inflight.length > 0 || swapping) {
+  while (next < arrivals.length || waiting.size > 0 || inflight.length > 0 || swapping) {
     // Decide until the policy waits, exactly as the worker pool does.
     wakeAt = Infinity;
     for (;;) {
@@ -146,7 +147,7 @@ export function simulate(trace: Trace, policy: Policy, rules = rulesOf(trace.hea
       }
       switchingTo = null;
       const job = action.job;
-      waiting.splice(waiting.indexOf(job), 1);
+      waiting.remove(job);
       result.waits[job.priority].push(now - job.enqueuedAt);
       result.servedOrder.push(job.seq);
       inflight.push({ end: now + job.serviceMs });
@@ -159,7 +160,7 @@ export function simulate(trace: Trace, policy: Policy, rules = rulesOf(trace.hea
       wakeAt > now ? wakeAt : Infinity,
     );
     if (nextTime === Infinity) {
-      throw new Error(`scheduler stalled at ${now} ms with ${waiting.length} jobs waiting`);
+      throw new Error(`scheduler stalled at ${now} ms with ${waiting.size} jobs waiting`);
     }
     now = nextTime;
     for (let i = inflight.length - 1; i >= 0; i--) {
@@ -176,8 +177,8 @@ export function simulate(trace: Trace, policy: Policy, rules = rulesOf(trace.hea
     }
     while (next < arrivals.length && arrivals[next].enqueuedAt <= now) {
       const job = arrivals[next++];
-      if (waiting.length >= header.queue_size) result.rejected++;
-      else waiting.push(job);
+      if (waiting.size >= header.queue_size) result.rejected++;
+      else waiting.add(job);
     }
   }
   return result;

@@ -66,7 +66,7 @@ Deno.test("JobQueue.requeue() puts a retried job back in its arrival place", () 
   q.take(a);
   a.transition("running");
   q.requeue(a);
-  assert.deepEqual(q.waiting(), [a, b, c]);
+  assert.deepEqual(q.list(), [a, b, c]);
   assert.equal(a.state, "queued");
 });
 
@@ -77,7 +77,7 @@ Deno.test("JobQueue.failModel() fails only that model's jobs", async () => {
   q.admit(b);
   const error = new ApiError(503, "unavailable_error", "model_load_failed", "no");
   assert.deepEqual(q.failModel("a", error), [a]);
-  assert.deepEqual(q.waiting(), [b]);
+  assert.deepEqual(q.list(), [b]);
   assert.deepEqual(await a.outcome, { kind: "error", error });
 });
 

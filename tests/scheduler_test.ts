@@ -11,6 +11,7 @@ import {
   step,
   type WaitingJob,
 } from "../lib/scheduler.ts";
+import { WaitingJobs } from "../lib/waiting.ts";
 
 const S = 1000;
 const job = (
@@ -31,9 +32,11 @@ const rules: SchedulerRules = {
   batchAgingMs: 600 * S,
 };
 
-function view(overrides: Partial<SchedulerView>): SchedulerView {
+type ViewOverrides = Omit<Partial<SchedulerView>, "waiting"> & { waiting?: WaitingJob[] };
+
+function view({ waiting = [], ...overrides }: ViewOverrides): SchedulerView {
   return {
-    waiting: [],
+    waiting: WaitingJobs.of(waiting),
     loaded: null,
     loadedSince: 0,
     swapping: false,
