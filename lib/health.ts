@@ -56,7 +56,8 @@ export function isReadyAnswer(status: number, body: string): boolean {
 export async function pollUntilHealthy(url: string, options: PollOptions): Promise<PollResult> {
   const { signal, check } = options;
   const checkEveryMs = options.checkEveryMs ?? 250;
-  const maxIntervalMs = options.maxIntervalMs ?? 500;
+  // Polling a local port is cheap; a coarse interval is pure added swap time.
+  const maxIntervalMs = options.maxIntervalMs ?? 200;
   let intervalMs = options.initialIntervalMs ?? 20;
   let attemptTimeoutMs = options.attemptTimeoutMs ?? 250;
   let attempts = 0;
@@ -92,7 +93,7 @@ export async function pollUntilHealthy(url: string, options: PollOptions): Promi
     }
     const wait = Math.min(intervalMs, Math.max(0, options.deadline - Date.now()));
     await delay(wait, signal);
-    intervalMs = Math.min(Math.ceil(intervalMs * 1.5), maxIntervalMs);
+    intervalMs = Math.min(Math.ceil(intervalMs * 1.2), maxIntervalMs);
   }
   return { ready: false, attempts, lastAnswer };
 }

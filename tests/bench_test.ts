@@ -1,0 +1,30 @@
+/**
+ * The benchmark is not part of the suite, but it must not rot: its quick configuration runs
+ * end to end (Docker, nginx, wrk, the proxy) and writes every section of its results.
+ */
+import assert from "node:assert/strict";
+
+Deno.test("deno task bench --quick runs and reports every measurement", async () => {
+  const out = await Deno.makeTempFile({ suffix: ".json" });
+  try {
+    const run = await new Deno.Command("deno", {
+      args: ["task", "--quiet", "bench", "--quick", `--out=${out}`],
+      cwd: new URL("..", import.meta.url).pathname,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stdout = new TextDecoder().decode(run.stdout);
+    assert.equal(run.code, 0, new TextDecoder().decode(run.stderr));
+    assert.match(stdout, /targets:\n( {2}(PASS|MISS) .+\n?)+/);
+    const results = JSON.parse(await Deno.readTextFile(out));
+    for (const section of ["overhead", "streaming", "swap", "queue", "memory"]) {
+      assert.ok(results[section], `results.json lacks ${section}`);
+    }
+    for (const target of ["direct", "nginx", "deno_floor", "proxy"]) {
+      assert.ok(results.overhead[`${target}_c1`].requests > 0, `${target} served no request`);
+    }
+    assert.ok(results.streaming.proxy.content_chunks > 0);
+  } finally {
+    await Deno.remove(out);
+  }
+});
