@@ -48,50 +48,46 @@ interface ProxyProcess {
   stop(): Promise<void>;
 }
 
-/** The proxy as users run it: its own process, so its CPU and memory can be read. */
-async function startProxyProcess(configYaml: string): Promise<ProxyProcess> {
-  const port = freePort();
-  const path = await Deno.makeTempFile({ suffix: ".yml" });
-  await Deno.writeTextFile(path, configYaml.replace("port: 0", `port: ${port}`));
+/** A `deno run` server of ours on `port`, once it answers /health. */
+async function spawnServer(what: string, args: string[], port: number): Promise<ProxyProcess> {
   const child = new Deno.Command("deno", {
-    args: ["run", "-A", `${ROOT}main.ts`, "--config", path],
+    args: ["run", ...args],
     cwd: ROOT,
     stdout: "null",
     stderr: "null",
   }).spawn();
   const url = `http://127.0.0.1:${port}`;
-  await waitFor("the proxy to listen", async () => (await fetch(`${url}/health`)).ok);
+  await waitFor(`${what} to listen`, async () => (await fetch(`${url}/health`)).ok);
   return {
     url,
     pid: child.pid,
     async stop() {
       child.kill("SIGTERM");
       await child.status;
-      await Deno.remove(path);
     },
   };
+}
+
+/** The proxy as users run it: its own process, so its CPU and memory can be read. */
+async function startProxyProcess(configYaml: string): Promise<ProxyProcess> {
+  const port = freePort();
+  const path = await Deno.makeTempFile({ suffix: ".yml" });
+  await Deno.writeTextFile(path, configYaml.replace("port: 0", `port: ${port}`));
+  const server = await spawnServer("the proxy", ["-A", "main.ts", "--config", path], port);
+  return { ...server, stop: () => server.stop().then(() => Deno.remove(path)) };
 }
 
 // --- 1. per-request overhead -------------------------------------------------------------
 
 /** bench/floor_proxy.ts: the least a Deno proxy can cost. */
-async function startFloor(upstream: string): Promise<ProxyProcess> {
+function startFloor(upstream: string): Promise<ProxyProcess> {
   const port = freePort();
-  const child = new Deno.Command("deno", {
-    args: ["run", "--allow-net", `${ROOT}bench/floor_proxy.ts`, upstream, String(port)],
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  const url = `http://127.0.0.1:${port}`;
-  await waitFor("the floor proxy to listen", async () => (await fetch(`${url}/health`)).ok);
-  return {
-    url,
-    pid: child.pid,
-    async stop() {
-      child.kill("SIGTERM");
-      await child.status;
-    },
-  };
+  return spawnServer("the floor proxy", [
+    "--allow-net",
+    "bench/floor_proxy.ts",
+    upstream,
+    String(port),
+  ], port);
 }
 
 async function overhead(direct: string, nginx: Nginx, floor: ProxyProcess, proxy: ProxyProcess) {
@@ -245,8 +241,8 @@ async function swaps(
 
 // --- 4. memory of the proxy process --------------------------------------------------------
 
-async function memory(proxy: ProxyProcess, lab: FakeHomelab) {
-  const idleKb = await rssKb(proxy.pid);
+async function memory(proxy: ProxyProcess, lab: FakeHomelab, startKb: number) {
+  const afterLoadKb = await rssKb(proxy.pid);
   const held = [0, 1].map(() =>
     fetch(`${proxy.url}/v1/chat/completions`, {
       method: "POST",
@@ -270,7 +266,11 @@ async function memory(proxy: ProxyProcess, lab: FakeHomelab) {
   const loadedKb = await rssKb(proxy.pid);
   await lab.release();
   await Promise.all([...held, ...queued]);
-  return { idle_rss_mb: round(idleKb / 1024, 1), busy_rss_mb: round(loadedKb / 1024, 1) };
+  return {
+    start_rss_mb: round(startKb / 1024, 1),
+    after_load_rss_mb: round(afterLoadKb / 1024, 1),
+    busy_rss_mb: round(loadedKb / 1024, 1),
+  };
 }
 
 // --- 5. queue scale, in-process ------------------------------------------------------------
@@ -347,11 +347,12 @@ async function main() {
     proxy = await startProxyProcess(configYaml);
     await (await fetch(`${proxy.url}/v1/chat/completions`, { method: "POST", body: chat("a") }))
       .text();
+    const startKb = await rssKb(proxy.pid);
     nginx = await startNginx(freePort(), `127.0.0.1:${lab.hostPort}`);
     floor = await startFloor(direct);
     results.overhead = await overhead(direct, nginx, floor, proxy);
     results.streaming = await streaming(direct, nginx, proxy);
-    results.memory = await memory(proxy, lab);
+    results.memory = await memory(proxy, lab, startKb);
     results.swap = await swaps(api, baseline, proxy);
     await proxy.stop();
     proxy = null;
@@ -460,7 +461,8 @@ export function report(r: Record<string, unknown>): string {
   ]);
   lines.push("");
   lines.push(
-    `memory: idle ${m.idle_rss_mb} MB RSS; with 2 streams + ${SETTINGS.queued} queued ${m.busy_rss_mb} MB`,
+    `proxy RSS: ${m.start_rss_mb} MB after start, ${m.after_load_rss_mb} MB idle after the load ` +
+      `tests, ${m.busy_rss_mb} MB with 2 streams + ${SETTINGS.queued} queued`,
   );
   lines.push("");
   lines.push("targets:");
