@@ -36,6 +36,14 @@ export function presentedKey(headers: Headers): string | null {
   return bearer ?? headers.get("x-api-key");
 }
 
+/** The request's headers minus our credentials, which must not travel to a backend. */
+export function withoutCredentials(headers: Headers): Headers {
+  const out = new Headers(headers);
+  out.delete("authorization");
+  out.delete("x-api-key");
+  return out;
+}
+
 export class KeyRing {
   readonly #keys: { digest: Uint8Array; caller: Caller }[];
 

@@ -7,6 +7,7 @@
 import { Hono } from "hono";
 import { effectivePriority, parseRoutingFields, readBody, readPriority } from "../lib/body.ts";
 import { type Config, findModel, type ModelConfig } from "../lib/config.ts";
+import { withoutCredentials } from "../lib/auth.ts";
 import { modelNotFound } from "../lib/errors.ts";
 import { Job } from "../lib/jobs.ts";
 import { respond } from "../lib/relay.ts";
@@ -59,7 +60,8 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
       method: req.method,
       path: url.pathname + url.search,
       body,
-      headers: req.headers,
+      // With keys configured, the proxy's key is ours to check, not the backend's to see.
+      headers: c.get("caller") ? withoutCredentials(req.headers) : req.headers,
       stream: fields.stream,
       priority,
       enqueuedAt: clock.now(),

@@ -123,8 +123,10 @@ Deno.test("a key's priority class orders the queue; X-Priority cannot raise it",
     ]);
     await lab.release();
     for (const res of [await held, await batch, await chat]) assert.equal(res.status, 200);
-    const order = (await lab.state()).received.map((r) => /"marker":"([^"]+)"/.exec(r.body)?.[1])
-      .filter(Boolean);
+    const received = (await lab.state()).received.filter((r) => r.path === "/v1/chat/completions");
+    const order = received.map((r) => /"marker":"([^"]+)"/.exec(r.body)?.[1]);
     assert.deepEqual(order, ["held", "family-1", "n8n-1"]);
+    // The proxy's keys are not passed on to the backend.
+    assert.ok(received.every((r) => !("authorization" in r.headers)));
   });
 });
