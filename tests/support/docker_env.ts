@@ -13,16 +13,33 @@ const HINT = "These tests need a running Docker Engine: install it with " +
 
 let sweptLeftovers = false;
 
-/** Containers a killed earlier run left behind would hold memory and ports: remove them once. */
+/** Label every test container carries: the pid of the test process that made it. */
+export const OWNER_LABEL = "lqp.test.pid";
+
+async function alive(pid: string): Promise<boolean> {
+  try {
+    await Deno.stat(`/proc/${pid}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Containers left by a test process that died (killed mid-run) hold memory and ports:
+ * remove them once. Containers of live processes (a parallel run, a benchmark spawned by a
+ * test) are left alone.
+ */
 async function removeLeftovers(api: DockerApi): Promise<void> {
   if (sweptLeftovers) return;
   sweptLeftovers = true;
-  const filters = encodeURIComponent(JSON.stringify({ label: ["lqp.test"] }));
+  const filters = encodeURIComponent(JSON.stringify({ label: [OWNER_LABEL] }));
   const res = await api.call("GET", `/containers/json?all=1&filters=${filters}`);
-  const leftovers = await res.json() as { Id: string }[];
-  await Promise.all(leftovers.map(async ({ Id }) => {
+  const all = await res.json() as { Id: string; Labels: Record<string, string> }[];
+  for (const { Id, Labels } of all) {
+    if (await alive(Labels[OWNER_LABEL])) continue;
     await (await api.request("DELETE", `/containers/${Id}?force=1&v=1`)).body?.cancel();
-  }));
+  }
 }
 
 /** Opens the Docker API or throws an error that says what to install. */

@@ -4,6 +4,7 @@
  * same host port, created for one test and removed after it, plus a config.yml for them.
  */
 import type { DockerApi } from "../../lib/docker.ts";
+import { OWNER_LABEL } from "./docker_env.ts";
 import { ensureFakeLlamaImage } from "./fake_llama_image.ts";
 import { freePort } from "./free_port.ts";
 
@@ -93,7 +94,7 @@ export async function createHomelab(
             `FAKE_TOKEN_MS=${spec.tokenMs ?? 2}`,
             `FAKE_RECORD=${spec.record === false ? 0 : 1}`,
           ],
-          Labels: { "lqp.test": prefix },
+          Labels: { "lqp.test": prefix, [OWNER_LABEL]: String(Deno.pid) },
           ExposedPorts: { "8080/tcp": {} },
           HostConfig: {
             PortBindings: {
