@@ -4,6 +4,7 @@
  * acts on (`model`, `stream`). The bytes themselves are forwarded untouched.
  */
 import { bodyTooLarge, invalidRequest } from "./errors.ts";
+import { jsonDepth } from "./request_checks.ts";
 import { PRIORITIES, type Priority } from "./scheduler.ts";
 
 /**
@@ -38,15 +39,17 @@ export async function readBody(req: Request, limit: number): Promise<Uint8Array<
 export interface RoutingFields {
   model: string;
   stream: boolean;
+  /** The whole parsed body, for `checkRequestBody()` once the model is known. */
+  json: Record<string, unknown>;
 }
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 /**
  * Parses the JSON body just far enough to route it.
- * @throws {ApiError} 400 for a body that is not UTF-8 JSON or names no model.
+ * @throws {ApiError} 400 for a body that is not UTF-8 JSON, nests too deep or names no model.
  */
-export function parseRoutingFields(bytes: Uint8Array): RoutingFields {
+export function parseRoutingFields(bytes: Uint8Array, maxJsonDepth: number): RoutingFields {
   if (bytes.byteLength === 0) {
     throw invalidRequest("invalid_body", "Request body is empty; expected a JSON object");
   }
@@ -55,6 +58,12 @@ export function parseRoutingFields(bytes: Uint8Array): RoutingFields {
     text = utf8.decode(bytes);
   } catch {
     throw invalidRequest("invalid_body", "Request body is not valid UTF-8");
+  }
+  if (jsonDepth(text, maxJsonDepth) > maxJsonDepth) {
+    throw invalidRequest(
+      "invalid_body",
+      `Request body nests deeper than ${maxJsonDepth} levels (max_json_depth)`,
+    );
   }
   let parsed: unknown;
   try {
@@ -72,7 +81,7 @@ export function parseRoutingFields(bytes: Uint8Array): RoutingFields {
   if (typeof model !== "string" || model.trim() === "") {
     throw invalidRequest("missing_model", "You must provide a model parameter", "model");
   }
-  return { model, stream: stream === true };
+  return { model, stream: stream === true, json: parsed as Record<string, unknown> };
 }
 
 /** The header a client sets to pick its priority class. */

@@ -61,6 +61,8 @@ const RawConfig = z.strictObject({
   request_timeout: seconds.default(600),
   num_workers: z.number().int().positive().default(2),
   max_body_size: byteSize.default(64 * 1024 * 1024),
+  max_messages: z.number().int().positive().default(2000),
+  max_json_depth: z.number().int().min(2).default(64),
   stop_timeout: z.number().int().min(0).default(10),
   keepalive_interval: seconds.default(5),
   max_attempts: z.number().int().positive().default(3),
@@ -100,6 +102,8 @@ export interface Config {
   requestTimeoutMs: number;
   numWorkers: number;
   maxBodyBytes: number;
+  maxMessages: number;
+  maxJsonDepth: number;
   stopTimeoutS: number;
   keepaliveMs: number;
   maxAttempts: number;
@@ -171,6 +175,8 @@ export function parseConfig(text: string, source: string, env: ConfigEnv = {}): 
     requestTimeoutMs: raw.request_timeout * 1000,
     numWorkers: raw.num_workers,
     maxBodyBytes: raw.max_body_size,
+    maxMessages: raw.max_messages,
+    maxJsonDepth: raw.max_json_depth,
     stopTimeoutS: raw.stop_timeout,
     keepaliveMs: raw.keepalive_interval * 1000,
     maxAttempts: raw.max_attempts,

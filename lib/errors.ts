@@ -94,6 +94,15 @@ export function bodyTooLarge(limitBytes: number) {
   );
 }
 
+export function unsupportedMediaType(contentType: string) {
+  return new ApiError(
+    415,
+    "invalid_request_error",
+    "unsupported_media_type",
+    `Expected a JSON body, got ${contentType.split(";")[0]}`,
+  );
+}
+
 export function requestTimeout(timeoutS: number) {
   return new ApiError(
     504,

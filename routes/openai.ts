@@ -8,7 +8,8 @@ import { Hono } from "hono";
 import { effectivePriority, parseRoutingFields, readBody, readPriority } from "../lib/body.ts";
 import { type Config, findModel, type ModelConfig } from "../lib/config.ts";
 import { withoutCredentials } from "../lib/auth.ts";
-import { modelNotFound } from "../lib/errors.ts";
+import { checkRequestBody } from "../lib/request_checks.ts";
+import { modelNotFound, unsupportedMediaType } from "../lib/errors.ts";
 import { Job } from "../lib/jobs.ts";
 import { respond } from "../lib/relay.ts";
 import type { AppDeps, AppEnv } from "./app.ts";
@@ -40,9 +41,13 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
 
   app.post("/*", async (c) => {
     const req = c.req.raw;
+    const contentType = req.headers.get("content-type") ?? "";
+    if (/^multipart\//i.test(contentType)) throw unsupportedMediaType(contentType);
     const body = await readBody(req, config.maxBodyBytes);
-    const fields = parseRoutingFields(body);
+    const url = new URL(req.url);
+    const fields = parseRoutingFields(body, config.maxJsonDepth);
     const model = resolveModel(config, fields.model);
+    checkRequestBody(url.pathname, fields.json, { maxMessages: config.maxMessages });
     const priority = effectivePriority(
       c.get("caller")?.priority ?? "interactive",
       readPriority(req.headers),
@@ -53,7 +58,6 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
     const timeout = new AbortController();
     const timer = setTimeout(() => timeout.abort(), config.requestTimeoutMs);
     const timeoutSignal = timeout.signal;
-    const url = new URL(req.url);
     const job = new Job({
       id: c.get("requestId"),
       model: model.id,

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { parseRoutingFields, readBody } from "../lib/body.ts";
+import { checkRequestBody } from "../lib/request_checks.ts";
 import { demuxLogs } from "../lib/docker.ts";
 import { ApiError } from "../lib/errors.ts";
 import { isReadyAnswer } from "../lib/health.ts";
@@ -7,6 +8,11 @@ import { sseComment, sseError } from "../lib/sse.ts";
 import { targetUrl } from "../lib/upstream.ts";
 
 const bytes = (text: string) => new TextEncoder().encode(text);
+const parse = (body: string | Uint8Array, path = "/v1/rerank") => {
+  const fields = parseRoutingFields(typeof body === "string" ? bytes(body) : body, 8);
+  checkRequestBody(path, fields.json, { maxMessages: 3 });
+  return { model: fields.model, stream: fields.stream };
+};
 
 function apiErrorOf(fn: () => unknown): ApiError {
   try {
@@ -19,11 +25,11 @@ function apiErrorOf(fn: () => unknown): ApiError {
 }
 
 Deno.test("parseRoutingFields() reads model and stream, ignoring everything else", () => {
-  assert.deepEqual(parseRoutingFields(bytes('{"model":"m","stream":true,"x":[1]}')), {
+  assert.deepEqual(parse('{"model":"m","stream":true,"x":[1]}'), {
     model: "m",
     stream: true,
   });
-  assert.equal(parseRoutingFields(bytes('{"model":"m","stream":"yes"}')).stream, false);
+  assert.equal(parse('{"model":"m"}').stream, false);
 });
 
 Deno.test("parseRoutingFields() answers 400 with a reason for each kind of bad body", () => {
@@ -38,10 +44,47 @@ Deno.test("parseRoutingFields() answers 400 with a reason for each kind of bad b
     [new Uint8Array([0x7b, 0xff, 0xfe, 0x7d]), "invalid_body"],
   ];
   for (const [body, code] of cases) {
-    const err = apiErrorOf(() => parseRoutingFields(typeof body === "string" ? bytes(body) : body));
+    const err = apiErrorOf(() => parse(body));
     assert.equal(err.status, 400, `${body}`);
     assert.equal(err.code, code, `${body}`);
   }
+});
+
+Deno.test("parseRoutingFields() checks what the OpenAI routes require, naming the parameter", () => {
+  const cases: [string, string, string, string | null][] = [
+    ["/v1/chat/completions", '{"model":"m"}', "missing_required_parameter", "messages"],
+    ["/v1/chat/completions", '{"model":"m","messages":"hi"}', "invalid_type", "messages"],
+    ["/v1/chat/completions", '{"model":"m","messages":[]}', "invalid_value", "messages"],
+    [
+      "/v1/chat/completions",
+      '{"model":"m","messages":[{"content":"x"}]}',
+      "invalid_type",
+      "messages.0.role",
+    ],
+    [
+      "/v1/chat/completions",
+      '{"model":"m","messages":[{"role":"user"},{"role":"user"},{"role":"user"},{"role":"user"}]}',
+      "too_many_messages",
+      "messages",
+    ],
+    ["/v1/completions", '{"model":"m","prompt":5}', "invalid_value", "prompt"],
+    ["/v1/embeddings", '{"model":"m"}', "missing_required_parameter", "input"],
+    ["/v1/rerank", '{"model":"m","stream":"yes"}', "invalid_type", "stream"],
+    ["/v1/rerank", '{"model":"m","max_tokens":"four"}', "invalid_type", "max_tokens"],
+    ["/v1/rerank", '{"model":"m","max_tokens":-1}', "invalid_value", "max_tokens"],
+    ["/v1/rerank", '{"model":"m","n":0}', "invalid_value", "n"],
+    ["/v1/rerank", '{"model":"m","x":[[[[[[[[[1]]]]]]]]]}', "invalid_body", null],
+  ];
+  for (const [path, body, code, param] of cases) {
+    const err = apiErrorOf(() => parse(body, path));
+    assert.equal(err.status, 400, body);
+    assert.deepEqual([err.code, err.param], [code, param], body);
+  }
+  const ok = parse(
+    '{"model":"m","messages":[{"role":"user","content":"[[[[[[[[[[["}]}',
+    "/v1/chat/completions",
+  );
+  assert.equal(ok.model, "m"); // brackets inside strings are not nesting
 });
 
 Deno.test("readBody() stops a chunked body that passes the limit with 413", async () => {
