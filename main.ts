@@ -125,7 +125,7 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     console.log(`${new Date().toISOString()} INFO shutdown signal=${signal}`);
-    await proxy.close();
+    await proxy.close(config.shutdownGraceMs);
     Deno.exit(0);
   };
   Deno.addSignalListener("SIGTERM", () => stop("SIGTERM"));

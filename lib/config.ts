@@ -62,8 +62,10 @@ const RawConfig = z.strictObject({
   num_workers: z.number().int().positive().default(2),
   max_body_size: byteSize.default(64 * 1024 * 1024),
   max_messages: z.number().int().positive().default(2000),
+  max_queue_share: z.number().gt(0).max(1).default(0.5),
   max_json_depth: z.number().int().min(2).default(64),
   stop_timeout: z.number().int().min(0).default(10),
+  shutdown_grace: z.number().min(0).default(10),
   keepalive_interval: seconds.default(5),
   max_attempts: z.number().int().positive().default(3),
   api_keys: z.array(RawApiKey).default([]),
@@ -104,7 +106,11 @@ export interface Config {
   maxBodyBytes: number;
   maxMessages: number;
   maxJsonDepth: number;
+  /** Share of queue_size one API key may hold. */
+  maxQueueShare: number;
   stopTimeoutS: number;
+  /** How long requests in flight may run on after SIGTERM. */
+  shutdownGraceMs: number;
   keepaliveMs: number;
   maxAttempts: number;
   /** Empty: no authentication (the homelab default). */
@@ -176,8 +182,10 @@ export function parseConfig(text: string, source: string, env: ConfigEnv = {}): 
     numWorkers: raw.num_workers,
     maxBodyBytes: raw.max_body_size,
     maxMessages: raw.max_messages,
+    maxQueueShare: raw.max_queue_share,
     maxJsonDepth: raw.max_json_depth,
     stopTimeoutS: raw.stop_timeout,
+    shutdownGraceMs: raw.shutdown_grace * 1000,
     keepaliveMs: raw.keepalive_interval * 1000,
     maxAttempts: raw.max_attempts,
     apiKeys: raw.api_keys,

@@ -85,6 +85,21 @@ export function queueFull(capacity: number, retryAfterS: number) {
   );
 }
 
+export function queueShareFull(
+  owner: string,
+  share: number,
+  capacity: number,
+  retryAfterS: number,
+) {
+  return new ApiError(
+    429,
+    "rate_limit_error",
+    "queue_share_exceeded",
+    `Key '${owner}' already holds ${share} of the ${capacity} queue places (max_queue_share). Try again later.`,
+    { headers: { "retry-after": String(retryAfterS) } },
+  );
+}
+
 export function bodyTooLarge(limitBytes: number) {
   return new ApiError(
     413,

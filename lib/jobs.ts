@@ -32,6 +32,8 @@ export interface JobInit {
   headers: Headers;
   stream: boolean;
   priority: Priority;
+  /** Name of the API key it came with, or null (no keys configured). */
+  owner?: string | null;
   enqueuedAt: number;
   /** Aborts when `request_timeout` passes. */
   timeoutSignal: AbortSignal;
@@ -48,6 +50,7 @@ export class Job {
   readonly headers: Headers;
   readonly stream: boolean;
   readonly priority: Priority;
+  readonly owner: string | null;
   readonly enqueuedAt: number;
   /** Aborts when the job is cancelled (client gone, shutdown) or `request_timeout` passes. */
   readonly signal: AbortSignal;
@@ -77,6 +80,7 @@ export class Job {
     this.headers = init.headers;
     this.stream = init.stream;
     this.priority = init.priority;
+    this.owner = init.owner ?? null;
     this.enqueuedAt = init.enqueuedAt;
     this.timeoutSignal = init.timeoutSignal;
     this.signal = AbortSignal.any([this.#cancel.signal, init.timeoutSignal]);

@@ -3,7 +3,13 @@
  * The waiting room: admission against `queue_size`, arrival order, and removal of jobs whose
  * client left or whose time ran out. It never talks to a backend.
  */
-import { type ApiError, clientClosed, queueFull, requestTimeout } from "./errors.ts";
+import {
+  type ApiError,
+  clientClosed,
+  queueFull,
+  queueShareFull,
+  requestTimeout,
+} from "./errors.ts";
 import type { Job } from "./jobs.ts";
 import { WaitingJobs, type WaitingView } from "./waiting.ts";
 
@@ -24,11 +30,22 @@ export class JobQueue {
   readonly #waiting = new WaitingJobs<Job>();
   #detach = new Map<Job, () => void>();
 
+  /** Most places one API key may hold, so one script cannot fill the whole queue. */
+  readonly #perOwner: number;
+  readonly #owned = new Map<string, number>();
+
   constructor(
     capacity: number,
-    options: { timeoutS: number; retryAfterS: () => number; hooks?: QueueHooks },
+    options: {
+      timeoutS: number;
+      retryAfterS: () => number;
+      /** Share of `capacity` one API key may hold (1: no limit). */
+      ownerShare?: number;
+      hooks?: QueueHooks;
+    },
   ) {
     this.capacity = capacity;
+    this.#perOwner = Math.max(1, Math.floor(capacity * (options.ownerShare ?? 1)));
     this.#timeoutS = options.timeoutS;
     this.#retryAfterS = options.retryAfterS;
     this.#hooks = options.hooks ?? {};
@@ -60,6 +77,9 @@ export class JobQueue {
   admit(job: Job): void {
     if (this.#waiting.size >= this.capacity) {
       throw queueFull(this.capacity, this.#retryAfterS());
+    }
+    if (job.owner !== null && (this.#owned.get(job.owner) ?? 0) >= this.#perOwner) {
+      throw queueShareFull(job.owner, this.#perOwner, this.capacity, this.#retryAfterS());
     }
     this.#insert(job);
   }
@@ -103,6 +123,7 @@ export class JobQueue {
 
   #insert(job: Job): void {
     this.#waiting.add(job);
+    if (job.owner !== null) this.#owned.set(job.owner, (this.#owned.get(job.owner) ?? 0) + 1);
     const onAbort = () => this.#abandon(job);
     job.signal.addEventListener("abort", onAbort, { once: true });
     this.#detach.set(job, () => job.signal.removeEventListener("abort", onAbort));
@@ -112,6 +133,7 @@ export class JobQueue {
 
   #remove(job: Job): void {
     if (!this.#waiting.remove(job)) return;
+    if (job.owner !== null) this.#owned.set(job.owner, this.#owned.get(job.owner)! - 1);
     this.#detach.get(job)?.();
     this.#detach.delete(job);
     this.#hooks.onChange?.();

@@ -77,6 +77,7 @@ export class WorkerPool {
     this.queue = new JobQueue(deps.config.queueSize, {
       timeoutS: deps.config.requestTimeoutMs / 1000,
       retryAfterS: () => this.#retryAfterS(),
+      ownerShare: deps.config.maxQueueShare,
       hooks: {
         onChange: () => this.pump(),
         onCancelled: (job) => {

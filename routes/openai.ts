@@ -68,6 +68,7 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
       headers: c.get("caller") ? withoutCredentials(req.headers) : req.headers,
       stream: fields.stream,
       priority,
+      owner: c.get("caller")?.name ?? null,
       enqueuedAt: clock.now(),
       timeoutSignal,
     });

@@ -3,7 +3,7 @@
  * each gives waiting clients a clear 503 and leaves nothing running.
  */
 import assert from "node:assert/strict";
-import { chatBody, getJson, post } from "./support/client.ts";
+import { chatBody, getJson, post, SseReader } from "./support/client.ts";
 import { requireDocker } from "./support/docker_env.ts";
 import { createHomelab } from "./support/fake_models.ts";
 import { startTestProxy, withHomelabProxy } from "./support/proxy.ts";
@@ -121,5 +121,25 @@ Deno.test("a backend stopped by hand is restarted by the next request, which sti
     const metrics = (await getJson(`${proxy.url}/metrics`)).body;
     assert.equal(metrics.successful_requests, 2);
     assert.equal(metrics.failed_requests, 0);
+  });
+});
+
+Deno.test("backend killed mid-stream: a final SSE error event, the worker freed, the next request restarts it", async () => {
+  await withHomelabProxy([{ id: "a" }], "num_workers: 1", async ({ api, lab, proxy }) => {
+    assert.equal((await post(proxy.url, chatBody("a"))).status, 200);
+    const res = await post(proxy.url, chatBody("a", { stream: true, fake_hold: true }));
+    const sse = new SseReader(res);
+    await sse.next();
+    await sse.next(); // mid-generation now
+    await (await api.call("POST", `/containers/${lab.containerOf("a")}/kill?signal=SIGKILL`)).body
+      ?.cancel();
+    const rest = await sse.rest();
+    const last = JSON.parse(rest.at(-1)!.data!);
+    assert.equal(last.error.code, "upstream_stream_broken");
+    const metrics = await (await fetch(`${proxy.url}/metrics`)).json();
+    assert.equal(metrics.active_workers, 0);
+    const again = await post(proxy.url, chatBody("a"));
+    assert.equal(again.status, 200);
+    assert.deepEqual(await lab.running(), [lab.containerOf("a")]);
   });
 });

@@ -3,6 +3,9 @@
  * permissions of the task, a config file and environment overrides.
  */
 import assert from "node:assert/strict";
+import { chatBody, post, queuedModels } from "./support/client.ts";
+import { requireDocker } from "./support/docker_env.ts";
+import { createHomelab } from "./support/fake_models.ts";
 import { freePort } from "./support/free_port.ts";
 import { waitFor } from "./support/wait_for.ts";
 
@@ -59,5 +62,43 @@ Deno.test("deno task start: answers /health and /v1/models when no container exi
     const stdout = new TextDecoder().decode(out.stdout);
     assert.match(stdout, /INFO listening url=http:\/\/127\.0\.0\.1:\d+\/v1/);
     assert.match(new TextDecoder().decode(out.stderr), /no API keys are configured/);
+  }
+});
+
+Deno.test("SIGTERM: queued requests get 503, the one in flight finishes, exit 0", async () => {
+  const api = await requireDocker();
+  try {
+    await using lab = await createHomelab(api, [{ id: "a" }]);
+    const port = freePort();
+    const path = await Deno.makeTempFile({ suffix: ".yml" });
+    await Deno.writeTextFile(
+      path,
+      lab.configYaml("num_workers: 1\nshutdown_grace: 30").replace("port: 0", `port: ${port}`),
+    );
+    const child = new Deno.Command("deno", {
+      args: ["run", "-A", "main.ts", "--config", path],
+      cwd: ROOT,
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    const url = `http://127.0.0.1:${port}`;
+    await waitFor("the proxy to listen", async () => (await fetch(`${url}/health`)).ok);
+    const inFlight = post(url, chatBody("a", { fake_hold: true }));
+    await waitFor("a request in flight", async () => (await lab.state()).inflight === 1);
+    const queued = post(url, chatBody("a"));
+    await waitFor("a request queued", async () => (await queuedModels(url)).length === 1);
+
+    child.kill("SIGTERM");
+    const refused = await queued;
+    assert.equal(refused.status, 503);
+    assert.equal((await refused.json()).error.code, "shutting_down");
+    await lab.release();
+    const finished = await inFlight;
+    assert.equal(finished.status, 200);
+    assert.equal((await finished.json()).object, "chat.completion");
+    assert.equal((await child.status).code, 0);
+    await Deno.remove(path);
+  } finally {
+    api.close();
   }
 });

@@ -3,11 +3,12 @@ import { ApiError } from "../lib/errors.ts";
 import { JobQueue } from "../lib/queue.ts";
 import { makeJob } from "./support/jobs.ts";
 
-function queue(capacity: number) {
+function queue(capacity: number, ownerShare = 1) {
   const events = { cancelled: 0, timedOut: 0, changes: 0 };
   const q = new JobQueue(capacity, {
     timeoutS: 600,
     retryAfterS: () => 7,
+    ownerShare,
     hooks: {
       onCancelled: () => events.cancelled++,
       onTimedOut: () => events.timedOut++,
@@ -86,4 +87,21 @@ Deno.test("Job.transition() refuses moves outside the table", () => {
   job.transition("running");
   job.transition("done");
   assert.throws(() => job.transition("running"), /illegal state change done -> running/);
+});
+
+Deno.test("JobQueue.admit() keeps one API key to its share of the queue", () => {
+  const { q } = queue(10, 0.3);
+  for (let i = 0; i < 3; i++) q.admit(makeJob("a", { owner: "n8n" }).job);
+  assert.throws(() => q.admit(makeJob("a", { owner: "n8n" }).job), (err) => {
+    assert.ok(err instanceof ApiError);
+    assert.equal(err.status, 429);
+    assert.equal(err.code, "queue_share_exceeded");
+    assert.match(err.message, /Key 'n8n' already holds 3 of the 10 queue places/);
+    return true;
+  });
+  q.admit(makeJob("a", { owner: "family" }).job); // others still get in
+  const first = q.list()[0];
+  q.take(first); // a place of n8n's frees up
+  q.admit(makeJob("a", { owner: "n8n" }).job);
+  assert.equal(q.size, 4);
 });

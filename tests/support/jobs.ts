@@ -9,7 +9,10 @@ export interface TestJob {
   expire(): void;
 }
 
-export function makeJob(model: string, options: { stream?: boolean; now?: number } = {}): TestJob {
+export function makeJob(
+  model: string,
+  options: { stream?: boolean; now?: number; owner?: string } = {},
+): TestJob {
   const timeout = new AbortController();
   const job = new Job({
     id: `req_${crypto.randomUUID().slice(0, 8)}`,
@@ -20,6 +23,7 @@ export function makeJob(model: string, options: { stream?: boolean; now?: number
     headers: new Headers({ "content-type": "application/json" }),
     stream: options.stream ?? false,
     priority: "interactive",
+    owner: options.owner ?? null,
     enqueuedAt: options.now ?? 0,
     timeoutSignal: timeout.signal,
   });
