@@ -74,6 +74,8 @@ export async function startProxy(
     log.info("api_keys", { configured: config.apiKeys.length });
   }
   const reconciled = models.reconcile();
+  const stopWatching = new AbortController();
+  const watching = reconciled.then(() => models.watch(stopWatching.signal));
 
   return {
     url,
@@ -85,7 +87,9 @@ export async function startProxy(
       if (!drained) log.warn("shutdown_grace_expired", { grace_ms: graceMs });
       await server.shutdown();
       models.close();
+      stopWatching.abort();
       await reconciled;
+      await watching;
       api.close();
     },
   };

@@ -68,6 +68,17 @@ export interface ContainerState {
   startedAt: string;
 }
 
+export interface ContainerEvent {
+  /** start | die | stop */
+  action: string;
+  name: string;
+}
+
+const EventLine = z.object({
+  Action: z.string(),
+  Actor: z.object({ Attributes: z.record(z.string(), z.string()).default({}) }),
+});
+
 export interface ContainerSummary {
   name: string;
   running: boolean;
@@ -198,6 +209,8 @@ export interface Docker {
   logTail(name: string, lines: number): Promise<string>;
   /** The allowed containers that exist, running or not. */
   list(): Promise<ContainerSummary[]>;
+  /** Start/stop events of the allowed containers, as they happen, until `signal` aborts. */
+  events(signal: AbortSignal): AsyncIterable<ContainerEvent>;
 }
 
 /**
@@ -247,6 +260,27 @@ export function dockerForContainers(api: DockerApi, allowed: Iterable<string>): 
       const res = await api.call("GET", path(name, query), { container: name });
       const bytes = new Uint8Array(await res.arrayBuffer());
       return tty ? new TextDecoder().decode(bytes) : demuxLogs(bytes);
+    },
+
+    async *events(signal) {
+      const filters = encodeURIComponent(
+        JSON.stringify({ type: ["container"], event: ["start", "die", "stop"] }),
+      );
+      const res = await api.call("GET", `/events?filters=${filters}`, { signal });
+      let buffer = "";
+      // Chunks do not line up with events: split on newlines ourselves.
+      for await (const text of res.body!.pipeThrough(new TextDecoderStream())) {
+        buffer += text;
+        const lines = buffer.split("\n");
+        buffer = lines.pop()!;
+        for (const line of lines) {
+          const parsed = EventLine.safeParse(safeJson(line));
+          const name = parsed.success ? parsed.data.Actor.Attributes.name : undefined;
+          if (parsed.success && name !== undefined && names.has(name)) {
+            yield { action: parsed.data.Action, name };
+          }
+        }
+      }
     },
 
     async list() {

@@ -7,8 +7,13 @@
  */
 import type { Clock } from "./clock.ts";
 import type { ModelConfig } from "./config.ts";
-import { ContainerNotFoundError, type Docker, DockerUnavailableError } from "./docker.ts";
-import { pollUntilHealthy } from "./health.ts";
+import {
+  type ContainerEvent,
+  ContainerNotFoundError,
+  type Docker,
+  DockerUnavailableError,
+} from "./docker.ts";
+import { delay, pollUntilHealthy } from "./health.ts";
 import type { Logger } from "./log.ts";
 
 export type ModelPhase = "idle" | "reconciling" | "stopping" | "starting" | "ready";
@@ -250,6 +255,45 @@ export class ModelManager {
     const failure = await this.#describeFailure(model, err);
     this.#log.error("swap_failed", { from: from ?? "none", to: model.id, error: failure.message });
     return failure;
+  }
+
+  /**
+   * Keeps the invariant when someone else moves a container: a configured container started
+   * by hand while another model is loaded (or loading) is stopped again, and a loaded model
+   * whose container stopped is forgotten, so the next request starts it again. Follows
+   * Docker's events until `signal` aborts, reconnecting (and reconciling) after Docker
+   * restarts.
+   */
+  async watch(signal: AbortSignal): Promise<void> {
+    let delayMs = 250;
+    while (!signal.aborted) {
+      try {
+        const events = this.#docker.events(signal);
+        if (delayMs > 250) await this.reconcile(); // Docker came back: see what survived
+        delayMs = 250;
+        for await (const event of events) await this.#onEvent(event);
+      } catch (err) {
+        if (signal.aborted) return;
+        this.#log.warn("docker_events_lost", {
+          error: err instanceof Error ? err.message : String(err),
+        });
+      }
+      await delay(delayMs, signal).catch(() => {});
+      delayMs = Math.min(delayMs * 2, 5000);
+    }
+  }
+
+  async #onEvent(event: ContainerEvent): Promise<void> {
+    const model = [...this.#models.values()].find((m) => m.containerName === event.name);
+    if (!model) return;
+    const busyWith = this.#phase === "ready" ? this.#loaded : this.#target;
+    if (event.action === "start" && busyWith !== null && busyWith !== model.id) {
+      this.#log.warn("foreign_start_stopped", { container: event.name, loaded: busyWith });
+      await this.#docker.stop(event.name, this.#stopTimeoutS).catch(() => {});
+    } else if (event.action !== "start" && this.#loaded === model.id && this.#phase === "ready") {
+      this.#log.warn("backend_gone", { model: model.id, container: event.name });
+      this.#set({ phase: "idle", loaded: null });
+    }
   }
 
   async #runningContainers(): Promise<string[]> {

@@ -7,6 +7,7 @@ import { chatBody, getJson, post, SseReader } from "./support/client.ts";
 import { requireDocker } from "./support/docker_env.ts";
 import { createHomelab } from "./support/fake_models.ts";
 import { startTestProxy, withHomelabProxy } from "./support/proxy.ts";
+import { waitFor } from "./support/wait_for.ts";
 
 Deno.test("startup_timeout: a model that never gets healthy fails with its log tail, and is stopped", async () => {
   await withHomelabProxy(
@@ -141,5 +142,32 @@ Deno.test("backend killed mid-stream: a final SSE error event, the worker freed,
     const again = await post(proxy.url, chatBody("a"));
     assert.equal(again.status, 200);
     assert.deepEqual(await lab.running(), [lab.containerOf("a")]);
+  });
+});
+
+Deno.test("a model container started by hand while another is loaded is stopped again", async () => {
+  await withHomelabProxy(
+    [{ id: "a", ownPort: true }, { id: "b", ownPort: true }],
+    "",
+    async ({ lab, proxy }) => {
+      assert.equal((await post(proxy.url, chatBody("a"))).status, 200);
+      await lab.start("b"); // someone runs `docker start` by hand
+      await waitFor("the proxy to stop b again", async () => {
+        const running = await lab.running();
+        return running.length === 1 && running[0] === lab.containerOf("a");
+      });
+      assert.equal((await getJson(`${proxy.url}/health`)).body.current_model, "a");
+      assert.equal((await post(proxy.url, chatBody("a"))).status, 200);
+    },
+  );
+});
+
+Deno.test("a loaded container stopped by hand is noticed at once from Docker's events", async () => {
+  await withHomelabProxy([{ id: "a" }], "", async ({ api, lab, proxy }) => {
+    assert.equal((await post(proxy.url, chatBody("a"))).status, 200);
+    await (await api.call("POST", `/containers/${lab.containerOf("a")}/stop?t=0`)).body?.cancel();
+    await waitFor("the proxy to forget model a", async () => {
+      return (await getJson(`${proxy.url}/health`)).body.current_model === null;
+    });
   });
 });
