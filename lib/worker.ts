@@ -359,6 +359,7 @@ export class WorkerPool {
     this.#log.info("request", {
       id: job.id,
       model: job.model,
+      key: job.owner ?? undefined,
       path: job.path,
       stream: job.stream,
       wait_ms: (job.startedAt ?? now) - job.enqueuedAt,
