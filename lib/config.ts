@@ -43,6 +43,7 @@ const RawModel = z.strictObject({
   startup_timeout: seconds.default(120),
   aliases: z.array(z.string().min(1)).default([]),
   max_wait: seconds.optional(),
+  on_disconnect: z.enum(["abort", "finish"]).default("abort"),
   /** Typical start-to-healthy seconds, the ETA's first guess until a load was observed. */
   load_time: seconds.optional(),
 });
@@ -84,6 +85,8 @@ export interface ModelConfig {
   startupTimeoutMs: number;
   aliases: readonly string[];
   maxWaitMs: number;
+  /** What a client leaving mid-answer does: abort the generation, or let it finish. */
+  onDisconnect: "abort" | "finish";
   /** First guess of the load time, replaced by observed loads. */
   loadTimeHintMs: number;
 }
@@ -254,6 +257,7 @@ function resolveModels(
       startupTimeoutMs: model.startup_timeout * 1000,
       aliases: model.aliases,
       maxWaitMs: (model.max_wait ?? raw.scheduler.max_wait) * 1000,
+      onDisconnect: model.on_disconnect,
       loadTimeHintMs: (model.load_time ?? model.startup_timeout) * 1000,
     });
   }

@@ -34,6 +34,8 @@ export interface JobInit {
   priority: Priority;
   /** Name of the API key it came with, or null (no keys configured). */
   owner?: string | null;
+  /** Let a running request finish when its client leaves (model's `on_disconnect: finish`). */
+  finishOnDisconnect?: boolean;
   enqueuedAt: number;
   /** Aborts when `request_timeout` passes. */
   timeoutSignal: AbortSignal;
@@ -51,6 +53,7 @@ export class Job {
   readonly stream: boolean;
   readonly priority: Priority;
   readonly owner: string | null;
+  readonly finishOnDisconnect: boolean;
   readonly enqueuedAt: number;
   /** Aborts when the job is cancelled (client gone, shutdown) or `request_timeout` passes. */
   readonly signal: AbortSignal;
@@ -81,6 +84,7 @@ export class Job {
     this.stream = init.stream;
     this.priority = init.priority;
     this.owner = init.owner ?? null;
+    this.finishOnDisconnect = init.finishOnDisconnect ?? false;
     this.enqueuedAt = init.enqueuedAt;
     this.timeoutSignal = init.timeoutSignal;
     this.signal = AbortSignal.any([this.#cancel.signal, init.timeoutSignal]);
@@ -107,6 +111,15 @@ export class Job {
   /** Cancels the job wherever it is: dropped if queued, its upstream request aborted if running. */
   cancel(reason?: unknown): void {
     this.#cancel.abort(reason);
+  }
+
+  /**
+   * The client left. A waiting job is dropped; a running one is cancelled (its upstream
+   * request aborted) unless its model asks to let requests finish.
+   */
+  clientGone(): void {
+    if (this.#state === "running" && this.finishOnDisconnect) return;
+    this.cancel();
   }
 
   /** Runs `fn` once the job reaches a final state (done, failed, cancelled). */

@@ -108,7 +108,7 @@ function waitingStream(job: Job, options: RelayOptions): ReadableStream<Uint8Arr
     },
     async cancel(reason) {
       options.onClientGone();
-      await reader?.cancel(reason);
+      if (reader) await letGo(job, reader, reason);
     },
   }, { highWaterMark: 0 });
 }
@@ -123,9 +123,24 @@ function relayStream(
     pull: (controller) => pipeOne(job, reader, controller, options.timeoutS),
     async cancel(reason) {
       options.onClientGone();
-      await reader.cancel(reason);
+      await letGo(job, reader, reason);
     },
   }, { highWaterMark: 0 });
+}
+
+/**
+ * The client left mid-stream: abort the backend's generation (frees its slot), or, for a
+ * model set to `on_disconnect: finish` (some backends crash on aborts), read it to the end.
+ */
+async function letGo(
+  job: Job,
+  reader: ReadableStreamDefaultReader<Uint8Array>,
+  reason: unknown,
+): Promise<void> {
+  if (!job.finishOnDisconnect || job.signal.aborted) return await reader.cancel(reason);
+  while (!(await reader.read().catch(() => ({ done: true }))).done) {
+    // discard: nobody is listening any more
+  }
 }
 
 async function pipeOne(

@@ -69,10 +69,11 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
       stream: fields.stream,
       priority,
       owner: c.get("caller")?.name ?? null,
+      finishOnDisconnect: model.onDisconnect === "finish",
       enqueuedAt: clock.now(),
       timeoutSignal,
     });
-    req.signal.addEventListener("abort", () => job.cancel(), { once: true });
+    req.signal.addEventListener("abort", () => job.clientGone(), { once: true });
     job.onFinished(() => clearTimeout(timer));
     try {
       pool.submit(job);
@@ -88,7 +89,7 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
         "x-queue-position": String(pool.queue.positionOf(j)),
         "x-queue-eta": String(Math.round(pool.estimateStartMs(j) / 1000)),
       }),
-      onClientGone: () => job.cancel(),
+      onClientGone: () => job.clientGone(),
     });
   });
 

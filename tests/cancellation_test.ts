@@ -77,3 +77,28 @@ Deno.test("request_timeout once streaming began: a final SSE error event ends th
     await waitFor("backend saw the abort", async () => (await lab.state()).disconnects === 1);
   });
 });
+
+Deno.test("on_disconnect: finish lets the backend complete a stream whose client left", async () => {
+  await withHomelabProxy(
+    [{ id: "a", onDisconnect: "finish" }],
+    "num_workers: 1",
+    async ({ lab, proxy }) => {
+      const res = await post(proxy.url, chatBody("a", { stream: true, fake_hold: true }));
+      const sse = new SseReader(res);
+      await sse.next();
+      await sse.next(); // mid-generation
+      await sse.cancel();
+      await waitFor("the client's leaving to reach the proxy", async () => {
+        return (await metricsOf(proxy.url)).active_workers === 1 &&
+          (await lab.state()).inflight === 1;
+      });
+      await lab.release();
+      await waitFor("the generation to finish", async () => (await lab.state()).completed === 1);
+      assert.equal((await lab.state()).disconnects, 0); // never aborted
+      await waitFor(
+        "worker released",
+        async () => (await metricsOf(proxy.url)).active_workers === 0,
+      );
+    },
+  );
+});

@@ -37,6 +37,7 @@ Deno.test("parseConfig() accepts the seed's config unchanged, with its values", 
     startupTimeoutMs: 180_000,
     aliases: [],
     maxWaitMs: 60_000,
+    onDisconnect: "abort",
     loadTimeHintMs: 180_000,
   });
   assert.deepEqual(config.scheduler, {

@@ -22,6 +22,8 @@ export interface FakeModelSpec {
   ownPort?: boolean;
   /** Keep a log of received requests for `state()` (benchmarks turn it off). */
   record?: boolean;
+  /** The model's `on_disconnect` in the config. */
+  onDisconnect?: "abort" | "finish";
 }
 
 export interface FakeState {
@@ -125,6 +127,7 @@ export async function createHomelab(
           `    backend_url: ${base(s.id)}/v1`,
           `    health_url: ${base(s.id)}/health`,
           `    startup_timeout: ${s.startupTimeoutS ?? 30}`,
+          ...(s.onDisconnect ? [`    on_disconnect: ${s.onDisconnect}`] : []),
         ].join("\n")
       );
       return `host: 127.0.0.1\nport: 0\nstop_timeout: 5\n${extra}\nmodels:\n${models.join("\n")}\n`;
