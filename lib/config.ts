@@ -48,10 +48,16 @@ const RawModel = z.strictObject({
   load_time: seconds.optional(),
 });
 
+const KEY = z.string().trim().min(16, "expected a key of at least 16 characters");
+
 const RawApiKey = z.strictObject({
   name: z.string().min(1),
-  key: z.string().min(16, "expected a key of at least 16 characters"),
+  key: KEY.optional(),
+  /** A file holding the key, so config.yml can be shared without secrets. */
+  key_file: z.string().min(1).optional(),
   priority: z.enum(["interactive", "batch"]).default("interactive"),
+}).refine((k) => (k.key === undefined) !== (k.key_file === undefined), {
+  message: "give exactly one of key and key_file",
 });
 
 const RawConfig = z.strictObject({
@@ -142,7 +148,19 @@ export interface ConfigEnv {
  * Parses and validates config text.
  * @throws {ConfigError} listing every problem with its key path and line.
  */
-export function parseConfig(text: string, source: string, env: ConfigEnv = {}): Config {
+/** Reads a `key_file`; injected so parsing stays free of I/O. */
+export type KeyFileReader = (path: string) => string;
+
+const noKeyFiles: KeyFileReader = () => {
+  throw new Error("key_file is only read when the config is loaded from a file");
+};
+
+export function parseConfig(
+  text: string,
+  source: string,
+  env: ConfigEnv = {},
+  readKeyFile: KeyFileReader = noKeyFiles,
+): Config {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length > 0) {
@@ -174,7 +192,7 @@ export function parseConfig(text: string, source: string, env: ConfigEnv = {}): 
   const raw = result.data;
   applyEnv(raw, env, problems);
   const models = resolveModels(raw, problems, doc.contents, lineCounter);
-  checkKeys(raw.api_keys, problems, doc.contents, lineCounter);
+  const apiKeys = resolveKeys(raw.api_keys, readKeyFile, problems, doc.contents, lineCounter);
   if (problems.length > 0) throw new ConfigError(source, problems);
   return {
     host: raw.host,
@@ -191,7 +209,7 @@ export function parseConfig(text: string, source: string, env: ConfigEnv = {}): 
     shutdownGraceMs: raw.shutdown_grace * 1000,
     keepaliveMs: raw.keepalive_interval * 1000,
     maxAttempts: raw.max_attempts,
-    apiKeys: raw.api_keys,
+    apiKeys,
     scheduler: {
       policy: raw.scheduler.policy,
       maxWaitMs: raw.scheduler.max_wait * 1000,
@@ -264,25 +282,52 @@ function resolveModels(
   return models;
 }
 
-function checkKeys(
+/** Reads key files and checks that names and keys are unique. */
+function resolveKeys(
   keys: ParsedRaw["api_keys"],
+  readKeyFile: KeyFileReader,
   problems: string[],
   root: Node | null,
   lines: LineCounter,
-): void {
+): ApiKeyConfig[] {
   const names = new Set<string>();
   const secrets = new Set<string>();
+  const resolved: ApiKeyConfig[] = [];
   keys.forEach((entry, index) => {
     const line = (field: string) => lineOf(root, ["api_keys", String(index), field], lines);
+    let key = entry.key;
+    if (entry.key_file !== undefined) {
+      try {
+        const parsed = KEY.safeParse(readKeyFile(entry.key_file));
+        if (parsed.success) key = parsed.data;
+        else {
+          problems.push(
+            `api_keys.${index}.key_file (line ${line("key_file")}): ${
+              parsed.error.issues[0].message
+            }`,
+          );
+        }
+      } catch (err) {
+        problems.push(
+          `api_keys.${index}.key_file (line ${line("key_file")}): cannot read ${entry.key_file} (${
+            err instanceof Error ? err.message : err
+          })`,
+        );
+      }
+    }
     if (names.has(entry.name)) {
       problems.push(`api_keys.${index}.name (line ${line("name")}): '${entry.name}' is used twice`);
     }
-    if (secrets.has(entry.key)) {
+    if (key !== undefined && secrets.has(key)) {
       problems.push(`api_keys.${index}.key (line ${line("key")}): the same key is listed twice`);
     }
     names.add(entry.name);
-    secrets.add(entry.key);
+    if (key !== undefined) {
+      secrets.add(key);
+      resolved.push({ name: entry.name, key, priority: entry.priority });
+    }
   });
+  return resolved;
 }
 
 function valueAt(data: unknown, path: readonly string[]): unknown {
@@ -333,7 +378,13 @@ export async function loadConfig(path: string, env: ConfigEnv = {}): Promise<Con
       : String(err);
     throw new ConfigError(path, [reason]);
   }
-  return parseConfig(text, path, env);
+  const dir = path.includes("/") ? path.slice(0, path.lastIndexOf("/") + 1) : "";
+  return parseConfig(
+    text,
+    path,
+    env,
+    (file) => Deno.readTextFileSync(file.startsWith("/") ? file : dir + file),
+  );
 }
 
 /** Finds a model by id or alias. */

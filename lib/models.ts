@@ -13,7 +13,7 @@ import {
   type Docker,
   DockerUnavailableError,
 } from "./docker.ts";
-import { delay, pollUntilHealthy } from "./health.ts";
+import { delay, isReadyAnswer, pollUntilHealthy } from "./health.ts";
 import type { Logger } from "./log.ts";
 
 export type ModelPhase = "idle" | "reconciling" | "stopping" | "starting" | "ready";
@@ -168,15 +168,22 @@ export class ModelManager {
   async reportUnreachable(modelId: string): Promise<void> {
     const model = this.#models.get(modelId);
     if (!model || this.#loaded !== modelId) return;
-    let running = false;
-    try {
-      running = (await this.#docker.inspect(model.containerName)).running;
-    } catch {
-      running = false;
-    }
-    if (!running && this.#loaded === modelId) {
-      this.#log.warn("backend_gone", { model: modelId, container: model.containerName });
-      this.#set({ phase: "idle", loaded: null });
+    // A process that just died is still "running" to Docker for a moment: wait for its state
+    // to settle (or for the backend to answer again) before deciding.
+    const deadline = Date.now() + 2000;
+    while (this.#loaded === modelId && Date.now() < deadline) {
+      const running = await this.#docker.inspect(model.containerName).then(
+        (state) => state.running,
+        () => false,
+      );
+      if (!running) {
+        this.#log.warn("backend_gone", { model: modelId, container: model.containerName });
+        return this.#set({ phase: "idle", loaded: null });
+      }
+      const answers = await fetch(model.healthUrl, { signal: AbortSignal.timeout(200) })
+        .then(async (res) => isReadyAnswer(res.status, await res.text()), () => false);
+      if (answers) return;
+      await delay(50);
     }
   }
 

@@ -72,6 +72,46 @@ Deno.test("parseConfig() rejects short and repeated API keys", () => {
   }
 });
 
+Deno.test("parseConfig() reads a key from key_file and reports a missing or short one", () => {
+  const files: Record<string, string> = { "n8n.key": `${N8N}\n`, "short.key": "abc" };
+  const read = (path: string) => {
+    if (!(path in files)) throw new Error("No such file");
+    return files[path];
+  };
+  const config = parseConfig("api_keys:\n  - name: n8n\n    key_file: n8n.key\n", "x", {}, read);
+  assert.deepEqual(config.apiKeys, [{ name: "n8n", key: N8N, priority: "interactive" }]);
+  try {
+    parseConfig(
+      "api_keys:\n  - name: a\n    key_file: short.key\n  - name: b\n    key_file: gone.key\n" +
+        "  - name: c\n",
+      "x",
+      {},
+      read,
+    );
+    assert.fail("accepted");
+  } catch (err) {
+    assert.ok(err instanceof ConfigError);
+    assert.deepEqual(err.problems, [
+      "api_keys.2 (line 6): give exactly one of key and key_file",
+    ]);
+  }
+  try {
+    parseConfig(
+      "api_keys:\n  - name: a\n    key_file: short.key\n  - name: b\n    key_file: gone.key\n",
+      "x",
+      {},
+      read,
+    );
+    assert.fail("accepted");
+  } catch (err) {
+    assert.ok(err instanceof ConfigError);
+    assert.deepEqual(err.problems, [
+      "api_keys.0.key_file (line 3): expected a key of at least 16 characters",
+      "api_keys.1.key_file (line 5): cannot read gone.key (No such file)",
+    ]);
+  }
+});
+
 Deno.test("with keys configured: 401 without a valid key on /v1, /health stays open", async () => {
   const config = `host: 127.0.0.1
 port: 0

@@ -171,3 +171,32 @@ Deno.test("a loaded container stopped by hand is noticed at once from Docker's e
     });
   });
 });
+
+Deno.test("a backend that dies before its first byte: the request is retried on a restarted model", async () => {
+  await withHomelabProxy([{ id: "a" }], "", async ({ lab, proxy }) => {
+    assert.equal((await post(proxy.url, chatBody("a"))).status, 200);
+    const res = await post(proxy.url, chatBody("a", { fake_crash_once: true }));
+    assert.equal(res.status, 200);
+    assert.equal((await res.json()).object, "chat.completion");
+    // The restarted look-alike saw the retry; the first attempt died with the old process.
+    const state = await lab.state();
+    assert.equal(state.received.filter((r) => r.body.includes("fake_crash_once")).length, 1);
+    const metrics = (await getJson(`${proxy.url}/metrics`)).body;
+    assert.equal(metrics.successful_requests, 2);
+    assert.equal(metrics.failed_requests, 0);
+  });
+});
+
+Deno.test("a backend that dies on every attempt: 502 after max_attempts, counted as a dead letter", async () => {
+  await withHomelabProxy([{ id: "a" }], "max_attempts: 2", async ({ proxy }) => {
+    assert.equal((await post(proxy.url, chatBody("a"))).status, 200);
+    const res = await post(proxy.url, chatBody("a", { fake_crash: true }));
+    assert.equal(res.status, 502);
+    const { error } = await res.json();
+    assert.equal(error.code, "upstream_unreachable");
+    assert.match(error.message, /after 2 attempts/);
+    const metrics = (await getJson(`${proxy.url}/metrics`)).body;
+    assert.equal((metrics.queue_stats as Record<string, number>).dead_letter_queue, 1);
+    assert.equal((await post(proxy.url, chatBody("a"))).status, 200); // and it recovers
+  });
+});

@@ -13,6 +13,8 @@
  * their interval, and `"fake_stamp": true` makes each chunk's content its send time (epoch
  * ms, fractional) so a benchmark can measure what a proxy adds per chunk.
  * FAKE_RECORD=0 stops recording requests (benchmarks send hundreds of thousands).
+ * `"fake_crash": true` kills the server before it answers; `"fake_crash_once": true` only
+ * the first time.
  */
 
 const env = (name: string, fallback: string) => Deno.env.get(name) ?? fallback;
@@ -23,6 +25,15 @@ const slots = Number(env("FAKE_SLOTS", "2"));
 const tokenMs = Number(env("FAKE_TOKEN_MS", "2"));
 const port = Number(env("FAKE_PORT", "8080"));
 const record = env("FAKE_RECORD", "1") !== "0";
+
+function crashedBefore(): boolean {
+  try {
+    Deno.statSync("/tmp/crashed");
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 // PID 1 in a container ignores SIGTERM unless it handles it; llama-server exits cleanly.
 Deno.addSignalListener("SIGTERM", () => {
@@ -236,6 +247,13 @@ Deno.serve({
     body = JSON.parse(text);
   } catch (err) {
     return json(500, errorBody(500, `[json.exception.parse_error.101] ${err}`, "server_error"));
+  }
+  // A backend that dies before answering: always, or only the first time (the marker file
+  // survives a container restart, so the retried request is answered).
+  if (body.fake_crash === true || (body.fake_crash_once === true && !crashedBefore())) {
+    Deno.writeTextFileSync("/tmp/crashed", "1");
+    console.error("GGML_ASSERT failed: fake crash before the first byte");
+    Deno.exit(134);
   }
   switch (url.pathname) {
     case "/v1/chat/completions":

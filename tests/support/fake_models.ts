@@ -83,6 +83,8 @@ export async function createHomelab(
             "--unstable-no-legacy-abort",
             "--allow-net",
             "--allow-env",
+            "--allow-read=/tmp",
+            "--allow-write=/tmp",
             "/fake_llama.ts",
           ],
           Env: [
