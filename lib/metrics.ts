@@ -11,8 +11,6 @@ export class Metrics {
   failedRequests = 0;
   cancelledRequests = 0;
   peakConcurrentRequests = 0;
-  swaps = 0;
-  failedSwaps = 0;
   /** Jobs that failed after `max_attempts`. */
   deadLetters = 0;
 

@@ -265,7 +265,6 @@ export class WorkerPool {
     try {
       const timings = await this.#models.swapTo(to);
       if (timings) {
-        this.#metrics.swaps++;
         this.loadTimes.observe(to, timings.startMs + timings.healthyMs);
         const total = timings.stopMs + timings.startMs + timings.healthyMs;
         const line = this.queue.waiting().line(to);
@@ -274,7 +273,6 @@ export class WorkerPool {
         }
       }
     } catch (err) {
-      this.#metrics.failedSwaps++;
       const error = err instanceof SwapFailedError
         ? modelUnavailable(err.code, err.message, err)
         : modelUnavailable("model_load_failed", `Model '${to}' failed to load: ${err}`, err);

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { ConfigError, findModel, parseConfig } from "../lib/config.ts";
+import { findModel, parseConfig } from "../lib/config.ts";
+import { problemsOf } from "./support/config_problems.ts";
 
 const SEED = `queue_size: 50
 request_timeout: 600
@@ -11,16 +12,6 @@ models:
     health_url: http://localhost:8080/health
     startup_timeout: 180
 `;
-
-function problemsOf(text: string, env = {}): readonly string[] {
-  try {
-    parseConfig(text, "config.yml", env);
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, `expected ConfigError, got ${err}`);
-    return err.problems;
-  }
-  assert.fail("config was accepted");
-}
 
 Deno.test("parseConfig() accepts the seed's config unchanged, with its values", () => {
   const config = parseConfig(SEED, "config.yml");
