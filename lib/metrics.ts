@@ -1,8 +1,10 @@
 /**
  * @module
- * Counters behind `/metrics`. Plain numbers owned by the worker pool; no I/O.
+ * Counters behind `/metrics`: the seed's plain numbers, and labelled series for Prometheus.
+ * Owned by the worker pool; no I/O.
  */
 import type { Clock } from "./clock.ts";
+import { Counter, gauge, Histogram } from "./prometheus.ts";
 
 export class Metrics {
   readonly startedAt: number;
@@ -13,6 +15,18 @@ export class Metrics {
   peakConcurrentRequests = 0;
   /** Jobs that failed after `max_attempts`. */
   deadLetters = 0;
+  readonly requests = new Counter("lqp_requests_total", "Finished requests by model and status");
+  readonly requestSeconds = new Histogram(
+    "lqp_request_duration_seconds",
+    "Whole request time, queue wait and swap included",
+  );
+  readonly queueWaitSeconds = new Histogram(
+    "lqp_queue_wait_seconds",
+    "Time from arrival to the request reaching a backend",
+  );
+  readonly swapSeconds = new Histogram("lqp_swap_duration_seconds", "Stop + start + healthy time");
+  readonly swaps = new Counter("lqp_swaps_total", "Model swaps by from and to");
+  readonly failures = new Counter("lqp_failures_total", "Failed requests by reason (error code)");
 
   constructor(clock: Clock) {
     this.startedAt = clock.now();
@@ -27,4 +41,46 @@ export class Metrics {
     const finished = this.successfulRequests + this.failedRequests + this.cancelledRequests;
     return finished === 0 ? 1 : this.successfulRequests / finished;
   }
+}
+
+/** What the Prometheus page needs besides the counters: a snapshot taken at scrape time. */
+export interface ScrapeState {
+  models: readonly string[];
+  loaded: string | null;
+  queueDepth: ReadonlyMap<string, number>;
+  inflight: number;
+  numWorkers: number;
+  now: number;
+}
+
+/** The whole Prometheus text page. */
+export function prometheusText(metrics: Metrics, state: ScrapeState): string {
+  const lines = [
+    ...gauge("lqp_uptime_seconds", "Seconds since the proxy started", [
+      [{}, Math.floor((state.now - metrics.startedAt) / 1000)],
+    ]),
+    ...gauge(
+      "lqp_model_loaded",
+      "1 for the model whose container is up and healthy",
+      state.models.map((m) => [{ model: m }, m === state.loaded ? 1 : 0]),
+    ),
+    ...gauge(
+      "lqp_queue_depth",
+      "Requests waiting, by model",
+      state.models.map((m) => [{ model: m }, state.queueDepth.get(m) ?? 0]),
+    ),
+    ...gauge("lqp_inflight_requests", "Requests being served by a backend", [[{}, state.inflight]]),
+    ...gauge("lqp_workers", "num_workers", [[{}, state.numWorkers]]),
+    ...gauge("lqp_dead_letters", "Requests that failed after max_attempts", [[
+      {},
+      metrics.deadLetters,
+    ]]),
+    ...metrics.requests.render(),
+    ...metrics.failures.render(),
+    ...metrics.requestSeconds.render(),
+    ...metrics.queueWaitSeconds.render(),
+    ...metrics.swaps.render(),
+    ...metrics.swapSeconds.render(),
+  ];
+  return lines.join("\n") + "\n";
 }

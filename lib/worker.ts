@@ -86,7 +86,7 @@ export class WorkerPool {
         },
         onTimedOut: (job) => {
           this.#metrics.failedRequests++;
-          this.#logRequest(job, 504);
+          this.#logRequest(job, 504, "request_timeout");
         },
       },
     });
@@ -197,7 +197,7 @@ export class WorkerPool {
     if (this.#wake !== null) clearTimeout(this.#wake.timer);
     for (const job of this.queue.failAll(shuttingDown())) {
       this.#metrics.failedRequests++;
-      this.#logRequest(job, 503);
+      this.#logRequest(job, 503, "shutting_down");
     }
     if (this.#running.size === 0) return true;
     const idle = new Promise<boolean>((resolve) => this.#idleWaiters.push(() => resolve(true)));
@@ -266,6 +266,11 @@ export class WorkerPool {
       const timings = await this.#models.swapTo(to);
       if (timings) {
         this.loadTimes.observe(to, timings.startMs + timings.healthyMs);
+        this.#metrics.swaps.inc({ from: timings.from ?? "none", to });
+        this.#metrics.swapSeconds.observe(
+          { to },
+          (timings.stopMs + timings.startMs + timings.healthyMs) / 1000,
+        );
         const total = timings.stopMs + timings.startMs + timings.healthyMs;
         const line = this.queue.waiting().line(to);
         for (const job of [...(line?.interactive ?? []), ...(line?.batch ?? [])]) {
@@ -278,7 +283,7 @@ export class WorkerPool {
         : modelUnavailable("model_load_failed", `Model '${to}' failed to load: ${err}`, err);
       for (const job of this.queue.failModel(to, error)) {
         this.#metrics.failedRequests++;
-        this.#logRequest(job, error.status);
+        this.#logRequest(job, error.status, error.code);
       }
     } finally {
       this.#swapping = false;
@@ -316,10 +321,17 @@ export class WorkerPool {
       this.#running.delete(job);
       lease.release();
       if (retry) this.queue.requeue(job);
-      else this.#logRequest(job, status);
+      else this.#logRequest(job, status, this.#failureReason(job, status));
       if (this.#running.size === 0) { for (const wake of this.#idleWaiters.splice(0)) wake(); }
       this.pump();
     }
+  }
+
+  /** Why a finished job counts as failed (for lqp_failures_total), or undefined. */
+  #failureReason(job: Job, status: number): string | undefined {
+    if (job.state !== "failed") return undefined;
+    if (job.timeoutSignal.aborted) return "request_timeout";
+    return status === 502 ? "upstream_unreachable" : `backend_${status}`;
   }
 
   #errorFor(job: Job, err: unknown): ApiError {
@@ -352,8 +364,15 @@ export class WorkerPool {
     return Math.min(60, Math.max(1, Math.ceil((this.#serviceMs * perWorker) / 1000)));
   }
 
-  #logRequest(job: Job, status: number): void {
+  #logRequest(job: Job, status: number, reason?: string): void {
     const now = this.#clock.now();
+    const model = { model: job.model };
+    this.#metrics.requests.inc({ ...model, status: String(status) });
+    this.#metrics.requestSeconds.observe(model, (now - job.enqueuedAt) / 1000);
+    if (job.startedAt !== null) {
+      this.#metrics.queueWaitSeconds.observe(model, (job.startedAt - job.enqueuedAt) / 1000);
+    }
+    if (reason !== undefined) this.#metrics.failures.inc({ reason });
     this.#log.info("request", {
       id: job.id,
       model: job.model,

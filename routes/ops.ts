@@ -1,9 +1,11 @@
 /**
  * @module
  * Operator endpoints: `GET /health` (seed shape; 503 when Docker is unreachable),
- * `GET /metrics` (seed shape) and `GET /queue` (what waits, in which order, with ETAs).
+ * `GET /metrics` (seed JSON; Prometheus text when the client asks for it) and `GET /queue` (what waits, in which order, with ETAs).
  */
 import { Hono } from "hono";
+import { prometheusText } from "../lib/metrics.ts";
+import { wantsPrometheus } from "../lib/prometheus.ts";
 import type { AppDeps } from "./app.ts";
 
 export function opsRoutes(deps: AppDeps): Hono {
@@ -40,6 +42,21 @@ export function opsRoutes(deps: AppDeps): Hono {
   app.get("/queue", (c) => c.json(pool.queueView()));
 
   app.get("/metrics", (c) => {
+    if (wantsPrometheus(c.req.header("accept") ?? null, c.req.query("format"))) {
+      const depth = new Map<string, number>();
+      for (const [model, line] of pool.queue.waiting().lines()) {
+        depth.set(model, line.interactive.length + line.batch.length);
+      }
+      const text = prometheusText(metrics, {
+        models: config.models.map((m) => m.id),
+        loaded: models.snapshot().loaded,
+        queueDepth: depth,
+        inflight: pool.active,
+        numWorkers: config.numWorkers,
+        now: clock.now(),
+      });
+      return c.body(text, 200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" });
+    }
     const pending = pool.queue.size;
     const processing = pool.active;
     return c.json({
