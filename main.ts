@@ -44,7 +44,7 @@ export async function startProxy(
   const keys = await KeyRing.create(config.apiKeys);
   const metrics = new Metrics(clock);
   const pool = new WorkerPool({ config, models, metrics, log, clock });
-  const app = createApp({
+  const app = await createApp({
     config,
     docker,
     models,

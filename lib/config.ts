@@ -76,6 +76,7 @@ const RawConfig = z.strictObject({
   keepalive_interval: seconds.default(5),
   max_attempts: z.number().int().positive().default(3),
   api_keys: z.array(RawApiKey).default([]),
+  admin_key: KEY.optional(),
   scheduler: RawScheduler.default({ policy: "affinity", max_wait: 60, batch_aging: 600 }),
   models: z.record(z.string().min(1), RawModel).default({}),
 });
@@ -124,6 +125,8 @@ export interface Config {
   maxAttempts: number;
   /** Empty: no authentication (the homelab default). */
   apiKeys: readonly ApiKeyConfig[];
+  /** Key for /admin; without it the admin endpoints are off. */
+  adminKey: string | null;
   scheduler: SchedulerConfig;
   models: readonly ModelConfig[];
 }
@@ -210,6 +213,7 @@ export function parseConfig(
     keepaliveMs: raw.keepalive_interval * 1000,
     maxAttempts: raw.max_attempts,
     apiKeys,
+    adminKey: raw.admin_key ?? null,
     scheduler: {
       policy: raw.scheduler.policy,
       maxWaitMs: raw.scheduler.max_wait * 1000,

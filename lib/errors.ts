@@ -145,6 +145,31 @@ export function clientClosed() {
   );
 }
 
+export function cancelledByAdmin() {
+  return new ApiError(
+    503,
+    "unavailable_error",
+    "cancelled_by_admin",
+    "The request was cancelled by an operator",
+  );
+}
+
+export function adminRequired(configured: boolean) {
+  return configured
+    ? new ApiError(
+      401,
+      "invalid_request_error",
+      "invalid_admin_key",
+      "Invalid or missing admin key",
+    )
+    : new ApiError(
+      403,
+      "invalid_request_error",
+      "admin_disabled",
+      "Admin endpoints are disabled: set admin_key in config.yml",
+    );
+}
+
 export function shuttingDown() {
   return new ApiError(503, "unavailable_error", "shutting_down", "The proxy is shutting down");
 }

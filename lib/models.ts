@@ -144,6 +144,26 @@ export class ModelManager {
   }
 
   /**
+   * Stops the loaded model's container once its requests finished (admin unload, idle TTL).
+   * Returns the model that was unloaded, or null when none was loaded.
+   */
+  unload(): Promise<string | null> {
+    return this.#exclusive(async () => {
+      const model = this.#loaded === null ? undefined : this.#models.get(this.#loaded);
+      if (model === undefined) return null;
+      await this.#drained();
+      this.#set({ phase: "stopping", loaded: null, target: null });
+      try {
+        await this.#docker.stop(model.containerName, this.#stopTimeoutS);
+        this.#log.info("unload", { model: model.id });
+      } finally {
+        this.#set({ phase: "idle" });
+      }
+      return model.id;
+    });
+  }
+
+  /**
    * Start-up: adopt reality. If several configured containers run, keep the most recently
    * started one and stop the others; the kept one becomes current once healthy.
    */

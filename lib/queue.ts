@@ -3,13 +3,7 @@
  * The waiting room: admission against `queue_size`, arrival order, and removal of jobs whose
  * client left or whose time ran out. It never talks to a backend.
  */
-import {
-  type ApiError,
-  clientClosed,
-  queueFull,
-  queueShareFull,
-  requestTimeout,
-} from "./errors.ts";
+import { ApiError, clientClosed, queueFull, queueShareFull, requestTimeout } from "./errors.ts";
 import type { Job } from "./jobs.ts";
 import { WaitingJobs, type WaitingView } from "./waiting.ts";
 
@@ -63,6 +57,11 @@ export class JobQueue {
   /** Waiting jobs in arrival order (views, not the hot path). */
   list(): Job[] {
     return this.#waiting.all();
+  }
+
+  /** The waiting job with this id, if any. */
+  find(id: string): Job | undefined {
+    return this.#waiting.all().find((job) => job.id === id);
   }
 
   /** How many jobs for the same model arrived before `job` and still wait. */
@@ -148,7 +147,9 @@ export class JobQueue {
       this.#hooks.onTimedOut?.(job);
     } else {
       job.transition("cancelled");
-      job.settle({ kind: "error", error: clientClosed() });
+      // An operator's cancel carries the error its client should see.
+      const reason = job.signal.reason;
+      job.settle({ kind: "error", error: reason instanceof ApiError ? reason : clientClosed() });
       this.#hooks.onCancelled?.(job);
     }
   }

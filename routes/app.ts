@@ -13,6 +13,7 @@ import type { Logger } from "../lib/log.ts";
 import type { Metrics } from "../lib/metrics.ts";
 import type { ModelManager } from "../lib/models.ts";
 import type { WorkerPool } from "../lib/worker.ts";
+import { adminRoutes } from "./admin.ts";
 import { openaiRoutes } from "./openai.ts";
 import { opsRoutes } from "./ops.ts";
 
@@ -34,7 +35,7 @@ function newRequestId(): string {
   return `req_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`;
 }
 
-export function createApp(deps: AppDeps): Hono<AppEnv> {
+export async function createApp(deps: AppDeps): Promise<Hono<AppEnv>> {
   const app = new Hono<AppEnv>();
   app.use(async (c, next) => {
     const id = newRequestId();
@@ -54,6 +55,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   });
   app.route("/", opsRoutes(deps));
   app.route("/v1", openaiRoutes(deps));
+  app.route("/admin", await adminRoutes(deps));
   app.notFound((c) =>
     new ApiError(
       404,

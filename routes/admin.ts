@@ -1,0 +1,89 @@
+/**
+ * @module
+ * Operator endpoints, always behind the admin key: what runs, load or unload a model now,
+ * the queue, and cancelling a waiting request.
+ */
+import { Hono } from "hono";
+import { z } from "zod";
+import { KeyRing, presentedKey } from "../lib/auth.ts";
+import { findModel } from "../lib/config.ts";
+import {
+  adminRequired,
+  ApiError,
+  cancelledByAdmin,
+  invalidRequest,
+  modelNotFound,
+  modelUnavailable,
+} from "../lib/errors.ts";
+import { SwapFailedError } from "../lib/models.ts";
+import type { AppDeps, AppEnv } from "./app.ts";
+
+const LoadBody = z.object({ model: z.string().min(1) });
+
+export async function adminRoutes(deps: AppDeps): Promise<Hono<AppEnv>> {
+  const { config, docker, models, pool } = deps;
+  const ring = await KeyRing.create(
+    config.adminKey === null
+      ? []
+      : [{ name: "admin", key: config.adminKey, priority: "interactive" }],
+  );
+  const app = new Hono<AppEnv>();
+
+  app.use(async (c, next) => {
+    if (ring.open || (await ring.identify(presentedKey(c.req.raw.headers))) === null) {
+      throw adminRequired(!ring.open);
+    }
+    await next();
+  });
+
+  app.get("/running", async (c) => {
+    const snap = models.snapshot();
+    const containers = await docker.list();
+    return c.json({
+      current_model: snap.loaded,
+      phase: snap.phase,
+      containers: config.models.map((m) => ({
+        model: m.id,
+        container: m.containerName,
+        exists: containers.some((s) => s.name === m.containerName),
+        running: containers.some((s) => s.name === m.containerName && s.running),
+      })),
+    });
+  });
+
+  app.post("/load", async (c) => {
+    const parsed = LoadBody.safeParse(await c.req.json().catch(() => null));
+    if (!parsed.success) {
+      throw invalidRequest("invalid_body", 'Expected {"model": "<id>"}', "model");
+    }
+    const model = findModel(config, parsed.data.model);
+    if (!model) throw modelNotFound(parsed.data.model, config.models.map((m) => m.id));
+    try {
+      const timings = await models.swapTo(model.id);
+      return c.json({ model: model.id, swapped: timings !== null, timings });
+    } catch (err) {
+      if (err instanceof SwapFailedError) throw modelUnavailable(err.code, err.message, err);
+      throw err;
+    }
+  });
+
+  app.post("/unload", async (c) => c.json({ unloaded: await models.unload() }));
+
+  app.get("/queue", (c) => c.json(pool.queueView()));
+
+  app.delete("/queue/:id", (c) => {
+    const job = pool.queue.find(c.req.param("id"));
+    if (!job) {
+      throw new ApiError(
+        404,
+        "not_found_error",
+        "job_not_found",
+        "No waiting request with that id",
+      );
+    }
+    job.cancel(cancelledByAdmin());
+    return c.json({ cancelled: job.id });
+  });
+
+  return app;
+}
