@@ -73,7 +73,12 @@ export async function startProxy(
   } else {
     log.info("api_keys", { configured: config.apiKeys.length });
   }
-  const reconciled = models.reconcile();
+  const reconciled = models.reconcile().then(async () => {
+    if (config.preload === null || models.snapshot().loaded !== null) return;
+    await models.swapTo(config.preload).catch((err) =>
+      log.warn("preload_failed", { model: config.preload, error: String(err) })
+    );
+  });
   const stopWatching = new AbortController();
   const watching = reconciled.then(() => models.watch(stopWatching.signal));
 

@@ -44,6 +44,8 @@ const RawModel = z.strictObject({
   aliases: z.array(z.string().min(1)).default([]),
   max_wait: seconds.optional(),
   on_disconnect: z.enum(["abort", "finish"]).default("abort"),
+  /** Seconds idle before the container is stopped to free the GPU (absent: never). */
+  ttl: seconds.optional(),
   /** Typical start-to-healthy seconds, the ETA's first guess until a load was observed. */
   load_time: seconds.optional(),
 });
@@ -77,6 +79,8 @@ const RawConfig = z.strictObject({
   max_attempts: z.number().int().positive().default(3),
   api_keys: z.array(RawApiKey).default([]),
   admin_key: KEY.optional(),
+  /** A model to load at start-up when none is running. */
+  preload: z.string().min(1).optional(),
   scheduler: RawScheduler.default({ policy: "affinity", max_wait: 60, batch_aging: 600 }),
   models: z.record(z.string().min(1), RawModel).default({}),
 });
@@ -94,6 +98,8 @@ export interface ModelConfig {
   maxWaitMs: number;
   /** What a client leaving mid-answer does: abort the generation, or let it finish. */
   onDisconnect: "abort" | "finish";
+  /** Idle time after which the model is unloaded, or null. */
+  ttlMs: number | null;
   /** First guess of the load time, replaced by observed loads. */
   loadTimeHintMs: number;
 }
@@ -127,6 +133,7 @@ export interface Config {
   apiKeys: readonly ApiKeyConfig[];
   /** Key for /admin; without it the admin endpoints are off. */
   adminKey: string | null;
+  preload: string | null;
   scheduler: SchedulerConfig;
   models: readonly ModelConfig[];
 }
@@ -195,6 +202,10 @@ export function parseConfig(
   const raw = result.data;
   applyEnv(raw, env, problems);
   const models = resolveModels(raw, problems, doc.contents, lineCounter);
+  if (raw.preload !== undefined && !models.some((m) => m.id === raw.preload)) {
+    const line = lineOf(doc.contents, ["preload"], lineCounter);
+    problems.push(`preload (line ${line}): '${raw.preload}' is not a configured model`);
+  }
   const apiKeys = resolveKeys(raw.api_keys, readKeyFile, problems, doc.contents, lineCounter);
   if (problems.length > 0) throw new ConfigError(source, problems);
   return {
@@ -214,6 +225,7 @@ export function parseConfig(
     maxAttempts: raw.max_attempts,
     apiKeys,
     adminKey: raw.admin_key ?? null,
+    preload: raw.preload ?? null,
     scheduler: {
       policy: raw.scheduler.policy,
       maxWaitMs: raw.scheduler.max_wait * 1000,
@@ -280,6 +292,7 @@ function resolveModels(
       aliases: model.aliases,
       maxWaitMs: (model.max_wait ?? raw.scheduler.max_wait) * 1000,
       onDisconnect: model.on_disconnect,
+      ttlMs: model.ttl === undefined ? null : model.ttl * 1000,
       loadTimeHintMs: (model.load_time ?? model.startup_timeout) * 1000,
     });
   }

@@ -17,7 +17,7 @@ import {
 import type { Job } from "./jobs.ts";
 import type { Logger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
-import { type Lease, type ModelManager, SwapFailedError } from "./models.ts";
+import { type Lease, type ModelManager, type ModelSnapshot, SwapFailedError } from "./models.ts";
 import { JobQueue } from "./queue.ts";
 import { LoadTimes } from "./load_times.ts";
 import { POLICIES, type Policy, type SchedulerRules, step } from "./scheduler.ts";
@@ -48,6 +48,9 @@ export class WorkerPool {
   #swapping = false;
   /** A swap was decided; it starts once in-flight requests finished. */
   #switchingTo: string | null = null;
+  /** Last time a job finished or a model loaded: idle TTLs count from it. */
+  #lastActivity: number;
+  #idleTimer: ReturnType<typeof setTimeout> | null = null;
   /** One timer for the earliest moment a policy asked to decide again. */
   #wake: { at: number; timer: ReturnType<typeof setTimeout> } | null = null;
   #pumping = false;
@@ -68,6 +71,7 @@ export class WorkerPool {
     const scheduler = deps.config.scheduler;
     const maxWaitMs = (model: string) => maxWait.get(model) ?? scheduler.maxWaitMs;
     this.loadTimes = new LoadTimes(deps.config.models);
+    this.#lastActivity = deps.clock.now();
     this.#rules = {
       maxWaitMs,
       minResidencyMs: (model) =>
@@ -195,6 +199,7 @@ export class WorkerPool {
   async shutdown(graceMs: number): Promise<boolean> {
     this.#closed = true;
     if (this.#wake !== null) clearTimeout(this.#wake.timer);
+    if (this.#idleTimer !== null) clearTimeout(this.#idleTimer);
     for (const job of this.queue.failAll(shuttingDown())) {
       this.#metrics.failedRequests++;
       this.#logRequest(job, 503, "shutting_down");
@@ -227,6 +232,7 @@ export class WorkerPool {
       switch (action.kind) {
         case "wait":
           if (action.until !== undefined) this.#wakeAt(action.until);
+          this.#armIdleUnload(snap);
           return;
         case "drain":
           this.#switchingTo = action.to;
@@ -250,6 +256,27 @@ export class WorkerPool {
     }
   }
 
+  /** Unloads a model with a `ttl` once nothing waited for or ran on it that long. */
+  #armIdleUnload(snap: ModelSnapshot): void {
+    if (this.#idleTimer !== null) clearTimeout(this.#idleTimer);
+    this.#idleTimer = null;
+    const loaded = snap.phase === "ready" ? snap.loaded : null;
+    const ttl = loaded === null ? null : this.#modelConfigs.get(loaded)?.ttlMs ?? null;
+    if (ttl === null || this.queue.size > 0 || this.#running.size > 0 || this.#closed) return;
+    const at = Math.max(this.#lastActivity, snap.since) + ttl;
+    this.#idleTimer = setTimeout(() => {
+      this.#idleTimer = null;
+      const snap = this.#models.snapshot();
+      const idle = snap.loaded === loaded && snap.phase === "ready" && this.queue.size === 0 &&
+        this.#running.size === 0 && this.#clock.now() >= at;
+      if (!idle) return this.pump();
+      this.#log.info("idle_unload", { model: loaded, ttl_s: ttl / 1000 });
+      this.#models.unload().catch((err) =>
+        this.#log.warn("idle_unload_failed", { model: loaded, error: String(err) })
+      );
+    }, Math.max(0, at - this.#clock.now()));
+  }
+
   #wakeAt(at: number): void {
     if (this.#wake !== null && this.#wake.at <= at) return;
     if (this.#wake !== null) clearTimeout(this.#wake.timer);
@@ -264,6 +291,7 @@ export class WorkerPool {
     this.#swapping = true;
     try {
       const timings = await this.#models.swapTo(to);
+      this.#lastActivity = this.#clock.now();
       if (timings) {
         this.loadTimes.observe(to, timings.startMs + timings.healthyMs);
         this.#metrics.swaps.inc({ from: timings.from ?? "none", to });
@@ -354,6 +382,7 @@ export class WorkerPool {
     if (final === "done") this.#metrics.successfulRequests++;
     else if (final === "cancelled") this.#metrics.cancelledRequests++;
     else this.#metrics.failedRequests++;
+    this.#lastActivity = this.#clock.now();
     if (job.startedAt !== null) {
       this.#serviceMs = 0.8 * this.#serviceMs + 0.2 * (this.#clock.now() - job.startedAt);
     }

@@ -29,6 +29,7 @@ Deno.test("parseConfig() accepts the seed's config unchanged, with its values", 
     aliases: [],
     maxWaitMs: 60_000,
     onDisconnect: "abort",
+    ttlMs: null,
     loadTimeHintMs: 180_000,
   });
   assert.deepEqual(config.scheduler, {
@@ -162,4 +163,10 @@ Deno.test("findModel() resolves ids and aliases", () => {
   assert.equal(findModel(config, "mm")?.id, "m");
   assert.equal(findModel(config, "m")?.id, "m");
   assert.equal(findModel(config, "nope"), undefined);
+});
+
+Deno.test("parseConfig() rejects a preload that names no configured model", () => {
+  assert.deepEqual(problemsOf("preload: nope\n"), [
+    "preload (line 1): 'nope' is not a configured model",
+  ]);
 });

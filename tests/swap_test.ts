@@ -185,3 +185,22 @@ Deno.test("one worker, A,B,A,B,A,B queued while A is loaded: at most two swaps, 
     },
   );
 });
+
+Deno.test("idle ttl unloads a model nobody used for that long; preload loads one at start-up", async () => {
+  await withHomelabProxy(
+    [{ id: "a", ttlS: 1 }, { id: "b" }],
+    "preload: b",
+    async ({ lab, proxy }) => {
+      // preload: b is up before any request.
+      assert.deepEqual(await lab.running(), [lab.containerOf("b")]);
+      assert.equal((await post(proxy.url, chatBody("a"))).status, 200);
+      assert.deepEqual(await lab.running(), [lab.containerOf("a")]);
+      await waitFor(
+        "a to be unloaded after its ttl",
+        async () => (await lab.running()).length === 0,
+      );
+      assert.equal((await getJson(`${proxy.url}/health`)).body.current_model, null);
+      assert.equal((await post(proxy.url, chatBody("a"))).status, 200); // and it comes back
+    },
+  );
+});

@@ -24,6 +24,8 @@ export interface FakeModelSpec {
   record?: boolean;
   /** The model's `on_disconnect` in the config. */
   onDisconnect?: "abort" | "finish";
+  /** The model's idle `ttl` (seconds) in the config. */
+  ttlS?: number;
 }
 
 export interface FakeState {
@@ -130,6 +132,7 @@ export async function createHomelab(
           `    health_url: ${base(s.id)}/health`,
           `    startup_timeout: ${s.startupTimeoutS ?? 30}`,
           ...(s.onDisconnect ? [`    on_disconnect: ${s.onDisconnect}`] : []),
+          ...(s.ttlS ? [`    ttl: ${s.ttlS}`] : []),
         ].join("\n")
       );
       return `host: 127.0.0.1\nport: 0\nstop_timeout: 5\n${extra}\nmodels:\n${models.join("\n")}\n`;
