@@ -66,6 +66,7 @@ class ContainerExitedError extends Error {}
 export class ModelManager {
   readonly #docker: Docker;
   readonly #models: Map<string, ModelConfig>;
+  readonly #byContainer: Map<string, ModelConfig>;
   readonly #clock: Clock;
   readonly #log: Logger;
   readonly #stopTimeoutS: number;
@@ -84,6 +85,7 @@ export class ModelManager {
   constructor(docker: Docker, models: readonly ModelConfig[], options: ModelManagerOptions) {
     this.#docker = docker;
     this.#models = new Map(models.map((m) => [m.id, m]));
+    this.#byContainer = new Map(models.map((m) => [m.containerName, m]));
     this.#clock = options.clock;
     this.#log = options.log;
     this.#stopTimeoutS = options.stopTimeoutS;
@@ -311,7 +313,7 @@ export class ModelManager {
   }
 
   async #onEvent(event: ContainerEvent): Promise<void> {
-    const model = [...this.#models.values()].find((m) => m.containerName === event.name);
+    const model = this.#byContainer.get(event.name);
     if (!model) return;
     const busyWith = this.#phase === "ready" ? this.#loaded : this.#target;
     if (event.action === "start" && busyWith !== null && busyWith !== model.id) {
@@ -394,7 +396,7 @@ export class ModelManager {
         stopped: extra.map((s) => s.name).join(","),
       });
     }
-    const model = [...this.#models.values()].find((m) => m.containerName === keep.name)!;
+    const model = this.#byContainer.get(keep.name)!;
     this.#set({ phase: "reconciling", target: model.id });
     try {
       await this.#waitHealthy(model, this.#clock.now() + model.startupTimeoutMs);

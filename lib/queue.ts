@@ -101,8 +101,7 @@ export class JobQueue {
 
   /** Fails every waiting job for `model` (its container will not come up). */
   failModel(model: string, error: ApiError): Job[] {
-    const line = this.#waiting.line(model);
-    const failed = line ? [...line.interactive, ...line.batch] : [];
+    const failed = this.#waiting.jobsOf(model);
     for (const job of failed) this.#fail(job, error);
     return failed;
   }

@@ -24,6 +24,8 @@ export interface WaitingView<J> {
   /** Models with at least one waiting job. */
   lines(): Iterable<[string, ModelLine<J>]>;
   line(model: string): ModelLine<J> | undefined;
+  /** One model's waiting jobs, both classes. */
+  jobsOf(model: string): J[];
 }
 
 /** Index of `seq` in a list sorted by seq, or where it would go. */
@@ -58,6 +60,11 @@ export class WaitingJobs<J extends Waitable> implements WaitingView<J> {
 
   line(model: string): ModelLine<J> | undefined {
     return this.#lines.get(model);
+  }
+
+  jobsOf(model: string): J[] {
+    const line = this.#lines.get(model);
+    return line ? [...line.interactive, ...line.batch] : [];
   }
 
   /** Adds a job in arrival place (a retried job keeps its old place). */

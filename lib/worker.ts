@@ -300,10 +300,7 @@ export class WorkerPool {
           (timings.stopMs + timings.startMs + timings.healthyMs) / 1000,
         );
         const total = timings.stopMs + timings.startMs + timings.healthyMs;
-        const line = this.queue.waiting().line(to);
-        for (const job of [...(line?.interactive ?? []), ...(line?.batch ?? [])]) {
-          job.swapMs += total;
-        }
+        for (const job of this.queue.waiting().jobsOf(to)) job.swapMs += total;
       }
     } catch (err) {
       const error = err instanceof SwapFailedError

@@ -43,14 +43,12 @@ export function opsRoutes(deps: AppDeps): Hono {
 
   app.get("/metrics", (c) => {
     if (wantsPrometheus(c.req.header("accept") ?? null, c.req.query("format"))) {
-      const depth = new Map<string, number>();
-      for (const [model, line] of pool.queue.waiting().lines()) {
-        depth.set(model, line.interactive.length + line.batch.length);
-      }
       const text = prometheusText(metrics, {
         models: config.models.map((m) => m.id),
         loaded: models.snapshot().loaded,
-        queueDepth: depth,
+        queueDepth: new Map(
+          config.models.map((m) => [m.id, pool.queue.waiting().jobsOf(m.id).length]),
+        ),
         inflight: pool.active,
         numWorkers: config.numWorkers,
         now: clock.now(),

@@ -3,18 +3,13 @@
  * end to end (Docker, nginx, wrk, the proxy) and writes every section of its results.
  */
 import assert from "node:assert/strict";
+import { runTask } from "./support/deno_task.ts";
 
 Deno.test("deno task bench --quick runs and reports every measurement", async () => {
   const out = await Deno.makeTempFile({ suffix: ".json" });
   try {
-    const run = await new Deno.Command("deno", {
-      args: ["task", "--quiet", "bench", "--quick", `--out=${out}`],
-      cwd: new URL("..", import.meta.url).pathname,
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const stdout = new TextDecoder().decode(run.stdout);
-    assert.equal(run.code, 0, new TextDecoder().decode(run.stderr));
+    const { code, stdout, stderr } = await runTask(["bench", "--quick", `--out=${out}`]);
+    assert.equal(code, 0, stderr);
     assert.match(stdout, /targets:\n( {2}(PASS|MISS) .+\n?)+/);
     const results = JSON.parse(await Deno.readTextFile(out));
     for (const section of ["overhead", "streaming", "swap", "queue", "memory"]) {

@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { decideAffinity, decideFifo, decideGreedy, type Priority } from "../lib/scheduler.ts";
 import { seededRandom } from "../sim/make_traces.ts";
+import { runTask } from "./support/deno_task.ts";
 import {
   parseTrace,
   simulate,
@@ -133,14 +134,8 @@ Deno.test("simulate() is deterministic", () => {
 });
 
 Deno.test("deno task sim prints the three policies side by side for a trace", async () => {
-  const out = await new Deno.Command("deno", {
-    args: ["task", "--quiet", "sim", "sim/traces/c-alternation.jsonl"],
-    cwd: new URL("..", import.meta.url).pathname,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder().decode(out.stdout);
-  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  const { code, stdout: text, stderr } = await runTask(["sim", "sim/traces/c-alternation.jsonl"]);
+  assert.equal(code, 0, stderr);
   for (const policy of ["fifo", "greedy", "affinity"]) {
     assert.match(text, new RegExp(`^\\| ${policy} +\\| +\\d+ \\|`, "m"));
   }
