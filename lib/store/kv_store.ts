@@ -1,0 +1,406 @@
+/**
+ * @module
+ * The job store on Deno KV (SQLite under the data dir, or in memory). Transitions are KV
+ * atomics guarded by versionstamp checks, so two takers (or two recoverers) racing for one
+ * job get one winner. KV holds at most 64 KiB per value: texts and blobs above that are
+ * split into chunks written before the record that points at them.
+ */
+import {
+  type AsyncOutcome,
+  deadResult,
+  type DocKind,
+  groupBucket,
+  type GroupCounts,
+  type JobRecord,
+  type JobState,
+  type JobStore,
+  type NewAsyncJob,
+  type Recovered,
+  type Retention,
+  type StoreStats,
+  type SyncChange,
+  type Versioned,
+} from "./contract.ts";
+
+const CHUNK_BYTES = 60_000;
+/** Strings are stored as UTF-16 at worst: 2 bytes a character, well under 64 KiB. */
+const INLINE_CHARS = 24_000;
+/** Atomic limits are 1000 mutations and 800 KB; stay well inside both. */
+const JOBS_PER_ATOMIC = 100;
+/** Adding 2^64 - 1 to a KV u64 is subtracting one (sums wrap). */
+const MINUS_ONE = 0xffff_ffff_ffff_ffffn;
+const PLUS_ONE = 1n;
+const COUNTED: readonly JobState[] = ["queued", "running", "dead", "abandoned"];
+
+/** A job as kept in KV: big texts live in blobs and are marked here. */
+interface StoredJob extends JobRecord {
+  payloadInBlob?: boolean;
+  resultInBlob?: boolean;
+}
+
+export class KvJobStore implements JobStore {
+  readonly name: "kv" | "memory";
+  readonly #kv: Deno.Kv;
+
+  private constructor(kv: Deno.Kv, name: "kv" | "memory") {
+    this.#kv = kv;
+    this.name = name;
+  }
+
+  /** Opens (creating if needed) the KV file at `path`, or an in-memory store for ":memory:". */
+  static async open(path: string): Promise<KvJobStore> {
+    if (path !== ":memory:") {
+      const dir = path.replace(/\/[^/]*$/, "");
+      if (dir !== path && dir !== "") await Deno.mkdir(dir, { recursive: true });
+    }
+    return new KvJobStore(await Deno.openKv(path), path === ":memory:" ? "memory" : "kv");
+  }
+
+  async ping(): Promise<void> {
+    await this.#kv.get(["count", "total"]);
+  }
+
+  async record(changes: readonly SyncChange[]): Promise<void> {
+    for (let i = 0; i < changes.length; i += JOBS_PER_ATOMIC) {
+      const op = this.#kv.atomic();
+      for (const { job, from } of changes.slice(i, i + JOBS_PER_ATOMIC)) {
+        op.set(["job", job.id], job);
+        if (from === null) {
+          op.sum(["count", "total"], PLUS_ONE);
+          op.set(["active", job.node!, job.id], true);
+        }
+        if (from !== job.state) count(op, from, job.state);
+        if (isFinal(job.state)) {
+          op.delete(["active", job.node!, job.id]);
+          op.set(["finished", job.updatedAt, job.id], true);
+        }
+      }
+      await commitOrThrow(op);
+    }
+  }
+
+  async enqueue(jobs: readonly NewAsyncJob[], now: number): Promise<void> {
+    for (let i = 0; i < jobs.length; i += JOBS_PER_ATOMIC) {
+      const op = this.#kv.atomic();
+      for (const init of jobs.slice(i, i + JOBS_PER_ATOMIC)) {
+        const job: StoredJob = {
+          ...init,
+          kind: "async",
+          state: "queued",
+          attempts: 0,
+          node: null,
+          createdAt: now,
+          updatedAt: now,
+          result: null,
+        };
+        if (init.payload.length > INLINE_CHARS) {
+          await this.#putText(`payload:${init.id}`, init.payload);
+          job.payload = null;
+          job.payloadInBlob = true;
+        }
+        op.set(["job", job.id], job);
+        op.set(["lane", init.lane, init.order, init.id], true);
+        op.sum(["count", "total"], PLUS_ONE);
+        op.sum(["count", "queued"], PLUS_ONE);
+      }
+      await commitOrThrow(op);
+    }
+  }
+
+  async claim(lane: string, node: string, max: number, now: number): Promise<JobRecord[]> {
+    const claimed: JobRecord[] = [];
+    let raced = true;
+    while (claimed.length < max && raced) {
+      raced = false;
+      const heads = this.#kv.list<true>({ prefix: ["lane", lane] }, {
+        limit: max - claimed.length,
+      });
+      for await (const head of heads) {
+        const id = head.key[3] as string;
+        const entry = await this.#kv.get<StoredJob>(["job", id]);
+        if (entry.value === null || entry.value.state !== "queued") {
+          await this.#kv.atomic().check(head).delete(head.key).commit();
+          continue;
+        }
+        const job: StoredJob = {
+          ...entry.value,
+          state: "running",
+          node,
+          attempts: entry.value.attempts + 1,
+          updatedAt: now,
+        };
+        const op = this.#kv.atomic().check(head, entry).delete(head.key)
+          .set(["job", id], job).set(["active", node, id], true);
+        count(op, "queued", "running");
+        if ((await op.commit()).ok) claimed.push(await this.#load(job));
+        else raced = true;
+      }
+    }
+    return claimed;
+  }
+
+  async laneSize(lane: string): Promise<number> {
+    let size = 0;
+    for await (const _ of this.#kv.list({ prefix: ["lane", lane] })) size++;
+    return size;
+  }
+
+  async complete(
+    id: string,
+    node: string,
+    attempt: number,
+    outcome: AsyncOutcome,
+    result: string,
+    now: number,
+  ): Promise<boolean> {
+    const entry = await this.#kv.get<StoredJob>(["job", id]);
+    const held = entry.value;
+    if (held === null || held.state !== "running" || held.node !== node) return false;
+    if (held.attempts !== attempt) return false;
+    const job: StoredJob = { ...held, state: outcome, updatedAt: now, result };
+    if (result.length > INLINE_CHARS) {
+      await this.#putText(`result:${id}`, result);
+      job.result = null;
+      job.resultInBlob = true;
+    }
+    const op = this.#kv.atomic().check(entry).set(["job", id], job).delete(["active", node, id]);
+    count(op, "running", outcome);
+    this.#finishIndex(op, job);
+    return (await op.commit()).ok;
+  }
+
+  async release(ids: readonly string[], node: string, now: number): Promise<void> {
+    for (const id of ids) {
+      const entry = await this.#kv.get<StoredJob>(["job", id]);
+      const held = entry.value;
+      if (held === null || held.state !== "running" || held.node !== node) continue;
+      const job: StoredJob = {
+        ...held,
+        state: "queued",
+        node: null,
+        attempts: held.attempts - 1,
+        updatedAt: now,
+      };
+      const op = this.#kv.atomic().check(entry).set(["job", id], job)
+        .delete(["active", node, id]).set(["lane", job.lane!, job.order, id], true);
+      count(op, "running", "queued");
+      await op.commit();
+    }
+  }
+
+  async heartbeat(node: string, leaseMs: number, now: number): Promise<void> {
+    await this.#kv.set(["node", node], now + leaseMs);
+  }
+
+  async recover(now: number, maxAttempts: number): Promise<Recovered> {
+    const recovered: Recovered = { abandoned: 0, requeued: 0, dead: 0 };
+    const leases = new Map<string, number>();
+    for await (const lease of this.#kv.list<number>({ prefix: ["node"] })) {
+      leases.set(lease.key[1] as string, lease.value);
+    }
+    for await (const active of this.#kv.list<true>({ prefix: ["active"] })) {
+      const node = active.key[1] as string;
+      if ((leases.get(node) ?? 0) > now) continue;
+      const id = active.key[2] as string;
+      const entry = await this.#kv.get<StoredJob>(["job", id]);
+      const held = entry.value;
+      const op = this.#kv.atomic().check(active, entry).delete(active.key);
+      if (held === null || held.node !== node || isFinal(held.state)) {
+        await op.commit();
+        continue;
+      }
+      let job: StoredJob;
+      if (held.kind === "sync") {
+        job = { ...held, state: "abandoned", updatedAt: now };
+        this.#finishIndex(op, job);
+      } else if (held.attempts >= maxAttempts) {
+        job = { ...held, state: "dead", updatedAt: now, result: deadResult(held.attempts) };
+        this.#finishIndex(op, job);
+      } else {
+        job = { ...held, state: "queued", node: null, updatedAt: now };
+        op.set(["lane", held.lane!, held.order, id], true);
+      }
+      count(op, held.state, job.state);
+      op.set(["job", id], job);
+      if (!(await op.commit()).ok) continue;
+      if (job.state === "abandoned") recovered.abandoned++;
+      else if (job.state === "dead") recovered.dead++;
+      else recovered.requeued++;
+    }
+    for (const [node, until] of leases) {
+      if (until <= now) await this.#kv.delete(["node", node]);
+    }
+    return recovered;
+  }
+
+  async get(id: string): Promise<JobRecord | null> {
+    const entry = await this.#kv.get<StoredJob>(["job", id]);
+    return entry.value === null ? null : await this.#load(entry.value);
+  }
+
+  async stats(): Promise<StoreStats> {
+    const keys = [...COUNTED, "total"].map((state) => ["count", state]);
+    const values = await this.#kv.getMany<Deno.KvU64[]>(keys);
+    const [queued, running, dead, abandoned, total] = values.map((v) =>
+      Number(v.value?.value ?? 0n)
+    );
+    return { queued, running, dead, abandoned, total };
+  }
+
+  async groupCounts(group: string): Promise<GroupCounts> {
+    const names = ["done", "failed", "cancelled"] as const;
+    const values = await this.#kv.getMany<Deno.KvU64[]>(names.map((n) => ["group", group, n]));
+    const [done, failed, cancelled] = values.map((v) => Number(v.value?.value ?? 0n));
+    return { done, failed, cancelled };
+  }
+
+  async deadLetters(limit: number): Promise<JobRecord[]> {
+    const jobs: JobRecord[] = [];
+    for await (const entry of this.#kv.list({ prefix: ["deadidx"] }, { reverse: true, limit })) {
+      const job = await this.get(entry.key[2] as string);
+      if (job !== null) jobs.push(job);
+    }
+    return jobs;
+  }
+
+  async purge(now: number, retention: Retention): Promise<number> {
+    let purged = 0;
+    for (
+      const [index, keepMs] of [["finished", retention.finishedMs], [
+        "deadidx",
+        retention.deadMs,
+      ]] as const
+    ) {
+      const old = this.#kv.list<true>({ prefix: [index], end: [index, now - keepMs] });
+      for await (const entry of old) {
+        const id = entry.key[2] as string;
+        const job = await this.#kv.get<StoredJob>(["job", id]);
+        const op = this.#kv.atomic().delete(entry.key).delete(["job", id]);
+        if (index === "deadidx") op.sum(["count", "dead"], MINUS_ONE);
+        await commitOrThrow(op);
+        if (job.value?.payloadInBlob) await this.deleteBlob(`payload:${id}`);
+        if (job.value?.resultInBlob) await this.deleteBlob(`result:${id}`);
+        purged++;
+      }
+    }
+    return purged;
+  }
+
+  async putBlob(id: string, bytes: Uint8Array): Promise<void> {
+    await this.deleteBlob(id);
+    const chunks = Math.ceil(bytes.length / CHUNK_BYTES);
+    for (let first = 0; first < chunks; first += 10) {
+      const op = this.#kv.atomic();
+      for (let i = first; i < Math.min(chunks, first + 10); i++) {
+        op.set(["blobdata", id, i], bytes.subarray(i * CHUNK_BYTES, (i + 1) * CHUNK_BYTES));
+      }
+      await commitOrThrow(op);
+    }
+    // The length is written last: a reader never sees a blob whose chunks are missing.
+    await this.#kv.set(["blob", id], bytes.length);
+  }
+
+  async getBlob(id: string): Promise<Uint8Array | null> {
+    const size = await this.#kv.get<number>(["blob", id]);
+    if (size.value === null) return null;
+    const bytes = new Uint8Array(size.value);
+    let at = 0;
+    for await (const chunk of this.#kv.list<Uint8Array>({ prefix: ["blobdata", id] })) {
+      bytes.set(chunk.value, at);
+      at += chunk.value.length;
+    }
+    if (at !== size.value) {
+      throw new Error(`Blob ${id} is incomplete (${at} of ${size.value} bytes)`);
+    }
+    return bytes;
+  }
+
+  async deleteBlob(id: string): Promise<void> {
+    await this.#kv.delete(["blob", id]);
+    for await (const chunk of this.#kv.list({ prefix: ["blobdata", id] })) {
+      await this.#kv.delete(chunk.key);
+    }
+  }
+
+  async createDoc<T>(kind: DocKind, id: string, value: T, createdAt: number): Promise<boolean> {
+    const key = ["doc", kind, id];
+    const result = await this.#kv.atomic().check({ key, versionstamp: null }).set(key, value)
+      .set(["docidx", kind, createdAt, id], true).set(["doctime", kind, id], createdAt).commit();
+    return result.ok;
+  }
+
+  async getDoc<T>(kind: DocKind, id: string): Promise<Versioned<T> | null> {
+    const entry = await this.#kv.get<T>(["doc", kind, id]);
+    if (entry.value === null || entry.versionstamp === null) return null;
+    return { value: entry.value, version: entry.versionstamp };
+  }
+
+  async replaceDoc<T>(kind: DocKind, id: string, version: string, value: T): Promise<boolean> {
+    const key = ["doc", kind, id];
+    return (await this.#kv.atomic().check({ key, versionstamp: version }).set(key, value).commit())
+      .ok;
+  }
+
+  async deleteDoc(kind: DocKind, id: string): Promise<void> {
+    const time = await this.#kv.get<number>(["doctime", kind, id]);
+    const op = this.#kv.atomic().delete(["doc", kind, id]).delete(["doctime", kind, id]);
+    if (time.value !== null) op.delete(["docidx", kind, time.value, id]);
+    await commitOrThrow(op);
+  }
+
+  async listDocs<T>(kind: DocKind, limit: number, after?: string): Promise<T[]> {
+    const docs: T[] = [];
+    let skipping = after !== undefined;
+    for await (const entry of this.#kv.list({ prefix: ["docidx", kind] }, { reverse: true })) {
+      const id = entry.key[3] as string;
+      if (skipping) {
+        skipping = id !== after;
+        continue;
+      }
+      const doc = await this.#kv.get<T>(["doc", kind, id]);
+      if (doc.value !== null) docs.push(doc.value);
+      if (docs.length >= limit) break;
+    }
+    return docs;
+  }
+
+  close(): Promise<void> {
+    this.#kv.close();
+    return Promise.resolve();
+  }
+
+  #finishIndex(op: Deno.AtomicOperation, job: JobRecord): void {
+    if (job.state === "dead") op.set(["deadidx", job.updatedAt, job.id], true);
+    else op.set(["finished", job.updatedAt, job.id], true);
+    if (job.group !== null && job.kind === "async") {
+      op.sum(["group", job.group, groupBucket(job.state)], PLUS_ONE);
+    }
+  }
+
+  async #putText(id: string, text: string): Promise<void> {
+    await this.putBlob(id, new TextEncoder().encode(text));
+  }
+
+  async #load(job: StoredJob): Promise<JobRecord> {
+    const { payloadInBlob, resultInBlob, ...record } = job;
+    const text = async (id: string) =>
+      new TextDecoder().decode((await this.getBlob(id)) ?? undefined);
+    if (payloadInBlob) record.payload = await text(`payload:${job.id}`);
+    if (resultInBlob) record.result = await text(`result:${job.id}`);
+    return record;
+  }
+}
+
+function isFinal(state: JobState): boolean {
+  return state !== "queued" && state !== "running";
+}
+
+function count(op: Deno.AtomicOperation, from: JobState | null, to: JobState): void {
+  if (from !== null && COUNTED.includes(from)) op.sum(["count", from], MINUS_ONE);
+  if (COUNTED.includes(to)) op.sum(["count", to], PLUS_ONE);
+}
+
+async function commitOrThrow(op: Deno.AtomicOperation): Promise<void> {
+  const result = await op.commit();
+  if (!result.ok) throw new Error("KV write conflicted with itself (no checks were set)");
+}

@@ -1,0 +1,262 @@
+/**
+ * One contract, two real stores: every case runs against Deno KV on a temp file and against
+ * a real redis-server behind the Upstash-REST gateway. Time is passed in, never slept.
+ */
+import assert from "node:assert/strict";
+import type { JobRecord, JobStore, NewAsyncJob, SyncChange } from "../lib/store/contract.ts";
+import { STORE_KINDS, withStore } from "./support/stores.ts";
+
+const LEASE = 1000;
+
+function asyncJobs(group: string, n: number, model = "a", payload = (i: number) => `{"i":${i}}`) {
+  return Array.from({ length: n }, (_, i): NewAsyncJob => ({
+    id: `${group}-${i}`,
+    model,
+    priority: "batch",
+    lane: model,
+    order: i,
+    group,
+    payload: payload(i),
+  }));
+}
+
+function syncJob(id: string, node: string, state: JobRecord["state"], now: number): JobRecord {
+  return {
+    id,
+    kind: "sync",
+    model: "a",
+    priority: "interactive",
+    state,
+    attempts: state === "queued" ? 0 : 1,
+    node,
+    lane: null,
+    order: 0,
+    group: null,
+    createdAt: 0,
+    updatedAt: now,
+    payload: null,
+    result: null,
+  };
+}
+
+async function drain(store: JobStore, node: string, now: number): Promise<JobRecord[]> {
+  const all: JobRecord[] = [];
+  while (true) {
+    const got = await store.claim("a", node, 3, now);
+    if (got.length === 0) return all;
+    all.push(...got);
+  }
+}
+
+for (const kind of STORE_KINDS) {
+  Deno.test(`${kind} store: sync jobs are recorded through their states and counted`, async () => {
+    await withStore(kind, async (store) => {
+      await store.heartbeat("n1", LEASE, 0);
+      const changes: SyncChange[] = [
+        { job: syncJob("s1", "n1", "queued", 1), from: null },
+        { job: syncJob("s2", "n1", "queued", 1), from: null },
+      ];
+      await store.record(changes);
+      assert.deepEqual(await store.stats(), {
+        queued: 2,
+        running: 0,
+        dead: 0,
+        abandoned: 0,
+        total: 2,
+      });
+      await store.record([{ job: syncJob("s1", "n1", "running", 2), from: "queued" }]);
+      assert.deepEqual((await store.stats()).running, 1);
+      await store.record([
+        { job: syncJob("s1", "n1", "done", 3), from: "running" },
+        { job: syncJob("s2", "n1", "cancelled", 3), from: "queued" },
+      ]);
+      assert.deepEqual(await store.stats(), {
+        queued: 0,
+        running: 0,
+        dead: 0,
+        abandoned: 0,
+        total: 2,
+      });
+      assert.deepEqual((await store.get("s1"))?.state, "done");
+      // Finished jobs are not active: a later lease expiry does not touch them.
+      assert.deepEqual(await store.recover(10 * LEASE, 3), { abandoned: 0, requeued: 0, dead: 0 });
+    });
+  });
+
+  Deno.test(`${kind} store: async jobs are claimed in lane order and completed once`, async () => {
+    await withStore(kind, async (store) => {
+      await store.enqueue(asyncJobs("b1", 5), 0);
+      const first = await store.claim("a", "n1", 2, 1);
+      assert.deepEqual(first.map((j) => [j.id, j.state, j.attempts, j.node]), [
+        ["b1-0", "running", 1, "n1"],
+        ["b1-1", "running", 1, "n1"],
+      ]);
+      assert.deepEqual(first[0].payload, '{"i":0}');
+      assert.deepEqual(await store.laneSize("a"), 3);
+      assert(await store.complete("b1-0", "n1", 1, "done", '{"ok":1}', 2));
+      assert(!await store.complete("b1-0", "n1", 1, "done", '{"ok":2}', 3), "second completion");
+      assert(!await store.complete("b1-1", "n2", 1, "done", "{}", 3), "another node's job");
+      assert(!await store.complete("b1-1", "n1", 7, "done", "{}", 3), "a stale attempt");
+      assert(await store.complete("b1-1", "n1", 1, "failed", '{"status":500}', 3));
+      assert.deepEqual((await store.get("b1-0"))?.result, '{"ok":1}');
+      assert.deepEqual(await store.groupCounts("b1"), { done: 1, failed: 1, cancelled: 0 });
+      assert.deepEqual(await store.stats(), {
+        queued: 3,
+        running: 0,
+        dead: 0,
+        abandoned: 0,
+        total: 5,
+      });
+      assert.deepEqual(await store.claim("other-lane", "n1", 5, 4), []);
+    });
+  });
+
+  Deno.test(`${kind} store: concurrent takers never get the same job`, async () => {
+    await withStore(kind, async (store) => {
+      await store.enqueue(asyncJobs("b2", 120), 0);
+      const takers = Array.from({ length: 8 }, (_, i) => drain(store, `n${i}`, 1));
+      const taken = (await Promise.all(takers)).flat().map((j) => j.id);
+      assert.deepEqual(taken.length, 120);
+      assert.deepEqual(new Set(taken).size, 120);
+      assert.deepEqual((await store.stats()).running, 120);
+    });
+  });
+
+  Deno.test(`${kind} store: an expired lease puts claimed jobs back exactly once`, async () => {
+    await withStore(kind, async (store) => {
+      await store.heartbeat("n1", LEASE, 0);
+      await store.enqueue(asyncJobs("b3", 3), 0);
+      await store.claim("a", "n1", 2, 10);
+      await store.heartbeat("n1", LEASE, 500);
+      assert.deepEqual(await store.recover(1400, 3), { abandoned: 0, requeued: 0, dead: 0 });
+      // n1 stops heartbeating; five recoverers race after its lease ran out.
+      const races = await Promise.all(Array.from({ length: 5 }, () => store.recover(1600, 3)));
+      assert.deepEqual(races.reduce((sum, r) => sum + r.requeued, 0), 2);
+      assert(!await store.complete("b3-0", "n1", 1, "done", "{}", 1700), "late node's result");
+      const again = await store.claim("a", "n2", 5, 1700);
+      assert.deepEqual(again.map((j) => [j.id, j.attempts]), [["b3-0", 2], ["b3-1", 2], [
+        "b3-2",
+        1,
+      ]]);
+      assert(await store.complete("b3-0", "n2", 2, "done", "{}", 1800));
+    });
+  });
+
+  Deno.test(`${kind} store: a dead node's sync jobs are abandoned, never re-run`, async () => {
+    await withStore(kind, async (store) => {
+      await store.heartbeat("old", LEASE, 0);
+      await store.record([
+        { job: syncJob("s1", "old", "queued", 1), from: null },
+        { job: syncJob("s2", "old", "queued", 1), from: null },
+      ]);
+      await store.record([{ job: syncJob("s2", "old", "running", 2), from: "queued" }]);
+      await store.heartbeat("new", LEASE, 2000);
+      assert.deepEqual(await store.recover(2000, 3), { abandoned: 2, requeued: 0, dead: 0 });
+      assert.deepEqual((await store.get("s2"))?.state, "abandoned");
+      assert.deepEqual(await store.stats(), {
+        queued: 0,
+        running: 0,
+        dead: 0,
+        abandoned: 2,
+        total: 2,
+      });
+      assert.deepEqual(await store.recover(3000, 3), { abandoned: 0, requeued: 0, dead: 0 });
+    });
+  });
+
+  Deno.test(`${kind} store: attempts run out into the dead letters`, async () => {
+    await withStore(kind, async (store) => {
+      await store.enqueue(asyncJobs("b4", 1), 0);
+      let now = 0;
+      for (const node of ["n1", "n2"]) {
+        await store.heartbeat(node, LEASE, now);
+        assert.deepEqual((await store.claim("a", node, 1, now)).length, 1);
+        now += 2 * LEASE;
+        await store.recover(now, 2);
+      }
+      const [dead] = await store.deadLetters(10);
+      assert.deepEqual([dead.id, dead.state, dead.attempts], ["b4-0", "dead", 2]);
+      assert(dead.result?.includes("max_attempts_exceeded"));
+      assert.deepEqual(await store.groupCounts("b4"), { done: 0, failed: 1, cancelled: 0 });
+      assert.deepEqual((await store.stats()).dead, 1);
+      assert.deepEqual(await store.claim("a", "n3", 1, now), []);
+    });
+  });
+
+  Deno.test(`${kind} store: released jobs go back to their place, the attempt undone`, async () => {
+    await withStore(kind, async (store) => {
+      await store.enqueue(asyncJobs("b5", 4), 0);
+      const held = await store.claim("a", "n1", 3, 1);
+      await store.release(held.slice(0, 2).map((j) => j.id), "n1", 2);
+      await store.release(["b5-2"], "someone-else", 2);
+      const next = await store.claim("a", "n2", 4, 3);
+      assert.deepEqual(next.map((j) => [j.id, j.attempts]), [["b5-0", 1], ["b5-1", 1], [
+        "b5-3",
+        1,
+      ]]);
+      assert.deepEqual((await store.get("b5-2"))?.node, "n1");
+    });
+  });
+
+  Deno.test(`${kind} store: finished records and dead letters expire after retention`, async () => {
+    await withStore(kind, async (store) => {
+      await store.heartbeat("n1", LEASE, 0);
+      await store.enqueue(asyncJobs("b6", 2), 0);
+      const [a, b] = await store.claim("a", "n1", 2, 0);
+      await store.complete(a.id, "n1", 1, "done", "{}", 100);
+      await store.complete(b.id, "n1", 1, "dead", "{}", 100);
+      const retention = { finishedMs: 1000, deadMs: 5000 };
+      assert.deepEqual(await store.purge(1000, retention), 0);
+      assert.deepEqual(await store.purge(2000, retention), 1);
+      assert.deepEqual(await store.get(a.id), null);
+      assert.deepEqual((await store.stats()).dead, 1);
+      assert.deepEqual(await store.purge(6000, retention), 1);
+      assert.deepEqual(await store.stats(), {
+        queued: 0,
+        running: 0,
+        dead: 0,
+        abandoned: 0,
+        total: 2,
+      });
+    });
+  });
+
+  Deno.test(`${kind} store: big payloads, results and blobs come back whole`, async () => {
+    await withStore(kind, async (store) => {
+      const big = (i: number) => JSON.stringify({ i, text: "añ€😀".repeat(30_000 + i) });
+      await store.enqueue(asyncJobs("b7", 2, "a", big), 0);
+      const [one] = await store.claim("a", "n1", 1, 1);
+      assert.deepEqual(one.payload, big(0));
+      const result = "r".repeat(150_000);
+      assert(await store.complete(one.id, "n1", 1, "done", result, 2));
+      assert.deepEqual((await store.get(one.id))?.result, result);
+      const bytes = crypto.getRandomValues(new Uint8Array(65_536)).map((b, i) => b ^ i);
+      const blob = new Uint8Array(1_300_000).map((_, i) => bytes[i % bytes.length]);
+      await store.putBlob("f1", blob);
+      assert.deepEqual(await store.getBlob("f1"), blob);
+      await store.putBlob("f1", new Uint8Array([1, 2, 3]));
+      assert.deepEqual(await store.getBlob("f1"), new Uint8Array([1, 2, 3]));
+      await store.deleteBlob("f1");
+      assert.deepEqual(await store.getBlob("f1"), null);
+    });
+  });
+
+  Deno.test(`${kind} store: documents are created once and replaced only when unchanged`, async () => {
+    await withStore(kind, async (store) => {
+      assert(await store.createDoc("batch", "x", { n: 1 }, 1));
+      assert(!await store.createDoc("batch", "x", { n: 9 }, 1));
+      await store.createDoc("batch", "y", { n: 2 }, 2);
+      await store.createDoc("batch", "z", { n: 3 }, 3);
+      const doc = await store.getDoc<{ n: number }>("batch", "x");
+      assert.deepEqual(doc?.value, { n: 1 });
+      assert(await store.replaceDoc("batch", "x", doc!.version, { n: 10 }));
+      assert(!await store.replaceDoc("batch", "x", doc!.version, { n: 11 }), "stale version");
+      assert.deepEqual((await store.getDoc("batch", "x"))?.value, { n: 10 });
+      assert.deepEqual(await store.listDocs("batch", 10), [{ n: 3 }, { n: 2 }, { n: 10 }]);
+      assert.deepEqual(await store.listDocs("batch", 1, "z"), [{ n: 2 }]);
+      await store.deleteDoc("batch", "y");
+      assert.deepEqual(await store.listDocs("batch", 10), [{ n: 3 }, { n: 10 }]);
+      assert.deepEqual(await store.getDoc("file", "x"), null);
+    });
+  });
+}
