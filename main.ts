@@ -4,12 +4,18 @@
  */
 import { type Clock, systemClock } from "./lib/clock.ts";
 import { KeyRing } from "./lib/auth.ts";
-import { type Config, ConfigError, loadConfig } from "./lib/config.ts";
+import { type Config, ConfigError, findModel, loadConfig } from "./lib/config.ts";
 import { DockerApi, dockerForContainers } from "./lib/docker.ts";
 import { consoleLogger, type Logger } from "./lib/log.ts";
 import { Metrics } from "./lib/metrics.ts";
 import { ModelManager } from "./lib/models.ts";
 import { WorkerPool } from "./lib/worker.ts";
+import { SyncJournal } from "./lib/journal.ts";
+import { openStore } from "./lib/store/open.ts";
+import { StoreStatus } from "./lib/store/status.ts";
+import { StoreUpkeep } from "./lib/store/upkeep.ts";
+import { BatchService } from "./lib/batch/service.ts";
+import { BatchRunner } from "./lib/batch/runner.ts";
 import { createApp } from "./routes/app.ts";
 
 export interface RunningProxy {
@@ -43,7 +49,52 @@ export async function startProxy(
   });
   const keys = await KeyRing.create(config.apiKeys);
   const metrics = new Metrics(clock);
-  const pool = new WorkerPool({ config, models, metrics, log, clock });
+
+  // This process's name in the store: its lease, and the owner of its jobs.
+  const node = `lqp-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
+  const store = await openStore(config.store);
+  const storeStatus = new StoreStatus(store, log);
+  const journal = new SyncJournal({ store, status: storeStatus, node, clock, log });
+  const pool = new WorkerPool({ config, models, metrics, log, clock, journal, storeStatus });
+  const batches = new BatchService({
+    store,
+    clock,
+    log,
+    maxFileBytes: config.batch.maxFileBytes,
+    rules: {
+      maxLines: config.batch.maxLines,
+      maxMessages: config.maxMessages,
+      maxJsonDepth: config.maxJsonDepth,
+      resolveModel: (name) => findModel(config, name)?.id ?? null,
+    },
+    onEnqueued: () => runner.wake(),
+  });
+  const runner = new BatchRunner({
+    store,
+    status: storeStatus,
+    pool,
+    models,
+    service: batches,
+    node,
+    clock,
+    log,
+    lanes: config.models.map((m) => m.id),
+    window: config.numWorkers * 2,
+    requestTimeoutMs: config.requestTimeoutMs,
+  });
+  const upkeep = new StoreUpkeep({
+    store,
+    status: storeStatus,
+    node,
+    clock,
+    log,
+    leaseMs: config.store.leaseMs,
+    maxAttempts: config.maxAttempts,
+    retention: { finishedMs: config.store.retentionMs, deadMs: config.store.deadRetentionMs },
+    onRequeued: () => runner.wake(),
+  });
+  // Our lease exists before our first job does, and jobs of a dead predecessor are settled.
+  await upkeep.start();
   const app = await createApp({
     config,
     docker,
@@ -53,6 +104,9 @@ export async function startProxy(
     log,
     clock,
     keys,
+    store,
+    storeStatus,
+    batches,
   });
 
   const server = Deno.serve({ hostname: config.host, port: config.port, onListen() {} }, app.fetch);
@@ -65,6 +119,7 @@ export async function startProxy(
     models: config.models.length,
     num_workers: config.numWorkers,
     queue_size: config.queueSize,
+    store: config.store.type === "kv" ? `kv ${config.store.path}` : config.store.type,
   });
   if (keys.open) {
     log.warn("no_api_keys", {
@@ -79,6 +134,7 @@ export async function startProxy(
       log.warn("preload_failed", { model: config.preload, error: String(err) })
     );
   });
+  runner.start();
   const stopWatching = new AbortController();
   const watching = reconciled.then(() => models.watch(stopWatching.signal));
 
@@ -88,6 +144,8 @@ export async function startProxy(
     pool,
     reconciled,
     async close(graceMs = 10_000) {
+      // Batch lines not started yet go back to the store for the next start.
+      await runner.close();
       const drained = await pool.shutdown(graceMs);
       if (!drained) log.warn("shutdown_grace_expired", { grace_ms: graceMs });
       await server.shutdown();
@@ -95,6 +153,10 @@ export async function startProxy(
       stopWatching.abort();
       await reconciled;
       await watching;
+      await journal.settled();
+      upkeep.close();
+      storeStatus.close();
+      await store.close();
       api.close();
     },
   };
@@ -120,6 +182,9 @@ async function main(): Promise<void> {
       LQP_HOST: env("LQP_HOST"),
       LQP_PORT: env("LQP_PORT"),
       DOCKER_SOCKET: env("DOCKER_SOCKET"),
+      LQP_STORE: env("LQP_STORE"),
+      UPSTASH_REDIS_REST_URL: env("UPSTASH_REDIS_REST_URL"),
+      UPSTASH_REDIS_REST_TOKEN: env("UPSTASH_REDIS_REST_TOKEN"),
     });
   } catch (err) {
     if (err instanceof ConfigError) {

@@ -52,6 +52,26 @@ const RawModel = z.strictObject({
 
 const KEY = z.string().trim().min(16, "expected a key of at least 16 characters");
 
+const RawStore = z.strictObject({
+  /** kv: a Deno KV file (default); redis: Upstash REST (or SRH); memory: lost on restart. */
+  type: z.enum(["kv", "redis", "memory"]).default("kv"),
+  path: z.string().min(1).default("data/lqp.sqlite"),
+  url: httpUrl.optional(),
+  token: z.string().min(1).optional(),
+  prefix: z.string().default("lqp:"),
+  /** Seconds a node's claim on its jobs lasts without a heartbeat. */
+  lease: seconds.default(15),
+  /** Seconds finished job records are kept. */
+  retention: seconds.default(24 * 3600),
+  /** Seconds dead letters are kept. */
+  dead_retention: seconds.default(7 * 24 * 3600),
+});
+
+const RawBatch = z.strictObject({
+  max_file_size: byteSize.default(200 * 1024 * 1024),
+  max_lines: z.number().int().positive().default(50_000),
+});
+
 const RawApiKey = z.strictObject({
   name: z.string().min(1),
   key: KEY.optional(),
@@ -82,6 +102,8 @@ const RawConfig = z.strictObject({
   /** A model to load at start-up when none is running. */
   preload: z.string().min(1).optional(),
   scheduler: RawScheduler.default({ policy: "affinity", max_wait: 60, batch_aging: 600 }),
+  store: RawStore.default(RawStore.parse({})),
+  batch: RawBatch.default(RawBatch.parse({})),
   models: z.record(z.string().min(1), RawModel).default({}),
 });
 
@@ -112,6 +134,24 @@ export interface SchedulerConfig {
   batchAgingMs: number;
 }
 
+export interface StoreConfig {
+  type: "kv" | "redis" | "memory";
+  /** KV file. */
+  path: string;
+  /** Upstash REST URL and token (Redis). */
+  url: string | null;
+  token: string | null;
+  prefix: string;
+  leaseMs: number;
+  retentionMs: number;
+  deadRetentionMs: number;
+}
+
+export interface BatchConfig {
+  maxFileBytes: number;
+  maxLines: number;
+}
+
 export interface Config {
   host: string;
   port: number;
@@ -135,6 +175,8 @@ export interface Config {
   adminKey: string | null;
   preload: string | null;
   scheduler: SchedulerConfig;
+  store: StoreConfig;
+  batch: BatchConfig;
   models: readonly ModelConfig[];
 }
 
@@ -152,6 +194,11 @@ export interface ConfigEnv {
   LQP_HOST?: string;
   LQP_PORT?: string;
   DOCKER_SOCKET?: string;
+  /** Store type (kv, redis, memory), over `store.type`. */
+  LQP_STORE?: string;
+  /** Upstash REST credentials, as `Redis.fromEnv()` reads them. */
+  UPSTASH_REDIS_REST_URL?: string;
+  UPSTASH_REDIS_REST_TOKEN?: string;
 }
 
 /**
@@ -234,6 +281,17 @@ export function parseConfig(
         : raw.scheduler.min_residency * 1000,
       batchAgingMs: raw.scheduler.batch_aging * 1000,
     },
+    store: {
+      type: raw.store.type,
+      path: raw.store.path,
+      url: raw.store.url ?? null,
+      token: raw.store.token ?? null,
+      prefix: raw.store.prefix,
+      leaseMs: raw.store.lease * 1000,
+      retentionMs: raw.store.retention * 1000,
+      deadRetentionMs: raw.store.dead_retention * 1000,
+    },
+    batch: { maxFileBytes: raw.batch.max_file_size, maxLines: raw.batch.max_lines },
     models,
   };
 }
@@ -255,6 +313,20 @@ function applyEnv(raw: ParsedRaw, env: ConfigEnv, problems: string[]): void {
   raw.port = positiveInt("LQP_PORT", 65535) ?? raw.port;
   if (env.LQP_HOST) raw.host = env.LQP_HOST;
   if (env.DOCKER_SOCKET) raw.docker_socket = env.DOCKER_SOCKET;
+  if (env.LQP_STORE) {
+    const type = RawStore.shape.type.safeParse(env.LQP_STORE);
+    if (type.success) raw.store.type = type.data;
+    else problems.push(`env LQP_STORE: expected kv, redis or memory, got '${env.LQP_STORE}'`);
+  }
+  raw.store.url ??= env.UPSTASH_REDIS_REST_URL || undefined;
+  raw.store.token ??= env.UPSTASH_REDIS_REST_TOKEN || undefined;
+  if (
+    raw.store.type === "redis" && (raw.store.url === undefined || raw.store.token === undefined)
+  ) {
+    problems.push(
+      "store: type redis needs url and token (or env UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN)",
+    );
+  }
 }
 
 function resolveModels(

@@ -174,6 +174,17 @@ export function shuttingDown() {
   return new ApiError(503, "unavailable_error", "shutting_down", "The proxy is shutting down");
 }
 
+/** The job store cannot be reached (Redis down): nothing can be accepted durably. */
+export function storeUnavailable(reason: string) {
+  return new ApiError(
+    503,
+    "unavailable_error",
+    "store_unavailable",
+    `${reason}. The request was not accepted; retry in a few seconds`,
+    { headers: { "retry-after": "5" } },
+  );
+}
+
 /** Wraps anything thrown into an ApiError; unexpected errors become a generic 500. */
 export function toApiError(err: unknown, requestId: string): ApiError {
   if (err instanceof ApiError) return err;

@@ -6,15 +6,17 @@
 import type { ApiError } from "./errors.ts";
 import type { Priority } from "./scheduler.ts";
 
-export type JobState = "queued" | "running" | "done" | "failed" | "cancelled";
+export type JobState = "queued" | "running" | "done" | "failed" | "cancelled" | "dead";
 
 const NEXT: Record<JobState, readonly JobState[]> = {
   queued: ["running", "failed", "cancelled"],
-  // running → queued is a retry after the backend failed before sending a byte.
-  running: ["queued", "done", "failed", "cancelled"],
+  // running → queued is a retry after the backend failed before sending a byte; running →
+  // dead is the last retry failing (a dead letter).
+  running: ["queued", "done", "failed", "cancelled", "dead"],
   done: [],
   failed: [],
   cancelled: [],
+  dead: [],
 };
 
 /** What the route receives: the backend's response (body still streaming) or an error. */
@@ -71,6 +73,7 @@ export class Job {
   readonly #cancel = new AbortController();
   #state: JobState = "queued";
   #onFinished: (() => void)[] = [];
+  #observers: ((from: JobState) => void)[] = [];
   #resolve!: (outcome: JobOutcome) => void;
   #settled = false;
 
@@ -104,7 +107,9 @@ export class Job {
     if (!NEXT[this.#state].includes(to)) {
       throw new Error(`Job ${this.id}: illegal state change ${this.#state} -> ${to}`);
     }
+    const from = this.#state;
     this.#state = to;
+    for (const observe of this.#observers) observe(from);
     if (NEXT[to].length === 0) { for (const fn of this.#onFinished.splice(0)) fn(); }
   }
 
@@ -122,7 +127,12 @@ export class Job {
     this.cancel();
   }
 
-  /** Runs `fn` once the job reaches a final state (done, failed, cancelled). */
+  /** Calls `fn` with the previous state after every change (the store's journal). */
+  observe(fn: (from: JobState) => void): void {
+    this.#observers.push(fn);
+  }
+
+  /** Runs `fn` once the job reaches a final state (done, failed, cancelled, dead). */
   onFinished(fn: () => void): void {
     if (NEXT[this.#state].length === 0) fn();
     else this.#onFinished.push(fn);

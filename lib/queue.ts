@@ -27,6 +27,9 @@ export class JobQueue {
   /** Most places one API key may hold, so one script cannot fill the whole queue. */
   readonly #perOwner: number;
   readonly #owned = new Map<string, number>();
+  /** Batch lines: they wait here too, but the store bounds them, not `queue_size`. */
+  readonly #batchLines = new WeakSet<Job>();
+  #waitingBatchLines = 0;
 
   constructor(
     capacity: number,
@@ -45,8 +48,9 @@ export class JobQueue {
     this.#hooks = options.hooks ?? {};
   }
 
+  /** Waiting requests that count against `queue_size` (batch lines do not). */
   get size(): number {
-    return this.#waiting.size;
+    return this.#waiting.size - this.#waitingBatchLines;
   }
 
   /** Waiting jobs, indexed per model for the scheduler. */
@@ -74,12 +78,18 @@ export class JobQueue {
    * @throws {ApiError} 429 `queue_full` when `queue_size` jobs already wait.
    */
   admit(job: Job): void {
-    if (this.#waiting.size >= this.capacity) {
+    if (this.size >= this.capacity) {
       throw queueFull(this.capacity, this.#retryAfterS());
     }
     if (job.owner !== null && (this.#owned.get(job.owner) ?? 0) >= this.#perOwner) {
       throw queueShareFull(job.owner, this.#perOwner, this.capacity, this.#retryAfterS());
     }
+    this.#insert(job);
+  }
+
+  /** Adds a batch line, which `queue_size` and the per-key share do not limit. */
+  admitBatchLine(job: Job): void {
+    this.#batchLines.add(job);
     this.#insert(job);
   }
 
@@ -121,6 +131,7 @@ export class JobQueue {
 
   #insert(job: Job): void {
     this.#waiting.add(job);
+    if (this.#batchLines.has(job)) this.#waitingBatchLines++;
     if (job.owner !== null) this.#owned.set(job.owner, (this.#owned.get(job.owner) ?? 0) + 1);
     const onAbort = () => this.#abandon(job);
     job.signal.addEventListener("abort", onAbort, { once: true });
@@ -131,6 +142,7 @@ export class JobQueue {
 
   #remove(job: Job): void {
     if (!this.#waiting.remove(job)) return;
+    if (this.#batchLines.has(job)) this.#waitingBatchLines--;
     if (job.owner !== null) this.#owned.set(job.owner, this.#owned.get(job.owner)! - 1);
     this.#detach.get(job)?.();
     this.#detach.delete(job);

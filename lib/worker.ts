@@ -12,8 +12,11 @@ import {
   modelUnavailable,
   requestTimeout,
   shuttingDown,
+  storeUnavailable,
   upstreamFailed,
 } from "./errors.ts";
+import type { SyncJournal } from "./journal.ts";
+import type { StoreStatus } from "./store/status.ts";
 import type { Job } from "./jobs.ts";
 import type { Logger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
@@ -29,6 +32,9 @@ export interface WorkerPoolDeps {
   metrics: Metrics;
   log: Logger;
   clock: Clock;
+  /** Where synchronous jobs' states are recorded, and whether that store answers. */
+  journal: SyncJournal;
+  storeStatus: StoreStatus;
   policy?: Policy;
 }
 
@@ -40,6 +46,8 @@ export class WorkerPool {
   readonly #metrics: Metrics;
   readonly #log: Logger;
   readonly #clock: Clock;
+  readonly #journal: SyncJournal;
+  readonly #storeStatus: StoreStatus;
   readonly #policy: Policy;
   readonly #rules: SchedulerRules;
   readonly loadTimes: LoadTimes;
@@ -66,6 +74,8 @@ export class WorkerPool {
     this.#metrics = deps.metrics;
     this.#log = deps.log;
     this.#clock = deps.clock;
+    this.#journal = deps.journal;
+    this.#storeStatus = deps.storeStatus;
     this.#policy = deps.policy ?? POLICIES[deps.config.scheduler.policy];
     const maxWait = new Map(deps.config.models.map((m) => [m.id, m.maxWaitMs]));
     const scheduler = deps.config.scheduler;
@@ -103,13 +113,27 @@ export class WorkerPool {
   }
 
   /**
-   * Queues a job and dispatches at once if the policy allows.
-   * @throws {ApiError} 429 when the queue is full, 503 while shutting down.
+   * Queues a job and dispatches at once if the policy allows. Its store record is written
+   * alongside, off the request's path; if that write fails while it still waits, it is
+   * answered 503 instead.
+   * @throws {ApiError} 429 when the queue is full, 503 while shutting down or when the store
+   * is unreachable.
    */
   submit(job: Job): void {
     if (this.#closed) throw shuttingDown();
+    const storeError = this.#storeStatus.error;
+    if (storeError !== null) throw storeUnavailable(storeError.message);
     this.queue.admit(job);
     this.#metrics.totalRequests++;
+    this.#journal.add(job).catch((err) => {
+      if (job.state === "queued") job.cancel(storeUnavailable(String(err?.message ?? err)));
+    });
+  }
+
+  /** Queues a batch line (no store journal: the batch runner owns its record). */
+  submitBatch(job: Job): void {
+    if (this.#closed) throw shuttingDown();
+    this.queue.admitBatchLine(job);
   }
 
   /** A line for a waiting client: its place, what the GPU is doing, and an ETA. */
@@ -262,12 +286,15 @@ export class WorkerPool {
     this.#idleTimer = null;
     const loaded = snap.phase === "ready" ? snap.loaded : null;
     const ttl = loaded === null ? null : this.#modelConfigs.get(loaded)?.ttlMs ?? null;
-    if (ttl === null || this.queue.size > 0 || this.#running.size > 0 || this.#closed) return;
+    if (ttl === null || this.queue.waiting().size > 0 || this.#running.size > 0 || this.#closed) {
+      return;
+    }
     const at = Math.max(this.#lastActivity, snap.since) + ttl;
     this.#idleTimer = setTimeout(() => {
       this.#idleTimer = null;
       const snap = this.#models.snapshot();
-      const idle = snap.loaded === loaded && snap.phase === "ready" && this.queue.size === 0 &&
+      const idle = snap.loaded === loaded && snap.phase === "ready" &&
+        this.queue.waiting().size === 0 &&
         this.#running.size === 0 && this.#clock.now() >= at;
       if (!idle) return this.pump();
       this.#log.info("idle_unload", { model: loaded, ttl_s: ttl / 1000 });
@@ -337,7 +364,8 @@ export class WorkerPool {
           retry = true;
         } else {
           this.#metrics.deadLetters++;
-          status = this.#fail(job, upstreamFailed(`${err.message} after ${job.attempts} attempts`));
+          const error = upstreamFailed(`${err.message} after ${job.attempts} attempts`);
+          status = this.#fail(job, error, "dead");
         }
       } else {
         status = this.#fail(job, this.#errorFor(job, err));
@@ -354,7 +382,7 @@ export class WorkerPool {
 
   /** Why a finished job counts as failed (for lqp_failures_total), or undefined. */
   #failureReason(job: Job, status: number): string | undefined {
-    if (job.state !== "failed") return undefined;
+    if (job.state !== "failed" && job.state !== "dead") return undefined;
     if (job.timeoutSignal.aborted) return "request_timeout";
     return status === 502 ? "upstream_unreachable" : `backend_${status}`;
   }
@@ -365,14 +393,14 @@ export class WorkerPool {
   }
 
   /** Ends a job that never got a response; returns the status the client sees. */
-  #fail(job: Job, error: ApiError): number {
+  #fail(job: Job, error: ApiError, state: "failed" | "dead" = "failed"): number {
     const clientGone = job.signal.aborted && !job.timeoutSignal.aborted;
-    this.#finish(job, clientGone ? "cancelled" : "failed");
+    this.#finish(job, clientGone ? "cancelled" : state);
     job.settle({ kind: "error", error });
     return clientGone ? 499 : error.status;
   }
 
-  #finish(job: Job, state: "done" | "failed" | "cancelled"): void {
+  #finish(job: Job, state: "done" | "failed" | "cancelled" | "dead"): void {
     const clientGone = job.signal.aborted && !job.timeoutSignal.aborted;
     const final = clientGone ? "cancelled" : state;
     job.transition(final);

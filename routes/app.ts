@@ -8,12 +8,16 @@ import type { Clock } from "../lib/clock.ts";
 import type { Config } from "../lib/config.ts";
 import type { Docker } from "../lib/docker.ts";
 import { type Caller, type KeyRing, presentedKey } from "../lib/auth.ts";
-import { ApiError, invalidApiKey, toApiError } from "../lib/errors.ts";
+import { ApiError, invalidApiKey, storeUnavailable, toApiError } from "../lib/errors.ts";
 import type { Logger } from "../lib/log.ts";
 import type { Metrics } from "../lib/metrics.ts";
 import type { ModelManager } from "../lib/models.ts";
 import type { WorkerPool } from "../lib/worker.ts";
+import type { BatchService } from "../lib/batch/service.ts";
+import { type JobStore, StoreUnavailableError } from "../lib/store/contract.ts";
+import type { StoreStatus } from "../lib/store/status.ts";
 import { adminRoutes } from "./admin.ts";
+import { batchRoutes } from "./batches.ts";
 import { openaiRoutes } from "./openai.ts";
 import { opsRoutes } from "./ops.ts";
 
@@ -26,6 +30,9 @@ export interface AppDeps {
   log: Logger;
   clock: Clock;
   keys: KeyRing;
+  store: JobStore;
+  storeStatus: StoreStatus;
+  batches: BatchService;
 }
 
 /** Per-request values: the id shown to the client (`x-request-id`) and in log lines. */
@@ -54,6 +61,8 @@ export async function createApp(deps: AppDeps): Promise<Hono<AppEnv>> {
     await next();
   });
   app.route("/", opsRoutes(deps));
+  // Before the OpenAI routes: their POST /v1/* would take /v1/files and /v1/batches.
+  app.route("/v1", batchRoutes(deps));
   app.route("/v1", openaiRoutes(deps));
   app.route("/admin", await adminRoutes(deps));
   app.notFound((c) =>
@@ -66,6 +75,7 @@ export async function createApp(deps: AppDeps): Promise<Hono<AppEnv>> {
   );
   app.onError((err, c) => {
     const id = c.get("requestId");
+    if (err instanceof StoreUnavailableError) return storeUnavailable(err.message).toResponse();
     const apiError = toApiError(err, id);
     if (!(err instanceof ApiError)) {
       deps.log.error("unexpected_error", {

@@ -9,7 +9,7 @@ import { wantsPrometheus } from "../lib/prometheus.ts";
 import type { AppDeps } from "./app.ts";
 
 export function opsRoutes(deps: AppDeps): Hono {
-  const { config, docker, models, pool, metrics, clock } = deps;
+  const { config, docker, models, pool, metrics, clock, store, storeStatus } = deps;
   const app = new Hono();
 
   app.get("/health", async (c) => {
@@ -21,6 +21,12 @@ export function opsRoutes(deps: AppDeps): Hono {
       queue_capacity: config.queueSize,
       message: "Proxy is operational",
     };
+    try {
+      await storeStatus.run(() => store.ping());
+    } catch (err) {
+      const reason = err instanceof Error ? err.message : String(err);
+      return c.json({ ...base, status: "unhealthy", message: reason }, 503);
+    }
     try {
       await docker.ping(AbortSignal.timeout(2000));
       const existing = new Set((await docker.list()).map((s) => s.name));
@@ -41,7 +47,7 @@ export function opsRoutes(deps: AppDeps): Hono {
 
   app.get("/queue", (c) => c.json(pool.queueView()));
 
-  app.get("/metrics", (c) => {
+  app.get("/metrics", async (c) => {
     if (wantsPrometheus(c.req.header("accept") ?? null, c.req.query("format"))) {
       const text = prometheusText(metrics, {
         models: config.models.map((m) => m.id),
@@ -57,6 +63,8 @@ export function opsRoutes(deps: AppDeps): Hono {
     }
     const pending = pool.queue.size;
     const processing = pool.active;
+    // The store's view covers batch lines and other nodes; without it, this process's view.
+    const stored = await storeStatus.run(() => store.stats()).catch(() => null);
     return c.json({
       uptime_seconds: Math.floor((clock.now() - metrics.startedAt) / 1000),
       total_requests: metrics.totalRequests,
@@ -67,12 +75,23 @@ export function opsRoutes(deps: AppDeps): Hono {
       peak_concurrent_requests: metrics.peakConcurrentRequests,
       num_workers: config.numWorkers,
       success_rate: Math.round(metrics.successRate() * 1000) / 1000,
-      queue_stats: {
-        pending_jobs: pending,
-        processing_jobs: processing,
-        dead_letter_queue: metrics.deadLetters,
-        total_jobs: pending + processing,
-      },
+      queue_stats: stored === null
+        ? {
+          pending_jobs: pending,
+          processing_jobs: processing,
+          dead_letter_queue: metrics.deadLetters,
+          total_jobs: pending + processing,
+          abandoned_jobs: null,
+          store: `${store.name} (unreachable)`,
+        }
+        : {
+          pending_jobs: stored.queued,
+          processing_jobs: stored.running,
+          dead_letter_queue: stored.dead,
+          total_jobs: stored.total,
+          abandoned_jobs: stored.abandoned,
+          store: store.name,
+        },
       current_model: models.snapshot().loaded,
       pending_futures: pending + processing,
     });

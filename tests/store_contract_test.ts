@@ -198,6 +198,21 @@ for (const kind of STORE_KINDS) {
     });
   });
 
+  Deno.test(`${kind} store: cancelling leaves claimed jobs alone and counts once`, async () => {
+    await withStore(kind, async (store) => {
+      await store.enqueue(asyncJobs("b8", 4), 0);
+      await store.claim("a", "n1", 1, 1);
+      const ids = ["b8-0", "b8-1", "b8-2", "b8-3"];
+      assert.deepEqual(await store.cancelQueued(ids, 2), 3);
+      assert.deepEqual(await store.cancelQueued(ids, 3), 0);
+      assert.deepEqual(await store.laneSize("a"), 0);
+      const states = (await store.getMany([...ids, "nope"])).map((j) => j?.state ?? null);
+      assert.deepEqual(states, ["running", "cancelled", "cancelled", "cancelled", null]);
+      assert.deepEqual(await store.groupCounts("b8"), { done: 0, failed: 0, cancelled: 3 });
+      assert.deepEqual((await store.stats()).queued, 0);
+    });
+  });
+
   Deno.test(`${kind} store: finished records and dead letters expire after retention`, async () => {
     await withStore(kind, async (store) => {
       await store.heartbeat("n1", LEASE, 0);

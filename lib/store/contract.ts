@@ -159,6 +159,11 @@ export interface JobStore {
   recover(now: number, maxAttempts: number): Promise<Recovered>;
 
   get(id: string): Promise<JobRecord | null>;
+  /** Records for `ids` in the same order (null where there is none). */
+  getMany(ids: readonly string[]): Promise<(JobRecord | null)[]>;
+
+  /** Cancels those of `ids` still queued (a cancelled batch); returns how many. */
+  cancelQueued(ids: readonly string[], now: number): Promise<number>;
   stats(): Promise<StoreStats>;
   groupCounts(group: string): Promise<GroupCounts>;
   /** Dead letters, newest first. */

@@ -65,14 +65,13 @@ export class KvJobStore implements JobStore {
       const op = this.#kv.atomic();
       for (const { job, from } of changes.slice(i, i + JOBS_PER_ATOMIC)) {
         op.set(["job", job.id], job);
-        if (from === null) {
-          op.sum(["count", "total"], PLUS_ONE);
-          op.set(["active", job.node!, job.id], true);
-        }
+        if (from === null) op.sum(["count", "total"], PLUS_ONE);
         if (from !== job.state) count(op, from, job.state);
         if (isFinal(job.state)) {
           op.delete(["active", job.node!, job.id]);
           op.set(["finished", job.updatedAt, job.id], true);
+        } else if (from === null) {
+          op.set(["active", job.node!, job.id], true);
         }
       }
       await commitOrThrow(op);
@@ -236,6 +235,35 @@ export class KvJobStore implements JobStore {
   async get(id: string): Promise<JobRecord | null> {
     const entry = await this.#kv.get<StoredJob>(["job", id]);
     return entry.value === null ? null : await this.#load(entry.value);
+  }
+
+  async getMany(ids: readonly string[]): Promise<(JobRecord | null)[]> {
+    const records: (JobRecord | null)[] = [];
+    for (let i = 0; i < ids.length; i += 10) {
+      const entries = await this.#kv.getMany<StoredJob[]>(
+        ids.slice(i, i + 10).map((id) => ["job", id]),
+      );
+      for (const entry of entries) {
+        records.push(entry.value === null ? null : await this.#load(entry.value));
+      }
+    }
+    return records;
+  }
+
+  async cancelQueued(ids: readonly string[], now: number): Promise<number> {
+    let cancelled = 0;
+    for (const id of ids) {
+      const entry = await this.#kv.get<StoredJob>(["job", id]);
+      const held = entry.value;
+      if (held === null || held.state !== "queued" || held.kind !== "async") continue;
+      const job: StoredJob = { ...held, state: "cancelled", updatedAt: now };
+      const op = this.#kv.atomic().check(entry).set(["job", id], job)
+        .delete(["lane", held.lane!, held.order, id]);
+      count(op, "queued", "cancelled");
+      this.#finishIndex(op, job);
+      if ((await op.commit()).ok) cancelled++;
+    }
+    return cancelled;
   }
 
   async stats(): Promise<StoreStats> {

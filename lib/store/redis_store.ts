@@ -52,20 +52,28 @@ local function finish(job)
 end
 `;
 
-/** ARGV: prefix, then (id, node, from, state, updatedAt, json) per change. */
+/**
+ * ARGV: prefix, then (id, node, state, updatedAt, json) per change. The state moved from is
+ * read here, not trusted from the caller: a request retried after a lost reply changes
+ * nothing twice, and a job already final (abandoned by a recovery) stays final.
+ */
 const RECORD = LUA_HELPERS + `
-for i = 2, #ARGV, 6 do
-  local id, node, from, state = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3]
-  redis.call('SET', P..'job:'..id, ARGV[i+5])
-  if from == '' then
-    redis.call('HINCRBY', P..'count', 'total', 1)
-    redis.call('HSET', P..'active', id, node)
-    from = nil
-  end
-  if from ~= state then move(from, state) end
-  if state ~= 'queued' and state ~= 'running' then
-    redis.call('HDEL', P..'active', id)
-    redis.call('ZADD', P..'finished', ARGV[i+4], id)
+for i = 2, #ARGV, 5 do
+  local id, node, state = ARGV[i], ARGV[i+1], ARGV[i+2]
+  local key = P..'job:'..id
+  local cur = redis.call('GET', key)
+  local from = nil
+  if cur then from = cjson.decode(cur).state end
+  if from == nil or from == 'queued' or from == 'running' then
+    redis.call('SET', key, ARGV[i+4])
+    if from == nil then redis.call('HINCRBY', P..'count', 'total', 1) end
+    if from ~= state then move(from, state) end
+    if state ~= 'queued' and state ~= 'running' then
+      redis.call('HDEL', P..'active', id)
+      redis.call('ZADD', P..'finished', ARGV[i+3], id)
+    elseif from == nil then
+      redis.call('HSET', P..'active', id, node)
+    end
   end
 end
 return 1`;
@@ -140,6 +148,26 @@ for i = 4, #ARGV do
   end
 end
 return 1`;
+
+/** ARGV: prefix, now, ids... Returns how many were still queued. */
+const CANCEL = LUA_HELPERS + `
+local n = 0
+for i = 3, #ARGV do
+  local raw = redis.call('GET', P..'job:'..ARGV[i])
+  if raw then
+    local job = cjson.decode(raw)
+    if job.state == 'queued' and job.kind == 'async' then
+      redis.call('ZREM', P..'lane:'..job.lane, job.id)
+      job.state = 'cancelled'
+      job.updatedAt = tonumber(ARGV[2])
+      redis.call('SET', P..'job:'..job.id, cjson.encode(job))
+      move('queued', 'cancelled')
+      finish(job)
+      n = n + 1
+    end
+  end
+end
+return n`;
 
 /** ARGV: prefix, now, maxAttempts. Returns {abandoned, requeued, dead}. */
 const RECOVER = LUA_HELPERS + `
@@ -224,6 +252,7 @@ type ScriptName =
   | "claim"
   | "complete"
   | "release"
+  | "cancel"
   | "recover"
   | "purge"
   | "createDoc"
@@ -258,6 +287,7 @@ export class RedisJobStore implements JobStore {
       claim: script(CLAIM),
       complete: script(COMPLETE),
       release: script(RELEASE),
+      cancel: script(CANCEL),
       recover: script(RECOVER),
       purge: script(PURGE),
       createDoc: script(CREATE_DOC),
@@ -285,10 +315,9 @@ export class RedisJobStore implements JobStore {
 
   async record(changes: readonly SyncChange[]): Promise<void> {
     if (changes.length === 0) return;
-    const args = changes.flatMap(({ job, from }) => [
+    const args = changes.flatMap(({ job }) => [
       job.id,
       job.node ?? "",
-      from ?? "",
       job.state,
       String(job.updatedAt),
       JSON.stringify(job),
@@ -374,6 +403,25 @@ export class RedisJobStore implements JobStore {
   async get(id: string): Promise<JobRecord | null> {
     const raw = await this.#redis.get<string>(`${this.#p}job:${id}`);
     return raw === null ? null : parseJob(raw);
+  }
+
+  async getMany(ids: readonly string[]): Promise<(JobRecord | null)[]> {
+    const records: (JobRecord | null)[] = [];
+    for (let i = 0; i < ids.length; i += 200) {
+      const keys = ids.slice(i, i + 200).map((id) => `${this.#p}job:${id}`);
+      const raws = await this.#redis.mget<(string | null)[]>(...keys);
+      records.push(...raws.map((raw) => raw === null ? null : parseJob(raw)));
+    }
+    return records;
+  }
+
+  async cancelQueued(ids: readonly string[], now: number): Promise<number> {
+    let cancelled = 0;
+    for (let i = 0; i < ids.length; i += 500) {
+      const slice = ids.slice(i, i + 500);
+      cancelled += await this.#eval<number>("cancel", [this.#p, String(now), ...slice]);
+    }
+    return cancelled;
   }
 
   async stats(): Promise<StoreStats> {

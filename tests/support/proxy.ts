@@ -15,7 +15,12 @@ export async function startTestProxy(
   configYaml: string,
   { dockerSocket = DOCKER_SOCKET } = {},
 ): Promise<TestProxy> {
-  const config = parseConfig(`docker_socket: ${dockerSocket}\n${configYaml}`, "test config");
+  // An in-memory store unless the test names one: nothing written under the source tree.
+  const store = /^store:/m.test(configYaml) ? "" : "store:\n  type: memory\n";
+  const config = parseConfig(
+    `docker_socket: ${dockerSocket}\n${store}${configYaml}`,
+    "test config",
+  );
   const proxy = await startProxy(config, { log: silentLogger });
   return { ...proxy, [Symbol.asyncDispose]: () => proxy.close(2000) };
 }

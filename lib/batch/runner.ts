@@ -1,0 +1,238 @@
+/**
+ * @module
+ * Feeds batch lines from the store to the worker pool. It holds only a small window of
+ * claimed lines in memory (the store stays the queue), claims from the loaded model's lane
+ * first so a batch does not cause swaps, and hands them to the pool at batch priority, where
+ * the scheduler puts interactive requests first. Each line's answer is written to the store
+ * once (a completion only counts for the claim that holds it); on shutdown, lines not yet
+ * started go back to their lanes for the next start.
+ */
+import type { Clock } from "../clock.ts";
+import { shuttingDown } from "../errors.ts";
+import { Job } from "../jobs.ts";
+import type { Logger } from "../log.ts";
+import type { ModelManager } from "../models.ts";
+import type { AsyncOutcome, JobRecord, JobStore } from "../store/contract.ts";
+import type { StoreStatus } from "../store/status.ts";
+import type { WorkerPool } from "../worker.ts";
+import { answerBody, type LineResult, outputLine } from "./lines.ts";
+import type { BatchService } from "./service.ts";
+
+/** How often the store is looked at for work other nodes queued or a recovery put back. */
+const POLL_MS = 2000;
+
+export interface BatchRunnerDeps {
+  store: JobStore;
+  status: StoreStatus;
+  pool: WorkerPool;
+  models: ModelManager;
+  service: BatchService;
+  node: string;
+  clock: Clock;
+  log: Logger;
+  /** Configured model ids: the lanes. */
+  lanes: readonly string[];
+  /** Lines held in memory at once. */
+  window: number;
+  requestTimeoutMs: number;
+}
+
+interface LinePayload {
+  custom_id: string;
+  url: string;
+  body: Record<string, unknown>;
+}
+
+export class BatchRunner {
+  readonly #deps: BatchRunnerDeps;
+  readonly #held = new Map<string, { record: JobRecord; job: Job }>();
+  #filling = false;
+  #again = false;
+  #closing = false;
+  #poll: ReturnType<typeof setInterval> | null = null;
+
+  constructor(deps: BatchRunnerDeps) {
+    this.#deps = deps;
+  }
+
+  /** Lines claimed by this node right now. */
+  get held(): number {
+    return this.#held.size;
+  }
+
+  start(): void {
+    this.#poll = setInterval(() => this.wake(), POLL_MS);
+    this.#deps.models.onChange(() => this.wake());
+    this.#deps.status.onUp(() => this.wake());
+    this.wake();
+    this.#settleOpen();
+  }
+
+  /** Something changed (new lines, a line finished, another model loaded): fill the window. */
+  wake(): void {
+    if (this.#filling) {
+      this.#again = true;
+      return;
+    }
+    this.#filling = true;
+    this.#fill().finally(() => {
+      this.#filling = false;
+      if (this.#again) {
+        this.#again = false;
+        this.wake();
+      }
+    });
+  }
+
+  /**
+   * Stops claiming. Held lines that have not started go back to their lanes; running ones
+   * may finish (their answers are still written) until the pool's grace runs out.
+   */
+  async close(): Promise<void> {
+    this.#closing = true;
+    if (this.#poll !== null) clearInterval(this.#poll);
+    const waiting = [...this.#held.values()].filter(({ job }) => job.state === "queued");
+    for (const { job } of waiting) job.cancel(shuttingDown());
+    await this.#release(waiting.map(({ record }) => record.id));
+  }
+
+  async #fill(): Promise<void> {
+    const { store, status, node, clock, window } = this.#deps;
+    while (!this.#closing && status.up && this.#held.size < window) {
+      let claimed: JobRecord[] = [];
+      try {
+        for (const lane of this.#laneOrder()) {
+          claimed = await store.claim(lane, node, window - this.#held.size, clock.now());
+          if (claimed.length > 0) break;
+        }
+      } catch (err) {
+        status.down(err);
+        return;
+      }
+      if (claimed.length === 0) return;
+      for (const record of claimed) await this.#start(record);
+    }
+  }
+
+  /** The loaded model's lane first: its lines run without a swap. */
+  #laneOrder(): string[] {
+    const loaded = this.#deps.models.snapshot().loaded;
+    const lanes = [...this.#deps.lanes];
+    return loaded === null ? lanes : [loaded, ...lanes.filter((lane) => lane !== loaded)];
+  }
+
+  async #start(record: JobRecord): Promise<void> {
+    const { service, clock, pool } = this.#deps;
+    const payload = JSON.parse(record.payload!) as LinePayload;
+    const batchStatus = await service.statusOf(record.group!).catch(() => null);
+    if (batchStatus !== "in_progress") {
+      // Cancelled (or gone) while the line waited in its lane.
+      await this.#complete(record, "cancelled", {
+        customId: payload.custom_id,
+        response: null,
+        error: { code: "batch_cancelled", message: "The batch was cancelled" },
+      });
+      return;
+    }
+    const timeout = new AbortController();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const job = new Job({
+      id: record.id,
+      model: record.model,
+      method: "POST",
+      path: payload.url,
+      body: new TextEncoder().encode(JSON.stringify(payload.body)),
+      headers: new Headers({ "content-type": "application/json" }),
+      stream: false,
+      priority: "batch",
+      enqueuedAt: clock.now(),
+      timeoutSignal: timeout.signal,
+    });
+    // Earlier claims count toward max_attempts (the node running them died).
+    job.attempts = record.attempts - 1;
+    // The request timeout covers the request, not the wait behind interactive work.
+    job.observe((from) => {
+      if (from === "queued" && job.state === "running") {
+        timer ??= setTimeout(() => timeout.abort(), this.#deps.requestTimeoutMs);
+      }
+    });
+    job.onFinished(() => clearTimeout(timer));
+    this.#held.set(record.id, { record, job });
+    pool.submitBatch(job);
+    this.#finishLine(record, job, payload.custom_id);
+  }
+
+  async #finishLine(record: JobRecord, job: Job, customId: string): Promise<void> {
+    const outcome = await job.outcome;
+    if (outcome.kind === "error" && this.#closing && job.state !== "dead") {
+      // Stopped by shutdown, not by the line itself: it runs again after the restart.
+      this.#held.delete(record.id);
+      await this.#release([record.id]);
+      return;
+    }
+    let result: LineResult;
+    let state: AsyncOutcome;
+    if (outcome.kind === "response") {
+      const { response } = outcome;
+      const text = await response.text().catch((err) => String(err));
+      state = response.ok ? "done" : "failed";
+      result = {
+        customId,
+        response: { statusCode: response.status, requestId: job.id, body: answerBody(text) },
+        error: null,
+      };
+    } else {
+      state = job.state === "dead" ? "dead" : "failed";
+      result = {
+        customId,
+        response: null,
+        error: { code: outcome.error.code, message: outcome.error.message },
+      };
+    }
+    // The pool settles the outcome before the job's final state: wait for it.
+    await new Promise<void>((resolve) => job.onFinished(resolve));
+    if (job.state === "cancelled" && this.#closing) {
+      this.#held.delete(record.id);
+      await this.#release([record.id]);
+      return;
+    }
+    await this.#complete(record, state, result);
+  }
+
+  async #complete(record: JobRecord, state: AsyncOutcome, result: LineResult): Promise<void> {
+    const { store, status, node, clock, service, log } = this.#deps;
+    const line = outputLine(`batch_req_${record.id}`, result);
+    try {
+      const counted = await status.run(() =>
+        store.complete(record.id, node, record.attempts, state, line, clock.now())
+      );
+      if (!counted) log.warn("batch_line_lost_lease", { id: record.id });
+      await service.settle(record.group!);
+    } catch (err) {
+      // The store is down: the claim expires and the line runs again once it is back.
+      log.warn("batch_line_unrecorded", { id: record.id, error: String(err) });
+    } finally {
+      this.#held.delete(record.id);
+      this.wake();
+    }
+  }
+
+  async #release(ids: string[]): Promise<void> {
+    if (ids.length === 0) return;
+    const { store, node, clock, log } = this.#deps;
+    await store.release(ids, node, clock.now()).catch((err) =>
+      log.warn("batch_release_failed", { lines: ids.length, error: String(err) })
+    );
+  }
+
+  /** Finalizes batches whose last line finished while no node was there to do it. */
+  async #settleOpen(): Promise<void> {
+    try {
+      for (const batch of await this.#deps.service.openBatches()) {
+        await this.#deps.service.settle(batch.id);
+      }
+    } catch (err) {
+      this.#deps.status.down(err);
+    }
+  }
+}

@@ -1,0 +1,150 @@
+/**
+ * @module
+ * Writes synchronous jobs' states to the store without slowing them down. Changes made in
+ * the same tick go out as one store call (group commit), off the request's path. A write
+ * that fails is kept and sent again once the store is back, so a short outage leaves no job
+ * stuck as "running" in the store.
+ */
+import type { Clock } from "./clock.ts";
+import type { Job } from "./jobs.ts";
+import type { Logger } from "./log.ts";
+import type { JobRecord, JobState, JobStore, SyncChange } from "./store/contract.ts";
+import type { StoreStatus } from "./store/status.ts";
+
+/** Changes kept while the store is down; beyond this, new ones are dropped (and logged). */
+const MAX_PENDING = 20_000;
+
+interface Batch {
+  changes: Map<string, SyncChange>;
+  written: Promise<void>;
+  resolve(): void;
+  reject(err: unknown): void;
+}
+
+function newBatch(): Batch {
+  const batch = { changes: new Map() } as Batch;
+  batch.written = new Promise<void>((resolve, reject) => {
+    batch.resolve = resolve;
+    batch.reject = reject;
+  });
+  // Most writers do not wait; an unwatched failure must not crash the process.
+  batch.written.catch(() => {});
+  return batch;
+}
+
+export class SyncJournal {
+  readonly #store: JobStore;
+  readonly #status: StoreStatus;
+  readonly #node: string;
+  readonly #clock: Clock;
+  readonly #log: Logger;
+  #next = newBatch();
+  #flushing = false;
+  /** The batch being written. */
+  #current: Promise<void> = Promise.resolve();
+  #scheduled = false;
+  #dropped = 0;
+
+  constructor(deps: {
+    store: JobStore;
+    status: StoreStatus;
+    node: string;
+    clock: Clock;
+    log: Logger;
+  }) {
+    this.#store = deps.store;
+    this.#status = deps.status;
+    this.#node = deps.node;
+    this.#clock = deps.clock;
+    this.#log = deps.log;
+    this.#status.onUp(() => this.#schedule());
+  }
+
+  /** Records a new job and follows its state changes. Resolves once the store has it. */
+  add(job: Job): Promise<void> {
+    const written = this.#put(job, null);
+    job.observe((from) => this.#put(job, from));
+    return written;
+  }
+
+  /** Resolves once everything recorded so far was written, or the store is down. */
+  async settled(): Promise<void> {
+    while (this.#status.up && (this.#flushing || this.#next.changes.size > 0)) {
+      const pending = this.#flushing ? this.#current : this.#next.written;
+      await pending.catch(() => {});
+    }
+  }
+
+  #put(job: Job, from: JobState | null): Promise<void> {
+    const batch = this.#next;
+    const earlier = batch.changes.get(job.id);
+    if (earlier === undefined && batch.changes.size >= MAX_PENDING) {
+      if (this.#dropped++ % 1000 === 0) {
+        this.#log.warn("journal_full", { dropped: this.#dropped, pending: MAX_PENDING });
+      }
+      return Promise.resolve();
+    }
+    // The store moves from the state it last saw: the first of the changes still pending.
+    batch.changes.set(job.id, {
+      job: this.#record(job),
+      from: earlier === undefined ? from : earlier.from,
+    });
+    this.#schedule();
+    return batch.written;
+  }
+
+  #record(job: Job): JobRecord {
+    return {
+      id: job.id,
+      kind: "sync",
+      model: job.model,
+      priority: job.priority,
+      state: job.state,
+      attempts: job.attempts,
+      node: this.#node,
+      lane: null,
+      order: 0,
+      group: null,
+      createdAt: job.enqueuedAt,
+      updatedAt: this.#clock.now(),
+      payload: null,
+      result: null,
+    };
+  }
+
+  #schedule(): void {
+    if (this.#scheduled || this.#flushing || this.#next.changes.size === 0) return;
+    this.#scheduled = true;
+    queueMicrotask(() => {
+      this.#scheduled = false;
+      this.#flush();
+    });
+  }
+
+  async #flush(): Promise<void> {
+    if (this.#flushing || !this.#status.up) return;
+    this.#flushing = true;
+    const batch = this.#next;
+    this.#next = newBatch();
+    this.#current = batch.written;
+    try {
+      await this.#store.record([...batch.changes.values()]);
+      batch.resolve();
+    } catch (err) {
+      batch.reject(this.#status.down(err));
+      this.#keep(batch);
+    } finally {
+      this.#flushing = false;
+      this.#schedule();
+    }
+  }
+
+  /** Puts a failed batch's changes back in front of newer ones for the next try. */
+  #keep(failed: Batch): void {
+    const newer = this.#next.changes;
+    for (const [id, change] of failed.changes) {
+      const later = newer.get(id);
+      newer.set(id, later === undefined ? change : { job: later.job, from: change.from });
+    }
+  }
+}

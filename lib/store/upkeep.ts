@@ -1,0 +1,80 @@
+/**
+ * @module
+ * Keeps this node's lease alive, recovers the jobs of nodes that died (their sync jobs
+ * become abandoned, their batch lines run again), and purges records past retention.
+ */
+import type { Clock } from "../clock.ts";
+import type { Logger } from "../log.ts";
+import type { JobStore, Recovered, Retention } from "./contract.ts";
+import type { StoreStatus } from "./status.ts";
+
+const PURGE_EVERY_MS = 10 * 60_000;
+
+export interface UpkeepDeps {
+  store: JobStore;
+  status: StoreStatus;
+  node: string;
+  clock: Clock;
+  log: Logger;
+  leaseMs: number;
+  maxAttempts: number;
+  retention: Retention;
+  /** Called after a recovery put batch lines back in their lanes. */
+  onRequeued?(): void;
+}
+
+export class StoreUpkeep {
+  readonly #deps: UpkeepDeps;
+  readonly #timers: ReturnType<typeof setInterval>[] = [];
+  /** Totals since start, for /metrics. */
+  readonly recovered: Recovered = { abandoned: 0, requeued: 0, dead: 0 };
+
+  constructor(deps: UpkeepDeps) {
+    this.#deps = deps;
+  }
+
+  /** First heartbeat, recovery and purge, then the timers. Store failures are not fatal. */
+  async start(): Promise<void> {
+    const { leaseMs } = this.#deps;
+    await this.heartbeat();
+    await this.recover();
+    await this.purge();
+    this.#timers.push(setInterval(() => this.heartbeat(), leaseMs / 3));
+    this.#timers.push(setInterval(() => this.recover(), leaseMs / 2));
+    this.#timers.push(setInterval(() => this.purge(), PURGE_EVERY_MS));
+  }
+
+  async heartbeat(): Promise<void> {
+    const { store, status, node, leaseMs, clock } = this.#deps;
+    await status.run(() => store.heartbeat(node, leaseMs, clock.now())).catch(() => {});
+  }
+
+  async recover(): Promise<void> {
+    const { store, status, clock, maxAttempts, log } = this.#deps;
+    try {
+      const found = await status.run(() => store.recover(clock.now(), maxAttempts));
+      if (found.abandoned + found.requeued + found.dead === 0) return;
+      this.recovered.abandoned += found.abandoned;
+      this.recovered.requeued += found.requeued;
+      this.recovered.dead += found.dead;
+      log.warn("recovered_jobs", { ...found, note: "left by a proxy that stopped" });
+      if (found.requeued > 0) this.#deps.onRequeued?.();
+    } catch {
+      // Marked down; the next round tries again.
+    }
+  }
+
+  async purge(): Promise<void> {
+    const { store, status, clock, retention, log } = this.#deps;
+    try {
+      const purged = await status.run(() => store.purge(clock.now(), retention));
+      if (purged > 0) log.info("purged_jobs", { records: purged });
+    } catch {
+      // Marked down; the next round tries again.
+    }
+  }
+
+  close(): void {
+    for (const timer of this.#timers) clearInterval(timer);
+  }
+}
