@@ -68,6 +68,7 @@ export async function startProxy(
       resolveModel: (name) => findModel(config, name)?.id ?? null,
     },
     onEnqueued: () => runner.wake(),
+    onCancelled: (batchId) => runner.cancelGroup(batchId),
   });
   const runner = new BatchRunner({
     store,

@@ -8,7 +8,7 @@
  * started go back to their lanes for the next start.
  */
 import type { Clock } from "../clock.ts";
-import { shuttingDown } from "../errors.ts";
+import { ApiError, shuttingDown } from "../errors.ts";
 import { Job } from "../jobs.ts";
 import type { Logger } from "../log.ts";
 import type { ModelManager } from "../models.ts";
@@ -84,6 +84,13 @@ export class BatchRunner {
     });
   }
 
+  /** Drops the held lines of a cancelled batch that have not started; running ones finish. */
+  cancelGroup(batchId: string): void {
+    for (const { record, job } of this.#held.values()) {
+      if (record.group === batchId && job.state === "queued") job.cancel(batchCancelled());
+    }
+  }
+
   /**
    * Stops claiming. Held lines that have not started go back to their lanes; running ones
    * may finish (their answers are still written) until the pool's grace runs out.
@@ -127,11 +134,7 @@ export class BatchRunner {
     const batchStatus = await service.statusOf(record.group!).catch(() => null);
     if (batchStatus !== "in_progress") {
       // Cancelled (or gone) while the line waited in its lane.
-      await this.#complete(record, "cancelled", {
-        customId: payload.custom_id,
-        response: null,
-        error: { code: "batch_cancelled", message: "The batch was cancelled" },
-      });
+      await this.#complete(record, "cancelled", cancelledLine(payload.custom_id));
       return;
     }
     const timeout = new AbortController();
@@ -196,6 +199,10 @@ export class BatchRunner {
       await this.#release([record.id]);
       return;
     }
+    if (job.state === "cancelled") {
+      await this.#complete(record, "cancelled", cancelledLine(customId));
+      return;
+    }
     await this.#complete(record, state, result);
   }
 
@@ -235,4 +242,16 @@ export class BatchRunner {
       this.#deps.status.down(err);
     }
   }
+}
+
+function batchCancelled(): ApiError {
+  return new ApiError(409, "invalid_request_error", "batch_cancelled", "The batch was cancelled");
+}
+
+function cancelledLine(customId: string): LineResult {
+  return {
+    customId,
+    response: null,
+    error: { code: "batch_cancelled", message: "The batch was cancelled" },
+  };
 }

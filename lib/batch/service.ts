@@ -67,6 +67,8 @@ export interface BatchServiceDeps {
   maxFileBytes: number;
   /** New lines are waiting (wakes the runner). */
   onEnqueued(): void;
+  /** A batch is being cancelled: lines held in memory that have not started must go. */
+  onCancelled(batchId: string): void;
 }
 
 const COMPLETION_WINDOW_S = 24 * 3600;
@@ -252,6 +254,7 @@ export class BatchService {
       if (!await store.replaceDoc("batch", id, doc.version, cancelling)) continue;
       const ids = Array.from({ length: batch.request_counts.total }, (_, i) => lineJobId(id, i));
       await store.cancelQueued(ids, clock.now());
+      this.#deps.onCancelled(id);
       await this.settle(id);
       return await this.getBatch(id);
     }

@@ -1,0 +1,77 @@
+/**
+ * @module
+ * Batch API helpers: JSONL files of chat requests, waiting for a batch to finish, and
+ * reading its output lines.
+ */
+import { waitFor } from "./wait_for.ts";
+
+export interface OutputLine {
+  id: string;
+  custom_id: string;
+  response: { status_code: number; request_id: string; body: Record<string, unknown> } | null;
+  error: { code: string; message: string } | null;
+}
+
+/** One chat line per model name, `custom_id` = `line-<index>`. */
+export function batchFile(models: string[], extra: Record<string, unknown> = {}): string {
+  return models.map((model, i) =>
+    JSON.stringify({
+      custom_id: `line-${i}`,
+      method: "POST",
+      url: "/v1/chat/completions",
+      body: { model, messages: [{ role: "user", content: `line ${i}` }], ...extra },
+    })
+  ).join("\n") + "\n";
+}
+
+export async function uploadBatchFile(baseUrl: string, text: string): Promise<Response> {
+  const form = new FormData();
+  form.append("purpose", "batch");
+  form.append("file", new File([text], "requests.jsonl", { type: "application/jsonl" }));
+  return await fetch(`${baseUrl}/v1/files`, { method: "POST", body: form });
+}
+
+export async function createBatch(baseUrl: string, fileId: string): Promise<{ id: string }> {
+  const res = await fetch(`${baseUrl}/v1/batches`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({
+      input_file_id: fileId,
+      endpoint: "/v1/chat/completions",
+      completion_window: "24h",
+    }),
+  });
+  if (!res.ok) throw new Error(`creating the batch failed: ${res.status} ${await res.text()}`);
+  return await res.json();
+}
+
+export interface BatchView {
+  id: string;
+  status: string;
+  output_file_id: string | null;
+  error_file_id: string | null;
+  request_counts: { total: number; completed: number; failed: number };
+}
+
+export async function getBatch(baseUrl: string, id: string): Promise<BatchView> {
+  const res = await fetch(`${baseUrl}/v1/batches/${id}`);
+  if (!res.ok) throw new Error(`GET batch: ${res.status} ${await res.text()}`);
+  return await res.json();
+}
+
+/** Waits until the batch reaches a final status (the deadline is a hang guard). */
+export async function batchDone(baseUrl: string, id: string, timeoutMs = 60_000) {
+  return await waitFor(`batch ${id} to finish`, async () => {
+    const batch = await getBatch(baseUrl, id);
+    return ["completed", "cancelled", "failed", "expired"].includes(batch.status) && batch;
+  }, { timeoutMs, intervalMs: 100 });
+}
+
+export async function fileLines(baseUrl: string, fileId: string | null): Promise<OutputLine[]> {
+  if (fileId === null) return [];
+  const res = await fetch(`${baseUrl}/v1/files/${fileId}/content`);
+  if (!res.ok) throw new Error(`file content: ${res.status} ${await res.text()}`);
+  return (await res.text()).split("\n").filter((line) => line !== "").map((line) =>
+    JSON.parse(line)
+  );
+}
