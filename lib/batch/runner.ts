@@ -50,6 +50,8 @@ export class BatchRunner {
   #again = false;
   #closing = false;
   #poll: ReturnType<typeof setInterval> | null = null;
+  /** Answers the store could not take (it was down): written once it is back. */
+  readonly #unrecorded: { record: JobRecord; state: AsyncOutcome; line: string }[] = [];
 
   constructor(deps: BatchRunnerDeps) {
     this.#deps = deps;
@@ -63,7 +65,9 @@ export class BatchRunner {
   start(): void {
     this.#poll = setInterval(() => this.wake(), POLL_MS);
     this.#deps.models.onChange(() => this.wake());
-    this.#deps.status.onUp(() => this.wake());
+    this.#deps.status.onUp(() => {
+      this.#recordLate().then(() => this.wake());
+    });
     this.wake();
     this.#settleOpen();
   }
@@ -207,21 +211,41 @@ export class BatchRunner {
   }
 
   async #complete(record: JobRecord, state: AsyncOutcome, result: LineResult): Promise<void> {
-    const { store, status, node, clock, service, log } = this.#deps;
     const line = outputLine(`batch_req_${record.id}`, result);
     try {
-      const counted = await status.run(() =>
-        store.complete(record.id, node, record.attempts, state, line, clock.now())
-      );
-      if (!counted) log.warn("batch_line_lost_lease", { id: record.id });
-      await service.settle(record.group!);
+      await this.#record(record, state, line);
     } catch (err) {
-      // The store is down: the claim expires and the line runs again once it is back.
-      log.warn("batch_line_unrecorded", { id: record.id, error: String(err) });
+      // The store is down; this node still holds the claim, so the answer is kept and
+      // written when the store is back (the line is not run twice).
+      this.#deps.log.warn("batch_line_unrecorded", { id: record.id, error: String(err) });
+      this.#unrecorded.push({ record, state, line });
     } finally {
       this.#held.delete(record.id);
       this.wake();
     }
+  }
+
+  async #record(record: JobRecord, state: AsyncOutcome, line: string): Promise<void> {
+    const { store, status, node, clock, service, log } = this.#deps;
+    const counted = await status.run(() =>
+      store.complete(record.id, node, record.attempts, state, line, clock.now())
+    );
+    if (!counted) log.warn("batch_line_lost_lease", { id: record.id });
+    await status.run(() => service.settle(record.group!));
+  }
+
+  /** Writes the answers kept while the store was down, then settles open batches. */
+  async #recordLate(): Promise<void> {
+    while (this.#unrecorded.length > 0) {
+      const { record, state, line } = this.#unrecorded[0];
+      try {
+        await this.#record(record, state, line);
+      } catch {
+        return; // down again; the next recovery retries
+      }
+      this.#unrecorded.shift();
+    }
+    await this.#settleOpen();
   }
 
   async #release(ids: string[]): Promise<void> {

@@ -1,0 +1,169 @@
+/**
+ * Durability against real failures: the proxy process killed with SIGKILL in the middle of
+ * a batch (KV store on disk), and Redis stopped and started again under a running proxy
+ * (Upstash REST gateway, append-only Redis).
+ */
+import assert from "node:assert/strict";
+import { chatBody, getJson, post } from "./support/client.ts";
+import { requireDocker } from "./support/docker_env.ts";
+import { createHomelab } from "./support/fake_models.ts";
+import { freePort } from "./support/free_port.ts";
+import { startTestProxy } from "./support/proxy.ts";
+import { RedisStack } from "./support/stores.ts";
+import {
+  batchDone,
+  batchFile,
+  createBatch,
+  fileLines,
+  getBatch,
+  uploadBatchFile,
+} from "./support/batches.ts";
+import { waitFor } from "./support/wait_for.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+
+/**
+ * The `start` task's own command, run directly: SIGKILL must hit the proxy itself, and
+ * `deno task` would leave its child running.
+ */
+async function startProxyProcess(configPath: string, port: number): Promise<Deno.ChildProcess> {
+  const tasks = JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`)).tasks;
+  const [command, ...args] = (tasks.start as string).split(" ");
+  return new Deno.Command(command, {
+    args: [...args, "--config", configPath],
+    cwd: ROOT,
+    env: { LQP_PORT: String(port) },
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+}
+
+function assertEachOnce(lines: { custom_id: string }[], total: number): void {
+  const ids = lines.map((line) => line.custom_id);
+  assert.equal(new Set(ids).size, ids.length, "a custom_id appears twice");
+  assert.deepEqual(ids.sort(), Array.from({ length: total }, (_, i) => `line-${i}`).sort());
+}
+
+Deno.test("kill -9 in the middle of a batch: after a restart it completes, each line once", async () => {
+  const api = await requireDocker();
+  const name = `durability-${crypto.randomUUID().slice(0, 8)}`;
+  // Under ./data: the only place `deno task start` may write.
+  const kvPath = `data/${name}.sqlite`;
+  const configPath = `${ROOT}data/${name}.yml`;
+  try {
+    await using lab = await createHomelab(api, [{ id: "a", tokenMs: 20 }, {
+      id: "b",
+      tokenMs: 20,
+    }]);
+    await Deno.mkdir(`${ROOT}data`, { recursive: true });
+    await Deno.writeTextFile(
+      configPath,
+      lab.configYaml(`store:\n  path: ${kvPath}\n  lease: 1\nnum_workers: 2`),
+    );
+    const port = freePort();
+    const url = `http://127.0.0.1:${port}`;
+    const total = 40;
+    let child = await startProxyProcess(configPath, port);
+    await waitFor("the proxy to listen", async () => (await fetch(`${url}/health`)).status === 200);
+    const file = await (await uploadBatchFile(
+      url,
+      batchFile(
+        Array.from({ length: total }, (_, i) => (i % 3 === 0 ? "b" : "a")),
+        { fake_tokens: 3 },
+      ),
+    )).json();
+    const batch = await createBatch(url, file.id);
+    // A synchronous request in flight when the process dies must never run again.
+    const sync = post(url, chatBody("a", { fake_hold: true })).catch(() => null);
+    await waitFor("some lines to finish", async () => {
+      return (await getBatch(url, batch.id)).request_counts.completed >= 5;
+    });
+    child.kill("SIGKILL");
+    await child.status;
+
+    await sync;
+    await lab.release();
+
+    child = await startProxyProcess(configPath, port);
+    try {
+      const done = await batchDone(url, batch.id);
+      assert.equal(done.status, "completed");
+      assert.deepEqual(done.request_counts, { total, completed: total, failed: 0 });
+      assertEachOnce(await fileLines(url, done.output_file_id), total);
+      const metrics = await waitFor("the held request to be marked abandoned", async () => {
+        const body = (await getJson(`${url}/metrics`)).body;
+        const stats = body.queue_stats as { abandoned_jobs: number };
+        return stats.abandoned_jobs >= 1 && stats;
+      });
+      assert.equal(metrics.abandoned_jobs, 1);
+    } finally {
+      child.kill("SIGTERM");
+      await child.status;
+    }
+  } finally {
+    api.close();
+    for (
+      const path of [`${ROOT}${kvPath}`, `${ROOT}${kvPath}-shm`, `${ROOT}${kvPath}-wal`, configPath]
+    ) {
+      await Deno.remove(path).catch(() => {});
+    }
+  }
+});
+
+Deno.test("Redis restarted mid-run: 503 while it is down, in-flight work finishes, nothing lost", async () => {
+  const api = await requireDocker();
+  try {
+    await using stack = await RedisStack.start();
+    await using lab = await createHomelab(api, [{ id: "a", tokenMs: 5 }]);
+    await using proxy = await startTestProxy(lab.configYaml([
+      "store:",
+      "  type: redis",
+      `  url: ${stack.gateway.url}`,
+      `  token: ${stack.gateway.token}`,
+      "  lease: 2",
+      "num_workers: 1",
+    ].join("\n")));
+    await proxy.reconciled;
+    assert.equal((await post(proxy.url, chatBody("a"))).status, 200);
+
+    const total = 30;
+    const file = await (await uploadBatchFile(
+      proxy.url,
+      batchFile(Array(total).fill("a"), {
+        fake_tokens: 5,
+      }),
+    )).json();
+    const batch = await createBatch(proxy.url, file.id);
+    const inflight = post(proxy.url, chatBody("a", { fake_hold: true }));
+    await waitFor("the held request to reach the backend", async () => {
+      return (await lab.state()).received.some((r) => r.body.includes("fake_hold"));
+    });
+
+    await stack.redis.stop();
+    const refused = await waitFor("a new request to be refused", async () => {
+      const res = await post(proxy.url, chatBody("a"));
+      const body = await res.json();
+      assert.ok(res.status === 200 || res.status === 503, `status ${res.status}`);
+      return res.status === 503 && body;
+    });
+    assert.equal(refused.error.code, "store_unavailable");
+    assert.match(refused.error.message, /job store \(redis\) is unreachable/);
+    const health = await getJson(`${proxy.url}/health`);
+    assert.equal(health.status, 503);
+    assert.match(String(health.body.message), /store/);
+
+    await lab.release();
+    assert.equal((await inflight).status, 200, "the request in flight finished");
+
+    await stack.redis.resume();
+    await waitFor("service to resume by itself", async () => {
+      return (await post(proxy.url, chatBody("a"))).status === 200;
+    });
+    const done = await batchDone(proxy.url, batch.id);
+    assert.equal(done.status, "completed");
+    assert.equal(done.request_counts.completed, total);
+    assertEachOnce(await fileLines(proxy.url, done.output_file_id), total);
+  } finally {
+    api.close();
+  }
+});
