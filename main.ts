@@ -25,6 +25,8 @@ export interface RunningProxy {
   pool: WorkerPool;
   /** Resolves once start-up reconcile with Docker finished. */
   reconciled: Promise<void>;
+  /** Resolves once every job state so far is written to the store. */
+  storeSettled(): Promise<void>;
   /** Stops accepting, fails waiting jobs with 503, lets in-flight ones finish within graceMs. */
   close(graceMs?: number): Promise<void>;
 }
@@ -80,7 +82,8 @@ export async function startProxy(
     clock,
     log,
     lanes: config.models.map((m) => m.id),
-    window: config.numWorkers * 2,
+    // Enough lines in memory that workers never wait for the store between two lines.
+    window: Math.max(8, config.numWorkers * 4),
     requestTimeoutMs: config.requestTimeoutMs,
   });
   const upkeep = new StoreUpkeep({
@@ -144,6 +147,7 @@ export async function startProxy(
     models,
     pool,
     reconciled,
+    storeSettled: () => journal.settled(),
     async close(graceMs = 10_000) {
       // Batch lines not started yet go back to the store for the next start.
       await runner.close();

@@ -1,7 +1,7 @@
 /**
  * @module
- * Writes synchronous jobs' states to the store without slowing them down. Changes made in
- * the same tick go out as one store call (group commit), off the request's path. A write
+ * Writes synchronous jobs' states to the store without slowing them down. Changes made within
+ * a few milliseconds go out as one store call (group commit), off the request's path. A write
  * that fails is kept and sent again once the store is back, so a short outage leaves no job
  * stuck as "running" in the store.
  */
@@ -10,6 +10,13 @@ import type { Job } from "./jobs.ts";
 import type { Logger } from "./log.ts";
 import type { JobRecord, JobState, JobStore, SyncChange } from "./store/contract.ts";
 import type { StoreStatus } from "./store/status.ts";
+
+/**
+ * How long changes gather before one write. A request's arrival and its end then usually share
+ * a write, and under load many requests do: one store commit per few milliseconds, not three
+ * per request. A crash loses at most this much of the journal (those jobs were in memory only).
+ */
+const GROUP_COMMIT_MS = 5;
 
 /** Changes kept while the store is down; beyond this, new ones are dropped (and logged). */
 const MAX_PENDING = 20_000;
@@ -115,10 +122,10 @@ export class SyncJournal {
   #schedule(): void {
     if (this.#scheduled || this.#flushing || this.#next.changes.size === 0) return;
     this.#scheduled = true;
-    queueMicrotask(() => {
+    setTimeout(() => {
       this.#scheduled = false;
       this.#flush();
-    });
+    }, GROUP_COMMIT_MS);
   }
 
   async #flush(): Promise<void> {

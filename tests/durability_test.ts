@@ -44,7 +44,7 @@ function assertEachOnce(lines: { custom_id: string }[], total: number): void {
   assert.deepEqual(ids.sort(), Array.from({ length: total }, (_, i) => `line-${i}`).sort());
 }
 
-Deno.test("kill -9 in the middle of a batch: after a restart it completes, each line once", async () => {
+Deno.test("kill -9, then SIGTERM, in the middle of a batch: after restarts it completes, each line once", async () => {
   const api = await requireDocker();
   const name = `durability-${crypto.randomUUID().slice(0, 8)}`;
   // Under ./data: the only place `deno task start` may write.
@@ -83,6 +83,14 @@ Deno.test("kill -9 in the middle of a batch: after a restart it completes, each 
 
     await sync;
     await lab.release();
+
+    // Then a clean stop in the middle: lines not started go back, exit 0, nothing lost.
+    child = await startProxyProcess(configPath, port);
+    await waitFor("more lines to finish", async () => {
+      return (await getBatch(url, batch.id)).request_counts.completed >= 15;
+    });
+    child.kill("SIGTERM");
+    assert.equal((await child.status).code, 0);
 
     child = await startProxyProcess(configPath, port);
     try {

@@ -16,10 +16,12 @@ import type { AsyncOutcome, JobRecord, JobStore } from "../store/contract.ts";
 import type { StoreStatus } from "../store/status.ts";
 import type { WorkerPool } from "../worker.ts";
 import { answerBody, type LineResult, outputLine } from "./lines.ts";
-import type { BatchService } from "./service.ts";
+import type { BatchService, BatchStatus } from "./service.ts";
 
 /** How often the store is looked at for work other nodes queued or a recovery put back. */
 const POLL_MS = 2000;
+/** How long a batch's status and size are trusted without reading them again. */
+const BATCH_INFO_MS = 1000;
 
 export interface BatchRunnerDeps {
   store: JobStore;
@@ -52,6 +54,11 @@ export class BatchRunner {
   #poll: ReturnType<typeof setInterval> | null = null;
   /** Answers the store could not take (it was down): written once it is back. */
   readonly #unrecorded: { record: JobRecord; state: AsyncOutcome; line: string }[] = [];
+  /** Status and line count per batch, read at most once a BATCH_INFO_MS. */
+  readonly #batchInfo = new Map<
+    string,
+    { status: BatchStatus | null; total: number; at: number }
+  >();
 
   constructor(deps: BatchRunnerDeps) {
     this.#deps = deps;
@@ -90,6 +97,7 @@ export class BatchRunner {
 
   /** Drops the held lines of a cancelled batch that have not started; running ones finish. */
   cancelGroup(batchId: string): void {
+    this.#batchInfo.delete(batchId);
     for (const { record, job } of this.#held.values()) {
       if (record.group === batchId && job.state === "queued") job.cancel(batchCancelled());
     }
@@ -135,8 +143,8 @@ export class BatchRunner {
   async #start(record: JobRecord): Promise<void> {
     const { service, clock, pool } = this.#deps;
     const payload = JSON.parse(record.payload!) as LinePayload;
-    const batchStatus = await service.statusOf(record.group!).catch(() => null);
-    if (batchStatus !== "in_progress") {
+    const info = await this.#infoOf(record.group!).catch(() => null);
+    if (info?.status !== "in_progress") {
       // Cancelled (or gone) while the line waited in its lane.
       await this.#complete(record, "cancelled", cancelledLine(payload.custom_id));
       return;
@@ -231,7 +239,27 @@ export class BatchRunner {
       store.complete(record.id, node, record.attempts, state, line, clock.now())
     );
     if (!counted) log.warn("batch_line_lost_lease", { id: record.id });
-    await status.run(() => service.settle(record.group!));
+    // Finalizing reads every line: only when this was the last one.
+    const info = await status.run(() => this.#infoOf(record.group!));
+    const counts = await status.run(() => store.groupCounts(record.group!));
+    if (counts.done + counts.failed + counts.cancelled >= info.total) {
+      await status.run(() => service.settle(record.group!));
+    }
+  }
+
+  async #infoOf(batchId: string): Promise<{ status: BatchStatus | null; total: number }> {
+    const now = this.#deps.clock.now();
+    const cached = this.#batchInfo.get(batchId);
+    if (cached !== undefined && now - cached.at < BATCH_INFO_MS) return cached;
+    const batch = await this.#deps.service.find(batchId);
+    const info = {
+      status: batch?.status ?? null,
+      total: batch?.request_counts.total ?? 0,
+      at: now,
+    };
+    this.#batchInfo.set(batchId, info);
+    if (this.#batchInfo.size > 1000) this.#batchInfo.delete(this.#batchInfo.keys().next().value!);
+    return info;
   }
 
   /** Writes the answers kept while the store was down, then settles open batches. */

@@ -260,9 +260,9 @@ export class BatchService {
     }
   }
 
-  /** Batch status, as of the store, for lines a runner holds. */
-  async statusOf(id: string): Promise<BatchStatus | null> {
-    return (await this.#deps.store.getDoc<BatchObject>("batch", id))?.value.status ?? null;
+  /** The stored batch (counts not refreshed), or null. */
+  async find(id: string): Promise<BatchObject | null> {
+    return (await this.#deps.store.getDoc<BatchObject>("batch", id))?.value ?? null;
   }
 
   /** Open batches (newest first), for the runner's periodic check. */

@@ -60,11 +60,15 @@ export async function getBatch(baseUrl: string, id: string): Promise<BatchView> 
 }
 
 /** Waits until the batch reaches a final status (the deadline is a hang guard). */
-export async function batchDone(baseUrl: string, id: string, timeoutMs = 60_000) {
+export async function batchDone(
+  baseUrl: string,
+  id: string,
+  { timeoutMs = 60_000, intervalMs = 100 } = {},
+) {
   return await waitFor(`batch ${id} to finish`, async () => {
     const batch = await getBatch(baseUrl, id);
     return ["completed", "cancelled", "failed", "expired"].includes(batch.status) && batch;
-  }, { timeoutMs, intervalMs: 100 });
+  }, { timeoutMs, intervalMs });
 }
 
 export async function fileLines(baseUrl: string, fileId: string | null): Promise<OutputLine[]> {
