@@ -141,7 +141,7 @@ export class BatchRunner {
   }
 
   async #start(record: JobRecord): Promise<void> {
-    const { service, clock, pool } = this.#deps;
+    const { clock, pool } = this.#deps;
     const payload = JSON.parse(record.payload!) as LinePayload;
     const info = await this.#infoOf(record.group!).catch(() => null);
     if (info?.status !== "in_progress") {
