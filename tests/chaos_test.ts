@@ -66,6 +66,7 @@ Deno.test("500 clients, 3 models, backends killed now and then: one answer or on
     assert.ok(answers >= 100, `only ${answers} of 500 got an answer`);
     assert.ok(samples > 20, `Docker sampled only ${samples} times`);
     assert.equal(maxRunning, 1, "two model containers ran at once");
+    await proxy.storeSettled(); // the store's records follow the answers by a few ms
     const metrics = await (await fetch(`${proxy.url}/metrics`)).json();
     assert.equal(metrics.queue_stats.pending_jobs, 0);
     assert.equal(metrics.active_workers, 0);

@@ -195,6 +195,7 @@ Deno.test("a backend that dies on every attempt: 502 after max_attempts, counted
     const { error } = await res.json();
     assert.equal(error.code, "upstream_unreachable");
     assert.match(error.message, /after 2 attempts/);
+    await proxy.storeSettled(); // the store's records follow the answer by a few ms
     const metrics = (await getJson(`${proxy.url}/metrics`)).body;
     assert.equal((metrics.queue_stats as Record<string, number>).dead_letter_queue, 1);
     assert.equal((await post(proxy.url, chatBody("a"))).status, 200); // and it recovers
