@@ -23,14 +23,6 @@ export type JobState =
   | "abandoned"
   | "dead";
 
-export const FINAL_STATES: readonly JobState[] = [
-  "done",
-  "failed",
-  "cancelled",
-  "abandoned",
-  "dead",
-];
-
 export type JobKind = "sync" | "async";
 
 export interface JobRecord {

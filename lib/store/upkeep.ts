@@ -5,7 +5,7 @@
  */
 import type { Clock } from "../clock.ts";
 import type { Logger } from "../log.ts";
-import type { JobStore, Recovered, Retention } from "./contract.ts";
+import type { JobStore, Retention } from "./contract.ts";
 import type { StoreStatus } from "./status.ts";
 
 const PURGE_EVERY_MS = 10 * 60_000;
@@ -26,8 +26,6 @@ export interface UpkeepDeps {
 export class StoreUpkeep {
   readonly #deps: UpkeepDeps;
   readonly #timers: ReturnType<typeof setInterval>[] = [];
-  /** Totals since start, for /metrics. */
-  readonly recovered: Recovered = { abandoned: 0, requeued: 0, dead: 0 };
 
   constructor(deps: UpkeepDeps) {
     this.#deps = deps;
@@ -54,9 +52,6 @@ export class StoreUpkeep {
     try {
       const found = await status.run(() => store.recover(clock.now(), maxAttempts));
       if (found.abandoned + found.requeued + found.dead === 0) return;
-      this.recovered.abandoned += found.abandoned;
-      this.recovered.requeued += found.requeued;
-      this.recovered.dead += found.dead;
       log.warn("recovered_jobs", { ...found, note: "left by a proxy that stopped" });
       if (found.requeued > 0) this.#deps.onRequeued?.();
     } catch {

@@ -28,10 +28,6 @@ export class RedisServer {
     return server;
   }
 
-  get running(): boolean {
-    return this.#process !== null;
-  }
-
   /** Starts the server again on the same port and data (after `stop`). */
   async resume(): Promise<void> {
     let command: Deno.Command;

@@ -27,15 +27,6 @@ export class RedisStack {
     return new RedisStack(redis, await UpstashGateway.start(redis.port));
   }
 
-  /** Env a proxy process reads to use this Redis. */
-  get env(): Record<string, string> {
-    return {
-      LQP_STORE: "redis",
-      UPSTASH_REDIS_REST_URL: this.gateway.url,
-      UPSTASH_REDIS_REST_TOKEN: this.gateway.token,
-    };
-  }
-
   async [Symbol.asyncDispose](): Promise<void> {
     await this.gateway[Symbol.asyncDispose]();
     await this.redis[Symbol.asyncDispose]();

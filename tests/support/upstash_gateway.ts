@@ -17,8 +17,6 @@ export class UpstashGateway {
   readonly token = crypto.randomUUID();
   readonly #redis: IORedis;
   readonly #server: Deno.HttpServer;
-  /** Commands received, for tests that count round trips. */
-  requests = 0;
 
   /** Starts the gateway once its Redis connection is up. */
   static async start(redisPort: number): Promise<UpstashGateway> {
@@ -65,7 +63,6 @@ export class UpstashGateway {
     }
     const base64 = req.headers.get("upstash-encoding") === "base64";
     const body = await req.json() as Command | Command[];
-    this.requests++;
     if (this.#redis.status !== "ready") {
       return Response.json({ error: "SRH: Unable to connect to the Redis server." }, {
         status: 500,
