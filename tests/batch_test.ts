@@ -7,12 +7,13 @@ import OpenAI from "openai";
 import parsePrometheusTextFormat from "parse-prometheus-text-format";
 import { chatBody, post } from "./support/client.ts";
 import { withHomelabProxy } from "./support/proxy.ts";
+import type { FakeHomelab } from "./support/fake_models.ts";
 import {
   batchDone,
   batchFile,
-  createBatch,
   fileLines,
   getBatch,
+  submitBatch,
   uploadBatchFile,
 } from "./support/batches.ts";
 import { waitFor } from "./support/wait_for.ts";
@@ -122,17 +123,19 @@ Deno.test("a bad batch file is refused with every problem and its line number", 
   });
 });
 
+/** A batch of `lines` requests that each wait for the look-alike's release, one running. */
+async function heldBatch(baseUrl: string, lab: FakeHomelab, lines: number) {
+  const batch = await submitBatch(baseUrl, batchFile(Array(lines).fill("a"), { fake_hold: true }));
+  await waitFor(
+    "a batch line to reach the backend",
+    async () => (await lab.state()).inflight === 1,
+  );
+  return batch;
+}
+
 Deno.test("a chat request waits for at most the batch lines already running, not the batch", async () => {
   await withHomelabProxy([{ id: "a" }], "num_workers: 1", async ({ proxy, lab }) => {
-    const upload = await (await uploadBatchFile(
-      proxy.url,
-      batchFile(Array(8).fill("a"), { fake_hold: true }),
-    )).json();
-    const batch = await createBatch(proxy.url, upload.id);
-    await waitFor(
-      "a batch line to reach the backend",
-      async () => (await lab.state()).inflight === 1,
-    );
+    const batch = await heldBatch(proxy.url, lab, 8);
     const chat = post(proxy.url, chatBody("a"));
     // Let batch lines through one at a time; the chat request must come right after the first.
     let released = 0;
@@ -151,15 +154,7 @@ Deno.test("a chat request waits for at most the batch lines already running, not
 
 Deno.test("cancelling a batch: waiting lines are cancelled, the running one finishes", async () => {
   await withHomelabProxy([{ id: "a" }], "num_workers: 1", async ({ proxy, lab }) => {
-    const upload = await (await uploadBatchFile(
-      proxy.url,
-      batchFile(Array(20).fill("a"), { fake_hold: true }),
-    )).json();
-    const batch = await createBatch(proxy.url, upload.id);
-    await waitFor(
-      "a batch line to reach the backend",
-      async () => (await lab.state()).inflight === 1,
-    );
+    const batch = await heldBatch(proxy.url, lab, 20);
     const cancelling = await fetch(`${proxy.url}/v1/batches/${batch.id}/cancel`, {
       method: "POST",
     });

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { chatBody, getJson, post } from "./support/client.ts";
-import { DOCKER_SOCKET } from "./support/docker_env.ts";
+import { DOCKER_SOCKET, processAlive } from "./support/docker_env.ts";
 import { withHomelabProxy } from "./support/proxy.ts";
 import { DockerApi } from "../lib/docker.ts";
 import { waitFor } from "./support/wait_for.ts";
@@ -28,15 +28,6 @@ async function dockerdPid(): Promise<number | null> {
     .output();
   const pid = Number(new TextDecoder().decode(out.stdout).trim().split("\n")[0]);
   return Number.isInteger(pid) && pid > 0 ? pid : null;
-}
-
-async function processAlive(pid: number): Promise<boolean> {
-  try {
-    await Deno.stat(`/proc/${pid}`);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Starts dockerd outside this process's tree, so it outlives the test run. */

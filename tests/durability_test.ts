@@ -10,14 +10,7 @@ import { createHomelab } from "./support/fake_models.ts";
 import { freePort } from "./support/free_port.ts";
 import { startTestProxy } from "./support/proxy.ts";
 import { RedisStack } from "./support/stores.ts";
-import {
-  batchDone,
-  batchFile,
-  createBatch,
-  fileLines,
-  getBatch,
-  uploadBatchFile,
-} from "./support/batches.ts";
+import { batchDone, batchFile, fileLines, getBatch, submitBatch } from "./support/batches.ts";
 import { waitFor } from "./support/wait_for.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -65,14 +58,13 @@ Deno.test("kill -9, then SIGTERM, in the middle of a batch: after restarts it co
     const total = 40;
     let child = await startProxyProcess(configPath, port);
     await waitFor("the proxy to listen", async () => (await fetch(`${url}/health`)).status === 200);
-    const file = await (await uploadBatchFile(
+    const batch = await submitBatch(
       url,
       batchFile(
         Array.from({ length: total }, (_, i) => (i % 3 === 0 ? "b" : "a")),
         { fake_tokens: 3 },
       ),
-    )).json();
-    const batch = await createBatch(url, file.id);
+    );
     // A synchronous request in flight when the process dies must never run again.
     const sync = post(url, chatBody("a", { fake_hold: true })).catch(() => null);
     await waitFor("some lines to finish", async () => {
@@ -135,13 +127,10 @@ Deno.test("Redis restarted mid-run: 503 while it is down, in-flight work finishe
     assert.equal((await post(proxy.url, chatBody("a"))).status, 200);
 
     const total = 30;
-    const file = await (await uploadBatchFile(
+    const batch = await submitBatch(
       proxy.url,
-      batchFile(Array(total).fill("a"), {
-        fake_tokens: 5,
-      }),
-    )).json();
-    const batch = await createBatch(proxy.url, file.id);
+      batchFile(Array(total).fill("a"), { fake_tokens: 5 }),
+    );
     const inflight = post(proxy.url, chatBody("a", { fake_hold: true }));
     await waitFor("the held request to reach the backend", async () => {
       return (await lab.state()).received.some((r) => r.body.includes("fake_hold"));

@@ -31,6 +31,13 @@ export async function uploadBatchFile(baseUrl: string, text: string): Promise<Re
   return await fetch(`${baseUrl}/v1/files`, { method: "POST", body: form });
 }
 
+/** Uploads `text` as a batch file and creates a batch of it. */
+export async function submitBatch(baseUrl: string, text: string): Promise<{ id: string }> {
+  const upload = await uploadBatchFile(baseUrl, text);
+  if (!upload.ok) throw new Error(`upload failed: ${upload.status} ${await upload.text()}`);
+  return await createBatch(baseUrl, (await upload.json()).id);
+}
+
 export async function createBatch(baseUrl: string, fileId: string): Promise<{ id: string }> {
   const res = await fetch(`${baseUrl}/v1/batches`, {
     method: "POST",

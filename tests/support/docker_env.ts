@@ -16,7 +16,8 @@ let sweptLeftovers = false;
 /** Label every test container carries: the pid of the test process that made it. */
 export const OWNER_LABEL = "lqp.test.pid";
 
-async function alive(pid: string): Promise<boolean> {
+/** Whether a process with this pid exists on this machine. */
+export async function processAlive(pid: number | string): Promise<boolean> {
   try {
     await Deno.stat(`/proc/${pid}`);
     return true;
@@ -37,7 +38,7 @@ async function removeLeftovers(api: DockerApi): Promise<void> {
   const res = await api.call("GET", `/containers/json?all=1&filters=${filters}`);
   const all = await res.json() as { Id: string; Labels: Record<string, string> }[];
   for (const { Id, Labels } of all) {
-    if (await alive(Labels[OWNER_LABEL])) continue;
+    if (await processAlive(Labels[OWNER_LABEL])) continue;
     await (await api.request("DELETE", `/containers/${Id}?force=1&v=1`)).body?.cancel();
   }
 }
