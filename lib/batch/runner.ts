@@ -179,43 +179,33 @@ export class BatchRunner {
 
   async #finishLine(record: JobRecord, job: Job, customId: string): Promise<void> {
     const outcome = await job.outcome;
-    if (outcome.kind === "error" && this.#closing && job.state !== "dead") {
-      // Stopped by shutdown, not by the line itself: it runs again after the restart.
+    // A response's body must be read before its job can finish; then its state is final.
+    const text = outcome.kind === "response"
+      ? await outcome.response.text().catch((err) => String(err))
+      : "";
+    await new Promise<void>((resolve) => job.onFinished(resolve));
+    const stoppedByShutdown = this.#closing && job.state !== "dead" &&
+      (job.state === "cancelled" || outcome.kind === "error");
+    if (stoppedByShutdown) {
+      // Not the line's own failure: it runs again after the restart.
       this.#held.delete(record.id);
       await this.#release([record.id]);
-      return;
-    }
-    let result: LineResult;
-    let state: AsyncOutcome;
-    if (outcome.kind === "response") {
+    } else if (job.state === "cancelled") {
+      await this.#complete(record, "cancelled", cancelledLine(customId));
+    } else if (outcome.kind === "response") {
       const { response } = outcome;
-      const text = await response.text().catch((err) => String(err));
-      state = response.ok ? "done" : "failed";
-      result = {
+      await this.#complete(record, response.ok ? "done" : "failed", {
         customId,
         response: { statusCode: response.status, requestId: job.id, body: answerBody(text) },
         error: null,
-      };
+      });
     } else {
-      state = job.state === "dead" ? "dead" : "failed";
-      result = {
+      await this.#complete(record, job.state === "dead" ? "dead" : "failed", {
         customId,
         response: null,
         error: { code: outcome.error.code, message: outcome.error.message },
-      };
+      });
     }
-    // The pool settles the outcome before the job's final state: wait for it.
-    await new Promise<void>((resolve) => job.onFinished(resolve));
-    if (job.state === "cancelled" && this.#closing) {
-      this.#held.delete(record.id);
-      await this.#release([record.id]);
-      return;
-    }
-    if (job.state === "cancelled") {
-      await this.#complete(record, "cancelled", cancelledLine(customId));
-      return;
-    }
-    await this.#complete(record, state, result);
   }
 
   async #complete(record: JobRecord, state: AsyncOutcome, result: LineResult): Promise<void> {
