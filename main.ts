@@ -159,7 +159,7 @@ export async function startProxy(
       await reconciled;
       await watching;
       await journal.settled();
-      upkeep.close();
+      await upkeep.close();
       storeStatus.close();
       await store.close();
       api.close();

@@ -125,6 +125,10 @@ export class BatchService {
 
   async fileContent(id: string): Promise<Uint8Array> {
     await this.getFile(id);
+    return await this.#contents(id);
+  }
+
+  async #contents(id: string): Promise<Uint8Array> {
     const bytes = await this.#deps.store.getBlob(id);
     if (bytes === null) throw notFound("file", id);
     return bytes;
@@ -166,7 +170,7 @@ export class BatchService {
     if (file.purpose !== "batch") {
       throw invalidRequest("invalid_value", "input_file_id must be a file with purpose batch");
     }
-    const lines = parseBatchFile(await this.fileContent(file.id), this.#deps.rules);
+    const lines = parseBatchFile(await this.#contents(file.id), this.#deps.rules);
     const wrong = lines.findIndex((line) => line.url !== request.endpoint);
     if (wrong >= 0) {
       throw invalidRequest(

@@ -26,17 +26,21 @@ export interface UpkeepDeps {
 export class StoreUpkeep {
   readonly #deps: UpkeepDeps;
   readonly #timers: ReturnType<typeof setInterval>[] = [];
+  /** Recovery and purge started with the node, off the start-up path. */
+  #firstRound: Promise<void> = Promise.resolve();
 
   constructor(deps: UpkeepDeps) {
     this.#deps = deps;
   }
 
-  /** First heartbeat, recovery and purge, then the timers. Store failures are not fatal. */
+  /**
+   * The first heartbeat (our lease must exist before our first job does), then recovery and
+   * purge in the background, and the timers. Store failures are not fatal.
+   */
   async start(): Promise<void> {
     const { leaseMs } = this.#deps;
     await this.heartbeat();
-    await this.recover();
-    await this.purge();
+    this.#firstRound = this.recover().then(() => this.purge());
     this.#timers.push(setInterval(() => this.heartbeat(), leaseMs / 3));
     this.#timers.push(setInterval(() => this.recover(), leaseMs / 2));
     this.#timers.push(setInterval(() => this.purge(), PURGE_EVERY_MS));
@@ -69,7 +73,8 @@ export class StoreUpkeep {
     }
   }
 
-  close(): void {
+  async close(): Promise<void> {
     for (const timer of this.#timers) clearInterval(timer);
+    await this.#firstRound;
   }
 }
