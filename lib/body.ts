@@ -46,10 +46,11 @@ export interface RoutingFields {
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 /**
- * Parses the JSON body just far enough to route it.
- * @throws {ApiError} 400 for a body that is not UTF-8 JSON, nests too deep or names no model.
+ * Parses a body that must be one JSON object.
+ * @throws {ApiError} 400 for a body that is empty, not UTF-8 JSON, nests too deep or is not
+ * an object.
  */
-export function parseRoutingFields(bytes: Uint8Array, maxJsonDepth: number): RoutingFields {
+export function parseJsonObject(bytes: Uint8Array, maxJsonDepth: number): Record<string, unknown> {
   if (bytes.byteLength === 0) {
     throw invalidRequest("invalid_body", "Request body is empty; expected a JSON object");
   }
@@ -77,11 +78,21 @@ export function parseRoutingFields(bytes: Uint8Array, maxJsonDepth: number): Rou
   if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
     throw invalidRequest("invalid_body", "Request body must be a JSON object");
   }
-  const { model, stream } = parsed as Record<string, unknown>;
+  return parsed as Record<string, unknown>;
+}
+
+/**
+ * Parses the JSON body just far enough to route it.
+ * @throws {ApiError} 400 for a body that is not a JSON object (see `parseJsonObject`) or names
+ * no model.
+ */
+export function parseRoutingFields(bytes: Uint8Array, maxJsonDepth: number): RoutingFields {
+  const json = parseJsonObject(bytes, maxJsonDepth);
+  const { model, stream } = json;
   if (typeof model !== "string" || model.trim() === "") {
     throw invalidRequest("missing_model", "You must provide a model parameter", "model");
   }
-  return { model, stream: stream === true, json: parsed as Record<string, unknown> };
+  return { model, stream: stream === true, json };
 }
 
 /** The header a client sets to pick its priority class. */

@@ -5,7 +5,7 @@
  */
 import { Hono } from "hono";
 import { z } from "zod";
-import { readBody } from "../lib/body.ts";
+import { parseJsonObject, readBody } from "../lib/body.ts";
 import { invalidRequest, unsupportedMediaType } from "../lib/errors.ts";
 import type { AppDeps, AppEnv } from "./app.ts";
 
@@ -103,12 +103,7 @@ export function batchRoutes(deps: AppDeps): Hono<AppEnv> {
 
   app.post("/batches", async (c) => {
     const body = await readBody(c.req.raw, config.maxBodyBytes);
-    let json: unknown;
-    try {
-      json = JSON.parse(new TextDecoder().decode(body));
-    } catch {
-      throw invalidRequest("invalid_json", "The body is not valid JSON");
-    }
+    const json = parseJsonObject(body, config.maxJsonDepth);
     return c.json(await run(() => batches.createBatch(parseOrThrow(CreateBatch, json))));
   });
 
