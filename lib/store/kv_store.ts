@@ -180,15 +180,9 @@ export class KvJobStore implements JobStore {
       const entry = await this.#kv.get<StoredJob>(["job", id]);
       const held = entry.value;
       if (held === null || held.state !== "running" || held.node !== node) continue;
-      const job: StoredJob = {
-        ...held,
-        state: "queued",
-        node: null,
-        attempts: held.attempts - 1,
-        updatedAt: now,
-      };
-      const op = this.#kv.atomic().check(entry).set(["job", id], job)
-        .delete(["active", node, id]).set(["lane", job.lane!, job.order, id], true);
+      const op = this.#kv.atomic().check(entry).delete(["active", node, id]);
+      const job = requeue(op, { ...held, attempts: held.attempts - 1, updatedAt: now });
+      op.set(["job", id], job);
       count(op, "running", "queued");
       await op.commit();
     }
@@ -223,8 +217,7 @@ export class KvJobStore implements JobStore {
         job = { ...held, state: "dead", updatedAt: now, result: deadResult(held.attempts) };
         this.#finishIndex(op, job);
       } else {
-        job = { ...held, state: "queued", node: null, updatedAt: now };
-        op.set(["lane", held.lane!, held.order, id], true);
+        job = requeue(op, { ...held, updatedAt: now });
       }
       count(op, held.state, job.state);
       op.set(["job", id], job);
@@ -424,6 +417,12 @@ export class KvJobStore implements JobStore {
     if (resultInBlob) record.result = await text(`result:${job.id}`);
     return record;
   }
+}
+
+/** The job back in its lane, at its place, held by nobody. */
+function requeue(op: Deno.AtomicOperation, job: StoredJob): StoredJob {
+  op.set(["lane", job.lane!, job.order, job.id], true);
+  return { ...job, state: "queued", node: null };
 }
 
 function isFinal(state: JobState): boolean {

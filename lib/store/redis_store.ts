@@ -41,6 +41,11 @@ local function move(from, to)
   if from and COUNTED[from] then redis.call('HINCRBY', P..'count', from, -1) end
   if COUNTED[to] then redis.call('HINCRBY', P..'count', to, 1) end
 end
+local function requeue(job)
+  job.state = 'queued'
+  job.node = cjson.null
+  redis.call('ZADD', P..'lane:'..job.lane, job.order, job.id)
+end
 local function finish(job)
   if job.state == 'dead' then redis.call('ZADD', P..'dead', job.updatedAt, job.id)
   else redis.call('ZADD', P..'finished', job.updatedAt, job.id) end
@@ -136,13 +141,11 @@ for i = 4, #ARGV do
   if raw then
     local job = cjson.decode(raw)
     if job.state == 'running' and job.node == ARGV[2] then
-      job.state = 'queued'
-      job.node = cjson.null
+      requeue(job)
       job.attempts = job.attempts - 1
       job.updatedAt = tonumber(ARGV[3])
       redis.call('SET', P..'job:'..job.id, cjson.encode(job))
       redis.call('HDEL', P..'active', job.id)
-      redis.call('ZADD', P..'lane:'..job.lane, job.order, job.id)
       move('running', 'queued')
     end
   end
@@ -197,9 +200,7 @@ for i = 1, #active, 2 do
           finish(job)
           out[3] = out[3] + 1
         else
-          job.state = 'queued'
-          job.node = cjson.null
-          redis.call('ZADD', P..'lane:'..job.lane, job.order, job.id)
+          requeue(job)
           out[2] = out[2] + 1
         end
         move(from, job.state)
