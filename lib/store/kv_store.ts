@@ -29,8 +29,9 @@ const INLINE_CHARS = 24_000;
 const JOBS_PER_ATOMIC = 100;
 /** Claims in one atomic: each adds two checks and up to five mutations. */
 const CLAIMS_PER_ATOMIC = 10;
-/** Adding 2^64 - 1 to a KV u64 is subtracting one (sums wrap). */
-const MINUS_ONE = 0xffff_ffff_ffff_ffffn;
+/** KV u64 sums wrap at 2^64: adding 2^64 - k subtracts k. */
+const U64_WRAP = 1n << 64n;
+const MINUS_ONE = U64_WRAP - 1n;
 const PLUS_ONE = 1n;
 const COUNTED: readonly JobState[] = ["queued", "running", "dead", "abandoned"];
 
@@ -65,17 +66,20 @@ export class KvJobStore implements JobStore {
   async record(changes: readonly SyncChange[]): Promise<void> {
     for (let i = 0; i < changes.length; i += JOBS_PER_ATOMIC) {
       const op = this.#kv.atomic();
+      const counts = new CountDeltas();
       for (const { job, from } of changes.slice(i, i + JOBS_PER_ATOMIC)) {
         op.set(["job", job.id], job);
-        if (from === null) op.sum(["count", "total"], PLUS_ONE);
-        if (from !== job.state) count(op, from, job.state);
+        if (from === null) counts.add("total", 1);
+        counts.move(from, job.state);
         if (isFinal(job.state)) {
-          op.delete(["active", job.node!, job.id]);
+          // A job that arrived and finished within one write was never active.
+          if (from !== null) op.delete(["active", job.node!, job.id]);
           op.set(["finished", job.updatedAt, job.id], true);
         } else if (from === null) {
           op.set(["active", job.node!, job.id], true);
         }
       }
+      counts.applyTo(op);
       await commitOrThrow(op);
     }
   }
@@ -83,6 +87,7 @@ export class KvJobStore implements JobStore {
   async enqueue(jobs: readonly NewAsyncJob[], now: number): Promise<void> {
     for (let i = 0; i < jobs.length; i += JOBS_PER_ATOMIC) {
       const op = this.#kv.atomic();
+      const counts = new CountDeltas();
       for (const init of jobs.slice(i, i + JOBS_PER_ATOMIC)) {
         const job: StoredJob = {
           ...init,
@@ -101,9 +106,10 @@ export class KvJobStore implements JobStore {
         }
         op.set(["job", job.id], job);
         op.set(["lane", init.lane, init.order, init.id], true);
-        op.sum(["count", "total"], PLUS_ONE);
-        op.sum(["count", "queued"], PLUS_ONE);
+        counts.add("total", 1);
+        counts.add("queued", 1);
       }
+      counts.applyTo(op);
       await commitOrThrow(op);
     }
   }
@@ -429,9 +435,31 @@ function isFinal(state: JobState): boolean {
   return state !== "queued" && state !== "running";
 }
 
+/** Counter changes for one atomic, gathered so that each counter gets one sum. */
+class CountDeltas {
+  readonly #deltas = new Map<string, number>();
+
+  add(counter: string, n: number): void {
+    this.#deltas.set(counter, (this.#deltas.get(counter) ?? 0) + n);
+  }
+
+  move(from: JobState | null, to: JobState): void {
+    if (from === to) return;
+    if (from !== null && COUNTED.includes(from)) this.add(from, -1);
+    if (COUNTED.includes(to)) this.add(to, 1);
+  }
+
+  applyTo(op: Deno.AtomicOperation): void {
+    for (const [counter, n] of this.#deltas) {
+      if (n !== 0) op.sum(["count", counter], n > 0 ? BigInt(n) : U64_WRAP + BigInt(n));
+    }
+  }
+}
+
 function count(op: Deno.AtomicOperation, from: JobState | null, to: JobState): void {
-  if (from !== null && COUNTED.includes(from)) op.sum(["count", from], MINUS_ONE);
-  if (COUNTED.includes(to)) op.sum(["count", to], PLUS_ONE);
+  const counts = new CountDeltas();
+  counts.move(from, to);
+  counts.applyTo(op);
 }
 
 async function commitOrThrow(op: Deno.AtomicOperation): Promise<void> {
