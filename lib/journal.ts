@@ -46,9 +46,8 @@ export class SyncJournal {
   readonly #clock: Clock;
   readonly #log: Logger;
   #next = newBatch();
-  #flushing = false;
-  /** The batch being written. */
-  #current: Promise<void> = Promise.resolve();
+  /** The batch being written, if one is. */
+  #writing: Promise<void> | null = null;
   #scheduled = false;
   #dropped = 0;
 
@@ -76,9 +75,8 @@ export class SyncJournal {
 
   /** Resolves once everything recorded so far was written, or the store is down. */
   async settled(): Promise<void> {
-    while (this.#status.up && (this.#flushing || this.#next.changes.size > 0)) {
-      const pending = this.#flushing ? this.#current : this.#next.written;
-      await pending.catch(() => {});
+    while (this.#status.up && (this.#writing !== null || this.#next.changes.size > 0)) {
+      await (this.#writing ?? this.#next.written).catch(() => {});
     }
   }
 
@@ -120,7 +118,7 @@ export class SyncJournal {
   }
 
   #schedule(): void {
-    if (this.#scheduled || this.#flushing || this.#next.changes.size === 0) return;
+    if (this.#scheduled || this.#writing !== null || this.#next.changes.size === 0) return;
     this.#scheduled = true;
     setTimeout(() => {
       this.#scheduled = false;
@@ -129,11 +127,10 @@ export class SyncJournal {
   }
 
   async #flush(): Promise<void> {
-    if (this.#flushing || !this.#status.up) return;
-    this.#flushing = true;
+    if (this.#writing !== null || !this.#status.up) return;
     const batch = this.#next;
     this.#next = newBatch();
-    this.#current = batch.written;
+    this.#writing = batch.written;
     try {
       await this.#store.record([...batch.changes.values()]);
       batch.resolve();
@@ -141,7 +138,7 @@ export class SyncJournal {
       batch.reject(this.#status.down(err));
       this.#keep(batch);
     } finally {
-      this.#flushing = false;
+      this.#writing = null;
       this.#schedule();
     }
   }
