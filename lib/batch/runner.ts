@@ -47,7 +47,8 @@ interface LinePayload {
 
 export class BatchRunner {
   readonly #deps: BatchRunnerDeps;
-  readonly #held = new Map<string, { record: JobRecord; job: Job }>();
+  /** Claimed lines in memory, each with the promise that ends when its outcome is stored. */
+  readonly #held = new Map<string, { record: JobRecord; job: Job; finished: Promise<void> }>();
   #filling = false;
   #again = false;
   #closing = false;
@@ -62,11 +63,6 @@ export class BatchRunner {
 
   constructor(deps: BatchRunnerDeps) {
     this.#deps = deps;
-  }
-
-  /** Lines claimed by this node right now. */
-  get held(): number {
-    return this.#held.size;
   }
 
   start(): void {
@@ -111,8 +107,9 @@ export class BatchRunner {
     this.#closing = true;
     if (this.#poll !== null) clearInterval(this.#poll);
     const waiting = [...this.#held.values()].filter(({ job }) => job.state === "queued");
+    // Each one's own ending sees the shutdown and puts it back in its lane.
     for (const { job } of waiting) job.cancel(shuttingDown());
-    await this.#release(waiting.map(({ record }) => record.id));
+    await Promise.all(waiting.map(({ finished }) => finished));
   }
 
   async #fill(): Promise<void> {
@@ -172,9 +169,9 @@ export class BatchRunner {
       }
     });
     job.onFinished(() => clearTimeout(timer));
-    this.#held.set(record.id, { record, job });
     pool.submitBatch(job);
-    this.#finishLine(record, job, payload.custom_id);
+    const finished = this.#finishLine(record, job, payload.custom_id);
+    this.#held.set(record.id, { record, job, finished });
   }
 
   async #finishLine(record: JobRecord, job: Job, customId: string): Promise<void> {
