@@ -16,7 +16,7 @@ import type { AsyncOutcome, JobRecord, JobStore } from "../store/contract.ts";
 import type { StoreStatus } from "../store/status.ts";
 import type { WorkerPool } from "../worker.ts";
 import { answerBody, type LineResult, outputLine } from "./lines.ts";
-import type { BatchService, BatchStatus } from "./service.ts";
+import { allLinesFinal, type BatchService, type BatchStatus } from "./service.ts";
 
 /** How often the store is looked at for work other nodes queued or a recovery put back. */
 const POLL_MS = 2000;
@@ -229,7 +229,7 @@ export class BatchRunner {
     // Finalizing reads every line: only when this was the last one.
     const info = await status.run(() => this.#infoOf(record.group!));
     const counts = await status.run(() => store.groupCounts(record.group!));
-    if (counts.done + counts.failed + counts.cancelled >= info.total) {
+    if (allLinesFinal(counts, info.total)) {
       await status.run(() => service.settle(record.group!));
     }
   }

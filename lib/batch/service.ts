@@ -9,7 +9,7 @@
 import type { Clock } from "../clock.ts";
 import { ApiError, invalidRequest } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import type { JobStore, NewAsyncJob } from "../store/contract.ts";
+import type { GroupCounts, JobStore, NewAsyncJob } from "../store/contract.ts";
 import { BATCH_ENDPOINTS, type LineRules, parseBatchFile } from "./lines.ts";
 
 export interface FileObject {
@@ -57,7 +57,7 @@ export interface BatchObject {
 }
 
 /** Batches whose lines may still run or need finalizing. */
-export const OPEN_STATUSES: readonly BatchStatus[] = ["in_progress", "finalizing", "cancelling"];
+export const OPEN_STATUSES: readonly BatchStatus[] = ["in_progress", "cancelling"];
 
 export interface BatchServiceDeps {
   store: JobStore;
@@ -80,6 +80,20 @@ function newId(prefix: string): string {
 /** A line's job id: its batch and its place in the input file. */
 export function lineJobId(batchId: string, index: number): string {
   return `${batchId}-${index}`;
+}
+
+function lineJobIds(batch: BatchObject): string[] {
+  return Array.from({ length: batch.request_counts.total }, (_, i) => lineJobId(batch.id, i));
+}
+
+/** Whether every line of a batch of `total` lines reached a final state. */
+export function allLinesFinal(counts: GroupCounts, total: number): boolean {
+  return counts.done + counts.failed + counts.cancelled >= total;
+}
+
+/** OpenAI's `request_counts` from the store's counts. */
+function requestCounts(total: number, counts: GroupCounts): BatchObject["request_counts"] {
+  return { total, completed: counts.done, failed: counts.failed };
 }
 
 /**
@@ -256,8 +270,7 @@ export class BatchService {
         cancelling_at: Math.floor(clock.now() / 1000),
       };
       if (!await store.replaceDoc("batch", id, doc.version, cancelling)) continue;
-      const ids = Array.from({ length: batch.request_counts.total }, (_, i) => lineJobId(id, i));
-      await store.cancelQueued(ids, clock.now());
+      await store.cancelQueued(lineJobIds(batch), clock.now());
       this.#deps.onCancelled(id);
       await this.settle(id);
       return await this.getBatch(id);
@@ -285,12 +298,11 @@ export class BatchService {
     if (doc === null || !OPEN_STATUSES.includes(doc.value.status)) return;
     const batch = doc.value;
     const counts = await store.groupCounts(id);
-    if (counts.done + counts.failed + counts.cancelled < batch.request_counts.total) return;
+    if (!allLinesFinal(counts, batch.request_counts.total)) return;
 
-    const ids = Array.from({ length: batch.request_counts.total }, (_, i) => lineJobId(id, i));
     const output: string[] = [];
     const errors: string[] = [];
-    for (const job of await store.getMany(ids)) {
+    for (const job of await store.getMany(lineJobIds(batch))) {
       if (job === null || job.result === null || job.state === "cancelled") continue;
       (job.state === "done" ? output : errors).push(job.result);
     }
@@ -314,11 +326,7 @@ export class BatchService {
       finalizing_at: batch.finalizing_at ?? now,
       completed_at: batch.status === "cancelling" ? null : now,
       cancelled_at: batch.status === "cancelling" ? now : null,
-      request_counts: {
-        total: batch.request_counts.total,
-        completed: counts.done,
-        failed: counts.failed,
-      },
+      request_counts: requestCounts(batch.request_counts.total, counts),
     };
     if (await store.replaceDoc("batch", id, doc.version, finished)) {
       this.#deps.log.info("batch_finished", {
@@ -361,11 +369,7 @@ export class BatchService {
     const counts = await this.#deps.store.groupCounts(batch.id);
     return {
       ...batch,
-      request_counts: {
-        total: batch.request_counts.total,
-        completed: counts.done,
-        failed: counts.failed,
-      },
+      request_counts: requestCounts(batch.request_counts.total, counts),
     };
   }
 }
