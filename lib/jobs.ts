@@ -5,6 +5,7 @@
  */
 import type { ApiError } from "./errors.ts";
 import type { Priority } from "./scheduler.ts";
+import type { TokenUsage } from "./usage.ts";
 
 export type JobState = "queued" | "running" | "done" | "failed" | "cancelled" | "dead";
 
@@ -68,6 +69,8 @@ export class Job {
   startedAt: number | null = null;
   /** Milliseconds spent swapping models on this job's behalf. */
   swapMs = 0;
+  /** Token counts the backend reported, once its answer ended. */
+  usage: TokenUsage | null = null;
   // Only per-job sources: a combined signal stays referenced by its sources, so a
   // long-lived source would keep every job (and its body) alive forever.
   readonly #cancel = new AbortController();

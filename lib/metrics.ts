@@ -27,6 +27,10 @@ export class Metrics {
   readonly swapSeconds = new Histogram("lqp_swap_duration_seconds", "Stop + start + healthy time");
   readonly swaps = new Counter("lqp_swaps_total", "Model swaps by from and to");
   readonly failures = new Counter("lqp_failures_total", "Failed requests by reason (error code)");
+  readonly tokens = new Counter(
+    "lqp_tokens_total",
+    "Tokens the backends reported in usage (or llama-server timings), by model and kind",
+  );
 
   constructor(clock: Clock) {
     this.startedAt = clock.now();
@@ -77,6 +81,7 @@ export function prometheusText(metrics: Metrics, state: ScrapeState): string {
     ]]),
     ...metrics.requests.render(),
     ...metrics.failures.render(),
+    ...metrics.tokens.render(),
     ...metrics.requestSeconds.render(),
     ...metrics.queueWaitSeconds.render(),
     ...metrics.swaps.render(),

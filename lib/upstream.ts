@@ -3,10 +3,12 @@
  * The one forwarding path: send a job's body verbatim to its backend and hand back the
  * response, plus a promise that settles when its body is finished, cancelled or broken (the
  * worker holds its slot until then). Event streams are piped chunk by chunk as they come;
- * other answers (complete JSON documents) are read whole, natively.
+ * other answers (complete JSON documents) are read whole, natively. Either way the answer's
+ * token counts are read from its end into `job.usage`.
  */
 import type { ModelConfig } from "./config.ts";
 import type { Job } from "./jobs.ts";
+import { StreamTail, USAGE_TAIL_BYTES, usageIn } from "./usage.ts";
 
 /** The backend could not be reached, so no byte went to the client: safe to retry. */
 export class UpstreamUnreachableError extends Error {
@@ -89,10 +91,16 @@ export async function forward(job: Job, model: ModelConfig): Promise<Forwarded> 
   if (!isEventStream(upstream.headers)) {
     // A JSON answer is complete only at its end anyway; reading it natively here frees the
     // worker the moment the backend is done and keeps per-chunk JS off the hot path.
-    return { response: new Response(await upstream.arrayBuffer(), init), done: Promise.resolve() };
+    const bytes = await upstream.arrayBuffer();
+    job.usage = usageIn(new TextDecoder().decode(bytes.slice(-USAGE_TAIL_BYTES)));
+    return { response: new Response(bytes, init), done: Promise.resolve() };
   }
-  const { body, done } = trackBody(upstream.body, job.signal);
-  return { response: new Response(body, init), done };
+  const tail = new StreamTail();
+  const { body, done } = trackBody(upstream.body, job.signal, tail);
+  return {
+    response: new Response(body, init),
+    done: done.then(() => void (job.usage = tail.usage())),
+  };
 }
 
 function isEventStream(headers: Headers): boolean {
@@ -106,6 +114,7 @@ function isEventStream(headers: Headers): boolean {
 export function trackBody(
   source: ReadableStream<Uint8Array> | null,
   signal: AbortSignal,
+  tail?: StreamTail,
 ): { body: ReadableStream<Uint8Array> | null; done: Promise<void> } {
   let finish!: () => void;
   const done = new Promise<void>((resolve) => finish = resolve);
@@ -124,6 +133,7 @@ export function trackBody(
           controller.close();
           finish();
         } else {
+          tail?.push(chunk.value);
           controller.enqueue(chunk.value);
         }
       } catch (err) {

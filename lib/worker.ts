@@ -427,6 +427,10 @@ export class WorkerPool {
       this.#metrics.queueWaitSeconds.observe(model, (job.startedAt - job.enqueuedAt) / 1000);
     }
     if (reason !== undefined) this.#metrics.failures.inc({ reason });
+    if (job.usage !== null) {
+      this.#metrics.tokens.inc({ ...model, kind: "prompt" }, job.usage.prompt);
+      this.#metrics.tokens.inc({ ...model, kind: "completion" }, job.usage.completion);
+    }
     this.#log.info("request", {
       id: job.id,
       model: job.model,
@@ -436,6 +440,8 @@ export class WorkerPool {
       wait_ms: (job.startedAt ?? now) - job.enqueuedAt,
       swap_ms: job.swapMs,
       attempts: job.attempts,
+      prompt_tokens: job.usage?.prompt,
+      completion_tokens: job.usage?.completion,
       status,
       ms: now - job.enqueuedAt,
     });

@@ -34,7 +34,9 @@ Deno.test("GET /metrics with a scraper's Accept: Prometheus text that a real par
   await withHomelabProxy([{ id: "a" }, { id: "b" }], "", async ({ proxy }) => {
     assert.equal((await post(proxy.url, chatBody("a"))).status, 200);
     assert.equal((await post(proxy.url, chatBody("b"))).status, 200);
-    assert.equal((await post(proxy.url, chatBody("b"))).status, 200);
+    // A stream: its counts come from the last chunk's llama-server timings.
+    const stream = await post(proxy.url, chatBody("b", { stream: true, max_tokens: 6 }));
+    await stream.text();
 
     const res = await fetch(`${proxy.url}/metrics`, { headers: { accept: SCRAPER_ACCEPT } });
     assert.match(res.headers.get("content-type") ?? "", /^text\/plain; version=0\.0\.4/);
@@ -52,6 +54,10 @@ Deno.test("GET /metrics with a scraper's Accept: Prometheus text that a real par
       );
 
     assert.equal(sample("lqp_requests_total", { model: "b", status: "200" })?.value, "2");
+    // The look-alike reports 9 prompt tokens per request, and max_tokens (default 4) answered.
+    assert.equal(sample("lqp_tokens_total", { model: "b", kind: "prompt" })?.value, "18");
+    assert.equal(sample("lqp_tokens_total", { model: "b", kind: "completion" })?.value, "10");
+    assert.equal(sample("lqp_tokens_total", { model: "a", kind: "completion" })?.value, "4");
     assert.equal(sample("lqp_requests_total", { model: "a", status: "200" })?.value, "1");
     assert.equal(sample("lqp_swaps_total", { from: "none", to: "a" })?.value, "1");
     assert.equal(sample("lqp_swaps_total", { from: "a", to: "b" })?.value, "1");

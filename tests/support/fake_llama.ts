@@ -178,7 +178,9 @@ async function generate(req: Request, body: Record<string, unknown>, kind: "chat
           else await new Promise((r) => setTimeout(r, interval));
           if (finished) return;
         }
-        controller.enqueue(frame(chunk(id, created, {}, "length", kind)));
+        // Like llama-server: the last chunk carries timings, with or without include_usage.
+        const timings = { cache_n: 0, prompt_n: usage.prompt_tokens, predicted_n: tokens };
+        controller.enqueue(frame({ ...chunk(id, created, {}, "length", kind), timings }));
         if (includeUsage) {
           controller.enqueue(frame({ ...chunk(id, created, {}, null, kind), choices: [], usage }));
         }

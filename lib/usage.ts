@@ -1,0 +1,84 @@
+/**
+ * @module
+ * Token counts of an answer, read from its last bytes: OpenAI's `usage` object, or
+ * llama-server's `timings` (which it sends at the end of every chat stream, even without
+ * `stream_options.include_usage`). Pure; no I/O.
+ */
+
+export interface TokenUsage {
+  prompt: number;
+  completion: number;
+}
+
+/** The JSON object that starts at `text[start]` (`{`), or null when it is cut off. */
+function objectAt(text: string, start: number): Record<string, unknown> | null {
+  let depth = 0;
+  let inString = false;
+  for (let i = start; i < text.length; i++) {
+    const ch = text[i];
+    if (inString) {
+      if (ch === "\\") i++;
+      else if (ch === '"') inString = false;
+    } else if (ch === '"') inString = true;
+    else if (ch === "{") depth++;
+    else if (ch === "}" && --depth === 0) {
+      try {
+        return JSON.parse(text.slice(start, i + 1));
+      } catch {
+        return null;
+      }
+    }
+  }
+  return null;
+}
+
+/** The last `"key": {…}` object in `text`. */
+function lastObject(text: string, key: string): Record<string, unknown> | null {
+  const match = [...text.matchAll(new RegExp(`"${key}"\\s*:\\s*\\{`, "g"))].at(-1);
+  return match === undefined ? null : objectAt(text, match.index + match[0].length - 1);
+}
+
+const count = (value: unknown) => typeof value === "number" && value >= 0 ? value : 0;
+
+/** Token counts in the tail of an answer (JSON body or event stream), or null. */
+export function usageIn(tail: string): TokenUsage | null {
+  const usage = lastObject(tail, "usage");
+  if (usage !== null && typeof usage.prompt_tokens === "number") {
+    return { prompt: count(usage.prompt_tokens), completion: count(usage.completion_tokens) };
+  }
+  const timings = lastObject(tail, "timings");
+  if (timings !== null && typeof timings.predicted_n === "number") {
+    return {
+      prompt: count(timings.prompt_n) + count(timings.cache_n),
+      completion: count(timings.predicted_n),
+    };
+  }
+  return null;
+}
+
+/** How much of an answer's end is kept to find its counts in. */
+export const USAGE_TAIL_BYTES = 4096;
+
+/**
+ * Keeps references to the last chunks of a stream (no copies on the hot path) and decodes
+ * only those once it ended.
+ */
+export class StreamTail {
+  #chunks: Uint8Array[] = [];
+  #bytes = 0;
+
+  push(chunk: Uint8Array): void {
+    this.#chunks.push(chunk);
+    this.#bytes += chunk.byteLength;
+    while (
+      this.#chunks.length > 1 && this.#bytes - this.#chunks[0].byteLength >= USAGE_TAIL_BYTES
+    ) {
+      this.#bytes -= this.#chunks.shift()!.byteLength;
+    }
+  }
+
+  usage(): TokenUsage | null {
+    const decoder = new TextDecoder();
+    return usageIn(this.#chunks.map((c) => decoder.decode(c, { stream: true })).join(""));
+  }
+}
