@@ -34,6 +34,8 @@ export interface RunningProxy {
 export interface StartOptions {
   log?: Logger;
   clock?: Clock;
+  /** How often a model still loading is logged (default 10 s). */
+  loadProgressMs?: number;
 }
 
 export async function startProxy(
@@ -48,6 +50,7 @@ export async function startProxy(
     clock,
     log,
     stopTimeoutS: config.stopTimeoutS,
+    loadProgressMs: options.loadProgressMs,
   });
   const keys = await KeyRing.create(config.apiKeys);
   const metrics = new Metrics(clock);
@@ -187,6 +190,7 @@ async function main(): Promise<void> {
       LQP_HOST: env("LQP_HOST"),
       LQP_PORT: env("LQP_PORT"),
       DOCKER_SOCKET: env("DOCKER_SOCKET"),
+      LOG_FORMAT: env("LOG_FORMAT"),
       LQP_STORE: env("LQP_STORE"),
       UPSTASH_REDIS_REST_URL: env("UPSTASH_REDIS_REST_URL"),
       UPSTASH_REDIS_REST_TOKEN: env("UPSTASH_REDIS_REST_TOKEN"),
@@ -198,12 +202,13 @@ async function main(): Promise<void> {
     }
     throw err;
   }
-  const proxy = await startProxy(config);
+  const log = consoleLogger(config.logFormat);
+  const proxy = await startProxy(config, { log });
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
-    console.log(`${new Date().toISOString()} INFO shutdown signal=${signal}`);
+    log.info("shutdown", { signal });
     await proxy.close(config.shutdownGraceMs);
     Deno.exit(0);
   };

@@ -5,6 +5,7 @@
  */
 import { z } from "zod";
 import type { ApiKeyConfig } from "./auth.ts";
+import type { LogFormat } from "./log.ts";
 import type { PolicyName } from "./scheduler.ts";
 import { isMap, isPair, isScalar, isSeq, LineCounter, type Node, parseDocument } from "yaml";
 
@@ -99,6 +100,8 @@ const RawConfig = z.strictObject({
   max_attempts: z.number().int().positive().default(3),
   api_keys: z.array(RawApiKey).default([]),
   admin_key: KEY.optional(),
+  /** Log lines as plain text or JSON lines. */
+  log_format: z.enum(["text", "json"]).default("text"),
   /** A model to load at start-up when none is running. */
   preload: z.string().min(1).optional(),
   scheduler: RawScheduler.default({ policy: "affinity", max_wait: 60, batch_aging: 600 }),
@@ -174,6 +177,7 @@ export interface Config {
   /** Key for /admin; without it the admin endpoints are off. */
   adminKey: string | null;
   preload: string | null;
+  logFormat: LogFormat;
   scheduler: SchedulerConfig;
   store: StoreConfig;
   batch: BatchConfig;
@@ -194,6 +198,8 @@ export interface ConfigEnv {
   LQP_HOST?: string;
   LQP_PORT?: string;
   DOCKER_SOCKET?: string;
+  /** text or json, over `log_format`. */
+  LOG_FORMAT?: string;
   /** Store type (kv, redis, memory), over `store.type`. */
   LQP_STORE?: string;
   /** Upstash REST credentials, as `Redis.fromEnv()` reads them. */
@@ -273,6 +279,7 @@ export function parseConfig(
     apiKeys,
     adminKey: raw.admin_key ?? null,
     preload: raw.preload ?? null,
+    logFormat: raw.log_format,
     scheduler: {
       policy: raw.scheduler.policy,
       maxWaitMs: raw.scheduler.max_wait * 1000,
@@ -313,6 +320,11 @@ function applyEnv(raw: ParsedRaw, env: ConfigEnv, problems: string[]): void {
   raw.port = positiveInt("LQP_PORT", 65535) ?? raw.port;
   if (env.LQP_HOST) raw.host = env.LQP_HOST;
   if (env.DOCKER_SOCKET) raw.docker_socket = env.DOCKER_SOCKET;
+  if (env.LOG_FORMAT) {
+    const format = RawConfig.shape.log_format.safeParse(env.LOG_FORMAT);
+    if (format.success) raw.log_format = format.data;
+    else problems.push(`env LOG_FORMAT: expected text or json, got '${env.LOG_FORMAT}'`);
+  }
   if (env.LQP_STORE) {
     const type = RawStore.shape.type.safeParse(env.LQP_STORE);
     if (type.success) raw.store.type = type.data;

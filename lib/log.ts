@@ -1,6 +1,8 @@
 /**
  * @module
- * Plain one-line logs: `2026-11-25T19:00:00.000Z INFO swap from=a to=b stop_ms=12`.
+ * One line per event, plain text by default
+ * (`2026-11-25T19:00:00.000Z INFO swap from=a to=b stop_ms=12`) or JSON lines for log
+ * shippers (`{"time":…,"level":"INFO","event":"swap","from":"a",…}`).
  * Secrets never reach this module; callers pass only what may be printed.
  */
 
@@ -25,10 +27,22 @@ export function formatLine(level: string, event: string, fields: LogFields, now:
   return parts.join(" ");
 }
 
+export function formatJsonLine(
+  level: string,
+  event: string,
+  fields: LogFields,
+  now: Date,
+): string {
+  return JSON.stringify({ time: now.toISOString(), level, event, ...fields });
+}
+
+export type LogFormat = "text" | "json";
+
 /** A logger writing to stdout (info) and stderr (warn, error). */
-export function consoleLogger(): Logger {
+export function consoleLogger(format: LogFormat = "text"): Logger {
+  const render = format === "json" ? formatJsonLine : formatLine;
   const write = (level: string, event: string, fields: LogFields = {}) => {
-    const line = formatLine(level, event, fields, new Date());
+    const line = render(level, event, fields, new Date());
     if (level === "INFO") console.log(line);
     else console.error(line);
   };

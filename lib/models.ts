@@ -58,6 +58,8 @@ export interface ModelManagerOptions {
   stopTimeoutS: number;
   /** Log lines quoted in a failed swap's message. */
   logTailLines?: number;
+  /** How often a model still loading is logged (default 10 s). */
+  loadProgressMs?: number;
 }
 
 /** The container died while we waited for it to become healthy. */
@@ -71,6 +73,7 @@ export class ModelManager {
   readonly #log: Logger;
   readonly #stopTimeoutS: number;
   readonly #logTailLines: number;
+  readonly #loadProgressMs: number;
   #loaded: string | null = null;
   #phase: ModelPhase = "idle";
   #target: string | null = null;
@@ -90,6 +93,7 @@ export class ModelManager {
     this.#log = options.log;
     this.#stopTimeoutS = options.stopTimeoutS;
     this.#logTailLines = options.logTailLines ?? 20;
+    this.#loadProgressMs = options.loadProgressMs ?? 10_000;
     this.#since = options.clock.now();
   }
 
@@ -330,11 +334,20 @@ export class ModelManager {
   }
 
   async #waitHealthy(model: ModelConfig, deadline: number): Promise<void> {
+    // A big model loads for minutes: say it is still loading, so the log does not look hung.
+    const began = this.#clock.now();
+    const progress = setInterval(() => {
+      this.#log.info("loading", {
+        model: model.id,
+        elapsed_s: Math.round((this.#clock.now() - began) / 1000),
+        timeout_s: model.startupTimeoutMs / 1000,
+      });
+    }, this.#loadProgressMs);
     const result = await pollUntilHealthy(model.healthUrl, {
       deadline,
       signal: this.#closing.signal,
       check: () => this.#assertRunning(model),
-    });
+    }).finally(() => clearInterval(progress));
     if (!result.ready) {
       throw new SwapFailedError(
         model.id,

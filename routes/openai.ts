@@ -14,8 +14,18 @@ import { Job } from "../lib/jobs.ts";
 import { respond } from "../lib/relay.ts";
 import type { AppDeps, AppEnv } from "./app.ts";
 
-function modelEntry(model: ModelConfig, created: number) {
-  return { id: model.id, object: "model", created, owned_by: "local" };
+/** What a model's container is doing now, as `/v1/models` tells it. */
+type ModelState = "loaded" | "loading" | "stopped";
+
+function modelEntry(model: ModelConfig, created: number, state: ModelState) {
+  return {
+    id: model.id,
+    object: "model",
+    created,
+    owned_by: "local",
+    loaded: state === "loaded",
+    state,
+  };
 }
 
 function resolveModel(config: Config, name: string): ModelConfig {
@@ -28,16 +38,19 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
   const { config, pool, clock } = deps;
   const created = Math.floor(deps.metrics.startedAt / 1000);
   const app = new Hono<AppEnv>();
+  const entry = (model: ModelConfig) => {
+    const snap = deps.models.snapshot();
+    const state: ModelState = snap.phase === "ready" && snap.loaded === model.id
+      ? "loaded"
+      : snap.target === model.id
+      ? "loading"
+      : "stopped";
+    return modelEntry(model, created, state);
+  };
 
-  app.get(
-    "/models",
-    (c) => c.json({ object: "list", data: config.models.map((m) => modelEntry(m, created)) }),
-  );
+  app.get("/models", (c) => c.json({ object: "list", data: config.models.map(entry) }));
 
-  app.get(
-    "/models/:id{.+}",
-    (c) => c.json(modelEntry(resolveModel(config, c.req.param("id")), created)),
-  );
+  app.get("/models/:id{.+}", (c) => c.json(entry(resolveModel(config, c.req.param("id")))));
 
   app.post("/*", async (c) => {
     const req = c.req.raw;

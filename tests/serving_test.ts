@@ -119,22 +119,33 @@ Deno.test("completions, embeddings, rerank and messages go through the same queu
   });
 });
 
-Deno.test("GET /v1/models lists configured models in the seed's shape", async () => {
+Deno.test("GET /v1/models lists configured models in the seed's shape, saying which is loaded", async () => {
   const api = await requireDocker();
   try {
     await using lab = await createHomelab(api, [{ id: "a" }, { id: "b" }]);
     await using proxy = await startTestProxy(lab.configYaml());
+    await proxy.reconciled;
     const list = await getJson(`${proxy.url}/v1/models`);
     assert.equal(list.body.object, "list");
     const data = list.body.data as Record<string, unknown>[];
     assert.deepEqual(data.map((m) => m.id), ["a", "b"]);
     for (const entry of data) {
-      assert.deepEqual(Object.keys(entry).sort(), ["created", "id", "object", "owned_by"]);
+      assert.deepEqual(
+        Object.keys(entry).sort(),
+        ["created", "id", "loaded", "object", "owned_by", "state"],
+      );
       assert.equal(entry.object, "model");
       assert.equal(entry.owned_by, "local");
+      assert.equal(entry.loaded, false);
+      assert.equal(entry.state, "stopped");
     }
+    assert.equal((await post(proxy.url, chatBody("b"))).status, 200);
     const one = await getJson(`${proxy.url}/v1/models/b`);
     assert.equal(one.body.id, "b");
+    assert.equal(one.body.loaded, true);
+    assert.equal(one.body.state, "loaded");
+    const after = (await getJson(`${proxy.url}/v1/models`)).body.data as Record<string, unknown>[];
+    assert.deepEqual(after.map((m) => [m.id, m.state]), [["a", "stopped"], ["b", "loaded"]]);
     const missing = await getJson(`${proxy.url}/v1/models/zzz`);
     assert.equal(missing.status, 404);
     assert.equal((missing.body.error as Record<string, unknown>).code, "model_not_found");

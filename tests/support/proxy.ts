@@ -3,7 +3,7 @@
  * Starts the real proxy in-process (the same `startProxy()` main.ts uses) on a free port.
  */
 import { parseConfig } from "../../lib/config.ts";
-import { silentLogger } from "../../lib/log.ts";
+import { type Logger, silentLogger } from "../../lib/log.ts";
 import { type RunningProxy, startProxy } from "../../main.ts";
 import type { DockerApi } from "../../lib/docker.ts";
 import { DOCKER_SOCKET, requireDocker } from "./docker_env.ts";
@@ -11,9 +11,15 @@ import { createHomelab, type FakeHomelab, type FakeModelSpec } from "./fake_mode
 
 export interface TestProxy extends RunningProxy, AsyncDisposable {}
 
+export interface TestProxyOptions {
+  dockerSocket?: string;
+  log?: Logger;
+  loadProgressMs?: number;
+}
+
 export async function startTestProxy(
   configYaml: string,
-  { dockerSocket = DOCKER_SOCKET } = {},
+  { dockerSocket = DOCKER_SOCKET, log = silentLogger, loadProgressMs }: TestProxyOptions = {},
 ): Promise<TestProxy> {
   // An in-memory store unless the test names one: nothing written under the source tree.
   const store = /^store:/m.test(configYaml) ? "" : "store:\n  type: memory\n";
@@ -21,7 +27,7 @@ export async function startTestProxy(
     `docker_socket: ${dockerSocket}\n${store}${configYaml}`,
     "test config",
   );
-  const proxy = await startProxy(config, { log: silentLogger });
+  const proxy = await startProxy(config, { log, loadProgressMs });
   return { ...proxy, [Symbol.asyncDispose]: () => proxy.close(2000) };
 }
 
