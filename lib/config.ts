@@ -49,6 +49,8 @@ const RawModel = z.strictObject({
   ttl: seconds.optional(),
   /** Typical start-to-healthy seconds, the ETA's first guess until a load was observed. */
   load_time: seconds.optional(),
+  /** How a waiting chat stream shows progress: SSE comments, or reasoning_content deltas. */
+  wait_feedback: z.enum(["comment", "reasoning"]).default("comment"),
 });
 
 const KEY = z.string().trim().min(16, "expected a key of at least 16 characters");
@@ -127,6 +129,8 @@ export interface ModelConfig {
   ttlMs: number | null;
   /** First guess of the load time, replaced by observed loads. */
   loadTimeHintMs: number;
+  /** What a waiting chat stream is sent: SSE comments, or reasoning_content chunks. */
+  waitFeedback: "comment" | "reasoning";
 }
 
 export interface SchedulerConfig {
@@ -378,6 +382,7 @@ function resolveModels(
       onDisconnect: model.on_disconnect,
       ttlMs: model.ttl === undefined ? null : model.ttl * 1000,
       loadTimeHintMs: (model.load_time ?? model.startup_timeout) * 1000,
+      waitFeedback: model.wait_feedback,
     });
   }
   return models;

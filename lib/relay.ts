@@ -2,12 +2,12 @@
  * @module
  * Turns a job's outcome into the client's response, in one place. Non-streaming requests get
  * the backend's response as is. Streaming requests that must wait get an SSE response at
- * once, with comment lines while they wait; any failure after that point becomes a final
+ * once, with comment lines (or `reasoning_content` chunks) while they wait; any failure after that point becomes a final
  * SSE error event, because the status line is already sent.
  */
 import { ApiError, requestTimeout } from "./errors.ts";
 import type { Job, JobOutcome } from "./jobs.ts";
-import { sseComment, sseError } from "./sse.ts";
+import { sseComment, sseError, sseReasoning } from "./sse.ts";
 
 export interface RelayOptions {
   keepaliveMs: number;
@@ -18,6 +18,11 @@ export interface RelayOptions {
   waitHeaders(job: Job): Record<string, string>;
   /** The client went away (the response stream was cancelled). */
   onClientGone(): void;
+  /**
+   * How waiting is shown: SSE comments (invisible), or `reasoning_content` chunks a chat UI
+   * shows in its thinking box (chat completions of models with `wait_feedback: reasoning`).
+   */
+  waitFeedback: "comment" | "reasoning";
 }
 
 const SSE_HEADERS = {
@@ -84,16 +89,33 @@ async function upstreamErrorEvent(response: Response): Promise<ApiError> {
   return new ApiError(response.status, "server_error", "upstream_error", message);
 }
 
+/** Frames one "still waiting" note the way the job's client wants to see it. */
+function waitNotes(job: Job, options: RelayOptions): () => Uint8Array {
+  if (options.waitFeedback === "comment") return () => sseComment(options.describeWait(job));
+  const chunk = {
+    id: `chatcmpl-${job.id}`,
+    model: job.model,
+    created: Math.floor(Date.now() / 1000),
+    first: true,
+  };
+  return () => {
+    const frame = sseReasoning(chunk, `${options.describeWait(job)}\n`);
+    chunk.first = false;
+    return frame;
+  };
+}
+
 function waitingStream(job: Job, options: RelayOptions): ReadableStream<Uint8Array> {
   let reader: ReadableStreamDefaultReader<Uint8Array> | null = null;
+  const note = waitNotes(job, options);
   return new ReadableStream<Uint8Array>({
     start(controller) {
-      controller.enqueue(sseComment(options.describeWait(job)));
+      controller.enqueue(note());
     },
     async pull(controller) {
       if (reader === null) {
         const next = await nextTick(job.outcome, options.keepaliveMs);
-        if (next === TICK) return controller.enqueue(sseComment(options.describeWait(job)));
+        if (next === TICK) return controller.enqueue(note());
         if (next.kind === "error") {
           controller.enqueue(sseError(next.error));
           return controller.close();

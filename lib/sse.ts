@@ -1,7 +1,8 @@
 /**
  * @module
  * SSE framing the proxy writes itself: comment lines (ignored by every client) to keep a
- * waiting stream alive, and a final `data: {"error":…}` event when a stream must end badly.
+ * waiting stream alive, `reasoning_content` chunks (what chat UIs show in their thinking box)
+ * for models that opt in, and a final `data: {"error":…}` event when a stream must end badly.
  */
 import type { ApiError } from "./errors.ts";
 
@@ -15,4 +16,22 @@ export function sseComment(text: string): Uint8Array {
 /** The error event llama-server and OpenAI SDKs use once a stream has started. */
 export function sseError(error: ApiError): Uint8Array {
   return encoder.encode(`data: ${JSON.stringify(error.toJSON())}\n\n`);
+}
+
+/** A chat chunk whose delta holds only `reasoning_content` (the first one also the role). */
+export function sseReasoning(
+  chunk: { id: string; model: string; created: number; first: boolean },
+  text: string,
+): Uint8Array {
+  const delta = chunk.first
+    ? { role: "assistant", content: null, reasoning_content: text }
+    : { reasoning_content: text };
+  const body = {
+    id: chunk.id,
+    object: "chat.completion.chunk",
+    created: chunk.created,
+    model: chunk.model,
+    choices: [{ index: 0, delta, finish_reason: null }],
+  };
+  return encoder.encode(`data: ${JSON.stringify(body)}\n\n`);
 }

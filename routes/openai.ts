@@ -103,6 +103,9 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
         "x-queue-eta": String(Math.round(pool.estimateStartMs(j) / 1000)),
       }),
       onClientGone: () => job.clientGone(),
+      waitFeedback: model.waitFeedback === "reasoning" && url.pathname === "/v1/chat/completions"
+        ? "reasoning"
+        : "comment",
     });
   });
 

@@ -26,6 +26,8 @@ export interface FakeModelSpec {
   onDisconnect?: "abort" | "finish";
   /** The model's idle `ttl` (seconds) in the config. */
   ttlS?: number;
+  /** The model's `wait_feedback` in the config. */
+  waitFeedback?: "comment" | "reasoning";
 }
 
 export interface FakeState {
@@ -133,6 +135,7 @@ export async function createHomelab(
           `    startup_timeout: ${s.startupTimeoutS ?? 30}`,
           ...(s.onDisconnect ? [`    on_disconnect: ${s.onDisconnect}`] : []),
           ...(s.ttlS ? [`    ttl: ${s.ttlS}`] : []),
+          ...(s.waitFeedback ? [`    wait_feedback: ${s.waitFeedback}`] : []),
         ].join("\n")
       );
       return `host: 127.0.0.1\nport: 0\nstop_timeout: 5\n${extra}\nmodels:\n${models.join("\n")}\n`;
