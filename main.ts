@@ -8,6 +8,7 @@ import { type Config, ConfigError, findModel, loadConfig } from "./lib/config.ts
 import { DockerApi, dockerForContainers } from "./lib/docker.ts";
 import { consoleLogger, type Logger } from "./lib/log.ts";
 import { Metrics } from "./lib/metrics.ts";
+import { Activity } from "./lib/activity.ts";
 import { ModelManager } from "./lib/models.ts";
 import { WorkerPool } from "./lib/worker.ts";
 import { SyncJournal } from "./lib/journal.ts";
@@ -46,7 +47,9 @@ export async function startProxy(
   const clock = options.clock ?? systemClock;
   const api = new DockerApi(config.dockerSocket);
   const docker = dockerForContainers(api, config.models.map((m) => m.containerName));
+  const activity = new Activity();
   const models = new ModelManager(docker, config.models, {
+    activity,
     clock,
     log,
     stopTimeoutS: config.stopTimeoutS,
@@ -60,7 +63,16 @@ export async function startProxy(
   const store = await openStore(config.store);
   const storeStatus = new StoreStatus(store, log);
   const journal = new SyncJournal({ store, status: storeStatus, node, clock, log });
-  const pool = new WorkerPool({ config, models, metrics, log, clock, journal, storeStatus });
+  const pool = new WorkerPool({
+    config,
+    models,
+    metrics,
+    log,
+    clock,
+    journal,
+    storeStatus,
+    activity,
+  });
   const batches = new BatchService({
     store,
     clock,
@@ -102,6 +114,7 @@ export async function startProxy(
   });
   // Our lease exists before our first job does, and jobs of a dead predecessor are settled.
   await upkeep.start();
+  const closing = new AbortController();
   const app = await createApp({
     config,
     docker,
@@ -114,6 +127,8 @@ export async function startProxy(
     store,
     storeStatus,
     batches,
+    activity,
+    closing: closing.signal,
   });
 
   const server = Deno.serve({ hostname: config.host, port: config.port, onListen() {} }, app.fetch);
@@ -123,6 +138,7 @@ export async function startProxy(
 
   log.info("listening", {
     url: `http://${config.host}:${addr.port}/v1`,
+    dashboard: `${url}/dashboard`,
     models: config.models.length,
     num_workers: config.numWorkers,
     queue_size: config.queueSize,
@@ -137,7 +153,7 @@ export async function startProxy(
   }
   const reconciled = models.reconcile().then(async () => {
     if (config.preload === null || models.snapshot().loaded !== null) return;
-    await models.swapTo(config.preload).catch((err) =>
+    await models.swapTo(config.preload, "preload").catch((err) =>
       log.warn("preload_failed", { model: config.preload, error: String(err) })
     );
   });
@@ -156,6 +172,7 @@ export async function startProxy(
       await runner.close();
       const drained = await pool.shutdown(graceMs);
       if (!drained) log.warn("shutdown_grace_expired", { grace_ms: graceMs });
+      closing.abort();
       await server.shutdown();
       models.close();
       stopWatching.abort();

@@ -14,6 +14,7 @@ import {
   DockerUnavailableError,
 } from "./docker.ts";
 import { delay, isReadyAnswer, pollUntilHealthy } from "./health.ts";
+import type { Activity } from "./activity.ts";
 import type { Logger } from "./log.ts";
 
 export type ModelPhase = "idle" | "reconciling" | "stopping" | "starting" | "ready";
@@ -60,6 +61,8 @@ export interface ModelManagerOptions {
   logTailLines?: number;
   /** How often a model still loading is logged (default 10 s). */
   loadProgressMs?: number;
+  /** Where swaps and unloads are recorded for the dashboard. */
+  activity: Activity;
 }
 
 /** The container died while we waited for it to become healthy. */
@@ -74,6 +77,7 @@ export class ModelManager {
   readonly #stopTimeoutS: number;
   readonly #logTailLines: number;
   readonly #loadProgressMs: number;
+  readonly #activity: Activity;
   #loaded: string | null = null;
   #phase: ModelPhase = "idle";
   #target: string | null = null;
@@ -82,6 +86,7 @@ export class ModelManager {
   #drainWaiters: (() => void)[] = [];
   #lock: Promise<unknown> = Promise.resolve();
   #listeners = new Set<() => void>();
+  #swapListeners = new Set<(timings: SwapTimings) => void>();
   /** Ends a health poll still running at shutdown (it may wait for minutes otherwise). */
   #closing = new AbortController();
 
@@ -94,6 +99,7 @@ export class ModelManager {
     this.#stopTimeoutS = options.stopTimeoutS;
     this.#logTailLines = options.logTailLines ?? 20;
     this.#loadProgressMs = options.loadProgressMs ?? 10_000;
+    this.#activity = options.activity;
     this.#since = options.clock.now();
   }
 
@@ -116,6 +122,12 @@ export class ModelManager {
   onChange(listener: () => void): () => void {
     this.#listeners.add(listener);
     return () => this.#listeners.delete(listener);
+  }
+
+  /** Subscribes to every successful swap; returns the unsubscribe function. */
+  onSwap(listener: (timings: SwapTimings) => void): () => void {
+    this.#swapListeners.add(listener);
+    return () => this.#swapListeners.delete(listener);
   }
 
   /**
@@ -143,27 +155,33 @@ export class ModelManager {
    * Makes `modelId` the loaded model. Returns null when it already was.
    * @throws {SwapFailedError} with a client-facing message (log tail included).
    */
-  swapTo(modelId: string): Promise<SwapTimings | null> {
+  swapTo(modelId: string, cause: string | null = null): Promise<SwapTimings | null> {
     const model = this.#models.get(modelId);
     if (!model) return Promise.reject(new Error(`Unknown model '${modelId}'`));
-    return this.#exclusive(() => this.#swap(model));
+    return this.#exclusive(() => this.#swap(model, cause));
   }
 
   /**
    * Stops the loaded model's container once its requests finished (admin unload, idle TTL).
    * Returns the model that was unloaded, or null when none was loaded.
    */
-  unload(): Promise<string | null> {
+  unload(cause = "unload"): Promise<string | null> {
     return this.#exclusive(async () => {
       const model = this.#loaded === null ? undefined : this.#models.get(this.#loaded);
       if (model === undefined) return null;
       await this.#drained();
       this.#set({ phase: "stopping", loaded: null, target: null });
+      const began = performance.now();
+      let error: string | null = null;
       try {
         await this.#docker.stop(model.containerName, this.#stopTimeoutS);
-        this.#log.info("unload", { model: model.id });
+        this.#log.info("unload", { model: model.id, cause });
+      } catch (err) {
+        error = err instanceof Error ? err.message : String(err);
+        throw err;
       } finally {
         this.#set({ phase: "idle" });
+        this.#record({ from: model.id, to: null, began, cause, error });
       }
       return model.id;
     });
@@ -227,6 +245,25 @@ export class ModelManager {
     this.#emit();
   }
 
+  /** Puts a finished swap or unload on the dashboard's timeline. */
+  #record(swap: {
+    from: string | null;
+    to: string | null;
+    began: number;
+    cause: string | null;
+    error?: string | null;
+  }): void {
+    this.#activity.swap({
+      from: swap.from,
+      to: swap.to,
+      at: this.#clock.now(),
+      ms: Math.round(performance.now() - swap.began),
+      ok: (swap.error ?? null) === null,
+      cause: swap.cause,
+      error: swap.error ?? null,
+    });
+  }
+
   #emit(): void {
     for (const listener of this.#listeners) listener();
   }
@@ -236,7 +273,7 @@ export class ModelManager {
     return new Promise((resolve) => this.#drainWaiters.push(resolve));
   }
 
-  async #swap(model: ModelConfig): Promise<SwapTimings | null> {
+  async #swap(model: ModelConfig, cause: string | null): Promise<SwapTimings | null> {
     if (this.#loaded === model.id && this.#phase === "ready") return null;
     // Never cut a stream: requests on the old model finish first.
     await this.#drained();
@@ -246,7 +283,7 @@ export class ModelManager {
       // A missing target must not cost the user the model that is loaded now.
       await this.#docker.inspect(model.containerName);
     } catch (err) {
-      throw await this.#swapFailed(model, from, err);
+      throw await this.#swapFailed(model, from, err, began, cause);
     }
     this.#set({ phase: "stopping", loaded: null, target: model.id });
     try {
@@ -275,18 +312,28 @@ export class ModelManager {
         stop_ms: timings.stopMs,
         start_ms: timings.startMs,
         healthy_ms: timings.healthyMs,
+        cause: cause ?? undefined,
       });
+      this.#record({ from, to: model.id, began, cause });
+      for (const listener of this.#swapListeners) listener(timings);
       return timings;
     } catch (err) {
-      const failure = await this.#swapFailed(model, from, err);
+      const failure = await this.#swapFailed(model, from, err, began, cause);
       this.#set({ phase: "idle", loaded: null, target: null });
       throw failure;
     }
   }
 
-  async #swapFailed(model: ModelConfig, from: string | null, err: unknown) {
+  async #swapFailed(
+    model: ModelConfig,
+    from: string | null,
+    err: unknown,
+    began: number,
+    cause: string | null,
+  ) {
     const failure = await this.#describeFailure(model, err);
     this.#log.error("swap_failed", { from: from ?? "none", to: model.id, error: failure.message });
+    this.#record({ from, to: model.id, began, cause, error: failure.message });
     return failure;
   }
 

@@ -23,6 +23,7 @@ export class JobQueue {
   readonly #retryAfterS: () => number;
   readonly #waiting = new WaitingJobs<Job>();
   #detach = new Map<Job, () => void>();
+  readonly #listeners = new Set<() => void>();
 
   /** Most places one API key may hold, so one script cannot fill the whole queue. */
   readonly #perOwner: number;
@@ -46,6 +47,12 @@ export class JobQueue {
     this.#timeoutS = options.timeoutS;
     this.#retryAfterS = options.retryAfterS;
     this.#hooks = options.hooks ?? {};
+  }
+
+  /** Also calls `listener` whenever the waiting jobs change (dashboards); returns the unsubscribe. */
+  onChange(listener: () => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
   }
 
   /** Waiting requests that count against `queue_size` (batch lines do not). */
@@ -137,7 +144,7 @@ export class JobQueue {
     job.signal.addEventListener("abort", onAbort, { once: true });
     this.#detach.set(job, () => job.signal.removeEventListener("abort", onAbort));
     if (job.signal.aborted) return this.#abandon(job);
-    this.#hooks.onChange?.();
+    this.#changed();
   }
 
   #remove(job: Job): void {
@@ -146,7 +153,12 @@ export class JobQueue {
     if (job.owner !== null) this.#owned.set(job.owner, this.#owned.get(job.owner)! - 1);
     this.#detach.get(job)?.();
     this.#detach.delete(job);
+    this.#changed();
+  }
+
+  #changed(): void {
     this.#hooks.onChange?.();
+    for (const listener of this.#listeners) listener();
   }
 
   #abandon(job: Job): void {

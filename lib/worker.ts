@@ -8,7 +8,7 @@
 import type { Clock } from "./clock.ts";
 import type { Config, ModelConfig } from "./config.ts";
 import {
-  type ApiError,
+  ApiError,
   modelUnavailable,
   requestTimeout,
   shuttingDown,
@@ -22,6 +22,7 @@ import type { Logger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
 import { type Lease, type ModelManager, type ModelSnapshot, SwapFailedError } from "./models.ts";
 import { JobQueue } from "./queue.ts";
+import type { Activity } from "./activity.ts";
 import { LoadTimes } from "./load_times.ts";
 import { POLICIES, type Policy, type SchedulerRules, step } from "./scheduler.ts";
 import { forward, UpstreamUnreachableError } from "./upstream.ts";
@@ -35,6 +36,8 @@ export interface WorkerPoolDeps {
   /** Where synchronous jobs' states are recorded, and whether that store answers. */
   journal: SyncJournal;
   storeStatus: StoreStatus;
+  /** Finished requests, for the dashboard. */
+  activity: Activity;
   policy?: Policy;
 }
 
@@ -48,6 +51,7 @@ export class WorkerPool {
   readonly #clock: Clock;
   readonly #journal: SyncJournal;
   readonly #storeStatus: StoreStatus;
+  readonly #activity: Activity;
   readonly #policy: Policy;
   readonly #rules: SchedulerRules;
   readonly loadTimes: LoadTimes;
@@ -76,6 +80,7 @@ export class WorkerPool {
     this.#clock = deps.clock;
     this.#journal = deps.journal;
     this.#storeStatus = deps.storeStatus;
+    this.#activity = deps.activity;
     this.#policy = deps.policy ?? POLICIES[deps.config.scheduler.policy];
     const maxWait = new Map(deps.config.models.map((m) => [m.id, m.maxWaitMs]));
     const scheduler = deps.config.scheduler;
@@ -96,7 +101,10 @@ export class WorkerPool {
         onChange: () => this.pump(),
         onCancelled: (job) => {
           this.#metrics.cancelledRequests++;
-          this.#logRequest(job, 499);
+          // An operator's cancel answers the client with its own error; a client that left, 499.
+          const reason = job.signal.reason;
+          if (reason instanceof ApiError) this.#logRequest(job, reason.status, reason.code);
+          else this.#logRequest(job, 499);
         },
         onTimedOut: (job) => {
           this.#metrics.failedRequests++;
@@ -105,6 +113,15 @@ export class WorkerPool {
       },
     });
     this.#models.onChange(() => this.pump());
+    // Every swap teaches the ETA and counts, whoever asked for it (requests, admin, preload).
+    this.#models.onSwap((timings) => {
+      this.loadTimes.observe(timings.to, timings.startMs + timings.healthyMs);
+      this.#metrics.swaps.inc({ from: timings.from ?? "none", to: timings.to });
+      this.#metrics.swapSeconds.observe(
+        { to: timings.to },
+        (timings.stopMs + timings.startMs + timings.healthyMs) / 1000,
+      );
+    });
   }
 
   /** Jobs being served by a backend right now. */
@@ -197,6 +214,18 @@ export class WorkerPool {
         learned: this.loadTimes.learned(m.id),
       }])),
     };
+  }
+
+  /** Requests being served right now, oldest first (the dashboard). */
+  runningView() {
+    const now = this.#clock.now();
+    return [...this.#running].map((job) => ({
+      id: job.id,
+      model: job.model,
+      priority: job.priority,
+      stream: job.stream,
+      running_s: Math.round((now - (job.startedAt ?? now)) / 100) / 10,
+    }));
   }
 
   /** Decide and act until the policy says wait. Re-entrant calls are folded into one. */
@@ -298,7 +327,7 @@ export class WorkerPool {
         this.#running.size === 0 && this.#clock.now() >= at;
       if (!idle) return this.pump();
       this.#log.info("idle_unload", { model: loaded, ttl_s: ttl / 1000 });
-      this.#models.unload().catch((err) =>
+      this.#models.unload("idle").catch((err) =>
         this.#log.warn("idle_unload_failed", { model: loaded, error: String(err) })
       );
     }, Math.max(0, at - this.#clock.now()));
@@ -320,12 +349,6 @@ export class WorkerPool {
       const timings = await this.#models.swapTo(to);
       this.#lastActivity = this.#clock.now();
       if (timings) {
-        this.loadTimes.observe(to, timings.startMs + timings.healthyMs);
-        this.#metrics.swaps.inc({ from: timings.from ?? "none", to });
-        this.#metrics.swapSeconds.observe(
-          { to },
-          (timings.stopMs + timings.startMs + timings.healthyMs) / 1000,
-        );
         const total = timings.stopMs + timings.startMs + timings.healthyMs;
         for (const job of this.queue.waiting().jobsOf(to)) job.swapMs += total;
       }
@@ -431,13 +454,28 @@ export class WorkerPool {
       this.#metrics.tokens.inc({ ...model, kind: "prompt" }, job.usage.prompt);
       this.#metrics.tokens.inc({ ...model, kind: "completion" }, job.usage.completion);
     }
+    const waitMs = (job.startedAt ?? now) - job.enqueuedAt;
+    this.#activity.request({
+      id: job.id,
+      model: job.model,
+      status,
+      reason: reason ?? null,
+      stream: job.stream,
+      priority: job.priority,
+      at: now,
+      waitMs,
+      swapMs: job.swapMs,
+      totalMs: now - job.enqueuedAt,
+      promptTokens: job.usage?.prompt ?? null,
+      completionTokens: job.usage?.completion ?? null,
+    });
     this.#log.info("request", {
       id: job.id,
       model: job.model,
       key: job.owner ?? undefined,
       path: job.path,
       stream: job.stream,
-      wait_ms: (job.startedAt ?? now) - job.enqueuedAt,
+      wait_ms: waitMs,
       swap_ms: job.swapMs,
       attempts: job.attempts,
       prompt_tokens: job.usage?.prompt,

@@ -59,7 +59,7 @@ export async function adminRoutes(deps: AppDeps): Promise<Hono<AppEnv>> {
     const model = findModel(config, parsed.data.model);
     if (!model) throw modelNotFound(parsed.data.model, config.models.map((m) => m.id));
     try {
-      const timings = await models.swapTo(model.id);
+      const timings = await models.swapTo(model.id, "admin");
       return c.json({ model: model.id, swapped: timings !== null, timings });
     } catch (err) {
       if (err instanceof SwapFailedError) throw modelUnavailable(err.code, err.message, err);
@@ -67,7 +67,7 @@ export async function adminRoutes(deps: AppDeps): Promise<Hono<AppEnv>> {
     }
   });
 
-  app.post("/unload", async (c) => c.json({ unloaded: await models.unload() }));
+  app.post("/unload", async (c) => c.json({ unloaded: await models.unload("admin") }));
 
   app.get("/queue", (c) => c.json(pool.queueView()));
 

@@ -4,6 +4,7 @@
  * the OpenAI error shape. Unexpected errors become a generic 500; details go to the log.
  */
 import { Hono } from "hono";
+import type { Activity } from "../lib/activity.ts";
 import type { Clock } from "../lib/clock.ts";
 import type { Config } from "../lib/config.ts";
 import type { Docker } from "../lib/docker.ts";
@@ -18,6 +19,7 @@ import { type JobStore, StoreUnavailableError } from "../lib/store/contract.ts";
 import type { StoreStatus } from "../lib/store/status.ts";
 import { adminRoutes } from "./admin.ts";
 import { batchRoutes } from "./batches.ts";
+import { dashboardRoutes } from "./dashboard.ts";
 import { openaiRoutes } from "./openai.ts";
 import { opsRoutes } from "./ops.ts";
 
@@ -33,6 +35,9 @@ export interface AppDeps {
   store: JobStore;
   storeStatus: StoreStatus;
   batches: BatchService;
+  activity: Activity;
+  /** Aborts when the proxy shuts down: long-lived responses (dashboards) end then. */
+  closing: AbortSignal;
 }
 
 /** Per-request values: the id shown to the client (`x-request-id`) and in log lines. */
@@ -61,6 +66,7 @@ export async function createApp(deps: AppDeps): Promise<Hono<AppEnv>> {
     await next();
   });
   app.route("/", opsRoutes(deps));
+  app.route("/", dashboardRoutes(deps));
   // Before the OpenAI routes: their POST /v1/* would take /v1/files and /v1/batches.
   app.route("/v1", batchRoutes(deps));
   app.route("/v1", openaiRoutes(deps));
