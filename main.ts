@@ -152,6 +152,7 @@ export async function startProxy(
     log.info("api_keys", { configured: config.apiKeys.length });
   }
   const reconciled = models.reconcile().then(async () => {
+    await models.createMissing();
     if (config.preload === null || models.snapshot().loaded !== null) return;
     await models.swapTo(config.preload, "preload").catch((err) =>
       log.warn("preload_failed", { model: config.preload, error: String(err) })

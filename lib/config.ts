@@ -5,6 +5,12 @@
  */
 import { z } from "zod";
 import type { ApiKeyConfig } from "./auth.ts";
+import {
+  type ContainerSpec,
+  DEVICE_PATTERN,
+  PORT_PATTERN,
+  VOLUME_PATTERN,
+} from "./container_spec.ts";
 import type { LogFormat } from "./log.ts";
 import type { PolicyName } from "./scheduler.ts";
 import { isMap, isPair, isScalar, isSeq, LineCounter, type Node, parseDocument } from "yaml";
@@ -34,6 +40,39 @@ const RawScheduler = z.strictObject({
   batch_aging: seconds.default(600),
 });
 
+const stringMap = z.record(
+  z.string().min(1),
+  z.union([z.string(), z.number(), z.boolean()]).transform(String),
+);
+
+/** Enough to `docker create` the model's container when it is missing. */
+const RawContainer = z.strictObject({
+  image: z.string().min(1),
+  command: z.union([
+    z.array(z.string()),
+    z.string().transform((s) => s.split(/\s+/).filter(Boolean)),
+  ])
+    .default([]),
+  entrypoint: z.array(z.string()).optional(),
+  ports: z.array(
+    z.string().regex(PORT_PATTERN, 'expected "[ip:]host_port:container_port", e.g. "8080:8080"'),
+  ).default([]),
+  volumes: z.array(
+    z.string().regex(VOLUME_PATTERN, 'expected "host_path:/container/path[:ro]"'),
+  ).default([]),
+  devices: z.array(
+    z.string().regex(DEVICE_PATTERN, 'expected "/dev/name" or "/dev/name:/dev/name"'),
+  ).default([]),
+  env: stringMap.default({}),
+  gpus: z.union([
+    z.literal("all"),
+    z.number().int().positive(),
+    z.array(z.union([z.string(), z.number()]).transform(String)).min(1),
+  ]).optional(),
+  group_add: z.array(z.string().min(1)).default([]),
+  labels: stringMap.default({}),
+});
+
 const RawModel = z.strictObject({
   container_name: z.string().regex(
     CONTAINER_NAME,
@@ -51,6 +90,8 @@ const RawModel = z.strictObject({
   load_time: seconds.optional(),
   /** How a waiting chat stream shows progress: SSE comments, or reasoning_content deltas. */
   wait_feedback: z.enum(["comment", "reasoning"]).default("comment"),
+  /** Lets the proxy create the container when it is missing. */
+  container: RawContainer.optional(),
 });
 
 const KEY = z.string().trim().min(16, "expected a key of at least 16 characters");
@@ -131,6 +172,8 @@ export interface ModelConfig {
   loadTimeHintMs: number;
   /** What a waiting chat stream is sent: SSE comments, or reasoning_content chunks. */
   waitFeedback: "comment" | "reasoning";
+  /** How to create the container when it is missing, or null (the operator creates it). */
+  container: ContainerSpec | null;
 }
 
 export interface SchedulerConfig {
@@ -383,6 +426,18 @@ function resolveModels(
       ttlMs: model.ttl === undefined ? null : model.ttl * 1000,
       loadTimeHintMs: (model.load_time ?? model.startup_timeout) * 1000,
       waitFeedback: model.wait_feedback,
+      container: model.container === undefined ? null : {
+        image: model.container.image,
+        command: model.container.command,
+        entrypoint: model.container.entrypoint ?? null,
+        ports: model.container.ports,
+        volumes: model.container.volumes,
+        devices: model.container.devices,
+        env: model.container.env,
+        gpus: model.container.gpus ?? null,
+        groupAdd: model.container.group_add,
+        labels: model.container.labels,
+      },
     });
   }
   return models;

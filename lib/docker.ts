@@ -48,7 +48,10 @@ const InspectBody = z.object({
     Error: z.string().default(""),
     StartedAt: z.string().default(""),
   }),
-  Config: z.object({ Tty: z.boolean().default(false) }).default({ Tty: false }),
+  Config: z.object({
+    Tty: z.boolean().default(false),
+    Labels: z.record(z.string(), z.string()).nullable().default({}),
+  }).default({ Tty: false, Labels: {} }),
 });
 
 const ListBody = z.array(
@@ -66,6 +69,7 @@ export interface ContainerState {
   oomKilled: boolean;
   error: string;
   startedAt: string;
+  labels: Record<string, string>;
 }
 
 export interface ContainerEvent {
@@ -209,6 +213,10 @@ export interface Docker {
   logTail(name: string, lines: number): Promise<string>;
   /** The allowed containers that exist, running or not. */
   list(): Promise<ContainerSummary[]>;
+  /** Creates a container from a `POST /containers/create` body. */
+  create(name: string, body: unknown): Promise<void>;
+  /** Removes a stopped container (force: a running one too). */
+  remove(name: string, force?: boolean): Promise<void>;
   /** Start/stop events of the allowed containers, as they happen, until `signal` aborts. */
   events(signal: AbortSignal): AsyncIterable<ContainerEvent>;
 }
@@ -241,7 +249,20 @@ export function dockerForContainers(api: DockerApi, allowed: Iterable<string>): 
         oomKilled: s.OOMKilled,
         error: s.Error,
         startedAt: s.StartedAt,
+        labels: body.Config.Labels ?? {},
       };
+    },
+
+    async create(name, body) {
+      path(name, ""); // refuses names outside the config
+      const query = `/containers/create?name=${encodeURIComponent(name)}`;
+      await drain(await api.call("POST", query, { json: body }));
+    },
+
+    async remove(name, force = false) {
+      await drain(
+        await api.call("DELETE", path(name, `?force=${force ? 1 : 0}`), { container: name }),
+      );
     },
 
     async start(name) {

@@ -10,9 +10,12 @@ import type { ModelConfig } from "./config.ts";
 import {
   type ContainerEvent,
   ContainerNotFoundError,
+  type ContainerState,
   type Docker,
+  DockerApiError,
   DockerUnavailableError,
 } from "./docker.ts";
+import { createRequest, MANAGED_LABEL, SPEC_LABEL, specDigest } from "./container_spec.ts";
 import { delay, isReadyAnswer, pollUntilHealthy } from "./health.ts";
 import type { Activity } from "./activity.ts";
 import type { Logger } from "./log.ts";
@@ -281,7 +284,7 @@ export class ModelManager {
     const began = performance.now();
     try {
       // A missing target must not cost the user the model that is loaded now.
-      await this.#docker.inspect(model.containerName);
+      await this.#ensureContainer(model);
     } catch (err) {
       throw await this.#swapFailed(model, from, err, began, cause);
     }
@@ -322,6 +325,70 @@ export class ModelManager {
       this.#set({ phase: "idle", loaded: null, target: null });
       throw failure;
     }
+  }
+
+  /**
+   * Creates every missing container that a model's `container:` block describes, so that
+   * `/health` and the first swap find them (start-up). Failures are logged; the swap that
+   * needs the container reports them to its requests.
+   */
+  async createMissing(): Promise<void> {
+    for (const model of this.#models.values()) {
+      if (model.container === null) continue;
+      await this.#exclusive(() => this.#ensureContainer(model)).catch((err) =>
+        this.#log.warn("container_create_failed", {
+          model: model.id,
+          container: model.containerName,
+          error: err instanceof Error ? err.message : String(err),
+        })
+      );
+    }
+  }
+
+  /**
+   * Makes sure a model's container exists: created from its `container:` block when missing,
+   * or anew when the block changed since the proxy created it (never while it runs). Without
+   * a block, a missing container stays the operator's to create.
+   * @throws {ContainerNotFoundError} when it is missing and config has no block for it.
+   */
+  async #ensureContainer(model: ModelConfig): Promise<void> {
+    let state: ContainerState | null = null;
+    try {
+      state = await this.#docker.inspect(model.containerName);
+    } catch (err) {
+      if (!(err instanceof ContainerNotFoundError) || model.container === null) throw err;
+    }
+    if (model.container === null) return;
+    const digest = await specDigest(model.container);
+    if (state !== null) {
+      const outdated = state.labels[MANAGED_LABEL] === "true" &&
+        state.labels[SPEC_LABEL] !== digest;
+      if (!outdated) return;
+      if (state.running) {
+        // Never cut a model off under its users; the next start gets the new container.
+        this.#log.warn("container_outdated", {
+          model: model.id,
+          container: model.containerName,
+          note: "its container block changed; it is created anew the next time it starts",
+        });
+        return;
+      }
+      await this.#docker.remove(model.containerName);
+      this.#log.info("container_removed", {
+        model: model.id,
+        container: model.containerName,
+        reason: "its container block changed",
+      });
+    }
+    await this.#docker.create(
+      model.containerName,
+      createRequest(model.container, model.id, digest),
+    );
+    this.#log.info("container_created", {
+      model: model.id,
+      container: model.containerName,
+      image: model.container.image,
+    });
   }
 
   async #swapFailed(
@@ -424,11 +491,19 @@ export class ModelManager {
       return new SwapFailedError(
         model.id,
         "container_not_found",
-        `${err.message} (model '${model.id}'). Create it first with docker create --name ${err.container} ...`,
+        `${err.message} (model '${model.id}'). Create it first with docker create --name ${err.container} ..., or give the model a container: block in config.yml so the proxy creates it`,
       );
     }
     if (err instanceof DockerUnavailableError) {
       return new SwapFailedError(model.id, "docker_unavailable", err.message);
+    }
+    if (err instanceof DockerApiError && /no such image/i.test(err.message)) {
+      return new SwapFailedError(
+        model.id,
+        "model_load_failed",
+        `Model '${model.id}' cannot be created: Docker said: ${err.message}. ` +
+          `The proxy does not pull images; run docker pull ${model.container?.image} first`,
+      );
     }
     const base = err instanceof Error ? err.message : String(err);
     const message = err instanceof SwapFailedError || err instanceof ContainerExitedError

@@ -5,7 +5,13 @@
  */
 import type { DockerApi } from "../../lib/docker.ts";
 import { OWNER_LABEL } from "./docker_env.ts";
-import { ensureFakeLlamaImage } from "./fake_llama_image.ts";
+import {
+  ensureLookAlikeImage,
+  LOOK_ALIKE_COMMAND,
+  LOOK_ALIKE_PORT,
+  lookAlikeEnv,
+} from "../../demo/look_alike_image.ts";
+import { type ContainerSpec, createRequest, specDigest } from "../../lib/container_spec.ts";
 import { freePort } from "./free_port.ts";
 
 export interface FakeModelSpec {
@@ -28,6 +34,10 @@ export interface FakeModelSpec {
   ttlS?: number;
   /** The model's `wait_feedback` in the config. */
   waitFeedback?: "comment" | "reasoning";
+  /** Not created by the lab: the config gets a `container:` block and the proxy creates it. */
+  fromConfig?: boolean;
+  /** Image for a `fromConfig` container (default: the look-alike's). */
+  image?: string;
 }
 
 export interface FakeState {
@@ -59,7 +69,7 @@ export async function createHomelab(
   api: DockerApi,
   specs: FakeModelSpec[],
 ): Promise<FakeHomelab> {
-  const image = await ensureFakeLlamaImage(api);
+  const image = await ensureLookAlikeImage(api);
   const hostPort = freePort();
   const ports = new Map(specs.map((s) => [s.id, s.ownPort ? freePort() : hostPort]));
   const portOf = (id: string) => ports.get(id) ?? hostPort;
@@ -74,45 +84,29 @@ export async function createHomelab(
     }));
   };
 
+  const containerSpec = (spec: FakeModelSpec): ContainerSpec => ({
+    image: spec.image ?? image,
+    command: LOOK_ALIKE_COMMAND,
+    entrypoint: null,
+    ports: [`127.0.0.1:${portOf(spec.id)}:${LOOK_ALIKE_PORT}`],
+    volumes: [],
+    devices: [],
+    env: lookAlikeEnv({ ...spec, alias: spec.id }),
+    gpus: null,
+    groupAdd: [],
+    labels: { "lqp.test": prefix, [OWNER_LABEL]: String(Deno.pid) },
+  });
+
   try {
     for (const spec of specs) {
-      if (spec.missing) continue;
       const name = containerOf(spec.id);
-      const res = await api.call("POST", `/containers/create?name=${name}`, {
-        json: {
-          Image: image,
-          Cmd: [
-            "/deno",
-            "run",
-            "--unstable-no-legacy-abort",
-            "--allow-net",
-            "--allow-env",
-            "--allow-read=/tmp",
-            "--allow-write=/tmp",
-            "/fake_llama.ts",
-          ],
-          Env: [
-            "DENO_DIR=/tmp/deno",
-            "HOME=/tmp",
-            "DENO_NO_UPDATE_CHECK=1",
-            `FAKE_ALIAS=${spec.id}`,
-            `FAKE_LOAD_MS=${spec.loadMs ?? 150}`,
-            `FAKE_MODE=${spec.mode ?? "normal"}`,
-            `FAKE_SLOTS=${spec.slots ?? 2}`,
-            `FAKE_TOKEN_MS=${spec.tokenMs ?? 2}`,
-            `FAKE_RECORD=${spec.record === false ? 0 : 1}`,
-          ],
-          Labels: { "lqp.test": prefix, [OWNER_LABEL]: String(Deno.pid) },
-          ExposedPorts: { "8080/tcp": {} },
-          HostConfig: {
-            PortBindings: {
-              "8080/tcp": [{ HostIp: "127.0.0.1", HostPort: String(portOf(spec.id)) }],
-            },
-          },
-        },
-      });
-      await res.body?.cancel();
+      // Removed afterwards even when the proxy creates it.
       created.push(name);
+      if (spec.missing || spec.fromConfig) continue;
+      const container = containerSpec(spec);
+      const body = createRequest(container, spec.id, await specDigest(container));
+      await (await api.call("POST", `/containers/create?name=${name}`, { json: body })).body
+        ?.cancel();
     }
   } catch (err) {
     await remove();
@@ -136,6 +130,7 @@ export async function createHomelab(
           ...(s.onDisconnect ? [`    on_disconnect: ${s.onDisconnect}`] : []),
           ...(s.ttlS ? [`    ttl: ${s.ttlS}`] : []),
           ...(s.waitFeedback ? [`    wait_feedback: ${s.waitFeedback}`] : []),
+          ...(s.fromConfig ? containerBlock(containerSpec(s)) : []),
         ].join("\n")
       );
       return `host: 127.0.0.1\nport: 0\nstop_timeout: 5\n${extra}\nmodels:\n${models.join("\n")}\n`;
@@ -162,4 +157,16 @@ export async function createHomelab(
     remove,
     [Symbol.asyncDispose]: remove,
   };
+}
+
+/** A `container:` block for config.yml (JSON is YAML, so values go in as JSON). */
+function containerBlock(spec: ContainerSpec): string[] {
+  return [
+    "    container:",
+    `      image: ${JSON.stringify(spec.image)}`,
+    `      command: ${JSON.stringify(spec.command)}`,
+    `      ports: ${JSON.stringify(spec.ports)}`,
+    `      env: ${JSON.stringify(spec.env)}`,
+    `      labels: ${JSON.stringify(spec.labels)}`,
+  ];
 }

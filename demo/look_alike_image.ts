@@ -1,13 +1,55 @@
 /**
  * @module
- * Builds the look-alike's image with the Engine's import endpoint (no registry is reachable):
- * a tarball holding the running deno binary, the shared libraries it links, and
- * fake_llama.ts. Tagged by content hash, so it is built once per change.
+ * The llama-server look-alike as a container, for the demo and the tests: its image, built
+ * with the Engine's import endpoint (no registry needed) from a tarball holding the running
+ * deno binary, the shared libraries it links, and look_alike.ts (tagged by content hash, so
+ * it is built once per change), and the command and environment that run it.
  */
-import type { DockerApi } from "../../lib/docker.ts";
+import type { DockerApi } from "../lib/docker.ts";
 
-const SCRIPT_URL = new URL("./fake_llama.ts", import.meta.url);
-const REPO = "lqp-fake-llama";
+const SCRIPT_URL = new URL("./look_alike.ts", import.meta.url);
+const REPO = "lqp-look-alike";
+
+/** The port the look-alike listens on inside its container. */
+export const LOOK_ALIKE_PORT = 8080;
+
+/** How one look-alike behaves (see look_alike.ts). */
+export interface LookAlikeSettings {
+  /** The model name it answers with. */
+  alias: string;
+  loadMs?: number;
+  mode?: "normal" | "exit" | "never";
+  slots?: number;
+  tokenMs?: number;
+  /** Keep a log of received requests for `/_fake/state`. */
+  record?: boolean;
+}
+
+/** The container's command (the image has no entrypoint). */
+export const LOOK_ALIKE_COMMAND: readonly string[] = [
+  "/deno",
+  "run",
+  "--unstable-no-legacy-abort",
+  "--allow-net",
+  "--allow-env",
+  "--allow-read=/tmp",
+  "--allow-write=/tmp",
+  "/look_alike.ts",
+];
+
+export function lookAlikeEnv(settings: LookAlikeSettings): Record<string, string> {
+  return {
+    DENO_DIR: "/tmp/deno",
+    HOME: "/tmp",
+    DENO_NO_UPDATE_CHECK: "1",
+    FAKE_ALIAS: settings.alias,
+    FAKE_LOAD_MS: String(settings.loadMs ?? 150),
+    FAKE_MODE: settings.mode ?? "normal",
+    FAKE_SLOTS: String(settings.slots ?? 2),
+    FAKE_TOKEN_MS: String(settings.tokenMs ?? 2),
+    FAKE_RECORD: settings.record === false ? "0" : "1",
+  };
+}
 
 async function contentTag(script: Uint8Array): Promise<string> {
   const version = new TextEncoder().encode(Deno.version.deno);
@@ -31,7 +73,7 @@ async function linkedLibraries(binary: string): Promise<string[]> {
 }
 
 /** Returns the image reference, importing the image first if this content is new. */
-export async function ensureFakeLlamaImage(api: DockerApi): Promise<string> {
+export async function ensureLookAlikeImage(api: DockerApi): Promise<string> {
   const script = await Deno.readFile(SCRIPT_URL);
   const ref = `${REPO}:${await contentTag(script)}`;
   const existing = await api.request("GET", `/images/${encodeURIComponent(ref)}/json`);
@@ -43,7 +85,7 @@ export async function ensureFakeLlamaImage(api: DockerApi): Promise<string> {
     await Deno.mkdir(`${root}/tmp`, { mode: 0o1777 });
     await Deno.chmod(`${root}/tmp`, 0o1777);
     await Deno.copyFile(Deno.execPath(), `${root}/deno`);
-    await Deno.writeFile(`${root}/fake_llama.ts`, script);
+    await Deno.writeFile(`${root}/look_alike.ts`, script);
     for (const lib of await linkedLibraries(Deno.execPath())) {
       const target = `${root}${lib}`;
       await Deno.mkdir(target.slice(0, target.lastIndexOf("/")), { recursive: true });
