@@ -31,6 +31,8 @@ Deno.test("parseConfig() accepts the seed's config unchanged, with its values", 
     onDisconnect: "abort",
     ttlMs: null,
     loadTimeHintMs: 180_000,
+    waitFeedback: "comment",
+    container: null,
   });
   assert.deepEqual(config.scheduler, {
     policy: "affinity",
