@@ -62,7 +62,12 @@ function freePort(): number {
   return port;
 }
 
-function demoConfig(image: string, backendPort: number, port: number, adminKey: string) {
+function demoConfig(
+  image: string,
+  backendPort: number,
+  listen: { host: string; port: number },
+  adminKey: string,
+) {
   const models = MODELS.map((m) =>
     [
       `  ${m.id}:`,
@@ -81,8 +86,8 @@ function demoConfig(image: string, backendPort: number, port: number, adminKey: 
   ).join("\n");
   return [
     "# Written by `deno task demo`: three look-alike models sharing one port.",
-    "host: 127.0.0.1",
-    `port: ${port}`,
+    `host: ${listen.host}`,
+    `port: ${listen.port}`,
     "num_workers: 2",
     "stop_timeout: 2",
     `admin_key: ${adminKey}`,
@@ -96,14 +101,18 @@ function demoConfig(image: string, backendPort: number, port: number, adminKey: 
 
 async function main(): Promise<void> {
   const socket = Deno.env.get("DOCKER_SOCKET") ?? "/var/run/docker.sock";
-  const port = Number(Deno.env.get("LQP_PORT") ?? 8888);
+  // Local only unless asked: the demo has no API keys.
+  const listen = {
+    host: Deno.env.get("LQP_HOST") || "127.0.0.1",
+    port: Number(Deno.env.get("LQP_PORT") ?? 8888),
+  };
   const api = await openDocker(socket);
   console.log("demo: building the look-alike image (once per change)…");
   const image = await ensureLookAlikeImage(api);
   await removeDemoContainers(api);
 
   const adminKey = `demo-admin-${crypto.randomUUID().slice(0, 12)}`;
-  const text = demoConfig(image, freePort(), port, adminKey);
+  const text = demoConfig(image, freePort(), listen, adminKey);
   await Deno.mkdir("data", { recursive: true });
   await Deno.writeTextFile("data/demo.yml", text);
   const config = parseConfig(`docker_socket: ${socket}\n${text}`, "data/demo.yml");
@@ -133,7 +142,11 @@ demo: ready. Three models (${MODELS.map((m) => m.id).join(", ")}) share one port
     curl -s ${url}/v1/models
     curl -s ${url}/queue
 
-Ctrl-C stops the proxy and removes the demo containers.
+Ctrl-C stops the proxy and removes the demo containers.${
+    listen.host === "127.0.0.1"
+      ? "\nTo open the dashboard from another machine, run it with LQP_HOST=0.0.0.0."
+      : ""
+  }
 `);
 
   let stopping = false;
