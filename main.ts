@@ -3,8 +3,9 @@
  * worker pool and routes, serves them, reconciles with Docker, and drains on SIGTERM/SIGINT.
  */
 import { type Clock, systemClock } from "./lib/clock.ts";
-import { KeyRing } from "./lib/auth.ts";
-import { type Config, ConfigError, findModel, loadConfig } from "./lib/config.ts";
+import { LiveConfig } from "./lib/live_config.ts";
+import { ConfigReloader, type ReloadResult } from "./lib/config_reload.ts";
+import { type Config, type ConfigEnv, ConfigError, loadConfig } from "./lib/config.ts";
 import { DockerApi, dockerForContainers } from "./lib/docker.ts";
 import { consoleLogger, type Logger } from "./lib/log.ts";
 import { Metrics } from "./lib/metrics.ts";
@@ -28,7 +29,12 @@ export interface RunningProxy {
   reconciled: Promise<void>;
   /** Resolves once every job state so far is written to the store. */
   storeSettled(): Promise<void>;
-  /** Stops accepting, fails waiting jobs with 503, lets in-flight ones finish within graceMs. */
+  /** Reloads the config file (SIGHUP); null without one. */
+  reload: ((trigger: string) => Promise<ReloadResult>) | null;
+  /**
+   * Stops accepting, fails waiting jobs with 503, lets in-flight ones finish within graceMs
+   * (default: shutdown_grace).
+   */
   close(graceMs?: number): Promise<void>;
 }
 
@@ -37,6 +43,8 @@ export interface StartOptions {
   clock?: Clock;
   /** How often a model still loading is logged (default 10 s). */
   loadProgressMs?: number;
+  /** The file `config` came from: reloaded on `reload()` and whenever it changes. */
+  configFile?: { path: string; env: ConfigEnv };
 }
 
 export async function startProxy(
@@ -55,7 +63,7 @@ export async function startProxy(
     stopTimeoutS: config.stopTimeoutS,
     loadProgressMs: options.loadProgressMs,
   });
-  const keys = await KeyRing.create(config.apiKeys);
+  const live = await LiveConfig.create(config);
   const metrics = new Metrics(clock);
 
   // This process's name in the store: its lease, and the owner of its jobs.
@@ -77,12 +85,18 @@ export async function startProxy(
     store,
     clock,
     log,
-    maxFileBytes: config.batch.maxFileBytes,
+    // Read when a file is checked, so a reload applies to the next upload.
     rules: {
-      maxLines: config.batch.maxLines,
-      maxMessages: config.maxMessages,
-      maxJsonDepth: config.maxJsonDepth,
-      resolveModel: (name) => findModel(config, name)?.id ?? null,
+      get maxLines() {
+        return live.current.batch.maxLines;
+      },
+      get maxMessages() {
+        return live.current.maxMessages;
+      },
+      get maxJsonDepth() {
+        return live.current.maxJsonDepth;
+      },
+      resolveModel: (name) => live.model(name)?.id ?? null,
     },
     onEnqueued: () => runner.wake(),
     onCancelled: (batchId) => runner.cancelGroup(batchId),
@@ -96,10 +110,10 @@ export async function startProxy(
     node,
     clock,
     log,
-    lanes: config.models.map((m) => m.id),
+    lanes: () => live.current.models.map((m) => m.id),
     // Enough lines in memory that workers never wait for the store between two lines.
     window: Math.max(8, config.numWorkers * 4),
-    requestTimeoutMs: config.requestTimeoutMs,
+    requestTimeoutMs: () => live.current.requestTimeoutMs,
   });
   const upkeep = new StoreUpkeep({
     store,
@@ -115,20 +129,36 @@ export async function startProxy(
   // Our lease exists before our first job does, and jobs of a dead predecessor are settled.
   await upkeep.start();
   const closing = new AbortController();
-  const app = await createApp({
-    config,
+  const configFile = options.configFile;
+  const reloader = configFile === undefined ? null : new ConfigReloader({
+    live,
+    log,
+    load: () => loadConfig(configFile.path, configFile.env),
+    apply(next, _changes, commit) {
+      // All at once, before any request can see a mix of old and new.
+      commit();
+      pool.reconfigure(next);
+      // A removed model is unloaded once its requests finished: not something to wait for.
+      models.reconfigure(next.models).then(() => models.createMissing()).catch((err) =>
+        log.warn("config_apply_failed", { error: err instanceof Error ? err.message : String(err) })
+      );
+      runner.wake();
+    },
+  });
+  const app = createApp({
+    live,
     docker,
     models,
     pool,
     metrics,
     log,
     clock,
-    keys,
     store,
     storeStatus,
     batches,
     activity,
     closing: closing.signal,
+    reload: reloader === null ? null : (trigger) => reloader.reload(trigger),
   });
 
   const server = Deno.serve({ hostname: config.host, port: config.port, onListen() {} }, app.fetch);
@@ -144,7 +174,7 @@ export async function startProxy(
     queue_size: config.queueSize,
     store: config.store.type === "kv" ? `kv ${config.store.path}` : config.store.type,
   });
-  if (keys.open) {
+  if (live.keys.open) {
     log.warn("no_api_keys", {
       note: "no API keys are configured: anyone who can reach this port can use the models",
     });
@@ -161,6 +191,15 @@ export async function startProxy(
   runner.start();
   const stopWatching = new AbortController();
   const watching = reconciled.then(() => models.watch(stopWatching.signal));
+  const watchingConfig = reloader === null || configFile === undefined
+    ? Promise.resolve()
+    : reloader.watch(configFile.path, stopWatching.signal).catch((err) =>
+      log.warn("config_watch_failed", {
+        path: configFile.path,
+        error: err instanceof Error ? err.message : String(err),
+        note: "send SIGHUP to reload",
+      })
+    );
 
   return {
     url,
@@ -168,7 +207,8 @@ export async function startProxy(
     pool,
     reconciled,
     storeSettled: () => journal.settled(),
-    async close(graceMs = 10_000) {
+    reload: reloader === null ? null : (trigger) => reloader.reload(trigger),
+    async close(graceMs = live.current.shutdownGraceMs) {
       // Batch lines not started yet go back to the store for the next start.
       await runner.close();
       const drained = await pool.shutdown(graceMs);
@@ -179,6 +219,7 @@ export async function startProxy(
       stopWatching.abort();
       await reconciled;
       await watching;
+      await watchingConfig;
       await journal.settled();
       await upkeep.close();
       storeStatus.close();
@@ -201,18 +242,19 @@ function configPathFromArgs(args: string[], env: string | undefined): string {
 async function main(): Promise<void> {
   const env = (name: string) => Deno.env.get(name);
   const path = configPathFromArgs(Deno.args, env("LQP_CONFIG"));
+  const configEnv: ConfigEnv = {
+    NUM_WORKERS: env("NUM_WORKERS"),
+    LQP_HOST: env("LQP_HOST"),
+    LQP_PORT: env("LQP_PORT"),
+    DOCKER_SOCKET: env("DOCKER_SOCKET"),
+    LOG_FORMAT: env("LOG_FORMAT"),
+    LQP_STORE: env("LQP_STORE"),
+    UPSTASH_REDIS_REST_URL: env("UPSTASH_REDIS_REST_URL"),
+    UPSTASH_REDIS_REST_TOKEN: env("UPSTASH_REDIS_REST_TOKEN"),
+  };
   let config: Config;
   try {
-    config = await loadConfig(path, {
-      NUM_WORKERS: env("NUM_WORKERS"),
-      LQP_HOST: env("LQP_HOST"),
-      LQP_PORT: env("LQP_PORT"),
-      DOCKER_SOCKET: env("DOCKER_SOCKET"),
-      LOG_FORMAT: env("LOG_FORMAT"),
-      LQP_STORE: env("LQP_STORE"),
-      UPSTASH_REDIS_REST_URL: env("UPSTASH_REDIS_REST_URL"),
-      UPSTASH_REDIS_REST_TOKEN: env("UPSTASH_REDIS_REST_TOKEN"),
-    });
+    config = await loadConfig(path, configEnv);
   } catch (err) {
     if (err instanceof ConfigError) {
       console.error(err.message);
@@ -221,17 +263,18 @@ async function main(): Promise<void> {
     throw err;
   }
   const log = consoleLogger(config.logFormat);
-  const proxy = await startProxy(config, { log });
+  const proxy = await startProxy(config, { log, configFile: { path, env: configEnv } });
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
     log.info("shutdown", { signal });
-    await proxy.close(config.shutdownGraceMs);
+    await proxy.close();
     Deno.exit(0);
   };
   Deno.addSignalListener("SIGTERM", () => stop("SIGTERM"));
   Deno.addSignalListener("SIGINT", () => stop("SIGINT"));
+  Deno.addSignalListener("SIGHUP", () => void proxy.reload?.("SIGHUP"));
 }
 
 if (import.meta.main) await main();

@@ -217,6 +217,8 @@ export interface Docker {
   create(name: string, body: unknown): Promise<void>;
   /** Removes a stopped container (force: a running one too). */
   remove(name: string, force?: boolean): Promise<void>;
+  /** Replaces the containers this face may touch (config reload). */
+  allow(names: Iterable<string>): void;
   /** Start/stop events of the allowed containers, as they happen, until `signal` aborts. */
   events(signal: AbortSignal): AsyncIterable<ContainerEvent>;
 }
@@ -225,7 +227,7 @@ export interface Docker {
  * Builds the restricted Docker face. Names outside `allowed` throw before any request.
  */
 export function dockerForContainers(api: DockerApi, allowed: Iterable<string>): Docker {
-  const names = new Set(allowed);
+  let names = new Set(allowed);
   const path = (name: string, rest: string) => {
     if (!names.has(name)) {
       throw new Error(`Refusing to touch container '${name}': it is not named in the config`);
@@ -236,6 +238,10 @@ export function dockerForContainers(api: DockerApi, allowed: Iterable<string>): 
 
   return {
     ping: (signal) => api.ping(signal),
+
+    allow(allowed) {
+      names = new Set(allowed);
+    },
 
     async inspect(name) {
       const res = await api.call("GET", path(name, "/json"), { container: name });

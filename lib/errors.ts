@@ -75,6 +75,29 @@ export function modelNotFound(requested: string, valid: readonly string[]) {
   );
 }
 
+/** A reload was asked for, but the file is not valid; the config in force stays. */
+export function invalidConfig(problems: readonly string[]) {
+  return new ApiError(
+    400,
+    "invalid_request_error",
+    "invalid_config",
+    `The config file was not reloaded; the config in force stays. Problems:\n${
+      problems.map((p) => `  - ${p}`).join("\n")
+    }`,
+  );
+}
+
+/** A config reload removed the model a request was waiting for. */
+export function modelRemoved(model: string) {
+  return new ApiError(
+    404,
+    "invalid_request_error",
+    "model_not_found",
+    `The model '${model}' was removed from the config while this request waited`,
+    { param: "model" },
+  );
+}
+
 export function queueFull(capacity: number, retryAfterS: number) {
   return new ApiError(
     429,

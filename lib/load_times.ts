@@ -16,6 +16,13 @@ export class LoadTimes {
     for (const model of models) this.#estimates.set(model.id, model.loadTimeHintMs);
   }
 
+  /** A reloaded model list: new models start from their hint, learned times are kept. */
+  reconfigure(models: readonly ModelConfig[]): void {
+    for (const model of models) {
+      if (!this.#observed.has(model.id)) this.#estimates.set(model.id, model.loadTimeHintMs);
+    }
+  }
+
   /** Records one load; the first observation replaces the config's guess. */
   observe(model: string, ms: number): void {
     const previous = this.#estimates.get(model);

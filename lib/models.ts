@@ -73,8 +73,8 @@ class ContainerExitedError extends Error {}
 
 export class ModelManager {
   readonly #docker: Docker;
-  readonly #models: Map<string, ModelConfig>;
-  readonly #byContainer: Map<string, ModelConfig>;
+  #models: Map<string, ModelConfig>;
+  #byContainer: Map<string, ModelConfig>;
   readonly #clock: Clock;
   readonly #log: Logger;
   readonly #stopTimeoutS: number;
@@ -169,25 +169,53 @@ export class ModelManager {
    * Returns the model that was unloaded, or null when none was loaded.
    */
   unload(cause = "unload"): Promise<string | null> {
-    return this.#exclusive(async () => {
+    return this.#exclusive(() => {
       const model = this.#loaded === null ? undefined : this.#models.get(this.#loaded);
-      if (model === undefined) return null;
-      await this.#drained();
-      this.#set({ phase: "stopping", loaded: null, target: null });
-      const began = performance.now();
-      let error: string | null = null;
-      try {
-        await this.#docker.stop(model.containerName, this.#stopTimeoutS);
-        this.#log.info("unload", { model: model.id, cause });
-      } catch (err) {
-        error = err instanceof Error ? err.message : String(err);
-        throw err;
-      } finally {
-        this.#set({ phase: "idle" });
-        this.#record({ from: model.id, to: null, began, cause, error });
-      }
-      return model.id;
+      return model === undefined ? Promise.resolve(null) : this.#unload(model, cause);
     });
+  }
+
+  /**
+   * Moves to a new list of models (config reload). Known at once to every caller; the loaded
+   * model, if it was removed or moved to another container, is unloaded once its requests
+   * finished (the returned promise settles then). Nothing else is touched.
+   */
+  reconfigure(models: readonly ModelConfig[]): Promise<void> {
+    const previous = this.#models;
+    this.#models = new Map(models.map((m) => [m.id, m]));
+    this.#byContainer = new Map(models.map((m) => [m.containerName, m]));
+    // The old container must stay reachable until it is stopped.
+    this.#docker.allow([...previous.values(), ...models].map((m) => m.containerName));
+    return this.#exclusive(async () => {
+      try {
+        const loaded = this.#loaded === null ? undefined : previous.get(this.#loaded);
+        const now = loaded && this.#models.get(loaded.id);
+        if (loaded && now?.containerName !== loaded.containerName) {
+          await this.#unload(loaded, "config");
+        }
+      } finally {
+        this.#docker.allow(models.map((m) => m.containerName));
+      }
+    });
+  }
+
+  /** Stops `model`'s container once its requests finished. Runs under the lock. */
+  async #unload(model: ModelConfig, cause: string): Promise<string> {
+    await this.#drained();
+    this.#set({ phase: "stopping", loaded: null, target: null });
+    const began = performance.now();
+    let error: string | null = null;
+    try {
+      await this.#docker.stop(model.containerName, this.#stopTimeoutS);
+      this.#log.info("unload", { model: model.id, cause });
+    } catch (err) {
+      error = err instanceof Error ? err.message : String(err);
+      throw err;
+    } finally {
+      this.#set({ phase: "idle" });
+      this.#record({ from: model.id, to: null, began, cause, error });
+    }
+    return model.id;
   }
 
   /**

@@ -17,8 +17,8 @@ export interface QueueHooks {
 }
 
 export class JobQueue {
-  readonly capacity: number;
-  readonly #timeoutS: number;
+  #capacity: number;
+  #timeoutS: number;
   readonly #hooks: QueueHooks;
   readonly #retryAfterS: () => number;
   readonly #waiting = new WaitingJobs<Job>();
@@ -26,7 +26,7 @@ export class JobQueue {
   readonly #listeners = new Set<() => void>();
 
   /** Most places one API key may hold, so one script cannot fill the whole queue. */
-  readonly #perOwner: number;
+  #perOwner: number;
   readonly #owned = new Map<string, number>();
   /** Batch lines: they wait here too, but the store bounds them, not `queue_size`. */
   readonly #batchLines = new WeakSet<Job>();
@@ -42,11 +42,22 @@ export class JobQueue {
       hooks?: QueueHooks;
     },
   ) {
-    this.capacity = capacity;
+    this.#capacity = capacity;
     this.#perOwner = Math.max(1, Math.floor(capacity * (options.ownerShare ?? 1)));
     this.#timeoutS = options.timeoutS;
     this.#retryAfterS = options.retryAfterS;
     this.#hooks = options.hooks ?? {};
+  }
+
+  get capacity(): number {
+    return this.#capacity;
+  }
+
+  /** New limits from a reloaded config; jobs already waiting keep their places. */
+  reconfigure(limits: { capacity: number; ownerShare: number; timeoutS: number }): void {
+    this.#capacity = limits.capacity;
+    this.#perOwner = Math.max(1, Math.floor(limits.capacity * limits.ownerShare));
+    this.#timeoutS = limits.timeoutS;
   }
 
   /** Also calls `listener` whenever the waiting jobs change (dashboards); returns the unsubscribe. */

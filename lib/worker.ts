@@ -9,6 +9,7 @@ import type { Clock } from "./clock.ts";
 import type { Config, ModelConfig } from "./config.ts";
 import {
   ApiError,
+  modelRemoved,
   modelUnavailable,
   requestTimeout,
   shuttingDown,
@@ -43,8 +44,8 @@ export interface WorkerPoolDeps {
 
 export class WorkerPool {
   readonly queue: JobQueue;
-  readonly #config: Config;
-  readonly #modelConfigs: Map<string, ModelConfig>;
+  #config: Config;
+  #modelConfigs: Map<string, ModelConfig>;
   readonly #models: ModelManager;
   readonly #metrics: Metrics;
   readonly #log: Logger;
@@ -52,8 +53,10 @@ export class WorkerPool {
   readonly #journal: SyncJournal;
   readonly #storeStatus: StoreStatus;
   readonly #activity: Activity;
-  readonly #policy: Policy;
-  readonly #rules: SchedulerRules;
+  /** A policy given by the caller (tests, simulator) outlives config reloads. */
+  readonly #fixedPolicy: Policy | null;
+  #policy: Policy;
+  #rules: SchedulerRules;
   readonly loadTimes: LoadTimes;
   readonly #running = new Set<Job>();
   readonly #idleWaiters: (() => void)[] = [];
@@ -81,18 +84,11 @@ export class WorkerPool {
     this.#journal = deps.journal;
     this.#storeStatus = deps.storeStatus;
     this.#activity = deps.activity;
+    this.#fixedPolicy = deps.policy ?? null;
     this.#policy = deps.policy ?? POLICIES[deps.config.scheduler.policy];
-    const maxWait = new Map(deps.config.models.map((m) => [m.id, m.maxWaitMs]));
-    const scheduler = deps.config.scheduler;
-    const maxWaitMs = (model: string) => maxWait.get(model) ?? scheduler.maxWaitMs;
     this.loadTimes = new LoadTimes(deps.config.models);
     this.#lastActivity = deps.clock.now();
-    this.#rules = {
-      maxWaitMs,
-      minResidencyMs: (model) =>
-        Math.min(scheduler.minResidencyMs ?? this.loadTimes.estimate(model), maxWaitMs(model)),
-      batchAgingMs: scheduler.batchAgingMs,
-    };
+    this.#rules = this.#rulesFor(deps.config);
     this.queue = new JobQueue(deps.config.queueSize, {
       timeoutS: deps.config.requestTimeoutMs / 1000,
       retryAfterS: () => this.#retryAfterS(),
@@ -124,6 +120,46 @@ export class WorkerPool {
     });
   }
 
+  #rulesFor(config: Config): SchedulerRules {
+    const scheduler = config.scheduler;
+    const maxWait = new Map(config.models.map((m) => [m.id, m.maxWaitMs]));
+    const maxWaitMs = (model: string) => maxWait.get(model) ?? scheduler.maxWaitMs;
+    return {
+      maxWaitMs,
+      minResidencyMs: (model) =>
+        Math.min(scheduler.minResidencyMs ?? this.loadTimes.estimate(model), maxWaitMs(model)),
+      batchAgingMs: scheduler.batchAgingMs,
+    };
+  }
+
+  /**
+   * Moves to a reloaded config: its models, scheduler and limits apply from the next
+   * decision on. Requests waiting for a model that is gone get 404; running ones finish.
+   */
+  reconfigure(config: Config): void {
+    const removed = [...this.#modelConfigs.keys()].filter((id) =>
+      !config.models.some((m) => m.id === id)
+    );
+    this.#config = config;
+    this.#modelConfigs = new Map(config.models.map((m) => [m.id, m]));
+    this.#policy = this.#fixedPolicy ?? POLICIES[config.scheduler.policy];
+    this.loadTimes.reconfigure(config.models);
+    this.#rules = this.#rulesFor(config);
+    this.queue.reconfigure({
+      capacity: config.queueSize,
+      ownerShare: config.maxQueueShare,
+      timeoutS: config.requestTimeoutMs / 1000,
+    });
+    for (const model of removed) {
+      const error = modelRemoved(model);
+      for (const job of this.queue.failModel(model, error)) {
+        this.#metrics.failedRequests++;
+        this.#logRequest(job, error.status, error.code);
+      }
+    }
+    this.pump();
+  }
+
   /** Jobs being served by a backend right now. */
   get active(): number {
     return this.#running.size;
@@ -138,6 +174,7 @@ export class WorkerPool {
    */
   submit(job: Job): void {
     if (this.#closed) throw shuttingDown();
+    this.#assertKnown(job.model);
     const storeError = this.#storeStatus.error;
     if (storeError !== null) throw storeUnavailable(storeError.message);
     this.queue.admit(job);
@@ -150,7 +187,13 @@ export class WorkerPool {
   /** Queues a batch line (no store journal: the batch runner owns its record). */
   submitBatch(job: Job): void {
     if (this.#closed) throw shuttingDown();
+    this.#assertKnown(job.model);
     this.queue.admitBatchLine(job);
+  }
+
+  /** A request resolved against a config that a reload just replaced. */
+  #assertKnown(model: string): void {
+    if (!this.#modelConfigs.has(model)) throw modelRemoved(model);
   }
 
   /** A line for a waiting client: its place, what the GPU is doing, and an ETA. */
@@ -382,7 +425,8 @@ export class WorkerPool {
       if (err instanceof UpstreamUnreachableError && !job.signal.aborted) {
         // Nothing reached the client yet: find out whether the container died, then retry.
         await this.#models.reportUnreachable(job.model);
-        if (job.attempts < this.#config.maxAttempts && !job.signal.aborted) {
+        const known = this.#modelConfigs.has(job.model); // a reload may have removed it
+        if (job.attempts < this.#config.maxAttempts && !job.signal.aborted && known) {
           this.#log.warn("retry", { id: job.id, model: job.model, attempt: job.attempts });
           retry = true;
         } else {

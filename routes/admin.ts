@@ -1,16 +1,16 @@
 /**
  * @module
  * Operator endpoints, always behind the admin key: what runs, load or unload a model now,
- * the queue, and cancelling a waiting request.
+ * the queue, cancelling a waiting request, and reloading the config file.
  */
 import { Hono } from "hono";
 import { z } from "zod";
-import { KeyRing, presentedKey } from "../lib/auth.ts";
-import { findModel } from "../lib/config.ts";
+import { presentedKey } from "../lib/auth.ts";
 import {
   adminRequired,
   ApiError,
   cancelledByAdmin,
+  invalidConfig,
   invalidRequest,
   modelNotFound,
   modelUnavailable,
@@ -20,16 +20,12 @@ import type { AppDeps, AppEnv } from "./app.ts";
 
 const LoadBody = z.object({ model: z.string().min(1) });
 
-export async function adminRoutes(deps: AppDeps): Promise<Hono<AppEnv>> {
-  const { config, docker, models, pool } = deps;
-  const ring = await KeyRing.create(
-    config.adminKey === null
-      ? []
-      : [{ name: "admin", key: config.adminKey, priority: "interactive" }],
-  );
+export function adminRoutes(deps: AppDeps): Hono<AppEnv> {
+  const { live, docker, models, pool } = deps;
   const app = new Hono<AppEnv>();
 
   app.use(async (c, next) => {
+    const ring = live.adminKeys;
     if (ring.open || (await ring.identify(presentedKey(c.req.raw.headers))) === null) {
       throw adminRequired(!ring.open);
     }
@@ -42,7 +38,7 @@ export async function adminRoutes(deps: AppDeps): Promise<Hono<AppEnv>> {
     return c.json({
       current_model: snap.loaded,
       phase: snap.phase,
-      containers: config.models.map((m) => ({
+      containers: live.current.models.map((m) => ({
         model: m.id,
         container: m.containerName,
         exists: containers.some((s) => s.name === m.containerName),
@@ -56,8 +52,8 @@ export async function adminRoutes(deps: AppDeps): Promise<Hono<AppEnv>> {
     if (!parsed.success) {
       throw invalidRequest("invalid_body", 'Expected {"model": "<id>"}', "model");
     }
-    const model = findModel(config, parsed.data.model);
-    if (!model) throw modelNotFound(parsed.data.model, config.models.map((m) => m.id));
+    const model = live.model(parsed.data.model);
+    if (!model) throw modelNotFound(parsed.data.model, live.current.models.map((m) => m.id));
     try {
       const timings = await models.swapTo(model.id, "admin");
       return c.json({ model: model.id, swapped: timings !== null, timings });
@@ -70,6 +66,28 @@ export async function adminRoutes(deps: AppDeps): Promise<Hono<AppEnv>> {
   app.post("/unload", async (c) => c.json({ unloaded: await models.unload("admin") }));
 
   app.get("/queue", (c) => c.json(pool.queueView()));
+
+  app.post("/reload", async (c) => {
+    if (deps.reload === null) {
+      throw new ApiError(
+        409,
+        "invalid_request_error",
+        "reload_unavailable",
+        "This proxy was started without a config file, so there is nothing to reload",
+      );
+    }
+    const result = await deps.reload("admin");
+    if (!result.ok) throw invalidConfig(result.problems);
+    const { added, removed, changed, settings, restartNeeded } = result.changes;
+    return c.json({
+      reloaded: true,
+      added,
+      removed,
+      changed,
+      settings,
+      restart_needed: restartNeeded,
+    });
+  });
 
   app.delete("/queue/:id", (c) => {
     const job = pool.queue.find(c.req.param("id"));

@@ -6,9 +6,10 @@
 import { Hono } from "hono";
 import type { Activity } from "../lib/activity.ts";
 import type { Clock } from "../lib/clock.ts";
-import type { Config } from "../lib/config.ts";
+import type { LiveConfig } from "../lib/live_config.ts";
+import type { ReloadResult } from "../lib/config_reload.ts";
 import type { Docker } from "../lib/docker.ts";
-import { type Caller, type KeyRing, presentedKey } from "../lib/auth.ts";
+import { type Caller, presentedKey } from "../lib/auth.ts";
 import { ApiError, invalidApiKey, storeUnavailable, toApiError } from "../lib/errors.ts";
 import type { Logger } from "../lib/log.ts";
 import type { Metrics } from "../lib/metrics.ts";
@@ -24,20 +25,22 @@ import { openaiRoutes } from "./openai.ts";
 import { opsRoutes } from "./ops.ts";
 
 export interface AppDeps {
-  config: Config;
+  /** The config in force; read it per request (a reload may replace it). */
+  live: LiveConfig;
   docker: Docker;
   models: ModelManager;
   pool: WorkerPool;
   metrics: Metrics;
   log: Logger;
   clock: Clock;
-  keys: KeyRing;
   store: JobStore;
   storeStatus: StoreStatus;
   batches: BatchService;
   activity: Activity;
   /** Aborts when the proxy shuts down: long-lived responses (dashboards) end then. */
   closing: AbortSignal;
+  /** Reloads the config file; null when the proxy was started without one. */
+  reload: ((trigger: string) => Promise<ReloadResult>) | null;
 }
 
 /** Per-request values: the id shown to the client (`x-request-id`) and in log lines. */
@@ -47,7 +50,7 @@ function newRequestId(): string {
   return `req_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`;
 }
 
-export async function createApp(deps: AppDeps): Promise<Hono<AppEnv>> {
+export function createApp(deps: AppDeps): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   app.use(async (c, next) => {
     const id = newRequestId();
@@ -58,8 +61,9 @@ export async function createApp(deps: AppDeps): Promise<Hono<AppEnv>> {
   // With keys configured, every /v1 route needs one; /health and /metrics stay open.
   app.use("/v1/*", async (c, next) => {
     let caller: Caller | null = null;
-    if (!deps.keys.open) {
-      caller = await deps.keys.identify(presentedKey(c.req.raw.headers));
+    const keys = deps.live.keys;
+    if (!keys.open) {
+      caller = await keys.identify(presentedKey(c.req.raw.headers));
       if (caller === null) throw invalidApiKey();
     }
     c.set("caller", caller);
@@ -70,7 +74,7 @@ export async function createApp(deps: AppDeps): Promise<Hono<AppEnv>> {
   // Before the OpenAI routes: their POST /v1/* would take /v1/files and /v1/batches.
   app.route("/v1", batchRoutes(deps));
   app.route("/v1", openaiRoutes(deps));
-  app.route("/admin", await adminRoutes(deps));
+  app.route("/admin", adminRoutes(deps));
   app.notFound((c) =>
     new ApiError(
       404,

@@ -44,7 +44,7 @@ function listPage<T extends { id: string }>(items: T[], limit: number) {
 }
 
 export function batchRoutes(deps: AppDeps): Hono<AppEnv> {
-  const { config, batches, storeStatus } = deps;
+  const { live, batches, storeStatus } = deps;
   const run = <T>(call: () => Promise<T>) => storeStatus.run(call);
   const app = new Hono<AppEnv>();
 
@@ -52,7 +52,7 @@ export function batchRoutes(deps: AppDeps): Hono<AppEnv> {
     const req = c.req.raw;
     const contentType = req.headers.get("content-type") ?? "";
     if (!/^multipart\/form-data/i.test(contentType)) throw unsupportedMediaType(contentType);
-    const bytes = await readBody(req, config.batch.maxFileBytes + MULTIPART_OVERHEAD);
+    const bytes = await readBody(req, live.current.batch.maxFileBytes + MULTIPART_OVERHEAD);
     let form: FormData;
     try {
       form = await new Request(req.url, { method: "POST", headers: req.headers, body: bytes })
@@ -68,10 +68,10 @@ export function batchRoutes(deps: AppDeps): Hono<AppEnv> {
         "file",
       );
     }
-    if (file.size > config.batch.maxFileBytes) {
+    if (file.size > live.current.batch.maxFileBytes) {
       throw invalidRequest(
         "file_too_large",
-        `The file is ${file.size} bytes; the limit is ${config.batch.maxFileBytes} (batch.max_file_size)`,
+        `The file is ${file.size} bytes; the limit is ${live.current.batch.maxFileBytes} (batch.max_file_size)`,
         "file",
       );
     }
@@ -102,8 +102,8 @@ export function batchRoutes(deps: AppDeps): Hono<AppEnv> {
   );
 
   app.post("/batches", async (c) => {
-    const body = await readBody(c.req.raw, config.maxBodyBytes);
-    const json = parseJsonObject(body, config.maxJsonDepth);
+    const body = await readBody(c.req.raw, live.current.maxBodyBytes);
+    const json = parseJsonObject(body, live.current.maxJsonDepth);
     return c.json(await run(() => batches.createBatch(parseOrThrow(CreateBatch, json))));
   });
 

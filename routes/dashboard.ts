@@ -55,12 +55,13 @@ function dockerProbe(docker: Docker, now: () => number) {
 const tenths = (ms: number) => Math.round(ms / 100) / 10;
 
 export function dashboardRoutes(deps: AppDeps): Hono {
-  const { config, models, pool, activity, metrics, clock, store, storeStatus } = deps;
+  const { live, models, pool, activity, metrics, clock, store, storeStatus } = deps;
   const docker = dockerProbe(deps.docker, () => clock.now());
   models.onChange(docker.stale);
   const app = new Hono();
 
   async function snapshot() {
+    const config = live.current;
     const now = clock.now();
     const snap = models.snapshot();
     const queue = pool.queueView();

@@ -35,7 +35,7 @@ function resolveModel(config: Config, name: string): ModelConfig {
 }
 
 export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
-  const { config, pool, clock } = deps;
+  const { live, pool, clock } = deps;
   const created = Math.floor(deps.metrics.startedAt / 1000);
   const app = new Hono<AppEnv>();
   const entry = (model: ModelConfig) => {
@@ -48,11 +48,16 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
     return modelEntry(model, created, state);
   };
 
-  app.get("/models", (c) => c.json({ object: "list", data: config.models.map(entry) }));
+  app.get("/models", (c) => c.json({ object: "list", data: live.current.models.map(entry) }));
 
-  app.get("/models/:id{.+}", (c) => c.json(entry(resolveModel(config, c.req.param("id")))));
+  app.get(
+    "/models/:id{.+}",
+    (c) => c.json(entry(resolveModel(live.current, c.req.param("id")))),
+  );
 
   app.post("/*", async (c) => {
+    // One config for the whole request, even if a reload lands while it is read.
+    const config = live.current;
     const req = c.req.raw;
     const contentType = req.headers.get("content-type") ?? "";
     if (/^multipart\//i.test(contentType)) throw unsupportedMediaType(contentType);

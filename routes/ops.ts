@@ -9,10 +9,11 @@ import { wantsPrometheus } from "../lib/prometheus.ts";
 import type { AppDeps } from "./app.ts";
 
 export function opsRoutes(deps: AppDeps): Hono {
-  const { config, docker, models, pool, metrics, clock, store, storeStatus } = deps;
+  const { live, docker, models, pool, metrics, clock, store, storeStatus } = deps;
   const app = new Hono();
 
   app.get("/health", async (c) => {
+    const config = live.current;
     const snap = models.snapshot();
     const base = {
       status: "healthy",
@@ -48,6 +49,7 @@ export function opsRoutes(deps: AppDeps): Hono {
   app.get("/queue", (c) => c.json(pool.queueView()));
 
   app.get("/metrics", async (c) => {
+    const config = live.current;
     if (wantsPrometheus(c.req.header("accept") ?? null, c.req.query("format"))) {
       const text = prometheusText(metrics, {
         models: config.models.map((m) => m.id),

@@ -9,27 +9,12 @@ import { requireDocker } from "./support/docker_env.ts";
 import { createHomelab } from "./support/fake_models.ts";
 import { freePort } from "./support/free_port.ts";
 import { startTestProxy } from "./support/proxy.ts";
+import { startProxyProcess } from "./support/proxy_process.ts";
 import { RedisStack } from "./support/stores.ts";
 import { batchDone, batchFile, fileLines, getBatch, submitBatch } from "./support/batches.ts";
 import { waitFor } from "./support/wait_for.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
-
-/**
- * The `start` task's own command, run directly: SIGKILL must hit the proxy itself, and
- * `deno task` would leave its child running.
- */
-async function startProxyProcess(configPath: string, port: number): Promise<Deno.ChildProcess> {
-  const tasks = JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`)).tasks;
-  const [command, ...args] = (tasks.start as string).split(" ");
-  return new Deno.Command(command, {
-    args: [...args, "--config", configPath],
-    cwd: ROOT,
-    env: { LQP_PORT: String(port) },
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-}
 
 function assertEachOnce(lines: { custom_id: string }[], total: number): void {
   const ids = lines.map((line) => line.custom_id);

@@ -32,11 +32,11 @@ export interface BatchRunnerDeps {
   node: string;
   clock: Clock;
   log: Logger;
-  /** Configured model ids: the lanes. */
-  lanes: readonly string[];
+  /** Configured model ids: the lanes (asked each time: a reload may change them). */
+  lanes(): readonly string[];
   /** Lines held in memory at once. */
   window: number;
-  requestTimeoutMs: number;
+  requestTimeoutMs(): number;
 }
 
 interface LinePayload {
@@ -133,7 +133,7 @@ export class BatchRunner {
   /** The loaded model's lane first: its lines run without a swap. */
   #laneOrder(): string[] {
     const loaded = this.#deps.models.snapshot().loaded;
-    const lanes = [...this.#deps.lanes];
+    const lanes = [...this.#deps.lanes()];
     return loaded === null ? lanes : [loaded, ...lanes.filter((lane) => lane !== loaded)];
   }
 
@@ -165,7 +165,7 @@ export class BatchRunner {
     // The request timeout covers the request, not the wait behind interactive work.
     job.observe((from) => {
       if (from === "queued" && job.state === "running") {
-        timer ??= setTimeout(() => timeout.abort(), this.#deps.requestTimeoutMs);
+        timer ??= setTimeout(() => timeout.abort(), this.#deps.requestTimeoutMs());
       }
     });
     job.onFinished(() => clearTimeout(timer));

@@ -64,7 +64,6 @@ export interface BatchServiceDeps {
   clock: Clock;
   log: Logger;
   rules: LineRules;
-  maxFileBytes: number;
   /** New lines are waiting (wakes the runner). */
   onEnqueued(): void;
   /** A batch is being cancelled: lines held in memory that have not started must go. */

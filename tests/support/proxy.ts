@@ -15,19 +15,30 @@ export interface TestProxyOptions {
   dockerSocket?: string;
   log?: Logger;
   loadProgressMs?: number;
+  /** Write the config to this file and start from it, so it can be reloaded. */
+  configFile?: string;
+}
+
+/** A test's config text as the proxy reads it: the test Docker socket, a memory store. */
+export function testConfigText(configYaml: string, dockerSocket = DOCKER_SOCKET): string {
+  // An in-memory store unless the test names one: nothing written under the source tree.
+  const store = /^store:/m.test(configYaml) ? "" : "store:\n  type: memory\n";
+  return `docker_socket: ${dockerSocket}\n${store}${configYaml}`;
 }
 
 export async function startTestProxy(
   configYaml: string,
-  { dockerSocket = DOCKER_SOCKET, log = silentLogger, loadProgressMs }: TestProxyOptions = {},
+  { dockerSocket = DOCKER_SOCKET, log = silentLogger, loadProgressMs, configFile }:
+    TestProxyOptions = {},
 ): Promise<TestProxy> {
-  // An in-memory store unless the test names one: nothing written under the source tree.
-  const store = /^store:/m.test(configYaml) ? "" : "store:\n  type: memory\n";
-  const config = parseConfig(
-    `docker_socket: ${dockerSocket}\n${store}${configYaml}`,
-    "test config",
-  );
-  const proxy = await startProxy(config, { log, loadProgressMs });
+  const text = testConfigText(configYaml, dockerSocket);
+  if (configFile !== undefined) await Deno.writeTextFile(configFile, text);
+  const config = parseConfig(text, configFile ?? "test config");
+  const proxy = await startProxy(config, {
+    log,
+    loadProgressMs,
+    configFile: configFile === undefined ? undefined : { path: configFile, env: {} },
+  });
   return { ...proxy, [Symbol.asyncDispose]: () => proxy.close(2000) };
 }
 

@@ -1,0 +1,186 @@
+/**
+ * Config reload without a restart: on a file change, SIGHUP or POST /admin/reload. Models are
+ * added, changed and removed; a request in flight on a removed model still finishes; a bad
+ * file is rejected with the same problems a start prints, and the old config stays.
+ */
+import assert from "node:assert/strict";
+import { parseConfig } from "../lib/config.ts";
+import { planReload } from "../lib/live_config.ts";
+import { chatBody, getJson, post, SseReader } from "./support/client.ts";
+import { requireDocker } from "./support/docker_env.ts";
+import { createHomelab } from "./support/fake_models.ts";
+import { freePort } from "./support/free_port.ts";
+import { CapturedLog } from "./support/log_capture.ts";
+import { startTestProxy, testConfigText } from "./support/proxy.ts";
+import { startProxyProcess } from "./support/proxy_process.ts";
+import { waitFor } from "./support/wait_for.ts";
+
+const ADMIN_KEY = "reload-admin-key-0123456789";
+
+function model(id: string, extra = "") {
+  return `  ${id}:\n    container_name: c-${id}\n    backend_url: http://127.0.0.1:8080/v1\n${extra}`;
+}
+
+Deno.test("planReload(): models added, removed, changed; restart-only settings keep their old value", () => {
+  const prev = parseConfig(`port: 8888\nqueue_size: 5\nmodels:\n${model("a")}${model("b")}`, "old");
+  const next = parseConfig(
+    `port: 9999\nqueue_size: 9\nstore:\n  type: memory\nmodels:\n${model("b", "    ttl: 60\n")}${
+      model("c")
+    }`,
+    "new",
+  );
+  const { config, changes } = planReload(prev, next);
+  assert.deepEqual(changes.added, ["c"]);
+  assert.deepEqual(changes.removed, ["a"]);
+  assert.deepEqual(changes.changed, ["b"]);
+  assert.deepEqual(changes.settings, ["queue_size"]);
+  assert.deepEqual(changes.restartNeeded, ["port", "store"]);
+  assert.equal(config.port, 8888, "the port stays until a restart");
+  assert.equal(config.store.type, "kv");
+  assert.equal(config.queueSize, 9);
+  assert.deepEqual(config.models.map((m) => m.id), ["b", "c"]);
+  assert.equal(planReload(prev, prev).changes.changed.length, 0);
+});
+
+Deno.test("config reload: a bad file is rejected and the old config stays; a good one adds, changes and removes models while a stream on the removed one finishes", async () => {
+  const api = await requireDocker();
+  const dir = await Deno.makeTempDir({ prefix: "lqp-reload-" });
+  try {
+    await using lab = await createHomelab(api, [{ id: "a" }, { id: "b" }, { id: "c" }]);
+    const path = `${dir}/config.yml`;
+    const all = lab.configYaml(`num_workers: 1\nadmin_key: ${ADMIN_KEY}`);
+    // Models a and b at first; c and an alias for b come later.
+    const withModels = (ids: string[], alias = "") => {
+      const blocks = all.split(/\n(?=  \w+:\n)/);
+      const kept = blocks.filter((b, i) => i === 0 || ids.some((id) => b.startsWith(`  ${id}:`)));
+      return kept.join("\n").replace(/(  b:\n)/, `$1${alias}`) + "\n";
+    };
+    const log = new CapturedLog();
+    await using proxy = await startTestProxy(withModels(["a", "b"]), { configFile: path, log });
+    await proxy.reconciled;
+    const ids = async () =>
+      ((await getJson(`${proxy.url}/v1/models`)).body.data as { id: string }[]).map((m) => m.id);
+    assert.deepEqual(await ids(), ["a", "b"]);
+
+    // A stream on a, in flight, and a request for a waiting behind it (num_workers 1).
+    const stream = new SseReader(
+      await post(proxy.url, chatBody("a", { stream: true, fake_hold: true })),
+    );
+    // Past the loading notes: the backend is generating.
+    while ((await stream.next())?.data === undefined) {
+      // comment lines while a loads
+    }
+    const waiting = post(proxy.url, chatBody("a"));
+    await waitFor(
+      "a request waiting",
+      async () => ((await getJson(`${proxy.url}/queue`)).body.jobs as unknown[]).length === 1,
+    );
+
+    // A bad file: rejected (the watch saw it), same problems as at start, old config in force.
+    await Deno.writeTextFile(path, testConfigText("queue_size: -1\nmodelz: {}\n"));
+    const rejected = await waitFor("the watch to reject it", () => log.of("config_rejected")[0]);
+    assert.equal(rejected.fields.trigger, "file");
+    assert.match(String(rejected.fields.problems), /queue_size \(line 4\)/);
+    assert.match(String(rejected.fields.problems), /modelz \(line 5\): unknown key/);
+    const asked = await fetch(`${proxy.url}/admin/reload`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${ADMIN_KEY}` },
+    });
+    assert.equal(asked.status, 400);
+    const error = (await asked.json()).error;
+    assert.equal(error.code, "invalid_config");
+    assert.match(error.message, /config in force stays[\s\S]*queue_size \(line 4\)/);
+    assert.deepEqual(await ids(), ["a", "b"]);
+
+    // A good file: a removed, b gets an alias, c added.
+    await Deno.writeTextFile(
+      path,
+      testConfigText(withModels(["b", "c"], "    aliases: [bee]\n")),
+    );
+    const reloaded = await waitFor("the watch to reload", () => log.of("config_reloaded")[0]);
+    assert.equal(reloaded.fields.added, "c");
+    assert.equal(reloaded.fields.removed, "a");
+    assert.equal(reloaded.fields.changed, "b");
+    assert.deepEqual(await ids(), ["b", "c"]);
+
+    // The waiting request for a is answered 404; new ones too; the alias works.
+    const gone = await waiting;
+    assert.equal(gone.status, 404);
+    assert.match((await gone.json()).error.message, /'a' was removed from the config/);
+    assert.equal((await post(proxy.url, chatBody("a"))).status, 404);
+    const viaAlias = post(proxy.url, chatBody("bee"));
+
+    // The stream on a was untouched: it finishes whole once released.
+    assert.equal(await lab.release(), 1);
+    const rest = await stream.rest();
+    assert.equal(rest.at(-1)?.data, "[DONE]");
+    assert.ok(!rest.some((e) => e.data?.includes('"error"')));
+
+    const answered = await viaAlias;
+    assert.equal(answered.status, 200);
+    assert.equal((await answered.json()).model, "b");
+    assert.deepEqual(await lab.running(), [lab.containerOf("b")], "a's container was stopped");
+    const unload = log.of("unload").find((e) => e.fields.model === "a");
+    assert.equal(unload?.fields.cause, "config");
+    assert.equal((await post(proxy.url, chatBody("c"))).status, 200);
+  } finally {
+    api.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("SIGHUP reloads a running proxy process; a restart-only change is named in the log", async () => {
+  const api = await requireDocker();
+  // Under ./data: the only place besides the tree that `deno task start` may read.
+  const dir = `${new URL("../data", import.meta.url).pathname}/sighup-${
+    crypto.randomUUID().slice(0, 8)
+  }`;
+  await Deno.mkdir(dir, { recursive: true });
+  try {
+    await using lab = await createHomelab(api, [{ id: "a" }, { id: "b" }]);
+    const path = `${dir}/config.yml`;
+    const [first] = lab.configYaml().split(/\n(?=  b:\n)/);
+    await Deno.writeTextFile(path, testConfigText(`${first}\n`));
+    const port = freePort();
+    const url = `http://127.0.0.1:${port}`;
+    const child = await startProxyProcess(path, port, { output: "piped" });
+    let output = "";
+    const decoder = new TextDecoder();
+    const reading = (async () => {
+      for await (const chunk of child.stdout) output += decoder.decode(chunk);
+    })();
+    const errors = (async () => {
+      for await (const chunk of child.stderr) output += decoder.decode(chunk);
+    })();
+    try {
+      await waitFor("the proxy to listen", async () => (await fetch(`${url}/health`)).ok);
+      assert.equal((await post(url, chatBody("b"))).status, 404);
+
+      await Deno.writeTextFile(
+        path,
+        testConfigText(lab.configYaml().replace("stop_timeout: 5", "stop_timeout: 6")),
+      );
+      child.kill("SIGHUP");
+      await waitFor(
+        "the SIGHUP reload",
+        () => /config_reloaded trigger=SIGHUP.*added=b/.test(output),
+      );
+      assert.match(output, /config_restart_needed keys=stop_timeout/);
+      assert.equal((await post(url, chatBody("b"))).status, 200);
+      child.kill("SIGTERM");
+      assert.equal((await child.status).code, 0);
+    } finally {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // already gone
+      }
+      await child.status;
+      await reading;
+      await errors;
+    }
+  } finally {
+    api.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
