@@ -51,9 +51,9 @@ Deno.test("config reload: a bad file is rejected and the old config stays; a goo
     const all = lab.configYaml(`num_workers: 1\nadmin_key: ${ADMIN_KEY}`);
     // Models a and b at first; c and an alias for b come later.
     const withModels = (ids: string[], alias = "") => {
-      const blocks = all.split(/\n(?=  \w+:\n)/);
+      const blocks = all.split(/\n(?= {2}\w+:\n)/);
       const kept = blocks.filter((b, i) => i === 0 || ids.some((id) => b.startsWith(`  ${id}:`)));
-      return kept.join("\n").replace(/(  b:\n)/, `$1${alias}`) + "\n";
+      return kept.join("\n").replace(/( {2}b:\n)/, `$1${alias}`) + "\n";
     };
     const log = new CapturedLog();
     await using proxy = await startTestProxy(withModels(["a", "b"]), { configFile: path, log });
@@ -139,7 +139,7 @@ Deno.test("SIGHUP reloads a running proxy process; a restart-only change is name
   try {
     await using lab = await createHomelab(api, [{ id: "a" }, { id: "b" }]);
     const path = `${dir}/config.yml`;
-    const [first] = lab.configYaml().split(/\n(?=  b:\n)/);
+    const [first] = lab.configYaml().split(/\n(?= {2}b:\n)/);
     await Deno.writeTextFile(path, testConfigText(`${first}\n`));
     const port = freePort();
     const url = `http://127.0.0.1:${port}`;
