@@ -201,6 +201,7 @@ export async function startProxy(
       })
     );
 
+  let closed: Promise<void> | undefined;
   return {
     url,
     models,
@@ -208,25 +209,30 @@ export async function startProxy(
     reconciled,
     storeSettled: () => journal.settled(),
     reload: reloader === null ? null : (trigger) => reloader.reload(trigger),
-    async close(graceMs = live.current.shutdownGraceMs) {
-      // Batch lines not started yet go back to the store for the next start.
-      await runner.close();
-      const drained = await pool.shutdown(graceMs);
-      if (!drained) log.warn("shutdown_grace_expired", { grace_ms: graceMs });
-      closing.abort();
-      await server.shutdown();
-      models.close();
-      stopWatching.abort();
-      await reconciled;
-      await watching;
-      await watchingConfig;
-      await journal.settled();
-      await upkeep.close();
-      storeStatus.close();
-      await store.close();
-      api.close();
+    close(graceMs = live.current.shutdownGraceMs) {
+      // A second call (a second signal) waits for the first shutdown instead of repeating it.
+      return closed ??= shutdown(graceMs);
     },
   };
+
+  async function shutdown(graceMs: number): Promise<void> {
+    // Batch lines not started yet go back to the store for the next start.
+    await runner.close();
+    const drained = await pool.shutdown(graceMs);
+    if (!drained) log.warn("shutdown_grace_expired", { grace_ms: graceMs });
+    closing.abort();
+    await server.shutdown();
+    models.close();
+    stopWatching.abort();
+    await reconciled;
+    await watching;
+    await watchingConfig;
+    await journal.settled();
+    await upkeep.close();
+    storeStatus.close();
+    await store.close();
+    api.close();
+  }
 }
 
 function configPathFromArgs(args: string[], env: string | undefined): string {

@@ -152,6 +152,12 @@ export function dashboardRoutes(deps: AppDeps): Hono {
           try {
             const data = JSON.stringify(await snapshot());
             if (!closed) controller.enqueue(encoder.encode(`event: state\ndata: ${data}\n\n`));
+          } catch (err) {
+            // A timer calls this: an escaping error would end the process, not just this feed.
+            deps.log.warn("dashboard_feed_failed", {
+              error: err instanceof Error ? err.message : String(err),
+            });
+            end(); // the page reconnects
           } finally {
             sending = false;
           }
@@ -173,10 +179,12 @@ export function dashboardRoutes(deps: AppDeps): Hono {
         };
         // A shutdown waits for open responses: end this one so it does not wait forever.
         const end = () => {
+          if (closed) return;
           stop();
           controller.close();
         };
         deps.closing.addEventListener("abort", end);
+        if (deps.closing.aborted) return end();
         send();
       },
       cancel: () => stop(),

@@ -4,7 +4,7 @@
  * cancel. Screenshots go to test-output/ for a person to look at.
  */
 import assert from "node:assert/strict";
-import { chatBody, getJson, post } from "./support/client.ts";
+import { chatBody, getJson, post, SseReader } from "./support/client.ts";
 import { launchBrowser, saveScreenshot } from "./support/browser.ts";
 import { withHomelabProxy } from "./support/proxy.ts";
 import { waitFor } from "./support/wait_for.ts";
@@ -90,5 +90,24 @@ Deno.test("dashboard: without admin_key there are no admin buttons, and the page
     assert.equal((await post(proxy.url, chatBody("solo"))).status, 200);
     await page.waitForSelector('#swaps li[data-swap="none → solo"]', UI_TIMEOUT);
     assert.equal(await page.locator("button[data-action]").count(), 0);
+  });
+});
+
+Deno.test("dashboard feed: one event per change, and an open feed does not hold up shutdown", async () => {
+  await withHomelabProxy([{ id: "solo" }], "", async ({ proxy }) => {
+    const feed = new SseReader(await fetch(`${proxy.url}/dashboard/events`));
+    const first = await feed.next();
+    assert.equal(first?.event, "state");
+    assert.match(first?.data ?? "", /^\{"uptime_s":/);
+    assert.equal((await post(proxy.url, chatBody("solo"))).status, 200);
+    // The swap and the request both reach the feed without a page reload.
+    await waitFor("the swap in the feed", async () => {
+      const state = JSON.parse((await feed.next())?.data ?? "{}");
+      return state.swaps?.length === 1 && state.requests?.length === 1;
+    });
+    // Closing the proxy ends the stream instead of waiting for the client to leave (else
+    // both awaits below hang and the test fails on its timeout).
+    await proxy.close(2000);
+    await feed.rest();
   });
 });

@@ -23,6 +23,8 @@ export function post(
 
 export interface SseEvent {
   comment?: string;
+  /** The `event:` field, when the stream names its events. */
+  event?: string;
   data?: string;
 }
 
@@ -43,7 +45,10 @@ export class SseReader {
         const block = this.#buffer.slice(0, end);
         this.#buffer = this.#buffer.slice(end + 2);
         if (block.startsWith(":")) return { comment: block.slice(1).trim() };
-        return { data: block.replace(/^data: ?/, "") };
+        const event = /^event: ?(.*)$/m.exec(block)?.[1];
+        const data = block.split("\n").filter((line) => line.startsWith("data:"))
+          .map((line) => line.replace(/^data: ?/, "")).join("\n");
+        return event === undefined ? { data } : { event, data };
       }
       const { done, value } = await this.#reader.read();
       if (done) return null;
