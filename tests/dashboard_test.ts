@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { chatBody, getJson, post, SseReader } from "./support/client.ts";
 import { launchBrowser, saveScreenshot } from "./support/browser.ts";
 import { withHomelabProxy } from "./support/proxy.ts";
-import { waitFor } from "./support/wait_for.ts";
+import { waitFor, within } from "./support/wait_for.ts";
 
 const ADMIN_KEY = "dashboard-admin-key-0123456789";
 const UI_TIMEOUT = { timeout: 20_000 };
@@ -105,9 +105,8 @@ Deno.test("dashboard feed: one event per change, and an open feed does not hold 
       const state = JSON.parse((await feed.next())?.data ?? "{}");
       return state.swaps?.length === 1 && state.requests?.length === 1;
     });
-    // Closing the proxy ends the stream instead of waiting for the client to leave (else
-    // both awaits below hang and the test fails on its timeout).
-    await proxy.close(2000);
-    await feed.rest();
+    // Closing the proxy ends the stream instead of waiting for the client to leave.
+    await within("the proxy to close with a feed open", proxy.close(2000));
+    await within("the feed to end", feed.rest());
   });
 });
