@@ -8,6 +8,7 @@ import { type RunningProxy, startProxy } from "../../main.ts";
 import type { DockerApi } from "../../lib/docker.ts";
 import { DOCKER_SOCKET, requireDocker } from "./docker_env.ts";
 import { createHomelab, type FakeHomelab, type FakeModelSpec } from "./fake_models.ts";
+import { within } from "./wait_for.ts";
 
 export interface TestProxy extends RunningProxy, AsyncDisposable {}
 
@@ -39,7 +40,9 @@ export async function startTestProxy(
     loadProgressMs,
     configFile: configFile === undefined ? undefined : { path: configFile, env: {} },
   });
-  return { ...proxy, [Symbol.asyncDispose]: () => proxy.close(2000) };
+  // A shutdown that hangs fails the test with this message instead of stalling the suite.
+  const dispose = () => within("the proxy to shut down", proxy.close(2000), 30_000);
+  return { ...proxy, [Symbol.asyncDispose]: dispose };
 }
 
 /** Samples Docker until stopped; records the most containers of `running()` seen at once. */
