@@ -134,7 +134,7 @@ export async function startProxy(
     live,
     log,
     load: () => loadConfig(configFile.path, configFile.env),
-    apply(next, _changes, commit) {
+    apply(next, commit) {
       // All at once, before any request can see a mix of old and new.
       commit();
       pool.reconfigure(next);

@@ -20,7 +20,7 @@ export interface ConfigReloaderDeps {
    * Moves the running parts to `config`. `commit` puts it in force for readers of
    * `live.current`; call it synchronously with the other switches.
    */
-  apply(config: Config, changes: ConfigChanges, commit: () => void): void;
+  apply(config: Config, commit: () => void): void;
   log: Logger;
 }
 
@@ -93,7 +93,7 @@ export class ConfigReloader {
       });
     }
     const commit = await live.prepare(config);
-    this.#deps.apply(config, changes, commit);
+    this.#deps.apply(config, commit);
     log.info("config_reloaded", {
       trigger,
       changes: nothingChanged(changes) ? "none" : undefined,

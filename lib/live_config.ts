@@ -80,10 +80,16 @@ export function nothingChanged(changes: ConfigChanges): boolean {
       changes.settings.length + changes.restartNeeded.length === 0;
 }
 
-function adminEntries(config: Config): ApiKeyConfig[] {
-  return config.adminKey === null
+/** The API keys' ring and the admin key's (empty: admin endpoints off). */
+async function rings(config: Config): Promise<{ keys: KeyRing; admin: KeyRing }> {
+  const adminEntries: ApiKeyConfig[] = config.adminKey === null
     ? []
     : [{ name: "admin", key: config.adminKey, priority: "interactive" }];
+  const [keys, admin] = await Promise.all([
+    KeyRing.create(config.apiKeys),
+    KeyRing.create(adminEntries),
+  ]);
+  return { keys, admin };
 }
 
 export class LiveConfig {
@@ -98,10 +104,7 @@ export class LiveConfig {
   }
 
   static async create(config: Config): Promise<LiveConfig> {
-    const [keys, admin] = await Promise.all([
-      KeyRing.create(config.apiKeys),
-      KeyRing.create(adminEntries(config)),
-    ]);
+    const { keys, admin } = await rings(config);
     return new LiveConfig(config, keys, admin);
   }
 
@@ -130,10 +133,7 @@ export class LiveConfig {
    * config before any request sees a mix.
    */
   async prepare(config: Config): Promise<() => void> {
-    const [keys, admin] = await Promise.all([
-      KeyRing.create(config.apiKeys),
-      KeyRing.create(adminEntries(config)),
-    ]);
+    const { keys, admin } = await rings(config);
     return () => {
       this.#current = config;
       this.#keys = keys;
