@@ -150,14 +150,16 @@ export class WorkerPool {
       ownerShare: config.maxQueueShare,
       timeoutS: config.requestTimeoutMs / 1000,
     });
-    for (const model of removed) {
-      const error = modelRemoved(model);
-      for (const job of this.queue.failModel(model, error)) {
-        this.#metrics.failedRequests++;
-        this.#logRequest(job, error.status, error.code);
-      }
-    }
+    for (const model of removed) this.#failWaiting(model, modelRemoved(model));
     this.pump();
+  }
+
+  /** Answers every request waiting for `model` with `error`. */
+  #failWaiting(model: string, error: ApiError): void {
+    for (const job of this.queue.failModel(model, error)) {
+      this.#metrics.failedRequests++;
+      this.#logRequest(job, error.status, error.code);
+    }
   }
 
   /** Jobs being served by a backend right now. */
@@ -399,10 +401,7 @@ export class WorkerPool {
       const error = err instanceof SwapFailedError
         ? modelUnavailable(err.code, err.message, err)
         : modelUnavailable("model_load_failed", `Model '${to}' failed to load: ${err}`, err);
-      for (const job of this.queue.failModel(to, error)) {
-        this.#metrics.failedRequests++;
-        this.#logRequest(job, error.status, error.code);
-      }
+      this.#failWaiting(to, error);
     } finally {
       this.#swapping = false;
       this.pump();
