@@ -8,4 +8,6 @@ COPY lib ./lib
 COPY routes ./routes
 RUN deno cache --frozen main.ts
 COPY config.yml ./
+# The default job store (Deno KV) lives here: keep it across container rebuilds.
+VOLUME /app/data
 CMD ["deno", "task", "start"]

@@ -42,6 +42,8 @@ export function adminRoutes(deps: AppDeps): Hono<AppEnv> {
         model: m.id,
         container: m.containerName,
         exists: containers.some((s) => s.name === m.containerName),
+        // The proxy creates it when missing (a container: block).
+        managed: m.container !== null,
         running: containers.some((s) => s.name === m.containerName && s.running),
       })),
     });

@@ -12,6 +12,8 @@ import { requireDocker } from "./support/docker_env.ts";
 import { createHomelab } from "./support/fake_models.ts";
 import { startTestProxy } from "./support/proxy.ts";
 
+const ADMIN_KEY = "containers-admin-key-0123456789";
+
 const BASE = {
   image: "ghcr.io/ggml-org/llama.cpp:server-cuda",
   command: ["-m", "/models/qwen.gguf", "--port", "8080"],
@@ -102,7 +104,7 @@ Deno.test("container blocks: the proxy creates missing containers at start-up an
       { id: "b", fromConfig: true },
     ]);
     assert.equal(await inspect(api, lab.containerOf("a")), null);
-    await using proxy = await startTestProxy(lab.configYaml());
+    await using proxy = await startTestProxy(lab.configYaml(`admin_key: ${ADMIN_KEY}`));
     await proxy.reconciled;
     for (const id of ["a", "b"]) {
       const made = await inspect(api, lab.containerOf(id));
@@ -112,6 +114,16 @@ Deno.test("container blocks: the proxy creates missing containers at start-up an
     }
     const health = await getJson(`${proxy.url}/health`);
     assert.equal(health.body.message, "Proxy is operational");
+    const running = await fetch(`${proxy.url}/admin/running`, {
+      headers: { authorization: `Bearer ${ADMIN_KEY}` },
+    });
+    assert.deepEqual(
+      (await running.json()).containers.map((c: { exists: boolean; managed: boolean }) => [
+        c.exists,
+        c.managed,
+      ]),
+      [[true, true], [true, true]],
+    );
     assert.deepEqual(await lab.running(), [], "created, not started");
 
     assert.equal((await post(proxy.url, chatBody("a"))).status, 200);
