@@ -184,3 +184,42 @@ Deno.test("SIGHUP reloads a running proxy process; a restart-only change is name
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("config reload: a revoked API key stops working at once, a new one works, no restart", async () => {
+  const api = await requireDocker();
+  const dir = await Deno.makeTempDir({ prefix: "lqp-keys-" });
+  try {
+    await using lab = await createHomelab(api, [{ id: "a" }]);
+    const path = `${dir}/config.yml`;
+    const keys = (...list: string[]) =>
+      `admin_key: ${ADMIN_KEY}\napi_keys:\n${
+        list.map((k, i) => `  - name: user${i}\n    key: ${k}\n`).join("")
+      }`;
+    const OLD = "old-key-0123456789abcdef";
+    const NEW = "new-key-0123456789abcdef";
+    await using proxy = await startTestProxy(lab.configYaml(keys(OLD)), { configFile: path });
+    await proxy.reconciled;
+    const ask = (key: string) =>
+      fetch(`${proxy.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+        body: JSON.stringify(chatBody("a")),
+      }).then(async (res) => (await res.body?.cancel(), res.status));
+    assert.equal(await ask(OLD), 200);
+    assert.equal(await ask(NEW), 401);
+
+    await Deno.writeTextFile(path, testConfigText(lab.configYaml(keys(NEW))));
+    const res = await fetch(`${proxy.url}/admin/reload`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${ADMIN_KEY}` },
+    });
+    assert.equal(res.status, 200);
+    // The file watch may have applied it a moment earlier; either way it is in force now.
+    assert.equal((await res.json()).reloaded, true);
+    assert.equal(await ask(OLD), 401);
+    assert.equal(await ask(NEW), 200);
+  } finally {
+    api.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
