@@ -161,10 +161,10 @@ Deno.test("SIGHUP reloads a running proxy process; a restart-only change is name
         testConfigText(lab.configYaml().replace("stop_timeout: 5", "stop_timeout: 6")),
       );
       child.kill("SIGHUP");
-      await waitFor(
-        "the SIGHUP reload",
-        () => /config_reloaded trigger=SIGHUP.*added=b/.test(output),
-      );
+      // SIGHUP always reloads (and logs it); the file watch may have applied the change a
+      // moment earlier on a slow machine, so the change itself may sit on either line.
+      await waitFor("the SIGHUP reload", () => /config_reloaded trigger=SIGHUP/.test(output));
+      assert.match(output, /config_reloaded trigger=\w+ added=b/);
       assert.match(output, /config_restart_needed keys=stop_timeout/);
       assert.equal((await post(url, chatBody("b"))).status, 200);
       child.kill("SIGTERM");
