@@ -7,6 +7,10 @@
 export interface RequestRecord {
   id: string;
   model: string;
+  /** e.g. `/v1/chat/completions`. */
+  path: string;
+  /** The API key's name, or null (no keys configured). */
+  key: string | null;
   status: number;
   /** Why it failed (error code), if it did. */
   reason: string | null;

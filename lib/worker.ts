@@ -501,6 +501,8 @@ export class WorkerPool {
     this.#activity.request({
       id: job.id,
       model: job.model,
+      path: job.path,
+      key: job.owner,
       status,
       reason: reason ?? null,
       stream: job.stream,

@@ -115,6 +115,8 @@ export function dashboardRoutes(deps: AppDeps): Hono {
       requests: activity.recentRequests().map((r) => ({
         id: r.id,
         model: r.model,
+        path: r.path,
+        key: r.key,
         status: r.status,
         reason: r.reason,
         stream: r.stream,

@@ -201,13 +201,14 @@ function renderSwaps(s) {
 
 function renderRequests(s) {
   replace("requests-body", s.requests.length === 0
-    ? [el("tr", {}, [el("td", { cls: "empty", colSpan: 8, text: "no requests yet" })])]
+    ? [el("tr", {}, [el("td", { cls: "empty", colSpan: 9, text: "no requests yet" })])]
     : s.requests.map(function (r) {
       var cls = r.status < 400 ? "status-ok" : r.status === 499 ? "status-gone" : "status-bad";
       var tokens = r.completion_tokens === null ? "–" : r.prompt_tokens + " → " + r.completion_tokens;
       return el("tr", { "data-request": r.id }, [
         el("td", { cls: "dim", text: clock(r.at) }),
-        el("td", { text: r.model }),
+        el("td", { text: r.model, title: r.path }),
+        el("td", { cls: "dim", text: r.key || "–" }),
         el("td", { cls: "status " + cls, text: String(r.status) + (r.reason ? " " + r.reason : "") }),
         el("td", { text: ms(r.wait_ms) }),
         el("td", { text: r.swap_ms ? ms(r.swap_ms) : "–" }),
@@ -309,7 +310,7 @@ export const DASHBOARD_HTML = `<!doctype html>
   <section class="wide">
     <h2>Recent requests</h2>
     <table>
-      <thead><tr><th>time</th><th>model</th><th>status</th><th>wait</th><th>swap</th>
+      <thead><tr><th>time</th><th>model</th><th>key</th><th>status</th><th>wait</th><th>swap</th>
         <th>total</th><th>tokens</th><th>id</th></tr></thead>
       <tbody id="requests-body"></tbody>
     </table>

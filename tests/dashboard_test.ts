@@ -101,10 +101,14 @@ Deno.test("dashboard feed: one event per change, and an open feed does not hold 
     assert.match(first?.data ?? "", /^\{"uptime_s":/);
     assert.equal((await post(proxy.url, chatBody("solo"))).status, 200);
     // The swap and the request both reach the feed without a page reload.
-    await waitFor("the swap in the feed", async () => {
+    const state = await waitFor("the swap in the feed", async () => {
       const state = JSON.parse((await feed.next())?.data ?? "{}");
-      return state.swaps?.length === 1 && state.requests?.length === 1;
+      return state.swaps?.length === 1 && state.requests?.length === 1 && state;
     });
+    assert.deepEqual(
+      [state.requests[0].path, state.requests[0].status, state.requests[0].key],
+      ["/v1/chat/completions", 200, null],
+    );
     // Closing the proxy ends the stream instead of waiting for the client to leave.
     await within("the proxy to close with a feed open", proxy.close(2000));
     await within("the feed to end", feed.rest());
