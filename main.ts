@@ -280,7 +280,14 @@ async function main(): Promise<void> {
   };
   Deno.addSignalListener("SIGTERM", () => stop("SIGTERM"));
   Deno.addSignalListener("SIGINT", () => stop("SIGINT"));
-  Deno.addSignalListener("SIGHUP", () => void proxy.reload?.("SIGHUP"));
+  Deno.addSignalListener("SIGHUP", () => {
+    proxy.reload?.("SIGHUP").catch((err) =>
+      log.error("config_reload_failed", {
+        trigger: "SIGHUP",
+        error: err instanceof Error ? err.message : String(err),
+      })
+    );
+  });
 }
 
 if (import.meta.main) await main();

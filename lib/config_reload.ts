@@ -63,7 +63,13 @@ export class ConfigReloader {
           const text = await Deno.readTextFile(absolute).catch(() => null);
           if (text === null || text === lastText) return;
           lastText = text;
-          await this.reload("file");
+          // Nobody awaits a timer: an unexpected error is logged, not left to end the process.
+          await this.reload("file").catch((err) =>
+            this.#deps.log.error("config_reload_failed", {
+              trigger: "file",
+              error: err instanceof Error ? err.message : String(err),
+            })
+          );
         }, SETTLE_MS);
       }
     } finally {
