@@ -22,6 +22,9 @@ import type { Logger } from "./log.ts";
 
 export type ModelPhase = "idle" | "reconciling" | "stopping" | "starting" | "ready";
 
+/** What one model's container is doing, as `/v1/models` and the dashboard tell it. */
+export type ModelState = "loaded" | "loading" | "stopped";
+
 export interface ModelSnapshot {
   /** The model whose container is up and healthy, or null. */
   loaded: string | null;
@@ -114,6 +117,11 @@ export class ModelManager {
       since: this.#since,
       inflight: this.#leases,
     };
+  }
+
+  stateOf(modelId: string): ModelState {
+    if (this.#phase === "ready" && this.#loaded === modelId) return "loaded";
+    return this.#target === modelId ? "loading" : "stopped";
   }
 
   /** Gives up any swap or reconcile in progress; for shutdown. */

@@ -83,11 +83,7 @@ export function dashboardRoutes(deps: AppDeps): Hono {
         const running = containers.containers.get(m.containerName);
         return {
           id: m.id,
-          state: snap.phase === "ready" && snap.loaded === m.id
-            ? "loaded"
-            : snap.target === m.id
-            ? "loading"
-            : "stopped",
+          state: models.stateOf(m.id),
           container: running === undefined
             ? (containers.ok ? "missing" : "unknown")
             : running

@@ -11,11 +11,9 @@ import { withoutCredentials } from "../lib/auth.ts";
 import { checkRequestBody } from "../lib/request_checks.ts";
 import { modelNotFound, unsupportedMediaType } from "../lib/errors.ts";
 import { Job } from "../lib/jobs.ts";
+import type { ModelState } from "../lib/models.ts";
 import { respond } from "../lib/relay.ts";
 import type { AppDeps, AppEnv } from "./app.ts";
-
-/** What a model's container is doing now, as `/v1/models` tells it. */
-type ModelState = "loaded" | "loading" | "stopped";
 
 function modelEntry(model: ModelConfig, created: number, state: ModelState) {
   return {
@@ -38,15 +36,7 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
   const { live, pool, clock } = deps;
   const created = Math.floor(deps.metrics.startedAt / 1000);
   const app = new Hono<AppEnv>();
-  const entry = (model: ModelConfig) => {
-    const snap = deps.models.snapshot();
-    const state: ModelState = snap.phase === "ready" && snap.loaded === model.id
-      ? "loaded"
-      : snap.target === model.id
-      ? "loading"
-      : "stopped";
-    return modelEntry(model, created, state);
-  };
+  const entry = (model: ModelConfig) => modelEntry(model, created, deps.models.stateOf(model.id));
 
   app.get("/models", (c) => c.json({ object: "list", data: live.current.models.map(entry) }));
 
