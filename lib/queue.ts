@@ -8,8 +8,8 @@ import type { Job } from "./jobs.ts";
 import { WaitingJobs, type WaitingView } from "./waiting.ts";
 
 export interface QueueHooks {
-  /** A waiting job's client disconnected. */
-  onCancelled?(job: Job): void;
+  /** A waiting job was cancelled (client gone, operator); `error` is what its client got. */
+  onCancelled?(job: Job, error: ApiError): void;
   /** A waiting job hit `request_timeout`. */
   onTimedOut?(job: Job): void;
   /** The set of waiting jobs changed. */
@@ -183,8 +183,9 @@ export class JobQueue {
       job.transition("cancelled");
       // An operator's cancel carries the error its client should see.
       const reason = job.signal.reason;
-      job.settle({ kind: "error", error: reason instanceof ApiError ? reason : clientClosed() });
-      this.#hooks.onCancelled?.(job);
+      const error = reason instanceof ApiError ? reason : clientClosed();
+      job.settle({ kind: "error", error });
+      this.#hooks.onCancelled?.(job, error);
     }
   }
 }

@@ -95,12 +95,10 @@ export class WorkerPool {
       ownerShare: deps.config.maxQueueShare,
       hooks: {
         onChange: () => this.pump(),
-        onCancelled: (job) => {
+        onCancelled: (job, error) => {
           this.#metrics.cancelledRequests++;
-          // An operator's cancel answers the client with its own error; a client that left, 499.
-          const reason = job.signal.reason;
-          if (reason instanceof ApiError) this.#logRequest(job, reason.status, reason.code);
-          else this.#logRequest(job, 499);
+          // A client that left is no failure; an operator's cancel is, with its reason.
+          this.#logRequest(job, error.status, error.status === 499 ? undefined : error.code);
         },
         onTimedOut: (job) => {
           this.#metrics.failedRequests++;
