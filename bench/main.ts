@@ -12,7 +12,7 @@ import { silentLogger } from "../lib/log.ts";
 import { startProxy } from "../main.ts";
 import { requireDocker } from "../tests/support/docker_env.ts";
 import { createHomelab, type FakeHomelab } from "../tests/support/fake_models.ts";
-import { freePort } from "../tests/support/free_port.ts";
+import { freePort } from "../demo/free_port.ts";
 import { makeJob } from "../tests/support/jobs.ts";
 import { waitFor } from "../tests/support/wait_for.ts";
 import { cpuMs, ensureTools, type Nginx, rssKb, startNginx, wrk } from "./tools.ts";

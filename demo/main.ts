@@ -7,6 +7,7 @@
 import { parseConfig } from "../lib/config.ts";
 import { DockerApi } from "../lib/docker.ts";
 import { consoleLogger } from "../lib/log.ts";
+import { freePort } from "./free_port.ts";
 import { startProxy } from "../main.ts";
 import {
   ensureLookAlikeImage,
@@ -52,14 +53,6 @@ async function removeDemoContainers(api: DockerApi): Promise<void> {
   await Promise.all(list.map(async ({ Id }) => {
     await (await api.request("DELETE", `/containers/${Id}?force=1`)).body?.cancel();
   }));
-}
-
-/** A port nothing listens on now (the look-alikes share it). */
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
 }
 
 function demoConfig(
@@ -112,6 +105,7 @@ async function main(): Promise<void> {
   await removeDemoContainers(api);
 
   const adminKey = `demo-admin-${crypto.randomUUID().slice(0, 12)}`;
+  // The look-alikes share this port; nothing listens on it now.
   const text = demoConfig(image, freePort(), listen, adminKey);
   await Deno.mkdir("data", { recursive: true });
   await Deno.writeTextFile("data/demo.yml", text);

@@ -9,7 +9,7 @@ import { planReload } from "../lib/live_config.ts";
 import { chatBody, getJson, post, SseReader } from "./support/client.ts";
 import { requireDocker } from "./support/docker_env.ts";
 import { createHomelab } from "./support/fake_models.ts";
-import { freePort } from "./support/free_port.ts";
+import { freePort } from "../demo/free_port.ts";
 import { CapturedLog } from "./support/log_capture.ts";
 import { startTestProxy, testConfigText } from "./support/proxy.ts";
 import { startProxyProcess } from "./support/proxy_process.ts";

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { chatBody, getJson, post } from "./support/client.ts";
 import { requireDocker } from "./support/docker_env.ts";
 import { createHomelab } from "./support/fake_models.ts";
-import { freePort } from "./support/free_port.ts";
+import { freePort } from "../demo/free_port.ts";
 import { startTestProxy } from "./support/proxy.ts";
 import { startProxyProcess } from "./support/proxy_process.ts";
 import { RedisStack } from "./support/stores.ts";

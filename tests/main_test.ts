@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { chatBody, post, queuedModels } from "./support/client.ts";
 import { requireDocker } from "./support/docker_env.ts";
 import { createHomelab } from "./support/fake_models.ts";
-import { freePort } from "./support/free_port.ts";
+import { freePort } from "../demo/free_port.ts";
 import { waitFor } from "./support/wait_for.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;

@@ -12,7 +12,7 @@ import {
   lookAlikeEnv,
 } from "../../demo/look_alike_image.ts";
 import { type ContainerSpec, createRequest, specDigest } from "../../lib/container_spec.ts";
-import { freePort } from "./free_port.ts";
+import { freePort } from "../../demo/free_port.ts";
 
 export interface FakeModelSpec {
   /** Model id in the config; the container is named after it with a per-test prefix. */

@@ -5,7 +5,7 @@
  * with an install hint, never a skip.
  */
 import { Redis as IORedis } from "ioredis";
-import { freePort } from "./free_port.ts";
+import { freePort } from "../../demo/free_port.ts";
 import { waitFor } from "./wait_for.ts";
 
 const HINT = "These tests need redis-server: install it with `apt-get install -y redis-server` " +

@@ -7,7 +7,7 @@
  * spoken by ioredis, not by hand.
  */
 import { Redis as IORedis } from "ioredis";
-import { freePort } from "./free_port.ts";
+import { freePort } from "../../demo/free_port.ts";
 
 type Command = (string | number)[];
 type Reply = null | number | string | Reply[];
