@@ -13,6 +13,7 @@ import { freePort } from "../demo/free_port.ts";
 import { CapturedLog } from "./support/log_capture.ts";
 import { startTestProxy, testConfigText } from "./support/proxy.ts";
 import { startProxyProcess } from "./support/proxy_process.ts";
+import { watchOutput } from "./support/process_output.ts";
 import { waitFor } from "./support/wait_for.ts";
 
 const ADMIN_KEY = "reload-admin-key-0123456789";
@@ -143,42 +144,27 @@ Deno.test("SIGHUP reloads a running proxy process; a restart-only change is name
     await Deno.writeTextFile(path, testConfigText(`${first}\n`));
     const port = freePort();
     const url = `http://127.0.0.1:${port}`;
-    const child = await startProxyProcess(path, port, { output: "piped" });
-    let output = "";
-    const decoder = new TextDecoder();
-    const reading = (async () => {
-      for await (const chunk of child.stdout) output += decoder.decode(chunk);
-    })();
-    const errors = (async () => {
-      for await (const chunk of child.stderr) output += decoder.decode(chunk);
-    })();
-    try {
-      await waitFor("the proxy to listen", async () => (await fetch(`${url}/health`)).ok);
-      assert.equal((await post(url, chatBody("b"))).status, 404);
+    await using proxy = watchOutput(await startProxyProcess(path, port, { output: "piped" }));
+    const { child } = proxy;
+    await waitFor("the proxy to listen", async () => (await fetch(`${url}/health`)).ok);
+    assert.equal((await post(url, chatBody("b"))).status, 404);
 
-      await Deno.writeTextFile(
-        path,
-        testConfigText(lab.configYaml().replace("stop_timeout: 5", "stop_timeout: 6")),
-      );
-      child.kill("SIGHUP");
-      // SIGHUP always reloads (and logs it); the file watch may have applied the change a
-      // moment earlier on a slow machine, so the change itself may sit on either line.
-      await waitFor("the SIGHUP reload", () => /config_reloaded trigger=SIGHUP/.test(output));
-      assert.match(output, /config_reloaded trigger=\w+ added=b/);
-      assert.match(output, /config_restart_needed keys=stop_timeout/);
-      assert.equal((await post(url, chatBody("b"))).status, 200);
-      child.kill("SIGTERM");
-      assert.equal((await child.status).code, 0);
-    } finally {
-      try {
-        child.kill("SIGKILL");
-      } catch {
-        // already gone
-      }
-      await child.status;
-      await reading;
-      await errors;
-    }
+    await Deno.writeTextFile(
+      path,
+      testConfigText(lab.configYaml().replace("stop_timeout: 5", "stop_timeout: 6")),
+    );
+    child.kill("SIGHUP");
+    // SIGHUP always reloads (and logs it); the file watch may have applied the change a
+    // moment earlier on a slow machine, so the change itself may sit on either line.
+    await waitFor(
+      "the SIGHUP reload",
+      () => /config_reloaded trigger=SIGHUP/.test(proxy.output),
+    );
+    assert.match(proxy.output, /config_reloaded trigger=\w+ added=b/);
+    assert.match(proxy.output, /config_restart_needed keys=stop_timeout/);
+    assert.equal((await post(url, chatBody("b"))).status, 200);
+    child.kill("SIGTERM");
+    assert.equal((await child.status).code, 0);
   } finally {
     api.close();
     await Deno.remove(dir, { recursive: true });

@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { chatBody, getJson, post } from "./support/client.ts";
 import { requireDocker } from "./support/docker_env.ts";
+import { watchOutput } from "./support/process_output.ts";
 import { waitFor } from "./support/wait_for.ts";
 
 const DEMO = new URL("../demo/main.ts", import.meta.url).pathname;
@@ -23,22 +24,20 @@ async function demoContainers(): Promise<string[]> {
 Deno.test("deno task demo: prints the dashboard and curl lines, serves a swap, and Ctrl-C cleans up", async () => {
   // Its own directory: the demo writes data/demo.yml where it runs.
   const dir = await Deno.makeTempDir({ prefix: "lqp-demo-" });
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", DEMO],
-    cwd: dir,
-    env: { LQP_PORT: "0" },
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const decoder = new TextDecoder();
-  let output = "";
-  const reading = (async () => {
-    for await (const chunk of child.stdout) output += decoder.decode(chunk);
-  })();
   try {
-    await waitFor("the demo to say it is ready", () => output.includes("demo: ready"), {
+    await using demo = watchOutput(
+      new Deno.Command(Deno.execPath(), {
+        args: ["run", "--allow-all", DEMO],
+        cwd: dir,
+        env: { LQP_PORT: "0" },
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn(),
+    );
+    await waitFor("the demo to say it is ready", () => demo.output.includes("demo: ready"), {
       timeoutMs: 90_000,
     });
+    const output = demo.output;
     const dashboard = /Dashboard\s+(http:\/\/\S+)\/dashboard/.exec(output)?.[1];
     assert.ok(dashboard, `no dashboard URL in:\n${output}`);
     assert.match(output, /curl -s http:\/\/127\.0\.0\.1:\d+\/v1\/chat\/completions/);
@@ -57,19 +56,10 @@ Deno.test("deno task demo: prints the dashboard and curl lines, serves a swap, a
       true,
     );
 
-    child.kill("SIGINT");
-    const status = await child.status;
-    assert.equal(status.code, 0);
+    demo.child.kill("SIGINT");
+    assert.equal((await demo.child.status).code, 0);
     assert.deepEqual(await demoContainers(), []);
   } finally {
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // already gone
-    }
-    await child.status;
-    await reading;
-    await child.stderr.cancel().catch(() => {});
     await Deno.remove(dir, { recursive: true });
   }
 });
