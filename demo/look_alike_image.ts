@@ -6,6 +6,7 @@
  * it is built once per change), and the command and environment that run it.
  */
 import type { DockerApi } from "../lib/docker.ts";
+import { shortHash } from "../lib/short_hash.ts";
 
 const SCRIPT_URL = new URL("./look_alike.ts", import.meta.url);
 const REPO = "lqp-look-alike";
@@ -51,11 +52,10 @@ export function lookAlikeEnv(settings: LookAlikeSettings): Record<string, string
   };
 }
 
-async function contentTag(script: Uint8Array): Promise<string> {
+/** The script and the deno binary it runs on make the image. */
+function contentTag(script: Uint8Array): Promise<string> {
   const version = new TextEncoder().encode(Deno.version.deno);
-  const digest = await crypto.subtle.digest("SHA-256", new Uint8Array([...script, ...version]));
-  return Array.from(new Uint8Array(digest).slice(0, 8), (b) => b.toString(16).padStart(2, "0"))
-    .join("");
+  return shortHash(new Uint8Array([...script, ...version]));
 }
 
 async function run(cmd: string, args: string[]): Promise<string> {

@@ -4,6 +4,7 @@
  * proxy can create a missing container itself instead of the operator running
  * `docker create`. Pure: the Docker client sends what this builds.
  */
+import { shortHash } from "./short_hash.ts";
 
 export interface ContainerSpec {
   image: string;
@@ -35,10 +36,8 @@ export const VOLUME_PATTERN = /^[^:]+:\/[^:]*(?::(ro|rw|z|Z|ro,z|ro,Z))?$/;
 export const DEVICE_PATTERN = /^\/dev\/[^:]+(?::\/dev\/[^:]+)?(?::[rwm]+)?$/;
 
 /** A short, stable digest of what the container is made from. */
-export async function specDigest(spec: ContainerSpec): Promise<string> {
-  const bytes = new TextEncoder().encode(JSON.stringify(spec));
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-  return Array.from(digest.slice(0, 8), (b) => b.toString(16).padStart(2, "0")).join("");
+export function specDigest(spec: ContainerSpec): Promise<string> {
+  return shortHash(new TextEncoder().encode(JSON.stringify(spec)));
 }
 
 function portBindings(ports: readonly string[]) {
