@@ -233,8 +233,8 @@ export class WorkerPool {
     return Math.round(ms + turns * this.#serviceMs);
   }
 
-  /** The queue as operators see it (`GET /queue`). */
-  queueView() {
+  /** The queue as operators see it (`GET /queue`), its first `limit` jobs with their ETAs. */
+  queueView(limit = Infinity) {
     const snap = this.#models.snapshot();
     const now = this.#clock.now();
     return {
@@ -244,7 +244,7 @@ export class WorkerPool {
       loading: snap.target,
       switching_to: this.#switchingTo,
       workers: { total: this.#config.numWorkers, busy: this.#running.size },
-      jobs: this.queue.list().map((job, index) => ({
+      jobs: this.queue.list().slice(0, limit).map((job, index) => ({
         id: job.id,
         model: job.model,
         priority: job.priority,

@@ -12,6 +12,8 @@ import type { AppDeps } from "./app.ts";
 
 /** How long a Docker answer is reused: every open dashboard asks every second. */
 const DOCKER_CACHE_MS = 2000;
+/** Waiting requests listed (with ETAs); a deep queue is counted, not sent whole each update. */
+const QUEUE_ROWS = 100;
 /** Changes closer together than this are sent as one update. */
 const COALESCE_MS = 100;
 const TICK_MS = 1000;
@@ -64,7 +66,7 @@ export function dashboardRoutes(deps: AppDeps): Hono {
     const config = live.current;
     const now = clock.now();
     const snap = models.snapshot();
-    const queue = pool.queueView();
+    const queue = pool.queueView(QUEUE_ROWS);
     const containers = await docker.view();
     return {
       uptime_s: Math.floor((now - metrics.startedAt) / 1000),
@@ -99,6 +101,7 @@ export function dashboardRoutes(deps: AppDeps): Hono {
         };
       }),
       queue: queue.jobs,
+      queue_total: pool.queue.waiting().size,
       swaps: activity.recentSwaps().map((s) => ({
         from: s.from,
         to: s.to,

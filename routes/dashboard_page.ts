@@ -168,7 +168,9 @@ function renderModels(s) {
 }
 
 function renderQueue(s) {
-  document.getElementById("queue-count").textContent = s.queue.length + " waiting · policy " + s.policy;
+  var shown = s.queue.length < s.queue_total ? " (first " + s.queue.length + " shown)" : "";
+  document.getElementById("queue-count").textContent =
+    s.queue_total + " waiting" + shown + " · policy " + s.policy;
   replace("queue-body", s.queue.length === 0
     ? [el("tr", {}, [el("td", { cls: "empty", colSpan: 7, text: "nothing waits" })])]
     : s.queue.map(function (j) {

@@ -48,6 +48,7 @@ Deno.test("dashboard: a swap shows live in Chromium, then its admin buttons canc
     await row.waitFor(UI_TIMEOUT);
     assert.match((await row.textContent()) ?? "", /beta.*interactive.*~/);
     assert.equal(await text("#workers"), "1 / 1");
+    assert.match((await text("#queue-count")) ?? "", /^1 waiting · policy affinity$/);
     console.log(`screenshot: ${await saveScreenshot(page, "dashboard-queue.png")}`);
 
     // Admin buttons need the key; cancel the waiting request.
