@@ -1,7 +1,37 @@
-/** A TCP port the OS says is free right now (bind to port 0, read it, close). */
+/**
+ * @module
+ * A TCP port nothing listens on right now, for something that will bind it a moment later
+ * (a container's published port, a test server).
+ */
+
+/** Ports the kernel hands out for outgoing connections; Linux's default when unreadable. */
+function ephemeralRange(): [number, number] {
+  try {
+    const [low, high] = Deno.readTextFileSync("/proc/sys/net/ipv4/ip_local_port_range")
+      .trim().split(/\s+/).map(Number);
+    if (low > 0 && high >= low) return [low, high];
+  } catch {
+    // not Linux, or no permission: assume the default
+  }
+  return [32768, 60999];
+}
+
+/**
+ * Picked below the ephemeral range: a port the OS chose (bind to 0) can be handed to an
+ * outgoing connection before the container binds it, and Docker then fails with "port is
+ * already allocated".
+ */
 export function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
+  const [low] = ephemeralRange();
+  const floor = 10_000;
+  for (let tries = 0; tries < 200; tries++) {
+    const port = floor + Math.floor(Math.random() * (low - floor));
+    try {
+      Deno.listen({ hostname: "127.0.0.1", port }).close();
+      return port;
+    } catch {
+      // taken: try another
+    }
+  }
+  throw new Error(`No free TCP port found between ${floor} and ${low}`);
 }
