@@ -38,7 +38,7 @@ Deno.test("admin: list running, load a model now, unload it", async () => {
         headers: { ...auth, "content-type": "application/json" },
         body: JSON.stringify({ model: "b" }),
       });
-      assert.equal(load.status, 200);
+      assert.equal(load.status, 200, await load.clone().text());
       assert.equal((await load.json()).swapped, true);
       assert.deepEqual(await lab.running(), [lab.containerOf("b")]);
 

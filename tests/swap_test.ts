@@ -61,7 +61,8 @@ Deno.test("A→B→A: never two model containers running, as sampled from Docker
     try {
       for (const model of ["a", "b", "a"]) {
         const res = await post(proxy.url, chatBody(model));
-        assert.equal(res.status, 200);
+        // The body says why, should a swap ever fail here.
+        assert.equal(res.status, 200, `${model}: ${await res.clone().text()}`);
         assert.equal((await res.json()).model, model);
         assert.deepEqual(await lab.running(), [lab.containerOf(model)]);
       }
