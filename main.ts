@@ -18,6 +18,7 @@ import { StoreStatus } from "./lib/store/status.ts";
 import { StoreUpkeep } from "./lib/store/upkeep.ts";
 import { BatchService } from "./lib/batch/service.ts";
 import { BatchRunner } from "./lib/batch/runner.ts";
+import { serveHttp } from "./lib/http_server.ts";
 import { createApp } from "./routes/app.ts";
 
 export interface RunningProxy {
@@ -161,13 +162,17 @@ export async function startProxy(
     reload: reloader === null ? null : (trigger) => reloader.reload(trigger),
   });
 
-  const server = Deno.serve({ hostname: config.host, port: config.port, onListen() {} }, app.fetch);
-  const addr = server.addr;
-  const host = addr.hostname === "0.0.0.0" ? "127.0.0.1" : addr.hostname;
-  const url = `http://${host.includes(":") ? `[${host}]` : host}:${addr.port}`;
+  const server = await serveHttp(app.fetch, {
+    hostname: config.host,
+    port: config.port,
+    log,
+    ...config.connections,
+  });
+  const host = server.hostname === "0.0.0.0" ? "127.0.0.1" : server.hostname;
+  const url = `http://${host.includes(":") ? `[${host}]` : host}:${server.port}`;
 
   log.info("listening", {
-    url: `http://${config.host}:${addr.port}/v1`,
+    url: `http://${config.host}:${server.port}/v1`,
     dashboard: `${url}/dashboard`,
     models: config.models.length,
     num_workers: config.numWorkers,

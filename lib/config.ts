@@ -11,6 +11,7 @@ import {
   PORT_PATTERN,
   VOLUME_PATTERN,
 } from "./container_spec.ts";
+import type { ConnectionLimits } from "./http_server.ts";
 import type { LogFormat } from "./log.ts";
 import type { PolicyName } from "./scheduler.ts";
 import { isMap, isPair, isScalar, isSeq, LineCounter, type Node, parseDocument } from "yaml";
@@ -140,6 +141,14 @@ const RawConfig = z.strictObject({
   stop_timeout: z.number().int().min(0).default(10),
   shutdown_grace: z.number().min(0).default(10),
   keepalive_interval: seconds.default(5),
+  /** Seconds a connection may take to send its request line and headers. */
+  header_timeout: seconds.default(10),
+  /** Seconds the body may take to arrive after the headers. */
+  body_timeout: seconds.default(60),
+  /** Seconds a keep-alive connection may sit without a request. */
+  idle_timeout: seconds.default(30),
+  /** Connections held at once; more are closed as they arrive. */
+  max_connections: z.number().int().positive().default(4096),
   max_attempts: z.number().int().positive().default(3),
   api_keys: z.array(RawApiKey).default([]),
   admin_key: KEY.optional(),
@@ -218,6 +227,8 @@ export interface Config {
   /** How long requests in flight may run on after SIGTERM. */
   shutdownGraceMs: number;
   keepaliveMs: number;
+  /** Limits on each client connection (slow or stalled clients, how many). */
+  connections: ConnectionLimits;
   maxAttempts: number;
   /** Empty: no authentication (the homelab default). */
   apiKeys: readonly ApiKeyConfig[];
@@ -322,6 +333,12 @@ export function parseConfig(
     stopTimeoutS: raw.stop_timeout,
     shutdownGraceMs: raw.shutdown_grace * 1000,
     keepaliveMs: raw.keepalive_interval * 1000,
+    connections: {
+      headerTimeoutMs: raw.header_timeout * 1000,
+      bodyTimeoutMs: raw.body_timeout * 1000,
+      idleTimeoutMs: raw.idle_timeout * 1000,
+      maxConnections: raw.max_connections,
+    },
     maxAttempts: raw.max_attempts,
     apiKeys,
     adminKey: raw.admin_key ?? null,

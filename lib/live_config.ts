@@ -8,7 +8,7 @@
 import { type ApiKeyConfig, KeyRing } from "./auth.ts";
 import { type Config, findModel, type ModelConfig } from "./config.ts";
 
-/** Settings bound at start-up: the listening socket, the store, the worker count. */
+/** Settings bound at start-up: the listening socket and its limits, the store, the workers. */
 const RESTART_ONLY = {
   host: "host",
   port: "port",
@@ -17,6 +17,7 @@ const RESTART_ONLY = {
   stopTimeoutS: "stop_timeout",
   logFormat: "log_format",
   store: "store",
+  connections: "header_timeout/body_timeout/idle_timeout/max_connections",
 } as const satisfies Partial<Record<keyof Config, string>>;
 
 /** Other top-level settings, by their config.yml names. */

@@ -1,0 +1,328 @@
+/**
+ * @module
+ * The proxy's HTTP/1.1 server: a fetch handler (Hono's) served on Deno's `node:http`.
+ *
+ * Not `Deno.serve`, for two reasons (docs/client_disconnects.md has the reproduction):
+ * - Deno.serve stops watching a connection for the client's FIN or RST while no response has
+ *   started, once the request body arrived in a later read than its head, which is what
+ *   httpx, the Python openai client and Node's clients do. A client that left while queued
+ *   stayed queued and reached a backend. node:http sees every close.
+ * - Deno.serve has no connection-level limits; node:http has header, body and idle timeouts
+ *   and a connection count, which a proxy open to a LAN needs.
+ *
+ * The Request handed to the handler carries an AbortSignal that aborts when the client goes
+ * before its response ended, and a body that is read only when the handler asks for it.
+ */
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { Socket } from "node:net";
+import type { Logger } from "./log.ts";
+
+export type FetchHandler = (request: Request) => Response | Promise<Response>;
+
+export interface ConnectionLimits {
+  /** The request line and headers must arrive within this many ms of the connection. */
+  headerTimeoutMs: number;
+  /** The body must have arrived this many ms after the headers. */
+  bodyTimeoutMs: number;
+  /** A keep-alive connection with no request for this many ms is closed. */
+  idleTimeoutMs: number;
+  /** Connections held at once; more are closed as they arrive. */
+  maxConnections: number;
+}
+
+export interface ServeOptions extends ConnectionLimits {
+  hostname: string;
+  port: number;
+  log: Logger;
+}
+
+export interface HttpServer {
+  /** Where it listens (the port the OS picked when asked for 0). */
+  readonly hostname: string;
+  readonly port: number;
+  /** Connections open right now. */
+  readonly connections: number;
+  /** Stops accepting; resolves once every response ended and every connection closed. */
+  shutdown(): Promise<void>;
+}
+
+/** How often node:http checks its header and body timeouts. */
+const TIMEOUT_CHECK_MS = 500;
+
+/** Statuses node:http itself writes for a connection that breaks the rules. */
+const TIMED_OUT = "HTTP/1.1 408 Request Timeout";
+const BAD_REQUEST = "HTTP/1.1 400 Bad Request";
+const TOO_LARGE = "HTTP/1.1 431 Request Header Fields Too Large";
+
+/** A raw error response in the OpenAI shape, for when no handler runs. */
+function rawError(statusLine: string, type: string, code: string, message: string): string {
+  const body = JSON.stringify({ error: { message, type, param: null, code } });
+  return `${statusLine}\r\ncontent-type: application/json\r\ncontent-length: ${
+    new TextEncoder().encode(body).byteLength
+  }\r\nconnection: close\r\n\r\n${body}`;
+}
+
+export function serveHttp(handler: FetchHandler, options: ServeOptions): Promise<HttpServer> {
+  const { log } = options;
+  const server = createServer({
+    connectionsCheckingInterval: TIMEOUT_CHECK_MS,
+    headersTimeout: options.headerTimeoutMs,
+    // node:http's requestTimeout covers the headers and the body together.
+    requestTimeout: options.headerTimeoutMs + options.bodyTimeoutMs,
+    keepAliveTimeout: options.idleTimeoutMs,
+  }, (req, res) => handle(req, res));
+  let open = 0;
+  let active = 0;
+  /** Start of the current stretch at the connection cap, and how many were closed in it. */
+  let refusedSince: number | null = null;
+  let refused = 0;
+  const idleWaiters: (() => void)[] = [];
+
+  server.on("connection", (socket: Socket) => {
+    if (open >= options.maxConnections) {
+      socket.destroy();
+      refused++;
+      if (refusedSince === null) {
+        refusedSince = Date.now();
+        log.warn("max_connections_reached", {
+          max_connections: options.maxConnections,
+          note: "new connections are closed until some end",
+        });
+      }
+      return;
+    }
+    open++;
+    socket.once("close", () => open--);
+    if (refusedSince !== null) {
+      log.info("connections_below_cap", {
+        max_connections: options.maxConnections,
+        refused,
+        refused_for_ms: Date.now() - refusedSince,
+      });
+      refusedSince = null;
+      refused = 0;
+    }
+  });
+  server.on("clientError", (err: Error & { code?: string }, socket: Socket) => {
+    if (!socket.writable) return socket.destroy();
+    const timedOut = err.code === "ERR_HTTP_REQUEST_TIMEOUT";
+    const reply = timedOut
+      ? rawError(
+        TIMED_OUT,
+        "invalid_request_error",
+        "request_timeout",
+        `The request did not arrive in time (header_timeout ${
+          options.headerTimeoutMs / 1000
+        }s, body_timeout ${options.bodyTimeoutMs / 1000}s)`,
+      )
+      : err.code === "HPE_HEADER_OVERFLOW"
+      ? rawError(
+        TOO_LARGE,
+        "invalid_request_error",
+        "headers_too_large",
+        "Request headers are too large",
+      )
+      : rawError(BAD_REQUEST, "invalid_request_error", "bad_request", "Malformed HTTP request");
+    socket.end(reply);
+  });
+
+  function handle(req: IncomingMessage, res: ServerResponse): void {
+    active++;
+    const gone = new AbortController();
+    res.once("close", () => {
+      if (!res.writableFinished) gone.abort(new ClientGoneError());
+      if (--active === 0) { for (const wake of idleWaiters.splice(0)) wake(); }
+    });
+    let request: Request;
+    try {
+      request = toRequest(req, origin, gone.signal);
+    } catch (err) {
+      res.writeHead(400, { "content-type": "application/json", connection: "close" });
+      res.end(JSON.stringify({
+        error: {
+          message: `Malformed request: ${err instanceof Error ? err.message : err}`,
+          type: "invalid_request_error",
+          param: null,
+          code: "bad_request",
+        },
+      }));
+      return;
+    }
+    let answer: Promise<Response> | Response;
+    try {
+      answer = handler(request);
+    } catch (err) {
+      answer = Promise.reject(err);
+    }
+    Promise.resolve(answer)
+      .then((response) => send(req, res, response))
+      .catch((err) => {
+        log.error("response_failed", { error: err instanceof Error ? err.stack : String(err) });
+        if (!res.headersSent) {
+          res.writeHead(500, { "content-type": "application/json" });
+          res.end(JSON.stringify({
+            error: {
+              message: "Internal error",
+              type: "server_error",
+              param: null,
+              code: "internal_error",
+            },
+          }));
+        } else {
+          res.destroy();
+        }
+      });
+  }
+
+  let origin = "";
+
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(options.port, options.hostname, () => {
+      server.off("error", reject);
+      const address = server.address();
+      const port = typeof address === "object" && address !== null ? address.port : options.port;
+      // Routes see this origin; the client's Host header stays in the headers.
+      origin = `http://${
+        options.hostname.includes(":") ? `[${options.hostname}]` : options.hostname
+      }:${port}`;
+      resolve({
+        hostname: options.hostname,
+        port,
+        get connections() {
+          return open;
+        },
+        async shutdown() {
+          const closed = new Promise<void>((done) => server.close(() => done()));
+          server.closeIdleConnections();
+          if (active > 0) await new Promise<void>((wake) => idleWaiters.push(wake));
+          server.closeAllConnections();
+          await closed;
+        },
+      });
+    });
+  });
+}
+
+/** The reason a request's signal aborts with when its client went away. */
+export class ClientGoneError extends Error {
+  constructor() {
+    super("The client closed the connection");
+    this.name = "ClientGoneError";
+  }
+}
+
+const NO_BODY = new Set(["GET", "HEAD", "OPTIONS", "DELETE"]);
+
+function toRequest(req: IncomingMessage, origin: string, signal: AbortSignal): Request {
+  const headers = new Headers();
+  const raw = req.rawHeaders;
+  for (let i = 0; i < raw.length; i += 2) headers.append(raw[i], raw[i + 1]);
+  const method = req.method ?? "GET";
+  const path = req.url ?? "/";
+  if (!path.startsWith("/")) throw new Error(`unsupported request target '${path.slice(0, 100)}'`);
+  const declared = req.headers["content-length"];
+  const hasBody = req.headers["transfer-encoding"] !== undefined ||
+    (declared !== undefined && declared !== "0") ||
+    (declared === undefined && !NO_BODY.has(method));
+  return new Request(origin + path, {
+    method,
+    headers,
+    signal,
+    body: hasBody && method !== "GET" && method !== "HEAD" ? bodyOf(req) : null,
+    // @ts-expect-error: Deno's RequestInit takes `duplex` for stream bodies; lib.dom lacks it.
+    duplex: "half",
+  });
+}
+
+/**
+ * The request body as a web stream that reads from the socket only when asked: nothing is
+ * read before the handler wants it (an API key is checked first), and one chunk at a time.
+ */
+function bodyOf(req: IncomingMessage): ReadableStream<Uint8Array> {
+  let listening = false;
+  return new ReadableStream<Uint8Array>({
+    pull(controller) {
+      if (!listening) {
+        listening = true;
+        req.on("data", (chunk: Uint8Array) => {
+          req.pause();
+          controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+        });
+        req.once("end", () => controller.close());
+        req.once("error", (err) => controller.error(err));
+        req.once("close", () => {
+          if (!req.complete) controller.error(new ClientGoneError());
+        });
+      }
+      req.resume();
+    },
+    cancel() {
+      // The handler answered without the rest of the body: stop reading it.
+      req.pause();
+    },
+  }, { highWaterMark: 0 });
+}
+
+/**
+ * Writes `response`. Event streams go out chunk by chunk as they come (with backpressure);
+ * anything else is a complete document and goes out in one write with its length.
+ */
+async function send(req: IncomingMessage, res: ServerResponse, response: Response): Promise<void> {
+  if (res.destroyed) {
+    await response.body?.cancel(new ClientGoneError());
+    return;
+  }
+  // One flat list for writeHead: set-cookie stays several headers, nothing is validated twice.
+  const head: string[] = [];
+  let eventStream = false;
+  response.headers.forEach((value, name) => {
+    if (name === "content-length") return;
+    if (name === "content-type") eventStream = value.toLowerCase().startsWith("text/event-stream");
+    head.push(name, value);
+  });
+  // Unread body left on the socket (an answer given before it arrived): do not read on.
+  if (!req.complete) head.push("connection", "close");
+  const body = response.body;
+  if (!eventStream) {
+    const bytes = body === null ? null : new Uint8Array(await response.arrayBuffer());
+    if (res.destroyed) return;
+    head.push("content-length", String(bytes?.byteLength ?? 0));
+    res.writeHead(response.status, head);
+    res.end(bytes);
+    return;
+  }
+  res.writeHead(response.status, head);
+  res.flushHeaders();
+  const reader = body!.getReader();
+  const onClose = () => {
+    if (!res.writableFinished) reader.cancel(new ClientGoneError()).catch(() => {});
+  };
+  res.once("close", onClose);
+  try {
+    while (true) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      if (res.destroyed) return;
+      if (!res.write(value)) await drained(res);
+    }
+    if (!res.destroyed) res.end();
+  } catch {
+    // The body broke or was cancelled because the client left; nothing more to send.
+    res.destroy();
+  } finally {
+    res.off("close", onClose);
+  }
+}
+
+function drained(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off("drain", done);
+      res.off("close", done);
+      resolve();
+    };
+    res.once("drain", done);
+    res.once("close", done);
+  });
+}
