@@ -71,6 +71,10 @@ export class Job {
   swapMs = 0;
   /** Token counts the backend reported, once its answer ended. */
   usage: TokenUsage | null = null;
+  /** When the client went away (the pool's clock), or null while it is there. */
+  clientLeftAt: number | null = null;
+  /** Events (OpenAI's "chunks") of the backend's streamed answer that went out to the client. */
+  chunksSent = 0;
   // Only per-job sources: a combined signal stays referenced by its sources, so a
   // long-lived source would keep every job (and its body) alive forever.
   readonly #cancel = new AbortController();
@@ -122,10 +126,11 @@ export class Job {
   }
 
   /**
-   * The client left. A waiting job is dropped; a running one is cancelled (its upstream
-   * request aborted) unless its model asks to let requests finish.
+   * The client left at `at`. A waiting job is dropped; a running one is cancelled (its
+   * upstream request aborted) unless its model asks to let requests finish.
    */
-  clientGone(): void {
+  clientGone(at: number): void {
+    this.clientLeftAt ??= at;
     if (this.#state === "running" && this.finishOnDisconnect) return;
     this.cancel();
   }

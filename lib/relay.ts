@@ -7,7 +7,7 @@
  */
 import { ApiError, requestTimeout } from "./errors.ts";
 import type { Job, JobOutcome } from "./jobs.ts";
-import { sseComment, sseError, sseReasoning } from "./sse.ts";
+import { countEventEnds, sseComment, sseError, sseReasoning } from "./sse.ts";
 
 export interface RelayOptions {
   keepaliveMs: number;
@@ -173,8 +173,9 @@ async function pipeOne(
 ): Promise<void> {
   try {
     const chunk = await reader.read();
-    if (chunk.done) controller.close();
-    else controller.enqueue(chunk.value);
+    if (chunk.done) return controller.close();
+    controller.enqueue(chunk.value);
+    job.chunksSent += countEventEnds(chunk.value);
   } catch (err) {
     controller.enqueue(sseError(streamFailure(job, err, timeoutS)));
     controller.close();

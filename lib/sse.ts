@@ -35,3 +35,15 @@ export function sseReasoning(
   };
   return encoder.encode(`data: ${JSON.stringify(body)}\n\n`);
 }
+
+/**
+ * Events that end in `bytes` (each event ends with a blank line). An event split across two
+ * reads right between its two newlines is missed: this counts for logs, not for framing.
+ */
+export function countEventEnds(bytes: Uint8Array): number {
+  let ends = 0;
+  for (let i = 1; i < bytes.length; i++) {
+    if (bytes[i] === 10 && bytes[i - 1] === 10) ends++;
+  }
+  return ends;
+}

@@ -438,7 +438,11 @@ export class WorkerPool {
       this.#running.delete(job);
       lease.release();
       if (retry) this.queue.requeue(job);
-      else this.#logRequest(job, status, this.#failureReason(job, status));
+      else {
+        // A client that left mid-answer is a 499 whatever the backend had answered.
+        const logged = job.state === "cancelled" && job.clientLeftAt !== null ? 499 : status;
+        this.#logRequest(job, logged, this.#failureReason(job, status));
+      }
       if (this.#running.size === 0) { for (const wake of this.#idleWaiters.splice(0)) wake(); }
       this.pump();
     }
@@ -525,6 +529,9 @@ export class WorkerPool {
       completion_tokens: job.usage?.completion,
       status,
       ms: now - job.enqueuedAt,
+      // When the client left (ms after it arrived) and how much of the answer it had by then.
+      client_left_ms: job.clientLeftAt === null ? undefined : job.clientLeftAt - job.enqueuedAt,
+      chunks: job.clientLeftAt === null || !job.stream ? undefined : job.chunksSent,
     });
   }
 }

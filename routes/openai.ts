@@ -81,7 +81,8 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
       enqueuedAt: clock.now(),
       timeoutSignal,
     });
-    req.signal.addEventListener("abort", () => job.clientGone(), { once: true });
+    const clientGone = () => job.clientGone(clock.now());
+    req.signal.addEventListener("abort", clientGone, { once: true });
     job.onFinished(() => clearTimeout(timer));
     try {
       pool.submit(job);
@@ -97,7 +98,7 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
         "x-queue-position": String(pool.queue.positionOf(j)),
         "x-queue-eta": String(Math.round(pool.estimateStartMs(j) / 1000)),
       }),
-      onClientGone: () => job.clientGone(),
+      onClientGone: clientGone,
       waitFeedback: model.waitFeedback === "reasoning" && url.pathname === "/v1/chat/completions"
         ? "reasoning"
         : "comment",

@@ -4,7 +4,10 @@
  */
 import assert from "node:assert/strict";
 import { chatBody, getJson, post, SseReader } from "./support/client.ts";
-import { withHomelabProxy } from "./support/proxy.ts";
+import { startTestProxy, withHomelabProxy } from "./support/proxy.ts";
+import { requireDocker } from "./support/docker_env.ts";
+import { createHomelab } from "./support/fake_models.ts";
+import { CapturedLog } from "./support/log_capture.ts";
 import { waitFor, within } from "./support/wait_for.ts";
 
 type Stats = { pending_jobs: number; processing_jobs: number };
@@ -37,8 +40,13 @@ Deno.test("a client that leaves while queued is dropped: the backend never sees 
   });
 });
 
-Deno.test("a client that leaves mid-stream aborts the backend request and frees the worker", async () => {
-  await withHomelabProxy([{ id: "a" }], "num_workers: 1", async ({ lab, proxy }) => {
+Deno.test("a client that leaves mid-stream aborts the backend request, frees the worker, and its request line says when and after how many chunks", async () => {
+  const api = await requireDocker();
+  try {
+    await using lab = await createHomelab(api, [{ id: "a" }]);
+    const log = new CapturedLog();
+    await using proxy = await startTestProxy(lab.configYaml("num_workers: 1"), { log });
+    await proxy.reconciled;
     const res = await post(proxy.url, chatBody("a", { stream: true, fake_hold: true }));
     const sse = new SseReader(res);
     await sse.next();
@@ -47,9 +55,15 @@ Deno.test("a client that leaves mid-stream aborts the backend request and frees 
     await waitFor("backend saw the disconnect", async () => (await lab.state()).disconnects === 1);
     await waitFor("worker released", async () => (await metricsOf(proxy.url)).active_workers === 0);
     assert.equal((await metricsOf(proxy.url)).cancelled_requests, 1);
+    const line = log.of("request").at(-1)!.fields;
+    assert.equal(line.status, 499);
+    assert.ok(typeof line.client_left_ms === "number" && line.client_left_ms >= 0);
+    assert.ok(typeof line.chunks === "number" && line.chunks >= 2, `chunks=${line.chunks}`);
     // The freed worker serves the next request.
     assert.equal((await post(proxy.url, chatBody("a"))).status, 200);
-  });
+  } finally {
+    api.close();
+  }
 });
 
 Deno.test("request_timeout: a stuck non-streaming request gets 504 and the backend is aborted", async () => {

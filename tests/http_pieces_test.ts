@@ -4,7 +4,7 @@ import { checkRequestBody } from "../lib/request_checks.ts";
 import { demuxLogs } from "../lib/docker.ts";
 import { ApiError } from "../lib/errors.ts";
 import { isReadyAnswer } from "../lib/health.ts";
-import { sseComment, sseError } from "../lib/sse.ts";
+import { countEventEnds, sseComment, sseError } from "../lib/sse.ts";
 import { targetUrl } from "../lib/upstream.ts";
 
 const bytes = (text: string) => new TextEncoder().encode(text);
@@ -148,4 +148,10 @@ Deno.test("sseComment() and sseError() frame what clients ignore and what they r
     decode(sseError(err)),
     'data: {"error":{"message":"late","type":"timeout_error","param":null,"code":"request_timeout"}}\n\n',
   );
+});
+
+Deno.test("countEventEnds() counts the events a chunk completes, for the request log", () => {
+  assert.equal(countEventEnds(bytes('data: {"a":1}\n\ndata: {"b":2}\n\n')), 2);
+  assert.equal(countEventEnds(bytes(": queued\n\ndata: {")), 1);
+  assert.equal(countEventEnds(bytes('data: {"a":1}\n')), 0);
 });
