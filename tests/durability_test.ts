@@ -10,6 +10,7 @@ import { createHomelab } from "./support/fake_models.ts";
 import { freePort } from "../demo/free_port.ts";
 import { startTestProxy } from "./support/proxy.ts";
 import { startProxyProcess } from "./support/proxy_process.ts";
+import { watchOutput } from "./support/process_output.ts";
 import { RedisStack } from "./support/stores.ts";
 import { batchDone, batchFile, fileLines, getBatch, submitBatch } from "./support/batches.ts";
 import { waitFor } from "./support/wait_for.ts";
@@ -62,12 +63,21 @@ Deno.test("kill -9, then SIGTERM, in the middle of a batch: after restarts it co
     await lab.release();
 
     // Then a clean stop in the middle: lines not started go back, exit 0, nothing lost.
-    child = await startProxyProcess(configPath, port);
-    await waitFor("more lines to finish", async () => {
-      return (await getBatch(url, batch.id)).request_counts.completed >= 15;
-    });
-    child.kill("SIGTERM");
-    assert.equal((await child.status).code, 0);
+    {
+      await using stopping = watchOutput(
+        await startProxyProcess(configPath, port, { output: "piped" }),
+      );
+      await waitFor("more lines to finish", async () => {
+        return (await getBatch(url, batch.id)).request_counts.completed >= 15;
+      });
+      stopping.child.kill("SIGTERM");
+      const { code } = await stopping.child.status;
+      assert.equal(
+        code,
+        0,
+        `exit code ${code} after SIGTERM; the proxy printed:\n${stopping.output}`,
+      );
+    }
 
     child = await startProxyProcess(configPath, port);
     try {

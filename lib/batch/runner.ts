@@ -146,6 +146,11 @@ export class BatchRunner {
       await this.#complete(record, "cancelled", cancelledLine(payload.custom_id));
       return;
     }
+    if (this.#closing) {
+      // Claimed just as the proxy began to stop: back to its lane, for the next start.
+      await this.#release([record.id]);
+      return;
+    }
     const timeout = new AbortController();
     let timer: ReturnType<typeof setTimeout> | undefined;
     const job = new Job({
