@@ -167,6 +167,7 @@ export async function startProxy(
     port: config.port,
     log,
     ...config.connections,
+    stats: metrics.connections,
   });
   const host = server.hostname === "0.0.0.0" ? "127.0.0.1" : server.hostname;
   const url = `http://${host.includes(":") ? `[${host}]` : host}:${server.port}`;

@@ -15,6 +15,13 @@
  */
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
+import {
+  type ApiError,
+  clientTooSlow,
+  malformedHttp,
+  toApiError,
+  tooManyConnections,
+} from "./errors.ts";
 import type { Logger } from "./log.ts";
 
 export type FetchHandler = (request: Request) => Response | Promise<Response>;
@@ -26,7 +33,10 @@ export interface ConnectionLimits {
   bodyTimeoutMs: number;
   /** A keep-alive connection with no request for this many ms is closed. */
   idleTimeoutMs: number;
-  /** Connections held at once; more are closed as they arrive. */
+  /**
+   * Connections held at once; more are closed as they arrive, but for a few let in briefly to
+   * ask for /health or /metrics.
+   */
   maxConnections: number;
 }
 
@@ -34,32 +44,46 @@ export interface ServeOptions extends ConnectionLimits {
   hostname: string;
   port: number;
   log: Logger;
+  /** Kept up to date by the server. */
+  stats?: ConnectionStats;
 }
 
 export interface HttpServer {
   /** Where it listens (the port the OS picked when asked for 0). */
   readonly hostname: string;
   readonly port: number;
-  /** Connections open right now. */
-  readonly connections: number;
   /** Stops accepting; resolves once every response ended and every connection closed. */
   shutdown(): Promise<void>;
 }
 
 /** How often node:http checks its header and body timeouts. */
 const TIMEOUT_CHECK_MS = 500;
+/** Connections past `max_connections` let in for a health check, and for how long. */
+const HEALTH_RESERVE = 16;
+const HEALTH_RESERVE_MS = 2000;
+const HEALTH_PATHS = new Set(["/health", "/metrics", "/metrics?format=prometheus"]);
 
-/** Statuses node:http itself writes for a connection that breaks the rules. */
-const TIMED_OUT = "HTTP/1.1 408 Request Timeout";
-const BAD_REQUEST = "HTTP/1.1 400 Bad Request";
-const TOO_LARGE = "HTTP/1.1 431 Request Header Fields Too Large";
-
-/** A raw error response in the OpenAI shape, for when no handler runs. */
-function rawError(statusLine: string, type: string, code: string, message: string): string {
-  const body = JSON.stringify({ error: { message, type, param: null, code } });
-  return `${statusLine}\r\ncontent-type: application/json\r\ncontent-length: ${
+/** An error response written straight to a socket, for requests no handler sees. */
+function rawError(error: ApiError): string {
+  const body = JSON.stringify(error.toJSON());
+  const reason = error.status === 408
+    ? "Request Timeout"
+    : error.status === 431
+    ? "Request Header Fields Too Large"
+    : "Bad Request";
+  return `HTTP/1.1 ${error.status} ${reason}\r\ncontent-type: application/json\r\ncontent-length: ${
     new TextEncoder().encode(body).byteLength
   }\r\nconnection: close\r\n\r\n${body}`;
+}
+
+/** Connections as the server sees them, for /metrics. */
+export class ConnectionStats {
+  /** Open right now. */
+  open = 0;
+  /** Closed on arrival because `max_connections` were open. */
+  refused = 0;
+  /** Closed for sending their request too slowly (header or body timeout). */
+  timedOut = 0;
 }
 
 export function serveHttp(handler: FetchHandler, options: ServeOptions): Promise<HttpServer> {
@@ -71,29 +95,33 @@ export function serveHttp(handler: FetchHandler, options: ServeOptions): Promise
     requestTimeout: options.headerTimeoutMs + options.bodyTimeoutMs,
     keepAliveTimeout: options.idleTimeoutMs,
   }, (req, res) => handle(req, res));
-  let open = 0;
+  const stats = options.stats ?? new ConnectionStats();
   let active = 0;
   /** Start of the current stretch at the connection cap, and how many were closed in it. */
   let refusedSince: number | null = null;
   let refused = 0;
   const idleWaiters: (() => void)[] = [];
 
+  // Past the cap, a few more connections are let in for health checks only, each for a
+  // moment: /health stays answerable while stalled clients hold every regular place.
+  const overflow = new WeakSet<Socket>();
   server.on("connection", (socket: Socket) => {
-    if (open >= options.maxConnections) {
-      socket.destroy();
-      refused++;
+    if (stats.open >= options.maxConnections) {
       if (refusedSince === null) {
         refusedSince = Date.now();
         log.warn("max_connections_reached", {
           max_connections: options.maxConnections,
-          note: "new connections are closed until some end",
+          note: "new connections are closed until some end; /health and /metrics still answer",
         });
       }
-      return;
-    }
-    open++;
-    socket.once("close", () => open--);
-    if (refusedSince !== null) {
+      if (stats.open >= options.maxConnections + HEALTH_RESERVE) {
+        stats.refused++;
+        refused++;
+        return socket.destroy();
+      }
+      overflow.add(socket);
+      socket.setTimeout(HEALTH_RESERVE_MS, () => socket.destroy());
+    } else if (refusedSince !== null) {
       log.info("connections_below_cap", {
         max_connections: options.maxConnections,
         refused,
@@ -102,31 +130,36 @@ export function serveHttp(handler: FetchHandler, options: ServeOptions): Promise
       refusedSince = null;
       refused = 0;
     }
+    stats.open++;
+    socket.once("close", () => stats.open--);
   });
   server.on("clientError", (err: Error & { code?: string }, socket: Socket) => {
     if (!socket.writable) return socket.destroy();
-    const timedOut = err.code === "ERR_HTTP_REQUEST_TIMEOUT";
-    const reply = timedOut
-      ? rawError(
-        TIMED_OUT,
-        "invalid_request_error",
-        "request_timeout",
-        `The request did not arrive in time (header_timeout ${
-          options.headerTimeoutMs / 1000
-        }s, body_timeout ${options.bodyTimeoutMs / 1000}s)`,
-      )
-      : err.code === "HPE_HEADER_OVERFLOW"
-      ? rawError(
-        TOO_LARGE,
-        "invalid_request_error",
-        "headers_too_large",
-        "Request headers are too large",
-      )
-      : rawError(BAD_REQUEST, "invalid_request_error", "bad_request", "Malformed HTTP request");
-    socket.end(reply);
+    if (err.code === "ERR_HTTP_REQUEST_TIMEOUT") {
+      stats.timedOut++;
+      const { headerTimeoutMs, bodyTimeoutMs } = options;
+      return socket.end(rawError(clientTooSlow(headerTimeoutMs / 1000, bodyTimeoutMs / 1000)));
+    }
+    socket.end(rawError(
+      err.code === "HPE_HEADER_OVERFLOW"
+        ? malformedHttp(431, "Request headers are too large")
+        : malformedHttp(400, `Malformed HTTP request (${err.code ?? err.message})`),
+    ));
   });
 
   function handle(req: IncomingMessage, res: ServerResponse): void {
+    if (overflow.has(req.socket) && !HEALTH_PATHS.has(req.url ?? "")) {
+      stats.refused++;
+      refused++;
+      const error = tooManyConnections(options.maxConnections);
+      res.writeHead(error.status, {
+        ...error.headers,
+        "content-type": "application/json",
+        connection: "close",
+      });
+      res.end(JSON.stringify(error.toJSON()));
+      return;
+    }
     active++;
     const gone = new AbortController();
     res.once("close", () => {
@@ -137,15 +170,12 @@ export function serveHttp(handler: FetchHandler, options: ServeOptions): Promise
     try {
       request = toRequest(req, origin, gone.signal);
     } catch (err) {
+      const error = malformedHttp(
+        400,
+        `Malformed request: ${err instanceof Error ? err.message : err}`,
+      );
       res.writeHead(400, { "content-type": "application/json", connection: "close" });
-      res.end(JSON.stringify({
-        error: {
-          message: `Malformed request: ${err instanceof Error ? err.message : err}`,
-          type: "invalid_request_error",
-          param: null,
-          code: "bad_request",
-        },
-      }));
+      res.end(JSON.stringify(error.toJSON()));
       return;
     }
     let answer: Promise<Response> | Response;
@@ -158,17 +188,11 @@ export function serveHttp(handler: FetchHandler, options: ServeOptions): Promise
       .then((response) => send(req, res, response))
       .catch((err) => {
         log.error("response_failed", { error: err instanceof Error ? err.stack : String(err) });
-        if (!res.headersSent) {
+        try {
+          if (res.headersSent) return void res.destroy();
           res.writeHead(500, { "content-type": "application/json" });
-          res.end(JSON.stringify({
-            error: {
-              message: "Internal error",
-              type: "server_error",
-              param: null,
-              code: "internal_error",
-            },
-          }));
-        } else {
+          res.end(JSON.stringify(toApiError(err, "unknown").toJSON()));
+        } catch {
           res.destroy();
         }
       });
@@ -189,9 +213,6 @@ export function serveHttp(handler: FetchHandler, options: ServeOptions): Promise
       resolve({
         hostname: options.hostname,
         port,
-        get connections() {
-          return open;
-        },
         async shutdown() {
           const closed = new Promise<void>((done) => server.close(() => done()));
           server.closeIdleConnections();
@@ -241,24 +262,35 @@ function toRequest(req: IncomingMessage, origin: string, signal: AbortSignal): R
  */
 function bodyOf(req: IncomingMessage): ReadableStream<Uint8Array> {
   let listening = false;
+  // Events can still come after the reader gave up (cancel) or the stream ended: a
+  // controller call then would throw from an event listener and take the process down.
+  let open = true;
+  const end = (how: () => void) => {
+    if (!open) return;
+    open = false;
+    how();
+  };
   return new ReadableStream<Uint8Array>({
     pull(controller) {
       if (!listening) {
         listening = true;
         req.on("data", (chunk: Uint8Array) => {
           req.pause();
-          controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+          if (open) {
+            controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+          }
         });
-        req.once("end", () => controller.close());
-        req.once("error", (err) => controller.error(err));
+        req.once("end", () => end(() => controller.close()));
+        req.once("error", (err) => end(() => controller.error(err)));
         req.once("close", () => {
-          if (!req.complete) controller.error(new ClientGoneError());
+          if (!req.complete) end(() => controller.error(new ClientGoneError()));
         });
       }
       req.resume();
     },
     cancel() {
       // The handler answered without the rest of the body: stop reading it.
+      open = false;
       req.pause();
     },
   }, { highWaterMark: 0 });

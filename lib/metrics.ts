@@ -4,7 +4,8 @@
  * Owned by the worker pool; no I/O.
  */
 import type { Clock } from "./clock.ts";
-import { Counter, gauge, Histogram } from "./prometheus.ts";
+import { ConnectionStats } from "./http_server.ts";
+import { Counter, counter, gauge, Histogram } from "./prometheus.ts";
 
 export class Metrics {
   readonly startedAt: number;
@@ -32,6 +33,9 @@ export class Metrics {
     "Tokens the backends reported in usage (or llama-server timings), by model and kind",
   );
 
+  /** Client connections, kept by the HTTP server. */
+  readonly connections = new ConnectionStats();
+
   constructor(clock: Clock) {
     this.startedAt = clock.now();
   }
@@ -54,6 +58,9 @@ export interface ScrapeState {
   queueDepth: ReadonlyMap<string, number>;
   inflight: number;
   numWorkers: number;
+  /** Request body bytes held, and the limit (max_queued_bytes). */
+  queuedBytes: number;
+  maxQueuedBytes: number;
   now: number;
 }
 
@@ -75,6 +82,22 @@ export function prometheusText(metrics: Metrics, state: ScrapeState): string {
     ),
     ...gauge("lqp_inflight_requests", "Requests being served by a backend", [[{}, state.inflight]]),
     ...gauge("lqp_workers", "num_workers", [[{}, state.numWorkers]]),
+    ...gauge("lqp_queued_bytes", "Request body bytes held (read, waiting, in flight)", [[
+      {},
+      state.queuedBytes,
+    ]]),
+    ...gauge("lqp_max_queued_bytes", "max_queued_bytes", [[{}, state.maxQueuedBytes]]),
+    ...gauge("lqp_connections_open", "Client connections open", [[{}, metrics.connections.open]]),
+    ...counter(
+      "lqp_connections_refused_total",
+      "Connections closed at once because max_connections were open",
+      metrics.connections.refused,
+    ),
+    ...counter(
+      "lqp_connections_timed_out_total",
+      "Connections closed for sending their request too slowly (header_timeout, body_timeout)",
+      metrics.connections.timedOut,
+    ),
     ...gauge("lqp_dead_letters", "Requests that failed after max_attempts", [[
       {},
       metrics.deadLetters,

@@ -89,6 +89,11 @@ export function gauge(name: string, help: string, samples: [Labels, number][]): 
   ];
 }
 
+/** A counter kept elsewhere as one number, read at scrape time. */
+export function counter(name: string, help: string, value: number): string[] {
+  return [`# HELP ${name} ${help}`, `# TYPE ${name} counter`, `${name} ${value}`];
+}
+
 /** Whether the client asked for Prometheus text rather than the seed's JSON. */
 export function wantsPrometheus(accept: string | null, format: string | undefined): boolean {
   if (format !== undefined) return format === "prometheus";

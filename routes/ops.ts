@@ -59,6 +59,8 @@ export function opsRoutes(deps: AppDeps): Hono {
         ),
         inflight: pool.active,
         numWorkers: config.numWorkers,
+        queuedBytes: pool.bodies.held,
+        maxQueuedBytes: pool.bodies.limit,
         now: clock.now(),
       });
       return c.body(text, 200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" });
@@ -96,6 +98,13 @@ export function opsRoutes(deps: AppDeps): Hono {
         },
       current_model: models.snapshot().loaded,
       pending_futures: pending + processing,
+      queued_bytes: pool.bodies.held,
+      max_queued_bytes: pool.bodies.limit,
+      connections: {
+        open: metrics.connections.open,
+        refused: metrics.connections.refused,
+        timed_out: metrics.connections.timedOut,
+      },
     });
   });
 
