@@ -17,6 +17,7 @@ import { makeJob } from "../tests/support/jobs.ts";
 import { waitFor } from "../tests/support/wait_for.ts";
 import { cpuMs, ensureTools, type Nginx, rssKb, startNginx, wrk } from "./tools.ts";
 import { batchVsSync, storeThroughput } from "./store_bench.ts";
+import { hostileConnections } from "./hostile_bench.ts";
 
 const quick = Deno.args.includes("--quick");
 const outArg = Deno.args.find((a) => a.startsWith("--out="));
@@ -32,6 +33,7 @@ const SETTINGS = quick
     queued: 50,
     storeJobs: 100,
     batchLines: 100,
+    hostile: { stalledBig: 50, stalledMany: 300, bodies: 4, bodyMb: 10 },
   }
   : {
     wrkS: 5,
@@ -43,6 +45,7 @@ const SETTINGS = quick
     queued: 1000,
     storeJobs: 2000,
     batchLines: 1000,
+    hostile: { stalledBig: 50, stalledMany: 3000, bodies: 40, bodyMb: 60 },
   };
 const NUM_WORKERS = 2;
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -86,7 +89,12 @@ async function startProxyProcess(configYaml: string): Promise<ProxyProcess> {
   const port = freePort();
   const path = await Deno.makeTempFile({ suffix: ".yml" });
   await Deno.writeTextFile(path, configYaml.replace("port: 0", `port: ${port}`));
-  const server = await spawnServer("the proxy", ["-A", "main.ts", "--config", path], port);
+  // With the start task's V8 flag: the proxy asks for collections after big bodies.
+  const server = await spawnServer(
+    "the proxy",
+    ["-A", "--v8-flags=--expose-gc", "main.ts", "--config", path],
+    port,
+  );
   return { ...server, stop: () => server.stop().then(() => Deno.remove(path)) };
 }
 
@@ -379,6 +387,19 @@ async function main() {
     results.swap = await swaps(api, baseline, proxy);
     await proxy.stop();
     proxy = null;
+    // Its own process: one worker to hold, and room for every big body.
+    proxy = await startProxyProcess(lab.configYaml(
+      "num_workers: 1\nmax_queued_bytes: 16gb\nstore:\n  type: memory",
+    ));
+    await (await fetch(`${proxy.url}/v1/chat/completions`, { method: "POST", body: chat("a") }))
+      .text();
+    results.hostile = await hostileConnections(
+      { url: proxy.url, port: Number(new URL(proxy.url).port), pid: proxy.pid },
+      lab,
+      SETTINGS.hostile,
+    );
+    await proxy.stop();
+    proxy = null;
     // The swap part may have left b loaded; the in-process proxy adopts whatever runs.
     results.queue = await queueScale(configYaml, lab);
     results.store = await storeThroughput(SETTINGS.storeJobs);
@@ -494,6 +515,32 @@ export function report(r: Record<string, unknown>): string {
     `proxy RSS: ${m.start_rss_mb} MB after start, ${m.after_load_rss_mb} MB idle after the load ` +
       `tests, ${m.busy_rss_mb} MB with 2 streams + ${SETTINGS.queued} queued`,
   );
+  const h = r.hostile as Row;
+  lines.push("");
+  lines.push(
+    `hostile: ${SETTINGS.hostile.stalledBig} stalled 60 MB-declared bodies +${h.stalled_60mb_rss_delta_mb} MB RSS; ` +
+      `${SETTINGS.hostile.stalledMany} stalled connections +${h.stalled_many_rss_delta_mb} MB, /health p50/p99 ` +
+      `${h.health_p50_ms_under_stall}/${h.health_p99_ms_under_stall} ms meanwhile; ${h.bodies} × ${h.body_mb} MB ` +
+      `waiting bodies (${h.payload_mb} MB): ${h.before_burst_rss_mb} → peak ${h.peak_rss_mb} MB ` +
+      `(${h.peak_over_payload}x payload), ${h.rss_5s_after_mb} MB 5 s after the last answer ` +
+      `(RSS at the start of this part: ${h.baseline_rss_mb} MB)`,
+  );
+  checks.push([
+    `stalled 60 MB-declared bodies: RSS within 50 MB of baseline (+${h.stalled_60mb_rss_delta_mb} MB)`,
+    h.stalled_60mb_rss_delta_mb <= 50,
+  ]);
+  checks.push([
+    `/health p99 ≤ 50 ms under stalled connections (${h.health_p99_ms_under_stall} ms)`,
+    h.health_p99_ms_under_stall <= 50,
+  ]);
+  checks.push([
+    `big waiting bodies peak ≤ 1.3x payload over baseline (${h.peak_over_payload}x)`,
+    h.peak_over_payload <= 1.3,
+  ]);
+  checks.push([
+    `RSS within 10% of baseline 5 s after the burst (${h.rss_5s_after_mb} vs ${h.before_burst_rss_mb} MB)`,
+    h.rss_5s_after_mb <= h.before_burst_rss_mb * 1.1,
+  ]);
   const st = r.store as Record<string, Row>;
   const b = r.batch as Row;
   lines.push("");

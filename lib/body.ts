@@ -1,98 +1,192 @@
 /**
  * @module
- * Reading a client's body once, within `max_body_size`, and reading the two fields the proxy
- * acts on (`model`, `stream`). The bytes themselves are forwarded untouched.
+ * Reading a client's body once, as it arrives, within `max_body_size` and `max_queued_bytes`,
+ * and reading the two fields the proxy acts on (`model`, `stream`) from its bytes. The bytes
+ * themselves are forwarded untouched; they are the only copy of the body the proxy keeps.
  */
-import { bodyTooLarge, invalidRequest } from "./errors.ts";
-import { jsonDepth } from "./request_checks.ts";
+import { bodyTooLarge, incompleteBody, invalidRequest } from "./errors.ts";
+import { JsonScanError, jsonSkeleton } from "./json_scan.ts";
 import { PRIORITIES, type Priority } from "./scheduler.ts";
 
+/** Where a body's bytes are counted while they are held (max_queued_bytes). */
+export interface ByteTally {
+  take(bytes: number): void;
+  give(bytes: number): void;
+  /** Arrived chunks of `bytes` were copied into the body's buffer: they are garbage now. */
+  copied(bytes: number): void;
+}
+
+const noTally: ByteTally = { take() {}, give() {}, copied() {} };
+
 /**
- * Reads the whole body, stopping as soon as it passes `limit` bytes.
- * @throws {ApiError} 413 when the body is larger than `limit`.
+ * A body as it arrives. Nothing is allocated ahead of what arrived: chunks are kept as they
+ * came until a quarter of the declared length is here, then one buffer of exactly that length
+ * takes them and the rest is read into it. A client that declares 60 MB and stalls holds what
+ * it sent; one that sends 60 MB makes at most 1.25x of it exist at once.
  */
-export async function readBody(req: Request, limit: number): Promise<Uint8Array<ArrayBuffer>> {
-  const declared = Number(req.headers.get("content-length") ?? NaN);
-  if (declared > limit) {
+class ArrivingBody {
+  #chunks: Uint8Array[] = [];
+  #buffer: Uint8Array<ArrayBuffer> | null = null;
+  #length = 0;
+
+  constructor(readonly declared: number | null, readonly tally: ByteTally) {}
+
+  get length(): number {
+    return this.#length;
+  }
+
+  /** @throws what the tally throws (429) when the budget is spent. */
+  append(chunk: Uint8Array): void {
+    const end = this.#length + chunk.byteLength;
+    if (this.#buffer !== null && end <= this.#buffer.byteLength) {
+      this.#buffer.set(chunk, this.#length);
+      this.tally.copied(chunk.byteLength);
+    } else if (this.declared !== null && end <= this.declared && end * 4 >= this.declared) {
+      this.tally.take(this.declared);
+      const buffer = new Uint8Array(this.declared);
+      let offset = 0;
+      for (const part of this.#chunks) {
+        buffer.set(part, offset);
+        offset += part.byteLength;
+      }
+      buffer.set(chunk, offset);
+      this.tally.give(this.#length);
+      this.tally.copied(end);
+      this.#chunks = [];
+      this.#buffer = buffer;
+    } else {
+      this.tally.take(chunk.byteLength);
+      if (this.#buffer !== null) {
+        // More than declared (not from node:http, whose parser stops at the length).
+        this.#chunks = [this.#buffer.subarray(0, this.#length)];
+        this.#buffer = null;
+      }
+      this.#chunks.push(chunk);
+    }
+    this.#length = end;
+  }
+
+  /** The whole body in one buffer of its length. */
+  bytes(): Uint8Array<ArrayBuffer> {
+    if (this.#buffer !== null) return this.#buffer.subarray(0, this.#length);
+    const out = new Uint8Array(this.#length);
+    let offset = 0;
+    for (const part of this.#chunks) {
+      out.set(part, offset);
+      offset += part.byteLength;
+    }
+    this.#chunks = [];
+    this.tally.copied(this.#length);
+    return out;
+  }
+}
+
+/**
+ * Reads the whole body as it arrives, stopping as soon as it passes `limit` bytes, counting
+ * what it holds in `tally`.
+ * @throws {ApiError} 413 when the body is larger than `limit`; 400 `incomplete_body` when the
+ * connection broke or timed out first; whatever `tally` throws (429) when memory is spent.
+ */
+export async function readBody(
+  req: Request,
+  limit: number,
+  tally: ByteTally = noTally,
+): Promise<Uint8Array<ArrayBuffer>> {
+  const header = req.headers.get("content-length");
+  const declared = header === null ? null : Number(header);
+  if (declared !== null && declared > limit) {
     await req.body?.cancel();
     throw bodyTooLarge(limit);
   }
   if (req.body === null) return new Uint8Array(0);
-  // A declared length within the limit can be read natively in one go.
-  if (Number.isFinite(declared)) return new Uint8Array(await req.arrayBuffer());
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  for await (const chunk of req.body) {
-    total += chunk.byteLength;
-    if (total > limit) throw bodyTooLarge(limit);
-    chunks.push(chunk);
+  const body = new ArrivingBody(
+    declared !== null && Number.isSafeInteger(declared) ? declared : null,
+    tally,
+  );
+  const reader = req.body.getReader();
+  try {
+    while (true) {
+      let chunk: ReadableStreamReadResult<Uint8Array>;
+      try {
+        chunk = await reader.read();
+      } catch (err) {
+        throw incompleteBody(err instanceof Error ? err.message : String(err));
+      }
+      if (chunk.done) break;
+      if (body.length + chunk.value.byteLength > limit) throw bodyTooLarge(limit);
+      body.append(chunk.value);
+    }
+  } catch (err) {
+    reader.cancel().catch(() => {});
+    throw err;
   }
-  const out = new Uint8Array(total);
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return out;
+  return body.bytes();
 }
 
 export interface RoutingFields {
   model: string;
   stream: boolean;
-  /** The whole parsed body, for `checkRequestBody()` once the model is known. */
-  json: Record<string, unknown>;
+  /**
+   * The body's skeleton for `checkRequestBody()`: its top levels with long strings and deep
+   * values stood in for (see lib/json_scan.ts), never a copy of the whole body.
+   */
+  skeleton: Record<string, unknown>;
 }
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 /**
- * Parses a body that must be one JSON object.
+ * Checks that a body is one JSON object, on its bytes, and returns its skeleton.
  * @throws {ApiError} 400 for a body that is empty, not UTF-8 JSON, nests too deep or is not
  * an object.
  */
-export function parseJsonObject(bytes: Uint8Array, maxJsonDepth: number): Record<string, unknown> {
+function objectSkeleton(bytes: Uint8Array, maxJsonDepth: number): Record<string, unknown> {
   if (bytes.byteLength === 0) {
     throw invalidRequest("invalid_body", "Request body is empty; expected a JSON object");
   }
-  let text: string;
+  let skeleton: unknown;
   try {
-    text = utf8.decode(bytes);
-  } catch {
-    throw invalidRequest("invalid_body", "Request body is not valid UTF-8");
-  }
-  if (jsonDepth(text, maxJsonDepth) > maxJsonDepth) {
-    throw invalidRequest(
-      "invalid_body",
-      `Request body nests deeper than ${maxJsonDepth} levels (max_json_depth)`,
-    );
-  }
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
+    skeleton = jsonSkeleton(bytes, maxJsonDepth);
   } catch (err) {
-    throw invalidRequest(
-      "invalid_json",
-      `Request body is not valid JSON: ${err instanceof Error ? err.message : err}`,
-    );
+    if (!(err instanceof JsonScanError)) throw err;
+    if (err.kind === "utf8") {
+      throw invalidRequest("invalid_body", "Request body is not valid UTF-8");
+    }
+    if (err.kind === "depth") {
+      throw invalidRequest(
+        "invalid_body",
+        `Request body nests deeper than ${maxJsonDepth} levels (max_json_depth)`,
+      );
+    }
+    throw invalidRequest("invalid_json", `Request body is not valid JSON: ${err.message}`);
   }
-  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+  if (typeof skeleton !== "object" || skeleton === null || Array.isArray(skeleton)) {
     throw invalidRequest("invalid_body", "Request body must be a JSON object");
   }
-  return parsed as Record<string, unknown>;
+  return skeleton as Record<string, unknown>;
 }
 
 /**
- * Parses the JSON body just far enough to route it.
- * @throws {ApiError} 400 for a body that is not a JSON object (see `parseJsonObject`) or names
- * no model.
+ * Parses a (small) body that must be one JSON object.
+ * @throws {ApiError} 400 as `parseRoutingFields` does.
+ */
+export function parseJsonObject(bytes: Uint8Array, maxJsonDepth: number): Record<string, unknown> {
+  objectSkeleton(bytes, maxJsonDepth);
+  return JSON.parse(utf8.decode(bytes));
+}
+
+/**
+ * Reads the two fields the proxy routes on, without decoding or parsing the body whole.
+ * @throws {ApiError} 400 for a body that is not a JSON object (empty, not UTF-8 JSON, too
+ * deep) or names no model.
  */
 export function parseRoutingFields(bytes: Uint8Array, maxJsonDepth: number): RoutingFields {
-  const json = parseJsonObject(bytes, maxJsonDepth);
-  const { model, stream } = json;
+  const skeleton = objectSkeleton(bytes, maxJsonDepth);
+  const { model, stream } = skeleton;
   if (typeof model !== "string" || model.trim() === "") {
     throw invalidRequest("missing_model", "You must provide a model parameter", "model");
   }
-  return { model, stream: stream === true, json };
+  return { model, stream: stream === true, skeleton };
 }
 
 /** The header a client sets to pick its priority class. */

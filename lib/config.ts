@@ -137,7 +137,9 @@ const RawConfig = z.strictObject({
   max_body_size: byteSize.default(64 * 1024 * 1024),
   max_messages: z.number().int().positive().default(2000),
   max_queue_share: z.number().gt(0).max(1).default(0.5),
-  max_json_depth: z.number().int().min(2).default(64),
+  /** Request bodies held in memory at once (read, waiting, in flight). */
+  max_queued_bytes: byteSize.default(1024 ** 3),
+  max_json_depth: z.number().int().min(2).max(1000).default(64),
   stop_timeout: z.number().int().min(0).default(10),
   shutdown_grace: z.number().min(0).default(10),
   keepalive_interval: seconds.default(5),
@@ -221,8 +223,10 @@ export interface Config {
   maxBodyBytes: number;
   maxMessages: number;
   maxJsonDepth: number;
-  /** Share of queue_size one API key may hold. */
+  /** Share of queue_size (and of max_queued_bytes) one API key may hold. */
   maxQueueShare: number;
+  /** Bytes of request bodies held at once. */
+  maxQueuedBytes: number;
   stopTimeoutS: number;
   /** How long requests in flight may run on after SIGTERM. */
   shutdownGraceMs: number;
@@ -329,6 +333,7 @@ export function parseConfig(
     maxBodyBytes: raw.max_body_size,
     maxMessages: raw.max_messages,
     maxQueueShare: raw.max_queue_share,
+    maxQueuedBytes: raw.max_queued_bytes,
     maxJsonDepth: raw.max_json_depth,
     stopTimeoutS: raw.stop_timeout,
     shutdownGraceMs: raw.shutdown_grace * 1000,

@@ -123,6 +123,75 @@ export function queueShareFull(
   );
 }
 
+const mb = (bytes: number) => `${Math.round(bytes / 1024 / 1024)} MB`;
+
+/** Request bodies held here (read, waiting, in flight) would pass `max_queued_bytes`. */
+export function queuedBytesFull(limitBytes: number, retryAfterS: number) {
+  return new ApiError(
+    429,
+    "rate_limit_error",
+    "queue_bytes_full",
+    `Requests waiting here already hold ${
+      mb(limitBytes)
+    } of request bodies (max_queued_bytes). Try again later.`,
+    { headers: { "retry-after": String(retryAfterS) } },
+  );
+}
+
+/** One key's bodies would pass its share of `max_queued_bytes`. */
+export function queuedBytesShareFull(owner: string, shareBytes: number, retryAfterS: number) {
+  return new ApiError(
+    429,
+    "rate_limit_error",
+    "queue_share_exceeded",
+    `Key '${owner}' already holds ${
+      mb(shareBytes)
+    } of request bodies, its share of max_queued_bytes (max_queue_share). Try again later.`,
+    { headers: { "retry-after": String(retryAfterS) } },
+  );
+}
+
+/** The connection broke or timed out before the whole body arrived. */
+export function incompleteBody(reason: string) {
+  return new ApiError(
+    400,
+    "invalid_request_error",
+    "incomplete_body",
+    `The request body did not arrive whole: ${reason}`,
+  );
+}
+
+/** A client too slow to send its request (header_timeout, body_timeout). */
+export function clientTooSlow(headerTimeoutS: number, bodyTimeoutS: number) {
+  return new ApiError(
+    408,
+    "invalid_request_error",
+    "request_timeout",
+    `The request did not arrive in time (header_timeout ${headerTimeoutS}s, body_timeout ${bodyTimeoutS}s)`,
+  );
+}
+
+/** Past `max_connections`: only health checks are answered. */
+export function tooManyConnections(max: number) {
+  return new ApiError(
+    503,
+    "unavailable_error",
+    "too_many_connections",
+    `The proxy holds its maximum of ${max} connections (max_connections); try again shortly`,
+    { headers: { "retry-after": "1" } },
+  );
+}
+
+/** A request the HTTP parser could not read. */
+export function malformedHttp(status: 400 | 431, detail: string) {
+  return new ApiError(
+    status,
+    "invalid_request_error",
+    status === 431 ? "headers_too_large" : "bad_request",
+    detail,
+  );
+}
+
 export function bodyTooLarge(limitBytes: number) {
   return new ApiError(
     413,

@@ -28,6 +28,7 @@ const RELOADABLE = {
   maxMessages: "max_messages",
   maxJsonDepth: "max_json_depth",
   maxQueueShare: "max_queue_share",
+  maxQueuedBytes: "max_queued_bytes",
   shutdownGraceMs: "shutdown_grace",
   keepaliveMs: "keepalive_interval",
   maxAttempts: "max_attempts",

@@ -40,28 +40,6 @@ const BY_PATH: Record<string, z.ZodType> = {
 };
 
 /**
- * Depth of the deepest nesting in JSON text, stopping early past `limit`. Brackets inside
- * strings do not count. (Checked before forwarding: recursive JSON parsers can crash.)
- */
-export function jsonDepth(text: string, limit: number): number {
-  let depth = 0;
-  let max = 0;
-  let inString = false;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (inString) {
-      if (c === 92) i++; // backslash: skip the escaped character
-      else if (c === 34) inString = false;
-    } else if (c === 34) inString = true;
-    else if (c === 91 || c === 123) {
-      if (++depth > max) max = depth;
-      if (max > limit) return max;
-    } else if (c === 93 || c === 125) depth--;
-  }
-  return max;
-}
-
-/**
  * Checks a parsed body for `path` (e.g. `/v1/chat/completions`).
  * @throws {ApiError} 400 naming the first offending parameter.
  */

@@ -23,6 +23,7 @@ import type { Logger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
 import { type Lease, type ModelManager, type ModelSnapshot, SwapFailedError } from "./models.ts";
 import { JobQueue } from "./queue.ts";
+import { ByteBudget } from "./byte_budget.ts";
 import type { Activity } from "./activity.ts";
 import { LoadTimes } from "./load_times.ts";
 import { POLICIES, type Policy, type SchedulerRules, step } from "./scheduler.ts";
@@ -44,6 +45,8 @@ export interface WorkerPoolDeps {
 
 export class WorkerPool {
   readonly queue: JobQueue;
+  /** Request bodies held by this pool's requests, within `max_queued_bytes`. */
+  readonly bodies: ByteBudget;
   #config: Config;
   #modelConfigs: Map<string, ModelConfig>;
   readonly #models: ModelManager;
@@ -106,6 +109,11 @@ export class WorkerPool {
         },
       },
     });
+    this.bodies = new ByteBudget(
+      deps.config.maxQueuedBytes,
+      deps.config.maxQueueShare,
+      () => this.#retryAfterS(),
+    );
     this.#models.onChange(() => this.pump());
     // Every swap teaches the ETA and counts, whoever asked for it (requests, admin, preload).
     this.#models.onSwap((timings) => {
@@ -148,6 +156,7 @@ export class WorkerPool {
       ownerShare: config.maxQueueShare,
       timeoutS: config.requestTimeoutMs / 1000,
     });
+    this.bodies.reconfigure(config.maxQueuedBytes, config.maxQueueShare);
     for (const model of removed) this.#failWaiting(model, modelRemoved(model));
     this.pump();
   }
@@ -414,6 +423,8 @@ export class WorkerPool {
     let retry = false;
     try {
       const { response, done } = await forward(job, model);
+      // fetch sent a copy of the body (a Request copies its bytes): that copy is garbage now.
+      this.bodies.memory.freshGarbage(job.body.byteLength);
       status = response.status;
       job.settle({ kind: "response", response });
       await done;

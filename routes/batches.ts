@@ -5,7 +5,7 @@
  */
 import { Hono } from "hono";
 import { z } from "zod";
-import { parseJsonObject, readBody } from "../lib/body.ts";
+import { type ByteTally, parseJsonObject, readBody } from "../lib/body.ts";
 import { invalidRequest, unsupportedMediaType } from "../lib/errors.ts";
 import type { AppDeps, AppEnv } from "./app.ts";
 
@@ -44,7 +44,7 @@ function listPage<T extends { id: string }>(items: T[], limit: number) {
 }
 
 export function batchRoutes(deps: AppDeps): Hono<AppEnv> {
-  const { live, batches, storeStatus } = deps;
+  const { live, batches, storeStatus, pool } = deps;
   const run = <T>(call: () => Promise<T>) => storeStatus.run(call);
   const app = new Hono<AppEnv>();
 
@@ -52,7 +52,17 @@ export function batchRoutes(deps: AppDeps): Hono<AppEnv> {
     const req = c.req.raw;
     const contentType = req.headers.get("content-type") ?? "";
     if (!/^multipart\/form-data/i.test(contentType)) throw unsupportedMediaType(contentType);
-    const bytes = await readBody(req, live.current.batch.maxFileBytes + MULTIPART_OVERHEAD);
+    // An upload counts against max_queued_bytes while it is read and stored.
+    const hold = pool.bodies.hold(c.get("caller")?.name ?? null);
+    try {
+      return c.json(await upload(req, hold));
+    } finally {
+      hold.release();
+    }
+  });
+
+  async function upload(req: Request, hold: ByteTally) {
+    const bytes = await readBody(req, live.current.batch.maxFileBytes + MULTIPART_OVERHEAD, hold);
     let form: FormData;
     try {
       form = await new Request(req.url, { method: "POST", headers: req.headers, body: bytes })
@@ -77,10 +87,8 @@ export function batchRoutes(deps: AppDeps): Hono<AppEnv> {
     }
     const purpose = String(form.get("purpose") ?? "");
     const content = new Uint8Array(await file.arrayBuffer());
-    return c.json(
-      await run(() => batches.uploadFile(file.name || "upload.jsonl", purpose, content)),
-    );
-  });
+    return await run(() => batches.uploadFile(file.name || "upload.jsonl", purpose, content));
+  }
 
   app.get("/files", async (c) => {
     const query = parseOrThrow(ListQuery, c.req.query());

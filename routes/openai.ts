@@ -51,45 +51,54 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
     const req = c.req.raw;
     const contentType = req.headers.get("content-type") ?? "";
     if (/^multipart\//i.test(contentType)) throw unsupportedMediaType(contentType);
-    const body = await readBody(req, config.maxBodyBytes);
-    const url = new URL(req.url);
-    const fields = parseRoutingFields(body, config.maxJsonDepth);
-    const model = resolveModel(config, fields.model);
-    checkRequestBody(url.pathname, fields.json, { maxMessages: config.maxMessages });
-    const priority = effectivePriority(
-      c.get("caller")?.priority ?? "interactive",
-      readPriority(req.headers),
-    );
-
-    // Not AbortSignal.timeout(): a combined signal with listeners keeps its timer, and with it
-    // the whole job, alive until it fires; this one is cleared when the job ends.
-    const timeout = new AbortController();
-    const timer = setTimeout(() => timeout.abort(), config.requestTimeoutMs);
-    const timeoutSignal = timeout.signal;
-    const job = new Job({
-      id: c.get("requestId"),
-      model: model.id,
-      method: req.method,
-      path: url.pathname + url.search,
-      body,
-      // With keys configured, the proxy's key is ours to check, not the backend's to see.
-      headers: c.get("caller") ? withoutCredentials(req.headers) : req.headers,
-      stream: fields.stream,
-      priority,
-      owner: c.get("caller")?.name ?? null,
-      finishOnDisconnect: model.onDisconnect === "finish",
-      enqueuedAt: clock.now(),
-      timeoutSignal,
-    });
-    const clientGone = () => job.clientGone(clock.now());
-    req.signal.addEventListener("abort", clientGone, { once: true });
-    job.onFinished(() => clearTimeout(timer));
+    // Counted from the first byte read until the request ends (max_queued_bytes).
+    const hold = pool.bodies.hold(c.get("caller")?.name ?? null);
+    let job: Job;
+    let model: ModelConfig;
+    let chat: boolean;
+    let timer: ReturnType<typeof setTimeout> | undefined;
     try {
+      const body = await readBody(req, config.maxBodyBytes, hold);
+      const url = new URL(req.url);
+      chat = url.pathname === "/v1/chat/completions";
+      const fields = parseRoutingFields(body, config.maxJsonDepth);
+      model = resolveModel(config, fields.model);
+      checkRequestBody(url.pathname, fields.skeleton, { maxMessages: config.maxMessages });
+      const priority = effectivePriority(
+        c.get("caller")?.priority ?? "interactive",
+        readPriority(req.headers),
+      );
+      // Not AbortSignal.timeout(): a combined signal with listeners keeps its timer, and with
+      // it the whole job, alive until it fires; this one is cleared when the job ends.
+      const timeout = new AbortController();
+      timer = setTimeout(() => timeout.abort(), config.requestTimeoutMs);
+      job = new Job({
+        id: c.get("requestId"),
+        model: model.id,
+        method: req.method,
+        path: url.pathname + url.search,
+        body,
+        // With keys configured, the proxy's key is ours to check, not the backend's to see.
+        headers: c.get("caller") ? withoutCredentials(req.headers) : req.headers,
+        stream: fields.stream,
+        priority,
+        owner: c.get("caller")?.name ?? null,
+        finishOnDisconnect: model.onDisconnect === "finish",
+        enqueuedAt: clock.now(),
+        timeoutSignal: timeout.signal,
+      });
       pool.submit(job);
     } catch (err) {
       clearTimeout(timer);
+      hold.release();
       throw err;
     }
+    job.onFinished(() => {
+      clearTimeout(timer);
+      hold.release();
+    });
+    const clientGone = () => job.clientGone(clock.now());
+    req.signal.addEventListener("abort", clientGone, { once: true });
     return await respond(job, {
       keepaliveMs: config.keepaliveMs,
       timeoutS: config.requestTimeoutMs / 1000,
@@ -99,9 +108,7 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
         "x-queue-eta": String(Math.round(pool.estimateStartMs(j) / 1000)),
       }),
       onClientGone: clientGone,
-      waitFeedback: model.waitFeedback === "reasoning" && url.pathname === "/v1/chat/completions"
-        ? "reasoning"
-        : "comment",
+      waitFeedback: model.waitFeedback === "reasoning" && chat ? "reasoning" : "comment",
     });
   });
 

@@ -10,7 +10,7 @@ import { targetUrl } from "../lib/upstream.ts";
 const bytes = (text: string) => new TextEncoder().encode(text);
 const parse = (body: string | Uint8Array, path = "/v1/rerank") => {
   const fields = parseRoutingFields(typeof body === "string" ? bytes(body) : body, 8);
-  checkRequestBody(path, fields.json, { maxMessages: 3 });
+  checkRequestBody(path, fields.skeleton, { maxMessages: 3 });
   return { model: fields.model, stream: fields.stream };
 };
 

@@ -5,7 +5,8 @@
  * (`custom_id`, `response.status_code`, `response.body`, `error`). Pure functions.
  */
 import { ApiError, invalidRequest } from "../errors.ts";
-import { checkRequestBody, jsonDepth } from "../request_checks.ts";
+import { checkRequestBody } from "../request_checks.ts";
+import { jsonDepth } from "../json_scan.ts";
 
 /** Endpoints a batch may target (what the proxy serves with a `model` field). */
 export const BATCH_ENDPOINTS = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"];

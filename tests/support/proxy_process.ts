@@ -4,6 +4,10 @@
  * signals (SIGKILL, SIGTERM, SIGHUP) must reach the proxy itself, and `deno task` would
  * leave its child running.
  */
+import { freePort } from "../../demo/free_port.ts";
+import { watchOutput } from "./process_output.ts";
+import { waitFor } from "./wait_for.ts";
+
 const ROOT = new URL("../..", import.meta.url).pathname;
 
 export async function startProxyProcess(
@@ -20,4 +24,49 @@ export async function startProxyProcess(
     stdout: output,
     stderr: output,
   }).spawn();
+}
+
+export interface ProxyProcess extends AsyncDisposable {
+  url: string;
+  port: number;
+  pid: number;
+  /** What it printed so far (log lines). */
+  readonly output: string;
+}
+
+/**
+ * Runs the proxy as users do, from `configText` (written under ./data, the only place besides
+ * the tree the start task may read), once it answers /health; disposing kills it and removes
+ * the config.
+ */
+export async function runProxyProcess(configText: string): Promise<ProxyProcess> {
+  const dir = `${ROOT}data/proc-${crypto.randomUUID().slice(0, 8)}`;
+  await Deno.mkdir(dir, { recursive: true });
+  const path = `${dir}/config.yml`;
+  await Deno.writeTextFile(path, configText);
+  const port = freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const proc = watchOutput(await startProxyProcess(path, port, { output: "piped" }));
+  const dispose = async () => {
+    await proc[Symbol.asyncDispose]();
+    await Deno.remove(dir, { recursive: true });
+  };
+  try {
+    await waitFor("the proxy process to answer /health", async () => {
+      await (await fetch(`${url}/health`)).body?.cancel();
+      return true;
+    });
+  } catch (err) {
+    await dispose();
+    throw new Error(`${err}\n${proc.output}`);
+  }
+  return {
+    url,
+    port,
+    pid: proc.child.pid,
+    get output() {
+      return proc.output;
+    },
+    [Symbol.asyncDispose]: dispose,
+  };
 }
