@@ -48,6 +48,8 @@ export interface SchedulerRules {
   minResidencyMs(model: string): number;
   /** A batch job that waited this long counts as interactive (ms). */
   batchAgingMs: number;
+  /** What loading `model` costs (ms): learned, or its configured guess. */
+  loadMs(model: string): number;
 }
 
 export type Decision<J extends WaitingJob = WaitingJob> =
@@ -61,19 +63,27 @@ export type Action<J extends WaitingJob = WaitingJob> =
   | Decision<J>
   | { kind: "drain"; to: string };
 
-export type Policy = <J extends WaitingJob>(
-  view: SchedulerView<J>,
-  rules: SchedulerRules,
-) => Decision<J>;
+export interface Policy {
+  <J extends WaitingJob>(view: SchedulerView<J>, rules: SchedulerRules): Decision<J>;
+  /**
+   * Whether a swap to `target`, decided while requests were in flight, must go on whatever
+   * arrives meanwhile. When it need not, the policy decides afresh on every event until the
+   * drain ends (new work for the loaded model may go first).
+   */
+  binds(view: SchedulerView, rules: SchedulerRules, target: string): boolean;
+}
 
 const WAIT = { kind: "wait" } as const;
 
 /**
  * The executor's side of every policy, shared by the worker pool and the simulator:
  * (a) nothing is decided during a swap;
- * (b) once a swap was decided, no new job of the old model starts (no endless tail): wait
- *     for in-flight requests, then swap — unless every job for the target left meanwhile;
- * (c) otherwise the policy decides; a swap with requests in flight becomes a drain.
+ * (b) a swap decided while requests were in flight (a drain) stays decided if the policy
+ *     says it binds (its target is due): no new job of the old model starts, in-flight ones
+ *     finish, then the swap — unless every job for the target left meanwhile;
+ * (c) otherwise the policy decides afresh; a swap with requests in flight becomes a drain.
+ * So a swap is only certain once the GPU is free or its target is due: work for the loaded
+ * model that arrives during a drain is served first, and nobody starves.
  */
 export function step<J extends WaitingJob>(
   policy: Policy,
@@ -82,7 +92,10 @@ export function step<J extends WaitingJob>(
 ): Action<J> {
   if (view.swapping) return WAIT; // (a)
   const target = view.switchingTo;
-  if (target !== null && view.waiting.line(target) !== undefined) { // (b)
+  if (
+    target !== null && view.waiting.line(target) !== undefined &&
+    policy.binds(view, rules, target)
+  ) { // (b)
     return view.inflight === 0 ? { kind: "swap", to: target } : { kind: "drain", to: target };
   }
   const decision = policy(view, rules); // (c)
@@ -136,57 +149,95 @@ function linesOf<J extends WaitingJob>(waiting: WaitingView<J>, except: string |
  * (1) nothing waits → wait;
  * (2) the oldest job's model is loaded → serve it if a worker is free, else wait;
  * (3) it needs another model → swap to it (after in-flight requests finished).
+ * A decided swap binds: the oldest job stays the oldest.
  */
-export const decideFifo: Policy = <J extends WaitingJob>(view: SchedulerView<J>) => {
-  let head: J | undefined;
-  for (const line of linesOf(view.waiting)) {
-    for (const job of headsOf(line)) if (head === undefined || job.seq < head.seq) head = job;
-  }
-  if (head === undefined) return WAIT; // (1)
-  if (head.model === view.loaded) return view.freeWorkers > 0 ? serve(head) : WAIT; // (2)
-  return { kind: "swap", to: head.model }; // (3)
-};
+export const decideFifo: Policy = Object.assign(
+  <J extends WaitingJob>(view: SchedulerView<J>): Decision<J> => {
+    let head: J | undefined;
+    for (const line of linesOf(view.waiting)) {
+      for (const job of headsOf(line)) if (head === undefined || job.seq < head.seq) head = job;
+    }
+    if (head === undefined) return WAIT; // (1)
+    if (head.model === view.loaded) return view.freeWorkers > 0 ? serve(head) : WAIT; // (2)
+    return { kind: "swap", to: head.model }; // (3)
+  },
+  { binds: () => true },
+);
 
 /**
- * Greedy collation (llama-swap, Ollama): serve the loaded model while it has work.
+ * Greedy collation (llama-swap, Ollama), deciding when the GPU is free: serve the loaded model
+ * while it has work.
  * (1) nothing waits → wait;
  * (2) the loaded model has waiting jobs → serve the first (priority, then age);
  * (3) otherwise swap to the model of the first waiting job.
+ * A decided swap never binds: work for the loaded model that arrives before its requests in
+ * flight finished goes first. No wait is bounded.
  */
-export const decideGreedy: Policy = (view, rules) => {
-  if (view.waiting.size === 0) return WAIT; // (1)
-  const mine = view.loaded === null ? undefined : view.waiting.line(view.loaded);
-  if (mine !== undefined) { // (2)
-    return view.freeWorkers > 0 ? serve(first([mine], view.now, rules)) : WAIT;
-  }
-  return { kind: "swap", to: first(linesOf(view.waiting), view.now, rules).model }; // (3)
-};
+export const decideGreedy: Policy = Object.assign(
+  <J extends WaitingJob>(view: SchedulerView<J>, rules: SchedulerRules): Decision<J> => {
+    if (view.waiting.size === 0) return WAIT; // (1)
+    const mine = view.loaded === null ? undefined : view.waiting.line(view.loaded);
+    if (mine !== undefined) { // (2)
+      return view.freeWorkers > 0 ? serve(first([mine], view.now, rules)) : WAIT;
+    }
+    return { kind: "swap", to: first(linesOf(view.waiting), view.now, rules).model }; // (3)
+  },
+  { binds: () => false },
+);
 
 /**
- * Affinity (default): greedy, with every wait bounded.
+ * Affinity (default): greedy, with every wait bounded and the next model chosen for the work
+ * it serves per second of loading.
  * (1) nothing waits → wait;
- * (2) nothing loaded → swap to the first job's model (priority, then age);
+ * (2) nothing loaded → swap to the best target (see `bestTarget`);
  * (3) a job for another model is *due*, and the first due job pulls a swap, when
  *     (a) it waited its model's `max_wait` and the loaded model has been up that long too
  *         (so even adversarial traffic swaps at most once per `max_wait`), or
  *     (b) it outranks all the loaded model's waiting work (interactive behind a batch
- *         burst) and the loaded model has been up its `min_residency`;
+ *         burst, or nothing waiting for the loaded model) and the loaded model has been up
+ *         its `min_residency`;
  * (4) the loaded model has waiting jobs → serve the first (priority, then age);
- * (5) otherwise swap to the first other job's model.
+ * (5) otherwise swap to the best target among the other models.
+ * A decided swap binds only while its target has a due job (3), which is what bounds waits.
  * When it waits, it names the time at which a job becomes due, so nothing has to poll.
  */
-export const decideAffinity: Policy = (view, rules) => {
-  const { waiting, loaded, now } = view;
-  if (waiting.size === 0) return WAIT; // (1)
-  if (loaded === null) return { kind: "swap", to: first(linesOf(waiting), now, rules).model }; // (2)
-  const mine = waiting.line(loaded);
-  const others = linesOf(waiting, loaded);
-  if (others.length === 0) return serveFirst(mine!, view, rules, undefined); // (4)
-  if (mine === undefined) return { kind: "swap", to: first(others, now, rules).model }; // (5)
+export const decideAffinity: Policy = Object.assign(
+  <J extends WaitingJob>(view: SchedulerView<J>, rules: SchedulerRules): Decision<J> => {
+    const { waiting, loaded, now } = view;
+    if (waiting.size === 0) return WAIT; // (1)
+    if (loaded === null) return { kind: "swap", to: bestTarget(linesOf(waiting), view, rules) }; // (2)
+    const mine = waiting.line(loaded);
+    const others = linesOf(waiting, loaded);
+    if (others.length === 0) return serveFirst(mine!, view, rules, undefined); // (4)
+    const { due, until } = firstDue(others, mine, view, rules); // (3)
+    if (due !== undefined) return { kind: "swap", to: due.model };
+    if (mine === undefined) return { kind: "swap", to: bestTarget(others, view, rules) }; // (5)
+    return serveFirst(mine, view, rules, until); // (4)
+  },
+  {
+    binds(view: SchedulerView, rules: SchedulerRules, target: string): boolean {
+      if (view.loaded === null) return true;
+      const line = view.waiting.line(target);
+      if (line === undefined) return false;
+      const mine = view.waiting.line(view.loaded);
+      return firstDue([line], mine, view, rules).due !== undefined;
+    },
+  },
+);
 
-  const mineRank = Math.min(...headsOf(mine).map((job) => rankOf(job, now, rules)));
-  // (3) Heads suffice: within a line an older job is due no later than a newer one.
-  let due: WaitingJob | undefined;
+/** The first due job among `others` (3), and the earliest time one becomes due. */
+function firstDue<J extends WaitingJob>(
+  others: ModelLine<J>[],
+  mine: ModelLine<J> | undefined,
+  view: SchedulerView<WaitingJob>,
+  rules: SchedulerRules,
+): { due: J | undefined; until: number } {
+  const now = view.now;
+  const mineRank = mine === undefined
+    ? Infinity
+    : Math.min(...headsOf(mine).map((job) => rankOf(job, now, rules)));
+  // Heads suffice: within a line an older job is due no later than a newer one.
+  let due: J | undefined;
   let until = Infinity;
   for (const line of others) {
     for (const job of headsOf(line)) {
@@ -195,9 +246,34 @@ export const decideAffinity: Policy = (view, rules) => {
       else if (due === undefined || before(job, due, now, rules)) due = job;
     }
   }
-  if (due !== undefined) return { kind: "swap", to: due.model };
-  return serveFirst(mine, view, rules, until); // (4)
-};
+  return { due, until };
+}
+
+/**
+ * The model to load next when nothing is due: among the models with work of the best rank
+ * waiting (interactive before batch), the one that serves the most waiting jobs per second
+ * of loading; ties go to the oldest head. So a 180 s model is not loaded for one request
+ * while six wait for a 7 s one; the skipped request still becomes due at `max_wait`.
+ */
+function bestTarget<J extends WaitingJob>(
+  lines: ModelLine<J>[],
+  view: SchedulerView<J>,
+  rules: SchedulerRules,
+): string {
+  const now = view.now;
+  let best: { model: string; rank: number; score: number; head: J } | undefined;
+  for (const line of lines) {
+    const head = first([line], now, rules);
+    const rank = rankOf(head, now, rules);
+    const count = rank === 0 ? Math.max(1, line.interactive.length) : line.batch.length;
+    const score = count / Math.max(1, rules.loadMs(head.model));
+    const better = best === undefined || rank < best.rank ||
+      (rank === best.rank && (score > best.score ||
+        (score === best.score && before(head, best.head, now, rules))));
+    if (better) best = { model: head.model, rank, score, head };
+  }
+  return best!.model;
+}
 
 /** When rule (3) makes `job` due, given the loaded model's best rank (Infinity: never). */
 function dueAt(
@@ -207,7 +283,10 @@ function dueAt(
   rules: SchedulerRules,
 ): number {
   const maxWait = rules.maxWaitMs(job.model);
-  const byWait = Math.max(job.enqueuedAt, view.loadedSince) + maxWait; // (3a)
+  // (3a) The loaded model also stays at least as long as loading it took: a swap's cost is
+  // earned back before the next one (at most half of the GPU's time goes to loading).
+  const stay = Math.max(maxWait, rules.loadMs(view.loaded!));
+  const byWait = Math.max(job.enqueuedAt + maxWait, view.loadedSince + stay);
   if (mineRank === 0) return byWait;
   // (3b): interactive now, or a batch job once it has aged into interactive.
   const outranksFrom = job.priority === "interactive" ? 0 : job.enqueuedAt + rules.batchAgingMs;

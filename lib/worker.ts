@@ -135,6 +135,7 @@ export class WorkerPool {
       minResidencyMs: (model) =>
         Math.min(scheduler.minResidencyMs ?? this.loadTimes.estimate(model), maxWaitMs(model)),
       batchAgingMs: scheduler.batchAgingMs,
+      loadMs: (model) => this.loadTimes.estimate(model),
     };
   }
 

@@ -74,6 +74,7 @@ export function rulesOf(header: TraceHeader): SchedulerRules {
     minResidencyMs: (model) =>
       Math.min(min_residency ?? header.models[model].load_s, max_wait) * 1000,
     batchAgingMs: batch_aging * 1000,
+    loadMs: (model) => header.models[model].load_s * 1000,
   };
 }
 
@@ -186,10 +187,11 @@ export function simulate(trace: Trace, policy: Policy, rules = rulesOf(trace.hea
 
 /**
  * The documented wait bound of the affinity policy for a job of class `priority`:
- * W ≤ batch_aging (batch only) + (1 + ⌈Q / N⌉ × M) × (max_wait + S + L),
+ * W ≤ batch_aging (batch only) + (1 + ⌈Q / N⌉ × M) × (max(max_wait, L) + S + L),
  * with M models, S the longest service, L the longest stop + load, Q the queue size and
  * N the workers. A due job's model gets a turn within M episodes of at most
- * max_wait + S + L each, and every turn starts at least N of its jobs. See docs/scheduler.md.
+ * max(max_wait, L) + S + L each (a model stays at least as long as loading it took), and
+ * every turn starts at least N of its jobs. See docs/scheduler.md.
  */
 export function waitBoundMs(trace: Trace, priority: Priority): number {
   const { header } = trace;
@@ -197,7 +199,7 @@ export function waitBoundMs(trace: Trace, priority: Priority): number {
   const l = (header.stop_s + Math.max(...Object.values(header.models).map((m) => m.load_s))) *
     1000;
   const m = Object.keys(header.models).length;
-  const episode = header.scheduler.max_wait * 1000 + s + l;
+  const episode = Math.max(header.scheduler.max_wait * 1000, l) + s + l;
   const aging = priority === "batch" ? header.scheduler.batch_aging * 1000 : 0;
   return aging + (1 + Math.ceil(header.queue_size / header.num_workers) * m) * episode;
 }

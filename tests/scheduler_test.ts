@@ -30,6 +30,7 @@ const rules: SchedulerRules = {
   maxWaitMs: (model) => (model === "urgent" ? 5 * S : 60 * S),
   minResidencyMs: () => 10 * S,
   batchAgingMs: 600 * S,
+  loadMs: (model) => (model === "giant" ? 180 * S : 7 * S),
 };
 
 type ViewOverrides = Omit<Partial<SchedulerView>, "waiting"> & { waiting?: WaitingJob[] };
@@ -124,10 +125,26 @@ Deno.test("decideAffinity() keeps a just-loaded model for max_wait before an ove
 
 Deno.test("decideAffinity() honours a per-model max_wait", () => {
   const waiting = [job("urgent", 1, 0), job("a", 2, 0)];
+  // "a" took 7 s to load, so it stays 7 s; then urgent's 5 s max_wait has passed.
   assert.deepEqual(
-    decideAffinity(view({ waiting, loaded: "a", loadedSince: 0, now: 5 * S }), rules),
+    decideAffinity(view({ waiting, loaded: "a", loadedSince: 0, now: 7 * S }), rules),
     { kind: "swap", to: "urgent" },
   );
+});
+
+Deno.test("decideAffinity() keeps a loaded model at least as long as loading it took", () => {
+  // The giant took 180 s to load: a job past its max_wait waits until the giant earned it.
+  const waiting = [job("b", 1, 0), job("giant", 2, 0)];
+  const busy = { loaded: "giant", loadedSince: 0, now: 100 * S, freeWorkers: 0 };
+  assert.deepEqual(decideAffinity(view({ waiting, ...busy }), rules), {
+    kind: "wait",
+    until: 180 * S,
+  });
+  const late = decideAffinity(
+    view({ waiting, loaded: "giant", loadedSince: 0, now: 180 * S }),
+    rules,
+  );
+  assert.deepEqual(late, { kind: "swap", to: "b" });
 });
 
 Deno.test("decideAffinity() lets an interactive job pull a batch-only model after min_residency", () => {
@@ -169,12 +186,45 @@ Deno.test("step() turns a swap with requests in flight into a drain", () => {
   assert.deepEqual(action, { kind: "drain", to: "b" });
 });
 
-Deno.test("step() starts no new job of the old model once a swap was decided", () => {
-  const waiting = [job("b", 1), job("a", 2)];
-  const draining = view({ waiting, loaded: "a", switchingTo: "b", inflight: 1, freeWorkers: 1 });
+Deno.test("step(): a drain toward a due job binds: no new job of the old model starts", () => {
+  // b waited max_wait (60 s) with a up that long: due, so a's new job waits.
+  const waiting = [job("b", 1, 0), job("a", 2, 61 * S)];
+  const at = { loaded: "a", loadedSince: 0, now: 61 * S, switchingTo: "b" };
+  const draining = view({ waiting, ...at, inflight: 1, freeWorkers: 1 });
   assert.deepEqual(step(decideAffinity, draining, rules), { kind: "drain", to: "b" });
-  const drained = view({ waiting, loaded: "a", switchingTo: "b", inflight: 0 });
+  const drained = view({ waiting, ...at, inflight: 0 });
   assert.deepEqual(step(decideAffinity, drained, rules), { kind: "swap", to: "b" });
+});
+
+Deno.test("step(): a drain toward work that is not due yet gives way to new work for the loaded model", () => {
+  // a busy with one request, b arrived (a had nothing waiting: drain), then a new a arrives.
+  const b = job("b", 1, 10 * S);
+  const a = job("a", 2, 10.03 * S);
+  const draining = view({
+    waiting: [b, a],
+    loaded: "a",
+    loadedSince: 0,
+    now: 10.03 * S,
+    switchingTo: "b",
+    inflight: 1,
+    freeWorkers: 1,
+  });
+  assert.deepEqual(step(decideAffinity, draining, rules), { kind: "serve", job: a });
+  // Greedy decides at drain time too; FIFO keeps its word.
+  assert.deepEqual(step(decideGreedy, draining, rules), { kind: "serve", job: a });
+  assert.deepEqual(step(decideFifo, draining, rules), { kind: "drain", to: "b" });
+});
+
+Deno.test("decideAffinity() loads the model that serves the most waiting work per second of loading", () => {
+  const giant = job("giant", 1, 0);
+  const small = Array.from({ length: 6 }, (_, i) => job("small", 2 + i, S + i));
+  assert.deepEqual(
+    decideAffinity(view({ waiting: [giant, ...small], loaded: null, now: 10 * S }), rules),
+    { kind: "swap", to: "small" },
+  );
+  // Once the giant's request is due (max_wait), it goes first whatever waits elsewhere.
+  const later = view({ waiting: [giant, ...small], loaded: "other", now: 61 * S });
+  assert.deepEqual(decideAffinity(later, rules), { kind: "swap", to: "giant" });
 });
 
 Deno.test("step() drops a decided swap when every job for its model left", () => {
