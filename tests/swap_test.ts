@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { chatBody, getJson, post, queuedModels } from "./support/client.ts";
-import { requireDocker } from "./support/docker_env.ts";
+import { containerStarts, requireDocker } from "./support/docker_env.ts";
 import { createHomelab } from "./support/fake_models.ts";
 import { sampleRunning, startTestProxy, withHomelabProxy } from "./support/proxy.ts";
 import { waitFor } from "./support/wait_for.ts";
@@ -166,23 +166,9 @@ Deno.test("one worker, A,B,A,B,A,B queued while A is loaded: at most two swaps, 
       assert.deepEqual(models, ["a", "b", "a", "b", "a", "b"]); // every request answered
 
       // Container starts since the queue formed, from the Engine's own event log.
-      const filters = encodeURIComponent(JSON.stringify({
-        type: ["container"],
-        event: ["start"],
-        label: [`lqp.test=${lab.prefix}`],
-      }));
-      const until = Math.ceil(Date.now() / 1000) + 1;
-      const res = await api.call(
-        "GET",
-        `/events?since=${Math.floor(since / 1000) - 1}&until=${until}&filters=${filters}`,
-      );
-      const starts = (await res.text()).trim().split("\n").filter(Boolean)
-        .map((line) =>
-          JSON.parse(line) as { Actor: { Attributes: { name: string } }; timeNano: number }
-        )
-        .filter((e) => e.timeNano >= since * 1e6);
+      const starts = await containerStarts(api, lab.prefix, since);
       assert.ok(starts.length >= 1 && starts.length <= 2, `${starts.length} swaps`);
-      assert.equal(starts[0].Actor.Attributes.name, lab.containerOf("b"));
+      assert.equal(starts[0], lab.containerOf("b"));
     },
   );
 });

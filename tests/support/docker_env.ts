@@ -60,3 +60,27 @@ export async function requireDocker(): Promise<DockerApi> {
   await removeLeftovers(api);
   return api;
 }
+
+/** Names of the containers labelled `lqp.test=<prefix>` that Docker started since `sinceMs`. */
+export async function containerStarts(
+  api: DockerApi,
+  prefix: string,
+  sinceMs: number,
+): Promise<string[]> {
+  const filters = encodeURIComponent(JSON.stringify({
+    type: ["container"],
+    event: ["start"],
+    label: [`lqp.test=${prefix}`],
+  }));
+  const until = Math.ceil(Date.now() / 1000) + 1;
+  const res = await api.call(
+    "GET",
+    `/events?since=${Math.floor(sinceMs / 1000) - 1}&until=${until}&filters=${filters}`,
+  );
+  return (await res.text()).trim().split("\n").filter(Boolean)
+    .map((line) =>
+      JSON.parse(line) as { Actor: { Attributes: { name: string } }; timeNano: number }
+    )
+    .filter((e) => e.timeNano >= sinceMs * 1e6)
+    .map((e) => e.Actor.Attributes.name);
+}
