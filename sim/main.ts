@@ -65,11 +65,50 @@ export function report(trace: Trace): string {
   ].join("\n");
 }
 
+/** The GPU-time issue's targets, affinity against greedy deciding at drain time. */
+export function targets(traces: Trace[]): string {
+  const lines = ["### targets (affinity vs greedy)", ""];
+  const check = (ok: boolean, text: string) => lines.push(`  ${ok ? "PASS" : "MISS"} ${text}`);
+  const ratio = (a: number, b: number) => `${(a / Math.max(1, b)).toFixed(2)}x`;
+  for (const trace of traces) {
+    const name = trace.header.name;
+    const greedy = simulate(trace, POLICIES.greedy);
+    const affinity = simulate(trace, POLICIES.affinity);
+    const g = waitStats(greedy.waits.interactive);
+    const a = waitStats(affinity.waits.interactive);
+    const swaps = `swaps ${affinity.swaps} vs ${greedy.swaps}`;
+    const worst = `worst ${s(a.max)} s vs ${s(g.max)} s (${ratio(a.max, g.max)})`;
+    if (trace.requests.every((r) => r.priority === "interactive")) {
+      check(affinity.swaps <= greedy.swaps, `${name}: no more swaps than greedy (${swaps})`);
+      check(a.max <= g.max, `${name}: interactive worst wait ≤ greedy's (${worst})`);
+    }
+    if (name === "f-agent-fanout") {
+      check(a.max <= 0.75 * g.max, `${name}: worst wait ≤ 0.75x greedy's (${worst})`);
+    }
+    if (name === "g-night-batch") {
+      const gb = waitStats(greedy.waits.batch), ab = waitStats(affinity.waits.batch);
+      check(a.max <= 0.55 * g.max, `${name}: interactive worst wait ≤ 0.55x greedy's (${worst})`);
+      check(affinity.swaps <= 2 * greedy.swaps, `${name}: swaps ≤ 2x greedy's (${swaps})`);
+      lines.push(`       batch mean wait ${s(ab.mean)} s vs greedy's ${s(gb.mean)} s`);
+    }
+    if (name === "e-family-evening") {
+      check(
+        a.mean <= g.mean,
+        `${name}: interactive mean wait ≤ greedy's (${s(a.mean)} s vs ${s(g.mean)} s)`,
+      );
+    }
+  }
+  return lines.join("\n");
+}
+
 if (import.meta.main) {
   let paths = Deno.args;
-  if (paths.length === 0) {
+  const shipped = paths.length === 0;
+  if (shipped) {
     const dir = new URL("./traces/", import.meta.url);
     paths = [...Deno.readDirSync(dir)].map((e) => new URL(e.name, dir).pathname).sort();
   }
-  for (const path of paths) console.log(report(parseTrace(await Deno.readTextFile(path))));
+  const traces = await Promise.all(paths.map(async (p) => parseTrace(await Deno.readTextFile(p))));
+  for (const trace of traces) console.log(report(trace));
+  if (shipped) console.log(targets(traces));
 }

@@ -153,6 +153,107 @@ export function makeTraces(): Trace[] {
     const giant = poisson(rand, 0, 3600, 900, () => chat(rand, "gpt-oss-120b", 30));
     traces.push({ header, requests: [...fast, ...giant].sort((x, y) => x.t - y.t) });
   }
+
+  { // (e) a family evening: three people, each in chat sessions with a favourite model
+    const rand = seededRandom(5);
+    const header: TraceHeader = {
+      ...DEFAULTS,
+      name: "e-family-evening",
+      description:
+        "3 people, 2 h of chat sessions (a message every 20-90 s, 4-15 per session) on 4 models",
+      models: {
+        "llama-3.2-3b": { load_s: 7 },
+        "gpt-oss-20b": { load_s: 25 },
+        "qwen3-30b-instruct": { load_s: 45 },
+        "qwen3-coder-30b": { load_s: 120 },
+      },
+    };
+    const people: [string, number][][] = [
+      [["qwen3-30b-instruct", 0.7], ["llama-3.2-3b", 0.3]], // homework and quick questions
+      [["qwen3-coder-30b", 0.8], ["gpt-oss-20b", 0.2]], // coding
+      [["gpt-oss-20b", 0.6], ["llama-3.2-3b", 0.4]], // chat
+    ];
+    const requests: TraceRequest[] = [];
+    for (const likes of people) {
+      let t = exponential(rand, 600);
+      while (t < 7200) {
+        const model = pick(rand, likes);
+        for (let n = 4 + Math.floor(rand() * 12); n > 0 && t < 7200; n--) {
+          requests.push({ t: round(t), ...chat(rand, model, 10) });
+          t += 20 + rand() * 70; // reading the answer, typing the next message
+        }
+        t += exponential(rand, 900); // a pause between sessions
+      }
+    }
+    traces.push({ header, requests: requests.sort((x, y) => x.t - y.t) });
+  }
+
+  { // (f) a coding agent: a 30B coder plans, then fans out to 3B sub-agents, and again
+    const rand = seededRandom(6);
+    const header: TraceHeader = {
+      ...DEFAULTS,
+      name: "f-agent-fanout",
+      description:
+        "1 h of an agent: a coder call (120 s load), then 3-8 sub-agent calls at once to a 3B model",
+      models: { "qwen3-coder-30b": { load_s: 120 }, "qwen2.5-3b": { load_s: 7 } },
+    };
+    const requests: TraceRequest[] = [];
+    let t = 0;
+    while (t < 3600) {
+      const plan = round(10 + rand() * 40);
+      requests.push({
+        t: round(t),
+        model: "qwen3-coder-30b",
+        priority: "interactive",
+        service: plan,
+      });
+      t += plan + 0.5; // the agent acts on the plan
+      const fan = 3 + Math.floor(rand() * 6);
+      let slowest = 0;
+      for (let i = 0; i < fan; i++) {
+        const service = round(2 + rand() * 6);
+        slowest = Math.max(slowest, service);
+        requests.push({
+          t: round(t + i * 0.05),
+          model: "qwen2.5-3b",
+          priority: "interactive",
+          service,
+        });
+      }
+      t += slowest + 1 + rand() * 20; // collects the answers, thinks, calls the coder again
+    }
+    traces.push({ header, requests });
+  }
+
+  { // (g) a night of batch work on a small model, a few chats, and a rare giant
+    const rand = seededRandom(7);
+    const header: TraceHeader = {
+      ...DEFAULTS,
+      name: "g-night-batch",
+      description:
+        "600 batch lines (lfm2-8b) from 01:00, 20 chats on qwen3-30b, 2 requests for a 180 s giant",
+      models: {
+        "lfm2-8b": { load_s: 5 },
+        "qwen3-30b-instruct": { load_s: 40 },
+        "gpt-oss-120b": { load_s: 180 },
+      },
+    };
+    const batch: TraceRequest[] = Array.from({ length: 600 }, (_, i) => ({
+      t: round(i * 0.02),
+      model: "lfm2-8b",
+      priority: "batch" as Priority,
+      service: round(3 + rand() * 3),
+    }));
+    const chats = Array.from({ length: 20 }, () => ({
+      t: round(rand() * 1800),
+      ...chat(rand, "qwen3-30b-instruct", 10),
+    }));
+    const giant = [300, 1200].map((t) => ({ t, ...chat(rand, "gpt-oss-120b", 30) }));
+    traces.push({
+      header,
+      requests: [...batch, ...chats, ...giant].sort((x, y) => x.t - y.t),
+    });
+  }
   return traces;
 }
 

@@ -59,8 +59,62 @@ Deno.test("trace (c) alternation: swaps bounded by elapsed time / max_wait + 1",
   assert.equal(fifo.swaps, trace.requests.length); // the seed's cost: one per request
 });
 
+Deno.test("trace (e) family evening: affinity's interactive mean and worst wait are at most greedy's", () => {
+  const { greedy, affinity } = all(shipped("e-family-evening"));
+  const g = waitStats(greedy.waits.interactive), a = waitStats(affinity.waits.interactive);
+  assert.ok(a.mean <= g.mean, `mean ${a.mean} vs greedy ${g.mean}`);
+  assert.ok(a.max <= g.max, `worst ${a.max} vs greedy ${g.max}`);
+});
+
+Deno.test("trace (g) night batch: chats and the giant wait at most 0.55x greedy's worst behind 600 batch lines", () => {
+  const { greedy, affinity } = all(shipped("g-night-batch"));
+  const worst = waitStats(affinity.waits.interactive).max;
+  const greedyWorst = waitStats(greedy.waits.interactive).max;
+  assert.ok(worst <= 0.55 * greedyWorst, `worst ${worst} vs greedy ${greedyWorst}`);
+});
+
+Deno.test("a bounded wait costs swaps greedy does not make: one B request behind a busy A", () => {
+  // One worker; A's line never empties for 10 minutes; one B request at t=1 s.
+  const requests: TraceRequest[] = [{ t: 1, model: "b", priority: "interactive", service: 5 }];
+  for (let t = 0; t < 600; t += 5) {
+    requests.push({ t, model: "a", priority: "interactive", service: 8 });
+  }
+  const trace: Trace = {
+    header: {
+      name: "busy-a",
+      num_workers: 1,
+      queue_size: 1000,
+      stop_s: 1,
+      models: { a: { load_s: 10 }, b: { load_s: 10 } },
+      scheduler: { max_wait: 60, batch_aging: 600 },
+    },
+    requests: requests.sort((x, y) => x.t - y.t),
+  };
+  const { greedy, affinity } = all(trace);
+  const waitOfB = (r: ReturnType<typeof simulate>) => r.waits.interactive[r.servedOrder.indexOf(1)];
+  assert.deepEqual(greedy.loads, ["a", "b"]); // B served after the whole stream
+  assert.ok(waitOfB(greedy) > 600_000, `greedy's B waited ${waitOfB(greedy)} ms`);
+  assert.ok(affinity.swaps > greedy.swaps, `${affinity.swaps} vs ${greedy.swaps}`);
+  // A was ready at 10 s and stays max_wait; then the A request in flight ends; then B's stop +
+  // load: served by 89 s.
+  assert.ok(
+    waitOfB(affinity) <= (10 + 60 + 8 + 11) * 1000,
+    `affinity's B waited ${waitOfB(affinity)} ms`,
+  );
+});
+
 Deno.test("every shipped trace: no job waits past the documented bound", () => {
-  for (const name of ["a-interactive-mix", "b-batch-burst", "c-alternation", "d-rare-giant"]) {
+  for (
+    const name of [
+      "a-interactive-mix",
+      "b-batch-burst",
+      "c-alternation",
+      "d-rare-giant",
+      "e-family-evening",
+      "f-agent-fanout",
+      "g-night-batch",
+    ]
+  ) {
     const trace = shipped(name);
     const result = simulate(trace, decideAffinity);
     for (const priority of ["interactive", "batch"] as Priority[]) {
@@ -140,4 +194,13 @@ Deno.test("deno task sim prints the three policies side by side for a trace", as
     assert.match(text, new RegExp(`^\\| ${policy} +\\| +\\d+ \\|`, "m"));
   }
   assert.match(text, /\| fifo +\| +600 \|/);
+});
+
+Deno.test("deno task sim with no argument replays the shipped traces and prints the targets", async () => {
+  const { code, stdout: text, stderr } = await runTask(["sim"]);
+  assert.equal(code, 0, stderr);
+  for (const name of ["e-family-evening", "f-agent-fanout", "g-night-batch"]) {
+    assert.match(text, new RegExp(`^### ${name}:`, "m"));
+  }
+  assert.match(text, /^ {2}(PASS|MISS) g-night-batch: interactive worst wait ≤ 0\.55x/m);
 });
