@@ -76,6 +76,16 @@ function rawError(error: ApiError): string {
   }\r\nconnection: close\r\n\r\n${body}`;
 }
 
+/** An error response for a request the routes never see; the connection closes after it. */
+function writeError(res: ServerResponse, error: ApiError): void {
+  res.writeHead(error.status, {
+    ...error.headers,
+    "content-type": "application/json",
+    connection: "close",
+  });
+  res.end(JSON.stringify(error.toJSON()));
+}
+
 /** Connections as the server sees them, for /metrics. */
 export class ConnectionStats {
   /** Open right now. */
@@ -151,14 +161,7 @@ export function serveHttp(handler: FetchHandler, options: ServeOptions): Promise
     if (overflow.has(req.socket) && !HEALTH_PATHS.has(req.url ?? "")) {
       stats.refused++;
       refused++;
-      const error = tooManyConnections(options.maxConnections);
-      res.writeHead(error.status, {
-        ...error.headers,
-        "content-type": "application/json",
-        connection: "close",
-      });
-      res.end(JSON.stringify(error.toJSON()));
-      return;
+      return writeError(res, tooManyConnections(options.maxConnections));
     }
     active++;
     const gone = new AbortController();
@@ -170,13 +173,8 @@ export function serveHttp(handler: FetchHandler, options: ServeOptions): Promise
     try {
       request = toRequest(req, origin, gone.signal);
     } catch (err) {
-      const error = malformedHttp(
-        400,
-        `Malformed request: ${err instanceof Error ? err.message : err}`,
-      );
-      res.writeHead(400, { "content-type": "application/json", connection: "close" });
-      res.end(JSON.stringify(error.toJSON()));
-      return;
+      const detail = err instanceof Error ? err.message : String(err);
+      return writeError(res, malformedHttp(400, `Malformed request: ${detail}`));
     }
     let answer: Promise<Response> | Response;
     try {
@@ -189,9 +187,8 @@ export function serveHttp(handler: FetchHandler, options: ServeOptions): Promise
       .catch((err) => {
         log.error("response_failed", { error: err instanceof Error ? err.stack : String(err) });
         try {
-          if (res.headersSent) return void res.destroy();
-          res.writeHead(500, { "content-type": "application/json" });
-          res.end(JSON.stringify(toApiError(err, "unknown").toJSON()));
+          if (res.headersSent) res.destroy();
+          else writeError(res, toApiError(err, "unknown"));
         } catch {
           res.destroy();
         }
@@ -233,8 +230,6 @@ export class ClientGoneError extends Error {
   }
 }
 
-const NO_BODY = new Set(["GET", "HEAD", "OPTIONS", "DELETE"]);
-
 function toRequest(req: IncomingMessage, origin: string, signal: AbortSignal): Request {
   const headers = new Headers();
   const raw = req.rawHeaders;
@@ -242,10 +237,10 @@ function toRequest(req: IncomingMessage, origin: string, signal: AbortSignal): R
   const method = req.method ?? "GET";
   const path = req.url ?? "/";
   if (!path.startsWith("/")) throw new Error(`unsupported request target '${path.slice(0, 100)}'`);
+  // HTTP/1.1: a request has a body only when it says so (RFC 9112 §6.3).
   const declared = req.headers["content-length"];
   const hasBody = req.headers["transfer-encoding"] !== undefined ||
-    (declared !== undefined && declared !== "0") ||
-    (declared === undefined && !NO_BODY.has(method));
+    (declared !== undefined && declared !== "0");
   return new Request(origin + path, {
     method,
     headers,
