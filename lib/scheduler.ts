@@ -203,7 +203,7 @@ export const decideGreedy: Policy = Object.assign(
  */
 export const decideAffinity: Policy = Object.assign(
   <J extends WaitingJob>(view: SchedulerView<J>, rules: SchedulerRules): Decision<J> => {
-    const { waiting, loaded, now } = view;
+    const { waiting, loaded } = view;
     if (waiting.size === 0) return WAIT; // (1)
     if (loaded === null) return { kind: "swap", to: bestTarget(linesOf(waiting), view, rules) }; // (2)
     const mine = waiting.line(loaded);
