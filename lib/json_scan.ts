@@ -113,17 +113,35 @@ class Scanner {
     }
   }
 
-  #object(level: number): unknown {
+  /** Opens a container at `level`: true when it closes at once with `close` (empty). */
+  #open(level: number, close: number): boolean {
     this.#enter(level);
-    const keep = level <= KEEP_CONTAINERS_TO;
-    const entries: [string, unknown][] = [];
     this.#i++;
     this.#ws();
-    if (this.#b[this.#i] === 0x7d) {
+    if (this.#b[this.#i] !== close) return false;
+    this.#i++;
+    return true;
+  }
+
+  /** After a member or element: true when `close` ends the container, false after a comma. */
+  #closes(close: number): boolean {
+    this.#ws();
+    const c = this.#b[this.#i];
+    if (c === 0x2c) {
       this.#i++;
-      return {};
+      this.#ws();
+      return false;
     }
-    while (true) {
+    if (c !== close) this.#fail(`expected ',' or '${String.fromCharCode(close)}'`);
+    this.#i++;
+    return true;
+  }
+
+  #object(level: number): unknown {
+    const keep = level <= KEEP_CONTAINERS_TO;
+    const entries: [string, unknown][] = [];
+    if (this.#open(level, 0x7d)) return {};
+    do {
       if (this.#b[this.#i] !== 0x22) this.#fail("expected a property name");
       const key = this.#string(keep) as string;
       this.#ws();
@@ -132,48 +150,20 @@ class Scanner {
       this.#ws();
       const value = this.#value(level + 1);
       if (keep) entries.push([key, value]);
-      this.#ws();
-      const c = this.#b[this.#i];
-      if (c === 0x2c) {
-        this.#i++;
-        this.#ws();
-        continue;
-      }
-      if (c === 0x7d) {
-        this.#i++;
-        // fromEntries defines own properties, so a "__proto__" key stays a plain key.
-        return keep ? Object.fromEntries(entries) : {};
-      }
-      this.#fail("expected ',' or '}'");
-    }
+    } while (!this.#closes(0x7d));
+    // fromEntries defines own properties, so a "__proto__" key stays a plain key.
+    return keep ? Object.fromEntries(entries) : {};
   }
 
   #array(level: number): unknown {
-    this.#enter(level);
     const keep = level <= KEEP_CONTAINERS_TO;
     const items: unknown[] = [];
-    this.#i++;
-    this.#ws();
-    if (this.#b[this.#i] === 0x5d) {
-      this.#i++;
-      return items;
-    }
-    while (true) {
+    if (this.#open(level, 0x5d)) return items;
+    do {
       const value = this.#value(level + 1);
       if (keep) items.push(value);
-      this.#ws();
-      const c = this.#b[this.#i];
-      if (c === 0x2c) {
-        this.#i++;
-        this.#ws();
-        continue;
-      }
-      if (c === 0x5d) {
-        this.#i++;
-        return items;
-      }
-      this.#fail("expected ',' or ']'");
-    }
+    } while (!this.#closes(0x5d));
+    return items;
   }
 
   #string(keep: boolean): string {
