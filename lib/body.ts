@@ -43,16 +43,10 @@ class ArrivingBody {
       this.tally.copied(chunk.byteLength);
     } else if (this.declared !== null && end <= this.declared && end * 4 >= this.declared) {
       this.tally.take(this.declared);
-      const buffer = new Uint8Array(this.declared);
-      let offset = 0;
-      for (const part of this.#chunks) {
-        buffer.set(part, offset);
-        offset += part.byteLength;
-      }
-      buffer.set(chunk, offset);
+      const buffer = this.#gather(new Uint8Array(this.declared));
+      buffer.set(chunk, this.#length);
       this.tally.give(this.#length);
-      this.tally.copied(end);
-      this.#chunks = [];
+      this.tally.copied(chunk.byteLength);
       this.#buffer = buffer;
     } else {
       this.tally.take(chunk.byteLength);
@@ -69,15 +63,19 @@ class ArrivingBody {
   /** The whole body in one buffer of its length. */
   bytes(): Uint8Array<ArrayBuffer> {
     if (this.#buffer !== null) return this.#buffer.subarray(0, this.#length);
-    const out = new Uint8Array(this.#length);
+    return this.#gather(new Uint8Array(this.#length));
+  }
+
+  /** Moves the chunks kept so far to the start of `buffer`; they are garbage after. */
+  #gather(buffer: Uint8Array<ArrayBuffer>): Uint8Array<ArrayBuffer> {
     let offset = 0;
     for (const part of this.#chunks) {
-      out.set(part, offset);
+      buffer.set(part, offset);
       offset += part.byteLength;
     }
     this.#chunks = [];
-    this.tally.copied(this.#length);
-    return out;
+    this.tally.copied(offset);
+    return buffer;
   }
 }
 

@@ -78,10 +78,6 @@ export class BodyHold {
 
   constructor(readonly budget: ByteBudget, readonly owner: string | null) {}
 
-  get bytes(): number {
-    return this.#bytes;
-  }
-
   /** @throws {ApiError} 429 (see ByteBudget.take). */
   take(bytes: number): void {
     this.budget.take(bytes, this.owner);
