@@ -99,6 +99,8 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
     });
     const clientGone = () => job.clientGone(clock.now());
     req.signal.addEventListener("abort", clientGone, { once: true });
+    // The client may have gone while its body was parsed: the event fired before we listened.
+    if (req.signal.aborted) clientGone();
     return await respond(job, {
       keepaliveMs: config.keepaliveMs,
       timeoutS: config.requestTimeoutMs / 1000,
