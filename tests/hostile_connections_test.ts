@@ -64,7 +64,7 @@ async function metricsOf(url: string) {
 const declared = (bytes: number, auth = "") =>
   `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n${auth}Content-Length: ${bytes}\r\n\r\n{"model":`;
 
-Deno.test("50 connections declaring 60 MB bodies and stalling: RSS stays flat, each gets 408 after body_timeout, others are served", async () => {
+Deno.test("50 connections declaring 60 MB bodies and stalling: RSS grows less than 50 MB, each gets 408 after body_timeout, others are served", async () => {
   await withLabProcess("header_timeout: 1\nbody_timeout: 2", async (proxy) => {
     assert.equal((await post(proxy.url, chatBody("a"))).status, 200); // warm: model loaded
     const baselineKb = await rssKb(proxy.pid);
