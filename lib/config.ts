@@ -93,6 +93,10 @@ const RawModel = z.strictObject({
   wait_feedback: z.enum(["comment", "reasoning"]).default("comment"),
   /** Lets the proxy create the container when it is missing. */
   container: RawContainer.optional(),
+  /** GB its container takes while it runs (with `memory_budget`: required). */
+  memory: z.number().positive().optional(),
+  /** Requests it serves at once (llama-server `-np`); default `num_workers`. */
+  parallel: z.number().int().positive().optional(),
 });
 
 const KEY = z.string().trim().min(16, "expected a key of at least 16 characters");
@@ -134,6 +138,8 @@ const RawConfig = z.strictObject({
   queue_size: z.number().int().positive().default(50),
   request_timeout: seconds.default(600),
   num_workers: z.number().int().positive().default(2),
+  /** GB the running models may declare together; absent: one model at a time. */
+  memory_budget: z.number().positive().optional(),
   max_body_size: byteSize.default(64 * 1024 * 1024),
   max_messages: z.number().int().positive().default(2000),
   max_queue_share: z.number().gt(0).max(1).default(0.5),
@@ -185,6 +191,10 @@ export interface ModelConfig {
   waitFeedback: "comment" | "reasoning";
   /** How to create the container when it is missing, or null (the operator creates it). */
   container: ContainerSpec | null;
+  /** Declared GB while it runs, or null (no `memory_budget`). */
+  memoryGb: number | null;
+  /** Requests it serves at once. */
+  parallel: number;
 }
 
 export interface SchedulerConfig {
@@ -220,6 +230,8 @@ export interface Config {
   queueSize: number;
   requestTimeoutMs: number;
   numWorkers: number;
+  /** GB the running models may declare together; null: one model at a time. */
+  memoryBudgetGb: number | null;
   maxBodyBytes: number;
   maxMessages: number;
   maxJsonDepth: number;
@@ -330,6 +342,7 @@ export function parseConfig(
     queueSize: raw.queue_size,
     requestTimeoutMs: raw.request_timeout * 1000,
     numWorkers: raw.num_workers,
+    memoryBudgetGb: raw.memory_budget ?? null,
     maxBodyBytes: raw.max_body_size,
     maxMessages: raw.max_messages,
     maxQueueShare: raw.max_queue_share,
@@ -436,6 +449,18 @@ function resolveModels(
       );
     }
     containers.set(model.container_name, id);
+    if (raw.memory_budget !== undefined) {
+      const line = lineOf(root, ["models", id], lines);
+      if (model.memory === undefined) {
+        problems.push(
+          `models.${id}.memory (line ${line}): required when memory_budget is set (GB its container takes)`,
+        );
+      } else if (model.memory > raw.memory_budget) {
+        problems.push(
+          `models.${id}.memory (line ${line}): ${model.memory} GB is more than memory_budget (${raw.memory_budget} GB)`,
+        );
+      }
+    }
     models.push({
       id,
       containerName: model.container_name,
@@ -448,6 +473,8 @@ function resolveModels(
       ttlMs: model.ttl === undefined ? null : model.ttl * 1000,
       loadTimeHintMs: (model.load_time ?? model.startup_timeout) * 1000,
       waitFeedback: model.wait_feedback,
+      memoryGb: model.memory ?? null,
+      parallel: model.parallel ?? raw.num_workers,
       container: model.container === undefined ? null : {
         image: model.container.image,
         command: model.container.command,

@@ -23,6 +23,7 @@ const RESTART_ONLY = {
 /** Other top-level settings, by their config.yml names. */
 const RELOADABLE = {
   queueSize: "queue_size",
+  memoryBudgetGb: "memory_budget",
   requestTimeoutMs: "request_timeout",
   maxBodyBytes: "max_body_size",
   maxMessages: "max_messages",

@@ -28,6 +28,8 @@ Deno.test("parseConfig() accepts the seed's config unchanged, with its values", 
     startupTimeoutMs: 180_000,
     aliases: [],
     maxWaitMs: 60_000,
+    memoryGb: null,
+    parallel: 2,
     onDisconnect: "abort",
     ttlMs: null,
     loadTimeHintMs: 180_000,
@@ -171,4 +173,32 @@ Deno.test("parseConfig() rejects a preload that names no configured model", () =
   assert.deepEqual(problemsOf("preload: nope\n"), [
     "preload (line 1): 'nope' is not a configured model",
   ]);
+});
+
+Deno.test("parseConfig() with memory_budget: every model declares memory, none above the budget; parallel defaults to num_workers", () => {
+  const model = (id: string, extra: string) =>
+    `  ${id}:\n    container_name: ${id}\n    backend_url: http://localhost:${
+      id.length + 8000
+    }/v1\n${extra}`;
+  assert.deepEqual(
+    problemsOf(
+      `memory_budget: 40\nmodels:\n${model("small", "")}${model("huge", "    memory: 64\n")}`,
+    ),
+    [
+      "models.small.memory (line 3): required when memory_budget is set (GB its container takes)",
+      "models.huge.memory (line 6): 64 GB is more than memory_budget (40 GB)",
+    ],
+  );
+  const config = parseConfig(
+    `memory_budget: 40\nnum_workers: 3\nmodels:\n${model("a", "    memory: 10\n")}${
+      model("b", "    memory: 30\n    parallel: 1\n")
+    }`,
+    "config.yml",
+  );
+  assert.equal(config.memoryBudgetGb, 40);
+  assert.deepEqual(config.models.map((m) => [m.id, m.memoryGb, m.parallel]), [
+    ["a", 10, 3],
+    ["b", 30, 1],
+  ]);
+  assert.equal(parseConfig(SEED, "config.yml").memoryBudgetGb, null);
 });
