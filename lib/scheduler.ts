@@ -19,21 +19,33 @@ export interface WaitingJob {
   readonly priority: Priority;
 }
 
+/** A model whose container runs, starts or stops. */
+export interface Resident {
+  readonly model: string;
+  /** Healthy and taking work (false while it starts, drains or stops). */
+  readonly ready: boolean;
+  /** When it became ready (ms). */
+  readonly since: number;
+  /** Its requests being served right now. */
+  readonly inflight: number;
+  /** Workers free to take one of its jobs (its `parallel` minus in-flight). */
+  readonly free: number;
+}
+
 export interface SchedulerView<J extends WaitingJob = WaitingJob> {
   /** Waiting jobs, per model and class, in arrival order. */
   waiting: WaitingView<J>;
-  /** The model whose container is up and healthy, or null. */
-  loaded: string | null;
-  /** When `loaded` became ready (ms). */
-  loadedSince: number;
-  /** A swap (or start-up reconcile) is under way. */
-  swapping: boolean;
-  /** A swap was decided and waits for in-flight requests to finish. */
+  /** The resident set: every model whose container runs, starts or stops. */
+  residents: ReadonlyMap<string, Resident>;
+  /**
+   * The residents that must stop to make room for `model` (lib/placement.ts): empty when
+   * it fits beside them. Without a memory budget, every other resident.
+   */
+  victimsFor(model: string): readonly string[];
+  /** Containers are being stopped or started: no other placement is decided meanwhile. */
+  placing: boolean;
+  /** A placement was decided and waits for its victims' in-flight requests to finish. */
   switchingTo: string | null;
-  /** Requests being served by the backend right now. */
-  inflight: number;
-  /** Workers free to take a job. */
-  freeWorkers: number;
   now: number;
 }
 
@@ -58,9 +70,14 @@ export type Decision<J extends WaitingJob = WaitingJob> =
   /** `until`: decide again at this time even if nothing happens (a wait bound expires). */
   | { kind: "wait"; until?: number };
 
-/** What the executor does next; `drain` means "swap once in-flight requests finished". */
+/**
+ * What the executor does next; `drain` means "place once the victims' in-flight requests
+ * finished". A serve carries `drainingTo` when a binding drain goes on meanwhile (another
+ * resident serves); otherwise any drain decided before is dropped.
+ */
 export type Action<J extends WaitingJob = WaitingJob> =
-  | Decision<J>
+  | { kind: "serve"; job: J; drainingTo?: string }
+  | Exclude<Decision<J>, { kind: "serve" }>
   | { kind: "drain"; to: string };
 
 export interface Policy {
@@ -77,30 +94,59 @@ const WAIT = { kind: "wait" } as const;
 
 /**
  * The executor's side of every policy, shared by the worker pool and the simulator:
- * (a) nothing is decided during a swap;
- * (b) a swap decided while requests were in flight (a drain) stays decided if the policy
- *     says it binds (its target is due): no new job of the old model starts, in-flight ones
- *     finish, then the swap — unless every job for the target left meanwhile;
- * (c) otherwise the policy decides afresh; a swap with requests in flight becomes a drain.
- * So a swap is only certain once the GPU is free or its target is due: work for the loaded
- * model that arrives during a drain is served first, and nobody starves.
+ * (a) while containers stop and start, residents keep serving; no other placement is decided;
+ * (b) a placement decided while its victims had requests in flight (a drain) stays decided if
+ *     the policy says it binds (its target is due): no new job of a victim starts, in-flight
+ *     ones finish, then the placement — unless every job for the target left meanwhile.
+ *     Other residents keep serving meanwhile;
+ * (c) otherwise the policy decides afresh; a placement whose victims have requests in flight
+ *     becomes a drain.
+ * So a swap is only certain once its victims are idle or its target is due: work for a victim
+ * that arrives during a drain is served first, and nobody starves.
  */
 export function step<J extends WaitingJob>(
   policy: Policy,
   view: SchedulerView<J>,
   rules: SchedulerRules,
 ): Action<J> {
-  if (view.swapping) return WAIT; // (a)
   const target = view.switchingTo;
   if (
-    target !== null && view.waiting.line(target) !== undefined &&
+    !view.placing && target !== null && view.waiting.line(target) !== undefined &&
     policy.binds(view, rules, target)
   ) { // (b)
-    return view.inflight === 0 ? { kind: "swap", to: target } : { kind: "drain", to: target };
+    const victims = view.victimsFor(target);
+    if (victims.every((model) => (view.residents.get(model)?.inflight ?? 0) === 0)) {
+      return { kind: "swap", to: target };
+    }
+    const others = policy(withdrawn(view, victims), rules);
+    return others.kind === "serve"
+      ? { ...others, drainingTo: target }
+      : { kind: "drain", to: target };
   }
-  const decision = policy(view, rules); // (c)
-  if (decision.kind === "swap" && view.inflight > 0) return { kind: "drain", to: decision.to };
+  const decision = policy(view, rules); // (a), (c)
+  if (decision.kind === "swap" && view.placing) return WAIT;
+  if (decision.kind === "swap" && busy(view, decision.to)) {
+    return { kind: "drain", to: decision.to };
+  }
   return decision;
+}
+
+/** Whether a victim of a placement of `target` still has requests in flight. */
+function busy(view: SchedulerView<WaitingJob>, target: string): boolean {
+  return view.victimsFor(target).some((model) => (view.residents.get(model)?.inflight ?? 0) > 0);
+}
+
+/** `view` with `victims` taking no new work and no placement to decide (a binding drain). */
+function withdrawn<J extends WaitingJob>(
+  view: SchedulerView<J>,
+  victims: readonly string[],
+): SchedulerView<J> {
+  const residents = new Map(view.residents);
+  for (const model of victims) {
+    const resident = residents.get(model);
+    if (resident !== undefined) residents.set(model, { ...resident, ready: false, free: 0 });
+  }
+  return { ...view, residents, placing: true };
 }
 
 /** 0 for interactive work (and batch work that aged past `batchAgingMs`), 1 for batch. */
@@ -137,50 +183,74 @@ function first<J extends WaitingJob>(
   return best!;
 }
 
-/** The lines of every model but `except`. */
-function linesOf<J extends WaitingJob>(waiting: WaitingView<J>, except: string | null = null) {
+/** The waiting lines of ready residents with a worker free: served without any swap. */
+function servable<J extends WaitingJob>(view: SchedulerView<J>): ModelLine<J>[] {
   const lines: ModelLine<J>[] = [];
-  for (const [model, line] of waiting.lines()) if (model !== except) lines.push(line);
+  for (const [model, line] of view.waiting.lines()) {
+    const resident = view.residents.get(model);
+    if (resident !== undefined && resident.ready && resident.free > 0) lines.push(line);
+  }
   return lines;
+}
+
+/** The waiting lines of models with no container up: each needs a placement. */
+function outside<J extends WaitingJob>(view: SchedulerView<J>): ModelLine<J>[] {
+  const lines: ModelLine<J>[] = [];
+  for (const [model, line] of view.waiting.lines()) {
+    if (!view.residents.has(model)) lines.push(line);
+  }
+  return lines;
+}
+
+/** The model of a line (lines are never empty). */
+function modelOf<J extends WaitingJob>(line: ModelLine<J>): string {
+  return (line.interactive[0] ?? line.batch[0]).model;
+}
+
+/** Whether placing `line`'s model stops only residents that have nothing waiting. */
+function evictsIdle<J extends WaitingJob>(view: SchedulerView<J>, line: ModelLine<J>): boolean {
+  return view.victimsFor(modelOf(line)).every((model) => view.waiting.line(model) === undefined);
 }
 
 /**
  * Strict FIFO, the seed's order:
  * (1) nothing waits → wait;
- * (2) the oldest job's model is loaded → serve it if a worker is free, else wait;
- * (3) it needs another model → swap to it (after in-flight requests finished).
- * A decided swap binds: the oldest job stays the oldest.
+ * (2) the oldest job's model is up → serve it if a worker is free, else wait;
+ * (3) it needs another model → place it (after its victims' in-flight requests finished).
+ * A decided placement binds: the oldest job stays the oldest.
  */
 export const decideFifo: Policy = Object.assign(
   <J extends WaitingJob>(view: SchedulerView<J>): Decision<J> => {
     let head: J | undefined;
-    for (const line of linesOf(view.waiting)) {
+    for (const [, line] of view.waiting.lines()) {
       for (const job of headsOf(line)) if (head === undefined || job.seq < head.seq) head = job;
     }
     if (head === undefined) return WAIT; // (1)
-    if (head.model === view.loaded) return view.freeWorkers > 0 ? serve(head) : WAIT; // (2)
-    return { kind: "swap", to: head.model }; // (3)
+    const resident = view.residents.get(head.model);
+    if (resident !== undefined) return resident.ready && resident.free > 0 ? serve(head) : WAIT; // (2)
+    return view.placing ? WAIT : { kind: "swap", to: head.model }; // (3)
   },
   { binds: () => true },
 );
 
 /**
- * Greedy collation (llama-swap, Ollama), deciding when the GPU is free: serve the loaded model
- * while it has work.
+ * Greedy collation (llama-swap, Ollama), deciding when the GPU is free: serve the resident
+ * models while they have work.
  * (1) nothing waits → wait;
- * (2) the loaded model has waiting jobs → serve the first (priority, then age);
- * (3) otherwise swap to the model of the first waiting job.
- * A decided swap never binds: work for the loaded model that arrives before its requests in
+ * (2) a ready resident has waiting jobs and a free worker → serve the first (priority, age);
+ * (3) otherwise place the model of the first waiting job whose placement stops only
+ *     residents with nothing waiting.
+ * A decided placement never binds: work for a victim that arrives before its requests in
  * flight finished goes first. No wait is bounded.
  */
 export const decideGreedy: Policy = Object.assign(
   <J extends WaitingJob>(view: SchedulerView<J>, rules: SchedulerRules): Decision<J> => {
     if (view.waiting.size === 0) return WAIT; // (1)
-    const mine = view.loaded === null ? undefined : view.waiting.line(view.loaded);
-    if (mine !== undefined) { // (2)
-      return view.freeWorkers > 0 ? serve(first([mine], view.now, rules)) : WAIT;
-    }
-    return { kind: "swap", to: first(linesOf(view.waiting), view.now, rules).model }; // (3)
+    const ready = servable(view);
+    if (ready.length > 0) return serve(first(ready, view.now, rules)); // (2)
+    const candidates = view.placing ? [] : outside(view).filter((l) => evictsIdle(view, l));
+    if (candidates.length === 0) return WAIT;
+    return { kind: "swap", to: first(candidates, view.now, rules).model }; // (3)
   },
   { binds: () => false },
 );
@@ -189,68 +259,71 @@ export const decideGreedy: Policy = Object.assign(
  * Affinity (default): greedy, with every wait bounded and the next model chosen for the work
  * it serves per second of loading.
  * (1) nothing waits → wait;
- * (2) nothing loaded → swap to the best target (see `bestTarget`);
- * (3) a job for another model is *due*, and the first due job pulls a swap, when
- *     (a) it waited its model's `max_wait` and the loaded model has been up that long too
+ * (2) a waiting model fits beside the residents → place the best target among those (see
+ *     `bestTarget`): nothing is stopped for it;
+ * (3) a job for a model outside is *due*, and the first due job pulls a placement (stopping
+ *     its victims), when
+ *     (a) it waited its model's `max_wait` and its victims have been up that long too
  *         (so even adversarial traffic swaps at most once per `max_wait`), or
- *     (b) it outranks all the loaded model's waiting work (interactive behind a batch
- *         burst, or nothing waiting for the loaded model) and the loaded model has been up
- *         its `min_residency`;
- * (4) the loaded model has waiting jobs → serve the first (priority, then age);
- * (5) otherwise swap to the best target among the other models.
- * A decided swap binds only while its target has a due job (3), which is what bounds waits.
- * When it waits, it names the time at which a job becomes due, so nothing has to poll.
+ *     (b) it outranks all its victims' waiting work (interactive behind a batch burst, or
+ *         nothing waiting for them) and they have been up their `min_residency`;
+ * (4) a ready resident has waiting jobs and a free worker → serve the first (priority, age);
+ * (5) otherwise place the best target among the models whose victims have nothing waiting.
+ * No placement is decided while one is under way (2, 3, 5). A decided placement binds only
+ * while its target has a due job (3), which is what bounds waits. When it waits, it names the
+ * time at which a job becomes due, so nothing has to poll.
  */
 export const decideAffinity: Policy = Object.assign(
   <J extends WaitingJob>(view: SchedulerView<J>, rules: SchedulerRules): Decision<J> => {
-    const { waiting, loaded } = view;
-    if (waiting.size === 0) return WAIT; // (1)
-    if (loaded === null) return { kind: "swap", to: bestTarget(linesOf(waiting), view, rules) }; // (2)
-    const mine = waiting.line(loaded);
-    const others = linesOf(waiting, loaded);
-    if (others.length === 0) return serveFirst(mine!, view, rules, undefined); // (4)
-    const { due, until } = firstDue(others, mine, view, rules); // (3)
-    if (due !== undefined) return { kind: "swap", to: due.model };
-    if (mine === undefined) return { kind: "swap", to: bestTarget(others, view, rules) }; // (5)
-    return serveFirst(mine, view, rules, until); // (4)
+    if (view.waiting.size === 0) return WAIT; // (1)
+    const others = view.placing ? [] : outside(view);
+    let until = Infinity;
+    if (others.length > 0) {
+      const roomy = others.filter((line) => view.victimsFor(modelOf(line)).length === 0);
+      if (roomy.length > 0) return { kind: "swap", to: bestTarget(roomy, view, rules) }; // (2)
+      const due = firstDue(others, view, rules); // (3)
+      if (due.job !== undefined) return { kind: "swap", to: due.job.model };
+      until = due.until;
+    }
+    const ready = servable(view);
+    if (ready.length > 0) return serve(first(ready, view.now, rules)); // (4)
+    const idle = others.filter((line) => evictsIdle(view, line));
+    if (idle.length > 0) return { kind: "swap", to: bestTarget(idle, view, rules) }; // (5)
+    return until === Infinity ? WAIT : { kind: "wait", until };
   },
   {
     binds(view: SchedulerView, rules: SchedulerRules, target: string): boolean {
-      if (view.loaded === null) return true;
       const line = view.waiting.line(target);
       if (line === undefined) return false;
-      const mine = view.waiting.line(view.loaded);
-      return firstDue([line], mine, view, rules).due !== undefined;
+      if (view.victimsFor(target).length === 0) return true;
+      return firstDue([line], view, rules).job !== undefined;
     },
   },
 );
 
-/** The first due job among `others` (3), and the earliest time one becomes due. */
+/** The first due job among `lines` (3), and the earliest time one becomes due. */
 function firstDue<J extends WaitingJob>(
-  others: ModelLine<J>[],
-  mine: ModelLine<J> | undefined,
+  lines: ModelLine<J>[],
   view: SchedulerView<WaitingJob>,
   rules: SchedulerRules,
-): { due: J | undefined; until: number } {
+): { job: J | undefined; until: number } {
   const now = view.now;
-  const mineRank = mine === undefined
-    ? Infinity
-    : Math.min(...headsOf(mine).map((job) => rankOf(job, now, rules)));
   // Heads suffice: within a line an older job is due no later than a newer one.
   let due: J | undefined;
   let until = Infinity;
-  for (const line of others) {
+  for (const line of lines) {
+    const victims = view.victimsFor(modelOf(line));
     for (const job of headsOf(line)) {
-      const at = dueAt(job, mineRank, view, rules);
+      const at = dueAt(job, victims, view, rules);
       if (at > now) until = Math.min(until, at);
       else if (due === undefined || before(job, due, now, rules)) due = job;
     }
   }
-  return { due, until };
+  return { job: due, until };
 }
 
 /**
- * The model to load next when nothing is due: among the models with work of the best rank
+ * The model to place next when nothing is due: among the models with work of the best rank
  * waiting (interactive before batch), the one that serves the most waiting jobs per second
  * of loading; ties go to the oldest head. So a 180 s model is not loaded for one request
  * while six wait for a 7 s one; the skipped request still becomes due at `max_wait`.
@@ -275,33 +348,33 @@ function bestTarget<J extends WaitingJob>(
   return best!.model;
 }
 
-/** When rule (3) makes `job` due, given the loaded model's best rank (Infinity: never). */
+/** When rule (3) makes `job` due, given the residents its placement would stop. */
 function dueAt(
   job: WaitingJob,
-  mineRank: number,
+  victims: readonly string[],
   view: SchedulerView<WaitingJob>,
   rules: SchedulerRules,
 ): number {
+  const now = view.now;
   const maxWait = rules.maxWaitMs(job.model);
-  // (3a) The loaded model also stays at least as long as loading it took: a swap's cost is
-  // earned back before the next one (at most half of the GPU's time goes to loading).
-  const stay = Math.max(maxWait, rules.loadMs(view.loaded!));
-  const byWait = Math.max(job.enqueuedAt + maxWait, view.loadedSince + stay);
-  if (mineRank === 0) return byWait;
+  let stayUntil = 0;
+  let residentUntil = 0;
+  let victimsRank = Infinity;
+  for (const model of victims) {
+    const since = view.residents.get(model)?.since ?? 0;
+    // (3a) A victim also stays at least as long as loading it took: a swap's cost is earned
+    // back before the next one (at most half of the GPU's time goes to loading).
+    stayUntil = Math.max(stayUntil, since + Math.max(maxWait, rules.loadMs(model)));
+    residentUntil = Math.max(residentUntil, since + rules.minResidencyMs(model));
+    const line = view.waiting.line(model);
+    if (line === undefined) continue;
+    for (const head of headsOf(line)) victimsRank = Math.min(victimsRank, rankOf(head, now, rules));
+  }
+  const byWait = Math.max(job.enqueuedAt + maxWait, stayUntil);
+  if (victimsRank === 0) return byWait;
   // (3b): interactive now, or a batch job once it has aged into interactive.
   const outranksFrom = job.priority === "interactive" ? 0 : job.enqueuedAt + rules.batchAgingMs;
-  const residentFrom = view.loadedSince + rules.minResidencyMs(view.loaded!);
-  return Math.min(byWait, Math.max(outranksFrom, residentFrom));
-}
-
-function serveFirst<J extends WaitingJob>(
-  mine: ModelLine<J>,
-  view: SchedulerView<J>,
-  rules: SchedulerRules,
-  until: number | undefined,
-): Decision<J> {
-  if (view.freeWorkers > 0) return serve(first([mine], view.now, rules));
-  return until === undefined ? WAIT : { kind: "wait", until };
+  return Math.min(byWait, Math.max(outranksFrom, residentUntil));
 }
 
 function serve<J extends WaitingJob>(job: J): Decision<J> {

@@ -91,6 +91,9 @@ export function targets(traces: Trace[]): string {
       check(affinity.swaps <= 2 * greedy.swaps, `${name}: swaps ≤ 2x greedy's (${swaps})`);
       lines.push(`       batch mean wait ${s(ab.mean)} s vs greedy's ${s(gb.mean)} s`);
     }
+    if (trace.header.memory_budget !== undefined) {
+      lines.push(...residentTargets(trace, affinity));
+    }
     if (name === "e-family-evening") {
       check(
         a.mean <= g.mean,
@@ -99,6 +102,42 @@ export function targets(traces: Trace[]): string {
     }
   }
   return lines.join("\n");
+}
+
+/**
+ * Targets of resident sets: a trace with a memory budget against single-model greedy on the
+ * same requests (the budget taken away).
+ */
+function residentTargets(trace: Trace, affinity: SimResult): string[] {
+  const lines: string[] = [];
+  const check = (ok: boolean, text: string) => lines.push(`  ${ok ? "PASS" : "MISS"} ${text}`);
+  const name = trace.header.name;
+  const single = simulate(
+    { ...trace, header: { ...trace.header, memory_budget: undefined } },
+    POLICIES.greedy,
+  );
+  const g = waitStats(single.waits.interactive);
+  const a = waitStats(affinity.waits.interactive);
+  const swaps = `swaps ${affinity.swaps} vs ${single.swaps}`;
+  if (name.startsWith("e-family-evening")) {
+    check(
+      affinity.swaps <= 0.6 * single.swaps,
+      `${name}: ≥ 40% fewer swaps than single-model greedy (${swaps})`,
+    );
+    check(
+      a.mean <= 0.6 * g.mean,
+      `${name}: interactive mean wait ≤ 0.6x single-model greedy's (${s(a.mean)} s vs ${
+        s(g.mean)
+      } s)`,
+    );
+  }
+  if (name.startsWith("f-agent-fanout")) {
+    check(
+      affinity.loads.length <= 2,
+      `${name}: at most 2 loads (${affinity.loads.length}: ${affinity.loads.join(", ")})`,
+    );
+  }
+  return lines;
 }
 
 if (import.meta.main) {

@@ -254,7 +254,43 @@ export function makeTraces(): Trace[] {
       requests: [...batch, ...chats, ...giant].sort((x, y) => x.t - y.t),
     });
   }
+  traces.push(
+    withBudget(traces, "e-family-evening", 24, {
+      "llama-3.2-3b": 3,
+      "gpt-oss-20b": 14,
+      "qwen3-30b-instruct": 20,
+      "qwen3-coder-30b": 20,
+    }, "the 3B fits beside any one other model"),
+    withBudget(traces, "f-agent-fanout", 24, {
+      "qwen3-coder-30b": 20,
+      "qwen2.5-3b": 3,
+    }, "coder and 3B fit together"),
+  );
   return traces;
+}
+
+/** The same requests on a machine with `budget` GB, each model declaring `memory`. */
+function withBudget(
+  traces: Trace[],
+  name: string,
+  budget: number,
+  memory: Record<string, number>,
+  note: string,
+): Trace {
+  const base = traces.find((t) => t.header.name === name)!;
+  const models = Object.fromEntries(
+    Object.entries(base.header.models).map(([id, m]) => [id, { ...m, memory: memory[id] }]),
+  );
+  return {
+    header: {
+      ...base.header,
+      name: `${name}-${budget}gb`,
+      description: `${base.header.description}; memory_budget ${budget} GB: ${note}`,
+      memory_budget: budget,
+      models,
+    },
+    requests: base.requests,
+  };
 }
 
 export function toJsonl(trace: Trace): string {

@@ -15,10 +15,15 @@ import {
   type WaitingJob,
 } from "../lib/scheduler.ts";
 import { WaitingJobs } from "../lib/waiting.ts";
+import { type Capacity, victimsFor } from "../lib/placement.ts";
 
 export interface TraceModel {
   /** Start-to-healthy seconds. */
   load_s: number;
+  /** Declared GB (with `memory_budget`). */
+  memory?: number;
+  /** Requests it serves at once; default `num_workers`. */
+  parallel?: number;
 }
 
 export interface TraceHeader {
@@ -28,6 +33,8 @@ export interface TraceHeader {
   queue_size: number;
   /** Seconds Docker takes to stop the old container. */
   stop_s: number;
+  /** GB the resident models may declare together; absent: one model at a time. */
+  memory_budget?: number;
   models: Record<string, TraceModel>;
   /** `min_residency` left out: each model's own load time, capped by `max_wait`. */
   scheduler: { max_wait: number; min_residency?: number; batch_aging: number };
@@ -52,6 +59,7 @@ interface SimJob extends WaitingJob {
 }
 
 export interface SimResult {
+  /** Model loads, the first included (a load into free memory counts too). */
   swaps: number;
   /** GPU time spent stopping and loading models. */
   swapMs: number;
@@ -65,6 +73,8 @@ export interface SimResult {
   rejected: number;
   /** Models loaded, in order. */
   loads: string[];
+  /** The most memory the resident set declared at once (GB; 0 without declared memory). */
+  peakMemoryGb: number;
 }
 
 export function rulesOf(header: TraceHeader): SchedulerRules {
@@ -103,29 +113,46 @@ export function simulate(trace: Trace, policy: Policy, rules = rulesOf(trace.hea
     servedOrder: [],
     rejected: 0,
     loads: [],
+    peakMemoryGb: 0,
   };
   const waiting = new WaitingJobs<SimJob>();
-  const inflight: { end: number }[] = [];
+  const capacity = capacityOfTrace(header);
+  const parallel = (model: string) => header.models[model].parallel ?? header.num_workers;
+  /** Ready models: when they became ready, when they were last used, their requests' ends. */
+  const residents = new Map<string, { since: number; lastUsed: number; inflight: number[] }>();
   let now = 0;
   let next = 0;
-  let loaded: string | null = null;
-  let loadedSince = 0;
-  let swapping: { to: string; end: number } | null = null;
+  let placing: { to: string; end: number } | null = null;
   let switchingTo: string | null = null;
   let wakeAt = Infinity;
+  const occupants = () => {
+    const list = [...residents].map(([model, r]) => ({ model, lastUsed: r.lastUsed }));
+    return placing ? [...list, { model: placing.to, lastUsed: now }] : list;
+  };
+  const inflightCount = () => [...residents.values()].reduce((n, r) => n + r.inflight.length, 0);
 
-  while (next < arrivals.length || waiting.size > 0 || inflight.length > 0 || swapping) {
+  while (
+    next < arrivals.length || waiting.size > 0 || inflightCount() > 0 || placing !== null
+  ) {
     // Decide until the policy waits, exactly as the worker pool does.
     wakeAt = Infinity;
     for (;;) {
+      const view = new Map([...residents].map(([model, r]) => [model, {
+        model,
+        ready: true,
+        since: r.since,
+        inflight: r.inflight.length,
+        free: parallel(model) - r.inflight.length,
+      }]));
+      if (placing) {
+        view.set(placing.to, { model: placing.to, ready: false, since: now, inflight: 0, free: 0 });
+      }
       const action: Action<SimJob> = step<SimJob>(policy, {
         waiting,
-        loaded: swapping ? null : loaded,
-        loadedSince,
-        swapping: swapping !== null,
+        residents: view,
+        victimsFor: (model) => victimsFor(model, occupants(), capacity),
+        placing: placing !== null,
         switchingTo,
-        inflight: inflight.length,
-        freeWorkers: header.num_workers - inflight.length,
         now,
       }, rules);
       if (action.kind === "wait") {
@@ -138,43 +165,53 @@ export function simulate(trace: Trace, policy: Policy, rules = rulesOf(trace.hea
       }
       if (action.kind === "swap") {
         switchingTo = null;
-        const duration: number = (loaded === null ? 0 : header.stop_s * 1000) +
+        const victims = victimsFor(action.to, occupants(), capacity);
+        for (const model of victims) residents.delete(model);
+        const duration: number = (victims.length > 0 ? header.stop_s * 1000 : 0) +
           header.models[action.to].load_s * 1000;
-        swapping = { to: action.to, end: now + duration };
+        placing = { to: action.to, end: now + duration };
+        const memory = occupants().reduce(
+          (gb, o) => gb + (capacity.footprint(o.model).memoryGb ?? 0),
+          0,
+        );
+        result.peakMemoryGb = Math.max(result.peakMemoryGb, memory);
         result.swaps++;
         result.swapMs += duration;
-        loaded = null;
-        break;
+        result.loads.push(action.to);
+        continue;
       }
-      switchingTo = null;
+      switchingTo = action.drainingTo ?? null;
       const job = action.job;
       waiting.remove(job);
       result.waits[job.priority].push(now - job.enqueuedAt);
       result.servedOrder.push(job.seq);
-      inflight.push({ end: now + job.serviceMs });
+      const resident = residents.get(job.model)!;
+      resident.inflight.push(now + job.serviceMs);
+      resident.lastUsed = now;
     }
 
+    const ends = [...residents.values()].flatMap((r) => r.inflight);
     const nextTime = Math.min(
       next < arrivals.length ? arrivals[next].enqueuedAt : Infinity,
-      ...inflight.map((r) => r.end),
-      swapping ? swapping.end : Infinity,
+      ...ends,
+      placing ? placing.end : Infinity,
       wakeAt > now ? wakeAt : Infinity,
     );
     if (nextTime === Infinity) {
       throw new Error(`scheduler stalled at ${now} ms with ${waiting.size} jobs waiting`);
     }
     now = nextTime;
-    for (let i = inflight.length - 1; i >= 0; i--) {
-      if (inflight[i].end <= now) {
-        result.makespanMs = Math.max(result.makespanMs, inflight[i].end);
-        inflight.splice(i, 1);
+    for (const resident of residents.values()) {
+      const left = resident.inflight.filter((end) => end > now);
+      if (left.length < resident.inflight.length) {
+        result.makespanMs = Math.max(result.makespanMs, ...resident.inflight);
+        resident.inflight = left;
+        resident.lastUsed = now;
       }
     }
-    if (swapping && swapping.end <= now) {
-      loaded = swapping.to;
-      loadedSince = now;
-      result.loads.push(loaded);
-      swapping = null;
+    if (placing && placing.end <= now) {
+      residents.set(placing.to, { since: now, lastUsed: now, inflight: [] });
+      placing = null;
     }
     while (next < arrivals.length && arrivals[next].enqueuedAt <= now) {
       const job = arrivals[next++];
@@ -183,6 +220,15 @@ export function simulate(trace: Trace, policy: Policy, rules = rulesOf(trace.hea
     }
   }
   return result;
+}
+
+/** What the trace's models may hold at once: its budget, or one model at a time. */
+export function capacityOfTrace(header: TraceHeader): Capacity {
+  return {
+    budgetGb: header.memory_budget ?? null,
+    // The simulator's models have no ports: each its own.
+    footprint: (model) => ({ memoryGb: header.models[model].memory ?? 0, endpoint: model }),
+  };
 }
 
 /**

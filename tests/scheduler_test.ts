@@ -6,12 +6,14 @@ import {
   decideGreedy,
   type Decision,
   type Priority,
+  type Resident,
   type SchedulerRules,
   type SchedulerView,
   step,
   type WaitingJob,
 } from "../lib/scheduler.ts";
 import { WaitingJobs } from "../lib/waiting.ts";
+import { victimsFor } from "../lib/placement.ts";
 
 const S = 1000;
 const job = (
@@ -33,19 +35,49 @@ const rules: SchedulerRules = {
   loadMs: (model) => (model === "giant" ? 180 * S : 7 * S),
 };
 
-type ViewOverrides = Omit<Partial<SchedulerView>, "waiting"> & { waiting?: WaitingJob[] };
+/** The one-model-at-a-time situation most tests describe: `loaded`, busy or not. */
+interface SingleModel {
+  waiting?: WaitingJob[];
+  loaded?: string | null;
+  loadedSince?: number;
+  /** A swap is under way (nothing is ready). */
+  swapping?: boolean;
+  switchingTo?: string | null;
+  inflight?: number;
+  freeWorkers?: number;
+  now?: number;
+}
 
-function view({ waiting = [], ...overrides }: ViewOverrides): SchedulerView {
+function view(
+  {
+    waiting = [],
+    loaded = null,
+    loadedSince = 0,
+    swapping = false,
+    switchingTo = null,
+    inflight = 0,
+    freeWorkers = 2,
+    now = 100,
+  }: SingleModel,
+): SchedulerView {
+  const residents = new Map<string, Resident>();
+  if (loaded !== null && !swapping) {
+    residents.set(loaded, {
+      model: loaded,
+      ready: true,
+      since: loadedSince,
+      inflight,
+      free: freeWorkers,
+    });
+  }
   return {
     waiting: WaitingJobs.of(waiting),
-    loaded: null,
-    loadedSince: 0,
-    swapping: false,
-    switchingTo: null,
-    inflight: 0,
-    freeWorkers: 2,
-    now: 100,
-    ...overrides,
+    residents,
+    // One model at a time: every other resident makes room.
+    victimsFor: (model) => [...residents.keys()].filter((m) => m !== model),
+    placing: swapping,
+    switchingTo,
+    now,
   };
 }
 
@@ -258,4 +290,83 @@ Deno.test("FIFO swaps on every change of model in A,B,A,B; affinity swaps once",
   };
   assert.equal(count(decideFifo), 3);
   assert.equal(count(decideAffinity), 1);
+});
+
+// --- resident sets: several models up at once, by memory budget ------------------------
+
+/** Residents on a 40 GB budget: a and b take 10 GB each, big 30. */
+function residentView(
+  residents: Resident[],
+  { waiting = [] as WaitingJob[], placing = false, switchingTo = null as string | null, now = 100 },
+): SchedulerView {
+  const memory: Record<string, number> = { a: 10, b: 10, c: 10, big: 30 };
+  const cap = { budgetGb: 40, footprint: (m: string) => ({ memoryGb: memory[m], endpoint: m }) };
+  const byModel = new Map(residents.map((r) => [r.model, r]));
+  // Least recently used = the one that became ready first, here.
+  const occupants = residents.map((r) => ({ model: r.model, lastUsed: r.since }));
+  return {
+    waiting: WaitingJobs.of(waiting),
+    residents: byModel,
+    victimsFor: (model) => victimsFor(model, occupants, cap),
+    placing,
+    switchingTo,
+    now,
+  };
+}
+
+const up = (model: string, since = 0, inflight = 0, free = 2 - inflight): Resident => ({
+  model,
+  ready: true,
+  since,
+  inflight,
+  free,
+});
+
+Deno.test("resident sets: a request for a resident model is served while another model loads", () => {
+  const waiting = [job("a", 1)];
+  const loading: Resident = { model: "b", ready: false, since: 0, inflight: 0, free: 0 };
+  const v = residentView([up("a"), loading], { waiting, placing: true });
+  for (const policy of [decideAffinity, decideGreedy, decideFifo]) {
+    assert.deepEqual(step(policy, v, rules), { kind: "serve", job: waiting[0] });
+  }
+});
+
+Deno.test("resident sets: a model that fits beside busy residents is loaded at once, stopping nothing", () => {
+  const waiting = [job("a", 1), job("b", 2)];
+  const v = residentView([up("a", 0, 2)], { waiting });
+  assert.deepEqual(v.victimsFor("b"), []);
+  assert.deepEqual(step(decideAffinity, v, rules), { kind: "swap", to: "b" });
+  assert.deepEqual(step(decideGreedy, v, rules), { kind: "swap", to: "b" });
+});
+
+Deno.test("resident sets: a due model that needs room drains only its victim; the other resident keeps serving", () => {
+  // a (used first) and b are up; big needs 30 GB, so a goes. big waited max_wait: due.
+  const big = job("big", 1, 0);
+  const forB = job("b", 2, 61 * S);
+  const forA = job("a", 3, 61 * S);
+  const v = residentView([up("a", 0, 1), up("b", 1, 0)], {
+    waiting: [big, forB, forA],
+    switchingTo: "big",
+    now: 61 * S,
+  });
+  assert.deepEqual(v.victimsFor("big"), ["a"]);
+  assert.deepEqual(step(decideAffinity, v, rules), { kind: "serve", job: forB, drainingTo: "big" });
+  // With b's job gone, a's new job still waits: the drain binds.
+  const rest = residentView([up("a", 0, 1), up("b", 1, 1)], {
+    waiting: [big, forA],
+    switchingTo: "big",
+    now: 61 * S,
+  });
+  assert.deepEqual(step(decideAffinity, rest, rules), { kind: "drain", to: "big" });
+});
+
+Deno.test("resident sets: greedy places a model only where its victims have nothing waiting", () => {
+  const v = residentView([up("a", 0, 2), up("b", 1, 2)], {
+    waiting: [job("big", 1), job("a", 2), job("b", 3)],
+  });
+  assert.deepEqual(step(decideGreedy, v, rules), { kind: "wait" });
+  const idle = residentView([up("a", 0, 2), up("b", 1, 2)], {
+    waiting: [job("big", 1), job("b", 3)],
+  });
+  assert.deepEqual(step(decideGreedy, idle, rules), { kind: "drain", to: "big" });
 });

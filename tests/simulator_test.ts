@@ -113,6 +113,8 @@ Deno.test("every shipped trace: no job waits past the documented bound", () => {
       "e-family-evening",
       "f-agent-fanout",
       "g-night-batch",
+      "e-family-evening-24gb",
+      "f-agent-fanout-24gb",
     ]
   ) {
     const trace = shipped(name);
@@ -180,6 +182,57 @@ Deno.test("property: affinity keeps every wait under the documented bound", () =
       assert.ok(max <= waitBoundMs(trace, priority), `seed ${seed} ${priority}: ${max} ms`);
     }
   }
+});
+
+/** `randomTrace(seed)` on a machine where some models fit together: declared GB and a budget. */
+function randomBudgetTrace(seed: number): Trace {
+  const trace = randomTrace(seed);
+  const rand = seededRandom(seed + 10_000);
+  const budget = 8 + Math.floor(rand() * 60);
+  const models = Object.fromEntries(
+    Object.entries(trace.header.models).map(([id, m]) => [id, {
+      ...m,
+      memory: 1 + Math.floor(rand() * budget),
+      parallel: 1 + Math.floor(rand() * 3),
+    }]),
+  );
+  return { ...trace, header: { ...trace.header, memory_budget: budget, models } };
+}
+
+Deno.test("property, resident sets: every job served once, the declared memory never above the budget", () => {
+  for (let seed = 1; seed <= 150; seed++) {
+    const trace = randomBudgetTrace(seed);
+    for (const [name, result] of Object.entries(all(trace))) {
+      const admitted = trace.requests.length - result.rejected;
+      assert.equal(result.servedOrder.length, admitted, `${name} seed ${seed}`);
+      assert.equal(new Set(result.servedOrder).size, admitted, `${name} seed ${seed} served twice`);
+      assert.ok(
+        result.peakMemoryGb <= trace.header.memory_budget!,
+        `${name} seed ${seed}: ${result.peakMemoryGb} GB of ${trace.header.memory_budget}`,
+      );
+    }
+    const affinity = simulate(trace, decideAffinity);
+    for (const priority of ["interactive", "batch"] as Priority[]) {
+      const max = waitStats(affinity.waits[priority]).max;
+      assert.ok(max <= waitBoundMs(trace, priority), `seed ${seed} ${priority}: ${max} ms`);
+    }
+  }
+});
+
+Deno.test("trace (e) with 24 GB (the 3B fits beside any other): ≥ 40% fewer swaps than single-model greedy, mean wait ≤ 0.6x", () => {
+  const trace = shipped("e-family-evening-24gb");
+  const single = simulate(shipped("e-family-evening"), decideGreedy);
+  const resident = simulate(trace, decideAffinity);
+  assert.ok(resident.swaps <= 0.6 * single.swaps, `${resident.swaps} vs ${single.swaps}`);
+  const mean = waitStats(resident.waits.interactive).mean;
+  const singleMean = waitStats(single.waits.interactive).mean;
+  assert.ok(mean <= 0.6 * singleMean, `${mean} ms vs ${singleMean} ms`);
+  assert.ok(resident.peakMemoryGb <= 24);
+});
+
+Deno.test("trace (f) with the coder and the 3B fitting together: two loads in the whole hour", () => {
+  const result = simulate(shipped("f-agent-fanout-24gb"), decideAffinity);
+  assert.deepEqual(result.loads, ["qwen3-coder-30b", "qwen2.5-3b"]);
 });
 
 Deno.test("simulate() is deterministic", () => {
