@@ -11,6 +11,7 @@ import { consoleLogger, type Logger } from "./lib/log.ts";
 import { Metrics } from "./lib/metrics.ts";
 import { Activity } from "./lib/activity.ts";
 import { ModelManager } from "./lib/models.ts";
+import { sharedEndpoints } from "./lib/placement.ts";
 import { WorkerPool } from "./lib/worker.ts";
 import { SyncJournal } from "./lib/journal.ts";
 import { openStore } from "./lib/store/open.ts";
@@ -63,6 +64,7 @@ export async function startProxy(
     log,
     stopTimeoutS: config.stopTimeoutS,
     loadProgressMs: options.loadProgressMs,
+    memoryBudgetGb: config.memoryBudgetGb,
   });
   const live = await LiveConfig.create(config);
   const metrics = new Metrics(clock);
@@ -140,8 +142,11 @@ export async function startProxy(
       commit();
       pool.reconfigure(next);
       // A removed model is unloaded once its requests finished: not something to wait for.
-      models.reconfigure(next.models).then(() => models.createMissing()).catch((err) =>
-        log.warn("config_apply_failed", { error: err instanceof Error ? err.message : String(err) })
+      models.reconfigure(next.models, next.memoryBudgetGb).then(() => models.createMissing()).catch(
+        (err) =>
+          log.warn("config_apply_failed", {
+            error: err instanceof Error ? err.message : String(err),
+          }),
       );
       runner.wake();
     },
@@ -187,10 +192,11 @@ export async function startProxy(
   } else {
     log.info("api_keys", { configured: config.apiKeys.length });
   }
+  logResidency(config, log);
   const reconciled = models.reconcile().then(async () => {
     await models.createMissing();
     if (config.preload === null || models.snapshot().loaded !== null) return;
-    await models.swapTo(config.preload, "preload").catch((err) =>
+    await models.place(config.preload, "preload").catch((err) =>
       log.warn("preload_failed", { model: config.preload, error: String(err) })
     );
   });
@@ -238,6 +244,22 @@ export async function startProxy(
     storeStatus.close();
     await store.close();
     api.close();
+  }
+}
+
+/** Says how many models may run at once, and which never can together (a shared port). */
+function logResidency(config: Config, log: Logger): void {
+  if (config.memoryBudgetGb === null) return;
+  log.info("memory_budget", {
+    gb: config.memoryBudgetGb,
+    declared: config.models.map((m) => `${m.id}=${m.memoryGb}`).join(","),
+  });
+  for (const [endpoint, ids] of sharedEndpoints(config.models)) {
+    log.warn("models_share_a_port", {
+      endpoint,
+      models: ids.join(","),
+      note: "they never run together; give each its own port to let them stay resident at once",
+    });
   }
 }
 

@@ -54,7 +54,8 @@ export class Metrics {
 /** What the Prometheus page needs besides the counters: a snapshot taken at scrape time. */
 export interface ScrapeState {
   models: readonly string[];
-  loaded: string | null;
+  /** Models up and healthy (the resident set's ready ones). */
+  loaded: readonly string[];
   queueDepth: ReadonlyMap<string, number>;
   inflight: number;
   numWorkers: number;
@@ -72,8 +73,8 @@ export function prometheusText(metrics: Metrics, state: ScrapeState): string {
     ]),
     ...gauge(
       "lqp_model_loaded",
-      "1 for the model whose container is up and healthy",
-      state.models.map((m) => [{ model: m }, m === state.loaded ? 1 : 0]),
+      "1 for each model whose container is up and healthy",
+      state.models.map((m) => [{ model: m }, state.loaded.includes(m) ? 1 : 0]),
     ),
     ...gauge(
       "lqp_queue_depth",

@@ -1,8 +1,12 @@
 /**
  * @module
- * ModelManager: the sole owner of "which model is loaded". It keeps the single-GPU
- * invariant: swaps are serialized by one lock, wait for in-flight requests on the old model,
- * stop every other configured container, start the target and poll it until healthy.
+ * ModelManager: the sole owner of "which models run". It holds the resident set: every
+ * configured model has a phase (stopped → starting → ready → draining → stopping → stopped),
+ * changed only through `#move()` and its transition table. Placements (start a model, first
+ * stopping the fewest least-recently-used residents that make room, lib/placement.ts),
+ * unloads and start-up reconciling are serialized by one lock; requests on other residents
+ * go on meanwhile. Invariant: the declared memory of running containers stays within
+ * `memory_budget` (without one: one model at a time) and no two share a backend port.
  * It never touches a container that config.yml does not name.
  */
 import type { Clock } from "./clock.ts";
@@ -19,21 +23,54 @@ import { createRequest, MANAGED_LABEL, SPEC_LABEL, specDigest } from "./containe
 import { delay, isReadyAnswer, pollUntilHealthy } from "./health.ts";
 import type { Activity } from "./activity.ts";
 import type { Logger } from "./log.ts";
+import { type Capacity, capacityOf, fitsTogether, type Occupant, victimsFor } from "./placement.ts";
 
-export type ModelPhase = "idle" | "reconciling" | "stopping" | "starting" | "ready";
+/** What one model's container is doing. */
+export type ModelPhase = "stopped" | "starting" | "ready" | "draining" | "stopping";
+
+/** The only moves a phase makes; `#move()` refuses any other (a bug, not a user error). */
+const TRANSITIONS: Readonly<Record<ModelPhase, readonly ModelPhase[]>> = {
+  stopped: ["starting"],
+  // stopped: an adopted container that never became healthy and exited on its own.
+  starting: ["ready", "stopping", "stopped"],
+  // stopped: the container died under it (crash, OOM, someone's docker stop).
+  ready: ["draining", "stopped"],
+  draining: ["stopping", "stopped"],
+  stopping: ["stopped"],
+};
+
+/** What the resident set is doing as a whole (the seed's single-model view of it). */
+export type SetPhase = "idle" | "reconciling" | "stopping" | "starting" | "ready";
 
 /** What one model's container is doing, as `/v1/models` and the dashboard tell it. */
 export type ModelState = "loaded" | "loading" | "stopped";
 
+export interface ResidentSnapshot {
+  model: string;
+  phase: Exclude<ModelPhase, "stopped">;
+  /** When it entered this phase (clock ms). */
+  since: number;
+  /** Requests it serves right now. */
+  inflight: number;
+  /** Last time a request started or ended on it, or it became ready (clock ms). */
+  lastUsed: number;
+  /** Declared GB, or null without a budget. */
+  memoryGb: number | null;
+}
+
 export interface ModelSnapshot {
-  /** The model whose container is up and healthy, or null. */
+  /** The most recently loaded model that is up and healthy, or null (the seed's current_model). */
   loaded: string | null;
-  phase: ModelPhase;
-  /** The model being started during `starting`/`stopping`. */
+  phase: SetPhase;
+  /** The model a placement under way starts, or null. */
   target: string | null;
-  /** When the current phase began (clock ms). */
+  /** When the set last changed (clock ms). */
   since: number;
   inflight: number;
+  /** A placement, unload or reconcile holds the lock: no other is decided meanwhile. */
+  busy: boolean;
+  /** Every model that is not stopped, most recently loaded first. */
+  residents: ResidentSnapshot[];
 }
 
 export type SwapFailureCode = "container_not_found" | "docker_unavailable" | "model_load_failed";
@@ -47,7 +84,9 @@ export class SwapFailedError extends Error {
 }
 
 export interface SwapTimings {
+  /** The residents stopped to make room, joined with ",", or null. */
   from: string | null;
+  evicted: string[];
   to: string;
   stopMs: number;
   startMs: number;
@@ -69,6 +108,16 @@ export interface ModelManagerOptions {
   loadProgressMs?: number;
   /** Where swaps and unloads are recorded for the dashboard. */
   activity: Activity;
+  /** GB the running models may declare together; null: one model at a time. */
+  memoryBudgetGb: number | null;
+}
+
+interface Slot {
+  phase: ModelPhase;
+  since: number;
+  leases: number;
+  lastUsed: number;
+  drainWaiters: (() => void)[];
 }
 
 /** The container died while we waited for it to become healthy. */
@@ -78,18 +127,21 @@ export class ModelManager {
   readonly #docker: Docker;
   #models: Map<string, ModelConfig>;
   #byContainer: Map<string, ModelConfig>;
+  #capacity: Capacity;
   readonly #clock: Clock;
   readonly #log: Logger;
   readonly #stopTimeoutS: number;
   readonly #logTailLines: number;
   readonly #loadProgressMs: number;
   readonly #activity: Activity;
-  #loaded: string | null = null;
-  #phase: ModelPhase = "idle";
+  /** Every model that is not stopped; a stopped one has no entry. */
+  readonly #slots = new Map<string, Slot>();
+  /** The model a placement under way starts. */
   #target: string | null = null;
+  #reconciling = false;
+  /** Placements, unloads and reconciles holding or waiting for the lock. */
+  #busy = 0;
   #since: number;
-  #leases = 0;
-  #drainWaiters: (() => void)[] = [];
   #lock: Promise<unknown> = Promise.resolve();
   #listeners = new Set<() => void>();
   #swapListeners = new Set<(timings: SwapTimings) => void>();
@@ -100,6 +152,7 @@ export class ModelManager {
     this.#docker = docker;
     this.#models = new Map(models.map((m) => [m.id, m]));
     this.#byContainer = new Map(models.map((m) => [m.containerName, m]));
+    this.#capacity = capacityOf({ memoryBudgetGb: options.memoryBudgetGb, models });
     this.#clock = options.clock;
     this.#log = options.log;
     this.#stopTimeoutS = options.stopTimeoutS;
@@ -110,18 +163,48 @@ export class ModelManager {
   }
 
   snapshot(): ModelSnapshot {
+    const residents = [...this.#slots].map(([model, slot]): ResidentSnapshot => ({
+      model,
+      phase: slot.phase as ResidentSnapshot["phase"],
+      since: slot.since,
+      inflight: slot.leases,
+      lastUsed: slot.lastUsed,
+      memoryGb: this.#models.get(model)?.memoryGb ?? null,
+    })).sort((a, b) => b.since - a.since);
+    const ready = residents.find((r) => r.phase === "ready");
+    const phases = new Set(residents.map((r) => r.phase));
+    const phase: SetPhase = this.#reconciling
+      ? "reconciling"
+      : phases.has("stopping") || phases.has("draining")
+      ? "stopping"
+      : phases.has("starting")
+      ? "starting"
+      : ready !== undefined
+      ? "ready"
+      : "idle";
     return {
-      loaded: this.#loaded,
-      phase: this.#phase,
+      loaded: ready?.model ?? null,
+      phase,
       target: this.#target,
       since: this.#since,
-      inflight: this.#leases,
+      inflight: residents.reduce((n, r) => n + r.inflight, 0),
+      busy: this.#busy > 0,
+      residents,
     };
   }
 
   stateOf(modelId: string): ModelState {
-    if (this.#phase === "ready" && this.#loaded === modelId) return "loaded";
-    return this.#target === modelId ? "loading" : "stopped";
+    const phase = this.#phaseOf(modelId);
+    if (phase === "ready" || phase === "draining") return "loaded";
+    return phase === "starting" ? "loading" : "stopped";
+  }
+
+  /**
+   * The residents a placement of `modelId` would stop now (lib/placement.ts): the fewest,
+   * least recently used first; empty when it fits beside them.
+   */
+  victimsFor(modelId: string): string[] {
+    return victimsFor(modelId, this.#occupants(), this.#capacity);
   }
 
   /** Gives up any swap or reconcile in progress; for shutdown. */
@@ -142,64 +225,73 @@ export class ModelManager {
   }
 
   /**
-   * Claims the loaded model for one request, or returns null when `model` is not the loaded
-   * and healthy one. Swaps wait until every lease is released.
+   * Claims a ready model for one request, or returns null when `model` is not ready.
+   * A placement that stops it waits until every lease is released.
    */
   lease(model: string): Lease | null {
-    if (this.#loaded !== model || this.#phase !== "ready") return null;
-    this.#leases++;
+    const slot = this.#slots.get(model);
+    if (slot?.phase !== "ready") return null;
+    slot.leases++;
+    slot.lastUsed = this.#clock.now();
     let released = false;
     return {
       release: () => {
         if (released) return;
         released = true;
-        this.#leases--;
-        if (this.#leases === 0) {
-          for (const wake of this.#drainWaiters.splice(0)) wake();
-        }
+        slot.leases--;
+        slot.lastUsed = this.#clock.now();
+        if (slot.leases === 0) { for (const wake of slot.drainWaiters.splice(0)) wake(); }
         this.#emit();
       },
     };
   }
 
   /**
-   * Makes `modelId` the loaded model. Returns null when it already was.
+   * Starts `modelId`, first stopping the residents that must make room (once their requests
+   * finished). Returns null when it already was ready.
    * @throws {SwapFailedError} with a client-facing message (log tail included).
    */
-  swapTo(modelId: string, cause: string | null = null): Promise<SwapTimings | null> {
+  place(modelId: string, cause: string | null = null): Promise<SwapTimings | null> {
     const model = this.#models.get(modelId);
     if (!model) return Promise.reject(new Error(`Unknown model '${modelId}'`));
-    return this.#exclusive(() => this.#swap(model, cause));
+    return this.#exclusive(() => this.#place(model, cause));
   }
 
   /**
-   * Stops the loaded model's container once its requests finished (admin unload, idle TTL).
-   * Returns the model that was unloaded, or null when none was loaded.
+   * Stops models once their requests finished (admin unload, idle TTL): `modelId`, or every
+   * resident. Returns the models that were unloaded.
    */
-  unload(cause = "unload"): Promise<string | null> {
-    return this.#exclusive(() => {
-      const model = this.#loaded === null ? undefined : this.#models.get(this.#loaded);
-      return model === undefined ? Promise.resolve(null) : this.#unload(model, cause);
+  unload(cause = "unload", modelId: string | null = null): Promise<string[]> {
+    return this.#exclusive(async () => {
+      const ids = modelId === null ? [...this.#slots.keys()] : [modelId];
+      const ready = ids.filter((id) => this.#phaseOf(id) === "ready");
+      await Promise.all(ready.map((id) => this.#unload(id, cause)));
+      return ready;
     });
   }
 
   /**
-   * Moves to a new list of models (config reload). Known at once to every caller; the loaded
-   * model, if it was removed or moved to another container, is unloaded once its requests
-   * finished (the returned promise settles then). Nothing else is touched.
+   * Moves to a new list of models and budget (config reload). Known at once to every caller;
+   * residents that were removed or moved to another container are unloaded once their
+   * requests finished, then the least recently used until the set fits a smaller budget
+   * (the returned promise settles then). Nothing else is touched.
    */
-  reconfigure(models: readonly ModelConfig[]): Promise<void> {
+  reconfigure(models: readonly ModelConfig[], memoryBudgetGb: number | null): Promise<void> {
     const previous = this.#models;
     this.#models = new Map(models.map((m) => [m.id, m]));
     this.#byContainer = new Map(models.map((m) => [m.containerName, m]));
-    // The old container must stay reachable until it is stopped.
+    this.#capacity = capacityOf({ memoryBudgetGb, models });
+    // The old containers must stay reachable until they are stopped.
     this.#docker.allow([...previous.values(), ...models].map((m) => m.containerName));
     return this.#exclusive(async () => {
       try {
-        const loaded = this.#loaded === null ? undefined : previous.get(this.#loaded);
-        const now = loaded && this.#models.get(loaded.id);
-        if (loaded && now?.containerName !== loaded.containerName) {
-          await this.#unload(loaded, "config");
+        const moved = [...this.#slots.keys()].filter((id) =>
+          this.#models.get(id)?.containerName !== previous.get(id)?.containerName
+        );
+        await Promise.all(moved.map((id) => this.#unload(id, "config", previous.get(id))));
+        while (!fitsTogether([...this.#slots.keys()], this.#capacity)) {
+          const lru = this.#occupants().sort((a, b) => a.lastUsed - b.lastUsed)[0];
+          await this.#unload(lru.model, "budget");
         }
       } finally {
         this.#docker.allow(models.map((m) => m.containerName));
@@ -207,39 +299,56 @@ export class ModelManager {
     });
   }
 
-  /** Stops `model`'s container once its requests finished. Runs under the lock. */
-  async #unload(model: ModelConfig, cause: string): Promise<string> {
-    await this.#drained();
-    this.#set({ phase: "stopping", loaded: null, target: null });
+  /**
+   * Stops one resident once its requests finished. Runs under the lock. `config` names its
+   * container when a reload already removed or changed it.
+   */
+  async #unload(id: string, cause: string, config = this.#models.get(id)): Promise<void> {
+    const slot = this.#slots.get(id);
+    if (slot === undefined || config === undefined) return;
+    if (slot.phase === "ready") await this.#drain(id);
+    if (this.#phaseOf(id) !== "draining") return; // its container died meanwhile
+    this.#move(id, "stopping");
     const began = performance.now();
     let error: string | null = null;
     try {
-      await this.#docker.stop(model.containerName, this.#stopTimeoutS);
-      this.#log.info("unload", { model: model.id, cause });
+      await this.#docker.stop(config.containerName, this.#stopTimeoutS);
+      this.#log.info("unload", { model: id, cause });
     } catch (err) {
       error = err instanceof Error ? err.message : String(err);
       throw err;
     } finally {
-      this.#set({ phase: "idle" });
-      this.#record({ from: model.id, to: null, began, cause, error });
+      this.#move(id, "stopped");
+      this.#record({ from: id, to: null, began, cause, error });
     }
-    return model.id;
+  }
+
+  /** Takes `id` out of service and waits for its requests in flight (never cut a stream). */
+  async #drain(id: string): Promise<void> {
+    this.#move(id, "draining");
+    const slot = this.#slots.get(id)!;
+    if (slot.leases > 0) await new Promise<void>((resolve) => slot.drainWaiters.push(resolve));
   }
 
   /**
-   * Start-up: adopt reality. If several configured containers run, keep the most recently
-   * started one and stop the others; the kept one becomes current once healthy.
+   * Start-up: adopt reality. Running configured containers are kept, most recently started
+   * first, as long as they fit together; the others are stopped. Kept ones become ready once
+   * healthy.
    */
   reconcile(): Promise<void> {
     return this.#exclusive(async () => {
-      this.#set({ phase: "reconciling", target: null });
+      this.#reconciling = true;
+      this.#emit();
       try {
         await this.#reconcile();
       } catch (err) {
         this.#log.warn("reconcile_failed", {
           error: String(err instanceof Error ? err.message : err),
         });
-        this.#set({ phase: "idle", loaded: null });
+        for (const id of [...this.#slots.keys()]) this.#forget(id);
+      } finally {
+        this.#reconciling = false;
+        this.#emit();
       }
     });
   }
@@ -250,18 +359,18 @@ export class ModelManager {
    */
   async reportUnreachable(modelId: string): Promise<void> {
     const model = this.#models.get(modelId);
-    if (!model || this.#loaded !== modelId) return;
+    if (!model || this.#phaseOf(modelId) !== "ready") return;
     // A process that just died is still "running" to Docker for a moment: wait for its state
     // to settle (or for the backend to answer again) before deciding.
     const deadline = Date.now() + 2000;
-    while (this.#loaded === modelId && Date.now() < deadline) {
+    while (this.#phaseOf(modelId) === "ready" && Date.now() < deadline) {
       const running = await this.#docker.inspect(model.containerName).then(
         (state) => state.running,
         () => false,
       );
       if (!running) {
         this.#log.warn("backend_gone", { model: modelId, container: model.containerName });
-        return this.#set({ phase: "idle", loaded: null });
+        return this.#forget(modelId);
       }
       const answers = await fetch(model.healthUrl, { signal: AbortSignal.timeout(200) })
         .then(async (res) => isReadyAnswer(res.status, await res.text()), () => false);
@@ -271,17 +380,54 @@ export class ModelManager {
   }
 
   #exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.#lock.then(fn, fn);
+    this.#busy++;
+    this.#emit();
+    const run = this.#lock.then(fn, fn).finally(() => {
+      this.#busy--;
+      this.#emit();
+    });
     this.#lock = run.catch(() => {});
     return run;
   }
 
-  #set(next: { phase: ModelPhase; loaded?: string | null; target?: string | null }): void {
-    this.#phase = next.phase;
-    if (next.loaded !== undefined) this.#loaded = next.loaded;
-    if (next.target !== undefined) this.#target = next.target;
-    this.#since = this.#clock.now();
+  #phaseOf(id: string): ModelPhase {
+    return this.#slots.get(id)?.phase ?? "stopped";
+  }
+
+  /** Residents, for placement: a model that is not stopped occupies its memory and port. */
+  #occupants(): Occupant[] {
+    return [...this.#slots].map(([model, slot]) => ({ model, lastUsed: slot.lastUsed }));
+  }
+
+  /** The one writer of phases: moves `id` along the transition table, or throws. */
+  #move(id: string, to: ModelPhase): void {
+    const from = this.#phaseOf(id);
+    if (!TRANSITIONS[from].includes(to)) {
+      throw new Error(`model ${id}: no transition from ${from} to ${to}`);
+    }
+    const now = this.#clock.now();
+    if (to === "stopped") {
+      const slot = this.#slots.get(id)!;
+      this.#slots.delete(id);
+      // Nobody waits for requests of a container that is gone.
+      for (const wake of slot.drainWaiters.splice(0)) wake();
+    } else {
+      const slot = this.#slots.get(id);
+      if (slot === undefined) {
+        this.#slots.set(id, { phase: to, since: now, leases: 0, lastUsed: now, drainWaiters: [] });
+      } else {
+        slot.phase = to;
+        slot.since = now;
+        if (to === "ready") slot.lastUsed = now;
+      }
+    }
+    this.#since = now;
     this.#emit();
+  }
+
+  /** A resident whose container is gone (died, or Docker lost it): stopped, from any phase. */
+  #forget(id: string): void {
+    if (this.#phaseOf(id) !== "stopped") this.#move(id, "stopped");
   }
 
   /** Puts a finished swap or unload on the dashboard's timeline. */
@@ -307,39 +453,44 @@ export class ModelManager {
     for (const listener of this.#listeners) listener();
   }
 
-  #drained(): Promise<void> {
-    if (this.#leases === 0) return Promise.resolve();
-    return new Promise((resolve) => this.#drainWaiters.push(resolve));
-  }
-
-  async #swap(model: ModelConfig, cause: string | null): Promise<SwapTimings | null> {
-    if (this.#loaded === model.id && this.#phase === "ready") return null;
-    // Never cut a stream: requests on the old model finish first.
-    await this.#drained();
-    const from = this.#loaded;
+  async #place(model: ModelConfig, cause: string | null): Promise<SwapTimings | null> {
+    if (this.#phaseOf(model.id) === "ready") return null;
     const began = performance.now();
     try {
-      // A missing target must not cost the user the model that is loaded now.
+      // A missing target must not cost the user the models that run now.
       await this.#ensureContainer(model);
     } catch (err) {
-      throw await this.#swapFailed(model, from, err, began, cause);
+      throw await this.#swapFailed(model, null, err, began, cause);
     }
-    this.#set({ phase: "stopping", loaded: null, target: model.id });
+    const victims = this.victimsFor(model.id);
+    const from = victims.length === 0 ? null : victims.join(",");
+    this.#target = model.id;
     try {
-      const running = await this.#runningContainers();
-      await Promise.all(
-        running.filter((name) => name !== model.containerName)
-          .map((name) => this.#docker.stop(name, this.#stopTimeoutS)),
-      );
+      // Never cut a stream: the victims' requests finish first.
+      await Promise.all(victims.map((id) => this.#drain(id)));
+      const stopping = victims.filter((id) => this.#phaseOf(id) === "draining");
+      for (const id of stopping) this.#move(id, "stopping");
+      // Configured containers running outside the resident set (started by hand) go too.
+      const strays = (await this.#runningContainers()).filter((name) => {
+        const owner = this.#byContainer.get(name);
+        return owner !== undefined && owner.id !== model.id && !this.#slots.has(owner.id);
+      });
+      const names = [...stopping.map((id) => this.#models.get(id)!.containerName), ...strays];
+      try {
+        await Promise.all(names.map((name) => this.#docker.stop(name, this.#stopTimeoutS)));
+      } finally {
+        for (const id of stopping) this.#move(id, "stopped");
+      }
+      for (const id of stopping) this.#log.info("evict", { model: id, for: model.id });
       const stopped = performance.now();
-      this.#set({ phase: "starting" });
+      this.#move(model.id, "starting");
       await this.#docker.start(model.containerName);
       const started = performance.now();
       await this.#waitHealthy(model, this.#clock.now() + model.startupTimeoutMs);
       const healthy = performance.now();
-      this.#set({ phase: "ready", loaded: model.id, target: null });
-      const timings = {
+      const timings: SwapTimings = {
         from,
+        evicted: victims,
         to: model.id,
         stopMs: Math.round(stopped - began),
         startMs: Math.round(started - stopped),
@@ -351,15 +502,24 @@ export class ModelManager {
         stop_ms: timings.stopMs,
         start_ms: timings.startMs,
         healthy_ms: timings.healthyMs,
+        resident: [...this.#slots.keys()].join(","),
         cause: cause ?? undefined,
       });
       this.#record({ from, to: model.id, began, cause });
+      // Before it is ready: the requests that waited for this swap are still waiting then.
       for (const listener of this.#swapListeners) listener(timings);
+      this.#move(model.id, "ready");
       return timings;
     } catch (err) {
-      const failure = await this.#swapFailed(model, from, err, began, cause);
-      this.#set({ phase: "idle", loaded: null, target: null });
-      throw failure;
+      if (this.#phaseOf(model.id) === "starting") this.#move(model.id, "stopping");
+      try {
+        throw await this.#swapFailed(model, from, err, began, cause);
+      } finally {
+        this.#forget(model.id);
+      }
+    } finally {
+      this.#target = null;
+      this.#emit();
     }
   }
 
@@ -442,8 +602,8 @@ export class ModelManager {
 
   /**
    * Keeps the invariant when someone else moves a container: a configured container started
-   * by hand while another model is loaded (or loading) is stopped again, and a loaded model
-   * whose container stopped is forgotten, so the next request starts it again. Follows
+   * by hand while other models run (or start) is stopped again, and a resident whose
+   * container stopped is forgotten, so the next request starts it again. Follows
    * Docker's events until `signal` aborts, reconnecting (and reconciling) after Docker
    * restarts.
    */
@@ -469,13 +629,18 @@ export class ModelManager {
   async #onEvent(event: ContainerEvent): Promise<void> {
     const model = this.#byContainer.get(event.name);
     if (!model) return;
-    const busyWith = this.#phase === "ready" ? this.#loaded : this.#target;
-    if (event.action === "start" && busyWith !== null && busyWith !== model.id) {
-      this.#log.warn("foreign_start_stopped", { container: event.name, loaded: busyWith });
+    const phase = this.#phaseOf(model.id);
+    if (event.action === "start" && phase === "stopped") {
+      // Started by hand: it may not fit beside the residents, so it goes unless nothing runs.
+      if (this.#slots.size === 0 && this.#busy === 0) return;
+      this.#log.warn("foreign_start_stopped", {
+        container: event.name,
+        resident: [...this.#slots.keys()].join(","),
+      });
       await this.#docker.stop(event.name, this.#stopTimeoutS).catch(() => {});
-    } else if (event.action !== "start" && this.#loaded === model.id && this.#phase === "ready") {
+    } else if (event.action !== "start" && (phase === "ready" || phase === "draining")) {
       this.#log.warn("backend_gone", { model: model.id, container: event.name });
-      this.#set({ phase: "idle", loaded: null });
+      this.#forget(model.id);
     }
   }
 
@@ -555,28 +720,44 @@ export class ModelManager {
   }
 
   async #reconcile(): Promise<void> {
-    const running = await this.#runningContainers();
-    if (running.length === 0) return this.#set({ phase: "idle", loaded: null });
+    const running = (await this.#runningContainers()).filter((name) => this.#byContainer.has(name));
+    // After Docker came back, residents whose containers did not survive are gone.
+    for (const id of [...this.#slots.keys()]) {
+      const name = this.#models.get(id)?.containerName;
+      if (name !== undefined && !running.includes(name) && this.#phaseOf(id) === "ready") {
+        this.#log.warn("backend_gone", { model: id, container: name });
+        this.#forget(id);
+      }
+    }
     const states = await Promise.all(running.map((name) => this.#docker.inspect(name)));
     states.sort((a, b) => b.startedAt.localeCompare(a.startedAt));
-    const [keep, ...extra] = states;
-    await Promise.all(extra.map((s) => this.#docker.stop(s.name, this.#stopTimeoutS)));
+    const kept: ModelConfig[] = [];
+    const extra: string[] = [];
+    for (const state of states) {
+      const model = this.#byContainer.get(state.name)!;
+      const together = [...this.#slots.keys(), ...kept.map((m) => m.id), model.id];
+      if (!this.#slots.has(model.id) && fitsTogether(together, this.#capacity)) kept.push(model);
+      else if (!this.#slots.has(model.id)) extra.push(state.name);
+    }
+    await Promise.all(extra.map((name) => this.#docker.stop(name, this.#stopTimeoutS)));
     if (extra.length > 0) {
       this.#log.warn("reconcile_stopped_extra", {
-        kept: keep.name,
-        stopped: extra.map((s) => s.name).join(","),
+        kept: kept.map((m) => m.containerName).join(","),
+        stopped: extra.join(","),
       });
     }
-    const model = this.#byContainer.get(keep.name)!;
-    this.#set({ phase: "reconciling", target: model.id });
-    try {
-      await this.#waitHealthy(model, this.#clock.now() + model.startupTimeoutMs);
-      this.#set({ phase: "ready", loaded: model.id, target: null });
-      this.#log.info("reconcile_adopted", { model: model.id, container: keep.name });
-    } catch (err) {
-      const failure = await this.#describeFailure(model, err);
-      this.#log.warn("reconcile_unhealthy", { model: model.id, error: failure.message });
-      this.#set({ phase: "idle", loaded: null, target: null });
-    }
+    await Promise.all(kept.map(async (model) => {
+      this.#move(model.id, "starting");
+      try {
+        await this.#waitHealthy(model, this.#clock.now() + model.startupTimeoutMs);
+        this.#move(model.id, "ready");
+        this.#log.info("reconcile_adopted", { model: model.id, container: model.containerName });
+      } catch (err) {
+        if (this.#phaseOf(model.id) === "starting") this.#move(model.id, "stopping");
+        const failure = await this.#describeFailure(model, err);
+        this.#log.warn("reconcile_unhealthy", { model: model.id, error: failure.message });
+        this.#forget(model.id);
+      }
+    }));
   }
 }

@@ -1,7 +1,8 @@
 /**
  * @module
- * The worker pool: runs the scheduler's decisions. Up to `num_workers` jobs are in flight;
- * a swap is asked of the ModelManager only when the policy says so. Every event (a job
+ * The worker pool: runs the scheduler's decisions. Each resident model serves up to its
+ * `parallel` jobs at once; a placement (a swap) is asked of the ModelManager only when the
+ * policy says so. Every event (a job
  * arrives, finishes or leaves, the loaded model changes) calls `pump()`, which decides again.
  * Nothing here polls: an idle pool costs no CPU.
  */
@@ -26,7 +27,7 @@ import { JobQueue } from "./queue.ts";
 import { ByteBudget } from "./byte_budget.ts";
 import type { Activity } from "./activity.ts";
 import { LoadTimes } from "./load_times.ts";
-import { POLICIES, type Policy, type SchedulerRules, step } from "./scheduler.ts";
+import { POLICIES, type Policy, type Resident, type SchedulerRules, step } from "./scheduler.ts";
 import { forward, UpstreamUnreachableError } from "./upstream.ts";
 
 export interface WorkerPoolDeps {
@@ -62,12 +63,14 @@ export class WorkerPool {
   #rules: SchedulerRules;
   readonly loadTimes: LoadTimes;
   readonly #running = new Set<Job>();
+  /** Jobs in flight per model. */
+  readonly #runningOn = new Map<string, number>();
   readonly #idleWaiters: (() => void)[] = [];
-  #swapping = false;
+  #placing = false;
+  /** Residents a placement under way stops: they take no new work from its decision on. */
+  readonly #evicting = new Set<string>();
   /** A swap was decided; it starts once in-flight requests finished. */
   #switchingTo: string | null = null;
-  /** Last time a job finished or a model loaded: idle TTLs count from it. */
-  #lastActivity: number;
   #idleTimer: ReturnType<typeof setTimeout> | null = null;
   /** One timer for the earliest moment a policy asked to decide again. */
   #wake: { at: number; timer: ReturnType<typeof setTimeout> } | null = null;
@@ -90,7 +93,6 @@ export class WorkerPool {
     this.#fixedPolicy = deps.policy ?? null;
     this.#policy = deps.policy ?? POLICIES[deps.config.scheduler.policy];
     this.loadTimes = new LoadTimes(deps.config.models);
-    this.#lastActivity = deps.clock.now();
     this.#rules = this.#rulesFor(deps.config);
     this.queue = new JobQueue(deps.config.queueSize, {
       timeoutS: deps.config.requestTimeoutMs / 1000,
@@ -115,8 +117,11 @@ export class WorkerPool {
       () => this.#retryAfterS(),
     );
     this.#models.onChange(() => this.pump());
-    // Every swap teaches the ETA and counts, whoever asked for it (requests, admin, preload).
+    // Every swap teaches the ETA and counts, whoever asked for it (requests, admin, preload),
+    // and its time shows in the request lines of those who waited for it.
     this.#models.onSwap((timings) => {
+      const total = timings.stopMs + timings.startMs + timings.healthyMs;
+      for (const job of this.queue.waiting().jobsOf(timings.to)) job.swapMs += total;
       this.loadTimes.observe(timings.to, timings.startMs + timings.healthyMs);
       this.#metrics.swaps.inc({ from: timings.from ?? "none", to: timings.to });
       this.#metrics.swapSeconds.observe(
@@ -210,50 +215,67 @@ export class WorkerPool {
   describeWait(job: Job): string {
     const position = this.queue.positionOf(job);
     const snap = this.#models.snapshot();
-    const seconds = Math.round((this.#clock.now() - snap.since) / 1000);
     const eta = `eta=${Math.round(this.estimateStartMs(job) / 1000)}s`;
-    const loading = snap.phase === "starting" || snap.phase === "stopping";
-    if (loading && snap.target === job.model) {
+    const starting = snap.residents.find((r) => r.phase === "starting");
+    if (starting === undefined) return `queued position=${position} ${eta}`;
+    const seconds = Math.round((this.#clock.now() - starting.since) / 1000);
+    if (starting.model === job.model) {
       return `loading model ${job.model} ${seconds}s position=${position} ${eta}`;
     }
-    if (loading) {
-      return `queued position=${position} ${eta} (loading model ${snap.target} ${seconds}s)`;
-    }
-    return `queued position=${position} ${eta}`;
+    return `queued position=${position} ${eta} (loading model ${starting.model} ${seconds}s)`;
   }
 
   /**
-   * Estimated ms until `job` starts: the rest of a load in progress (or a whole learned load
-   * of its model after the running requests), then its turn among its model's waiting jobs.
+   * Estimated ms until `job` starts: the rest of its model's load in progress (or a whole
+   * learned load after the running requests), then its turn among its model's waiting jobs.
    * An estimate: other models' due jobs may still go first.
    */
   estimateStartMs(job: Job): number {
     const snap = this.#models.snapshot();
     const now = this.#clock.now();
+    const resident = snap.residents.find((r) => r.model === job.model);
     let ms = 0;
-    if (snap.phase !== "ready" || snap.loaded !== job.model) {
+    if (resident?.phase !== "ready") {
       const load = this.loadTimes.estimate(job.model);
-      const loadingIt = snap.target === job.model && snap.phase !== "idle";
-      ms += loadingIt
-        ? Math.max(0, load - (now - snap.since))
+      ms += resident?.phase === "starting"
+        ? Math.max(0, load - (now - resident.since))
         : load + (this.#running.size > 0 ? this.#serviceMs / 2 : 0);
     }
-    const ahead = this.queue.aheadOf(job);
-    const turns = Math.floor((ahead + this.#running.size) / this.#config.numWorkers);
+    const ahead = this.queue.aheadOf(job) + (this.#runningOn.get(job.model) ?? 0);
+    const turns = Math.floor(ahead / this.#parallel(job.model));
     return Math.round(ms + turns * this.#serviceMs);
+  }
+
+  /** Requests `model` serves at once. */
+  #parallel(model: string): number {
+    return this.#modelConfigs.get(model)?.parallel ?? this.#config.numWorkers;
   }
 
   /** The queue as operators see it (`GET /queue`), its first `limit` jobs with their ETAs. */
   queueView(limit = Infinity) {
     const snap = this.#models.snapshot();
     const now = this.#clock.now();
+    const ready = snap.residents.filter((r) => r.phase === "ready");
     return {
       policy: this.#config.scheduler.policy,
       current_model: snap.loaded,
       phase: snap.phase,
       loading: snap.target,
       switching_to: this.#switchingTo,
-      workers: { total: this.#config.numWorkers, busy: this.#running.size },
+      resident: snap.residents.map((r) => ({
+        model: r.model,
+        phase: r.phase,
+        memory_gb: r.memoryGb,
+        running: this.#runningOn.get(r.model) ?? 0,
+        parallel: this.#parallel(r.model),
+      })),
+      memory_budget_gb: this.#config.memoryBudgetGb,
+      workers: {
+        total: ready.length === 0
+          ? this.#config.numWorkers
+          : ready.reduce((n, r) => n + this.#parallel(r.model), 0),
+        busy: this.#running.size,
+      },
       jobs: this.queue.list().slice(0, limit).map((job, index) => ({
         id: job.id,
         model: job.model,
@@ -325,14 +347,24 @@ export class WorkerPool {
   #dispatch(): void {
     while (!this.#closed) {
       const snap = this.#models.snapshot();
+      const residents = new Map<string, Resident>();
+      for (const r of snap.residents) {
+        const inflight = this.#runningOn.get(r.model) ?? 0;
+        const ready = r.phase === "ready" && !this.#evicting.has(r.model);
+        residents.set(r.model, {
+          model: r.model,
+          ready,
+          since: r.since,
+          inflight,
+          free: ready ? Math.max(0, this.#parallel(r.model) - inflight) : 0,
+        });
+      }
       const action = step(this.#policy, {
         waiting: this.queue.waiting(),
-        loaded: snap.phase === "ready" ? snap.loaded : null,
-        loadedSince: snap.since,
-        swapping: this.#swapping || (snap.phase !== "ready" && snap.phase !== "idle"),
+        residents,
+        victimsFor: (model) => this.#models.victimsFor(model),
+        placing: this.#placing || snap.busy,
         switchingTo: this.#switchingTo,
-        inflight: this.#running.size,
-        freeWorkers: this.#config.numWorkers - this.#running.size,
         now: this.#clock.now(),
       }, this.#rules);
       switch (action.kind) {
@@ -345,16 +377,18 @@ export class WorkerPool {
           return;
         case "swap":
           this.#switchingTo = null;
+          for (const model of this.#models.victimsFor(action.to)) this.#evicting.add(model);
           this.#swap(action.to);
-          return;
+          break;
         case "serve": {
-          this.#switchingTo = null;
+          this.#switchingTo = action.drainingTo ?? null;
           const job = action.job;
           const lease = this.#models.lease(job.model);
           if (lease === null) return; // the model changed under us; its change event pumps again
           this.queue.take(job);
           job.transition("running");
           this.#running.add(job);
+          this.#runningOn.set(job.model, (this.#runningOn.get(job.model) ?? 0) + 1);
           this.#metrics.observeConcurrency(this.#running.size);
           this.#run(job, lease);
         }
@@ -362,28 +396,41 @@ export class WorkerPool {
     }
   }
 
-  /** Unloads a model with a `ttl` once nothing waited for or ran on it that long. */
+  /**
+   * Unloads each resident with a `ttl` once nothing waited for or ran on it that long. One
+   * timer, for the earliest.
+   */
   #armIdleUnload(snap: ModelSnapshot): void {
     if (this.#idleTimer !== null) clearTimeout(this.#idleTimer);
     this.#idleTimer = null;
-    const loaded = snap.phase === "ready" ? snap.loaded : null;
-    const ttl = loaded === null ? null : this.#modelConfigs.get(loaded)?.ttlMs ?? null;
-    if (ttl === null || this.queue.waiting().size > 0 || this.#running.size > 0 || this.#closed) {
-      return;
-    }
-    const at = Math.max(this.#lastActivity, snap.since) + ttl;
+    if (this.#closed) return;
+    const expiries = this.#idleExpiries(snap);
+    if (expiries.length === 0) return;
+    const at = Math.min(...expiries.map((e) => e.at));
     this.#idleTimer = setTimeout(() => {
       this.#idleTimer = null;
-      const snap = this.#models.snapshot();
-      const idle = snap.loaded === loaded && snap.phase === "ready" &&
-        this.queue.waiting().size === 0 &&
-        this.#running.size === 0 && this.#clock.now() >= at;
-      if (!idle) return this.pump();
-      this.#log.info("idle_unload", { model: loaded, ttl_s: ttl / 1000 });
-      this.#models.unload("idle").catch((err) =>
-        this.#log.warn("idle_unload_failed", { model: loaded, error: String(err) })
-      );
+      const now = this.#clock.now();
+      for (const { model, at, ttlMs } of this.#idleExpiries(this.#models.snapshot())) {
+        if (now < at) continue;
+        this.#log.info("idle_unload", { model, ttl_s: ttlMs / 1000 });
+        this.#models.unload("idle", model).catch((err) =>
+          this.#log.warn("idle_unload_failed", { model, error: String(err) })
+        );
+      }
+      this.pump();
     }, Math.max(0, at - this.#clock.now()));
+  }
+
+  /** Ready residents with a `ttl`, nothing waiting and nothing running, and when they expire. */
+  #idleExpiries(snap: ModelSnapshot) {
+    const expiries: { model: string; at: number; ttlMs: number }[] = [];
+    for (const r of snap.residents) {
+      const ttlMs = this.#modelConfigs.get(r.model)?.ttlMs ?? null;
+      const idle = r.phase === "ready" && this.queue.waiting().line(r.model) === undefined &&
+        (this.#runningOn.get(r.model) ?? 0) === 0;
+      if (ttlMs !== null && idle) expiries.push({ model: r.model, at: r.lastUsed + ttlMs, ttlMs });
+    }
+    return expiries;
   }
 
   #wakeAt(at: number): void {
@@ -397,21 +444,17 @@ export class WorkerPool {
   }
 
   async #swap(to: string): Promise<void> {
-    this.#swapping = true;
+    this.#placing = true;
     try {
-      const timings = await this.#models.swapTo(to);
-      this.#lastActivity = this.#clock.now();
-      if (timings) {
-        const total = timings.stopMs + timings.startMs + timings.healthyMs;
-        for (const job of this.queue.waiting().jobsOf(to)) job.swapMs += total;
-      }
+      await this.#models.place(to);
     } catch (err) {
       const error = err instanceof SwapFailedError
         ? modelUnavailable(err.code, err.message, err)
         : modelUnavailable("model_load_failed", `Model '${to}' failed to load: ${err}`, err);
       this.#failWaiting(to, error);
     } finally {
-      this.#swapping = false;
+      this.#placing = false;
+      this.#evicting.clear();
       this.pump();
     }
   }
@@ -448,6 +491,9 @@ export class WorkerPool {
       }
     } finally {
       this.#running.delete(job);
+      const left = (this.#runningOn.get(job.model) ?? 1) - 1;
+      if (left === 0) this.#runningOn.delete(job.model);
+      else this.#runningOn.set(job.model, left);
       lease.release();
       if (retry) this.queue.requeue(job);
       else {
@@ -487,7 +533,6 @@ export class WorkerPool {
     if (final === "done") this.#metrics.successfulRequests++;
     else if (final === "cancelled") this.#metrics.cancelledRequests++;
     else this.#metrics.failedRequests++;
-    this.#lastActivity = this.#clock.now();
     if (job.startedAt !== null) {
       this.#serviceMs = 0.8 * this.#serviceMs + 0.2 * (this.#clock.now() - job.startedAt);
     }

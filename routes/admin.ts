@@ -19,6 +19,7 @@ import { SwapFailedError } from "../lib/models.ts";
 import type { AppDeps, AppEnv } from "./app.ts";
 
 const LoadBody = z.object({ model: z.string().min(1) });
+const UnloadBody = z.object({ model: z.string().min(1).optional() });
 
 export function adminRoutes(deps: AppDeps): Hono<AppEnv> {
   const { live, docker, models, pool } = deps;
@@ -38,6 +39,8 @@ export function adminRoutes(deps: AppDeps): Hono<AppEnv> {
     return c.json({
       current_model: snap.loaded,
       phase: snap.phase,
+      resident_models: snap.residents.map((r) => r.model),
+      memory_budget_gb: live.current.memoryBudgetGb,
       containers: live.current.models.map((m) => ({
         model: m.id,
         container: m.containerName,
@@ -45,6 +48,8 @@ export function adminRoutes(deps: AppDeps): Hono<AppEnv> {
         // The proxy creates it when missing (a container: block).
         managed: m.container !== null,
         running: containers.some((s) => s.name === m.containerName && s.running),
+        state: models.stateOf(m.id),
+        memory_gb: m.memoryGb,
       })),
     });
   });
@@ -57,7 +62,7 @@ export function adminRoutes(deps: AppDeps): Hono<AppEnv> {
     const model = live.model(parsed.data.model);
     if (!model) throw modelNotFound(parsed.data.model, live.current.models.map((m) => m.id));
     try {
-      const timings = await models.swapTo(model.id, "admin");
+      const timings = await models.place(model.id, "admin");
       return c.json({ model: model.id, swapped: timings !== null, timings });
     } catch (err) {
       if (err instanceof SwapFailedError) throw modelUnavailable(err.code, err.message, err);
@@ -65,7 +70,23 @@ export function adminRoutes(deps: AppDeps): Hono<AppEnv> {
     }
   });
 
-  app.post("/unload", async (c) => c.json({ unloaded: await models.unload("admin") }));
+  /** `{"model": id}` unloads that model; no body unloads every resident. */
+  app.post("/unload", async (c) => {
+    const text = await c.req.text();
+    const parsed = UnloadBody.safeParse(
+      text.trim() === "" ? {} : await Promise.try(() => JSON.parse(text)).catch(() => null),
+    );
+    if (!parsed.success) {
+      throw invalidRequest("invalid_body", 'Expected no body or {"model": "<id>"}', "model");
+    }
+    const id = parsed.data.model;
+    if (id !== undefined && !live.model(id)) {
+      throw modelNotFound(id, live.current.models.map((m) => m.id));
+    }
+    const unloaded = await models.unload("admin", id === undefined ? null : live.model(id)!.id);
+    // `unloaded` keeps the single-model answer; `unloaded_models` lists them all.
+    return c.json({ unloaded: unloaded[0] ?? null, unloaded_models: unloaded });
+  });
 
   app.get("/queue", (c) => c.json(pool.queueView()));
 

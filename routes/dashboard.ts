@@ -79,6 +79,13 @@ export function dashboardRoutes(deps: AppDeps): Hono {
         since_s: tenths(now - snap.since),
       },
       workers: queue.workers,
+      memory_budget_gb: config.memoryBudgetGb,
+      resident: snap.residents.map((r) => ({
+        model: r.model,
+        phase: r.phase,
+        memory_gb: r.memoryGb,
+        since_s: tenths(now - r.since),
+      })),
       running: pool.runningView(),
       models: config.models.map((m) => {
         const waiting = pool.queue.waiting().line(m.id);

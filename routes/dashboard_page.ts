@@ -41,6 +41,11 @@ th { color:var(--dim); font-weight:500; font-size:12px; }
 .status-ok { color:var(--ok); } .status-bad { color:var(--bad); } .status-gone { color:var(--warn); }
 .bar { height:6px; background:var(--line); border-radius:3px; overflow:hidden; margin-top:8px; }
 .bar > div { height:100%; background:var(--warn); width:0; transition:width .4s; }
+.membar { display:flex; height:18px; background:var(--line); border-radius:3px; overflow:hidden; margin-top:6px; }
+.membar > div { height:100%; font-size:11px; line-height:18px; padding:0 4px; overflow:hidden;
+  white-space:nowrap; border-right:1px solid var(--bg); box-sizing:border-box; }
+.mem-ready { background:var(--ok); color:var(--bg); }
+.mem-starting, .mem-draining, .mem-stopping { background:var(--warn); color:var(--bg); }
 ol.timeline { list-style:none; margin:0; padding:0; }
 ol.timeline li { display:grid; grid-template-columns:72px 1fr 64px; gap:8px; padding:4px 0;
   border-bottom:1px solid var(--line); align-items:center; }
@@ -110,7 +115,7 @@ function act(action, button) {
   var model = button.getAttribute("data-model");
   var job = button.getAttribute("data-job");
   if (action === "load") req = ["POST", "/admin/load", JSON.stringify({ model: model })];
-  if (action === "unload") req = ["POST", "/admin/unload", null];
+  if (action === "unload") req = ["POST", "/admin/unload", JSON.stringify({ model: model })];
   if (action === "cancel") req = ["DELETE", "/admin/queue/" + encodeURIComponent(job), null];
   notice(action + " …", true);
   var headers = { authorization: "Bearer " + adminKey };
@@ -129,7 +134,9 @@ function act(action, button) {
 
 function renderNow(s) {
   var cur = s.current;
-  document.getElementById("current-model").textContent = cur.model || "none";
+  var ready = s.resident.filter(function (r) { return r.phase === "ready"; })
+    .map(function (r) { return r.model; });
+  document.getElementById("current-model").textContent = ready.join(" + ") || "none";
   var phase = cur.phase;
   var text = phase === "ready" ? "loaded " + secs(cur.since_s) + " ago"
     : phase === "starting" || phase === "stopping" ? "loading " + cur.target + " · " + secs(cur.since_s)
@@ -143,12 +150,30 @@ function renderNow(s) {
     var estimate = (s.models.find(function (m) { return m.id === cur.target; }) || {}).load_s || 1;
     bar.style.width = Math.min(100, (100 * cur.since_s) / estimate) + "%";
   }
+  renderMemory(s);
   document.getElementById("workers").textContent = s.workers.busy + " / " + s.workers.total;
   replace("inflight", s.running.length === 0 ? [el("div", { cls: "empty", text: "idle" })]
     : s.running.map(function (r) {
       return el("div", { text: r.model + " · " + r.id + " · " + secs(r.running_s) +
         (r.stream ? " · stream" : "") });
     }));
+}
+
+/** With a memory_budget: one segment per resident model, its share of the budget. */
+function renderMemory(s) {
+  var box = document.getElementById("memory");
+  box.style.display = s.memory_budget_gb === null ? "none" : "";
+  if (s.memory_budget_gb === null) return;
+  var used = 0;
+  replace("memory-bar", s.resident.map(function (r) {
+    used += r.memory_gb || 0;
+    var node = el("div", { cls: "mem-" + r.phase, text: r.model, "data-model": r.model,
+      title: r.model + ": " + r.memory_gb + " GB, " + r.phase });
+    node.style.width = (100 * (r.memory_gb || 0)) / s.memory_budget_gb + "%";
+    return node;
+  }));
+  document.getElementById("memory-text").textContent =
+    used + " of " + s.memory_budget_gb + " GB declared";
 }
 
 function renderModels(s) {
@@ -286,6 +311,10 @@ export const DASHBOARD_HTML = `<!doctype html>
     <div id="current-model" class="big">–</div>
     <div id="phase" class="dim"></div>
     <div class="bar"><div id="load-bar"></div></div>
+    <div id="memory" style="display:none">
+      <h2 style="margin-top:14px">Memory <span id="memory-text" class="dim"></span></h2>
+      <div id="memory-bar" class="membar"></div>
+    </div>
     <h2 style="margin-top:14px">Workers busy <span id="workers"></span></h2>
     <div id="inflight"></div>
   </section>

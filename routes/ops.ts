@@ -18,6 +18,7 @@ export function opsRoutes(deps: AppDeps): Hono {
     const base = {
       status: "healthy",
       current_model: snap.loaded,
+      resident_models: snap.residents.filter((r) => r.phase === "ready").map((r) => r.model),
       queue_size: pool.queue.size,
       queue_capacity: config.queueSize,
       message: "Proxy is operational",
@@ -53,7 +54,7 @@ export function opsRoutes(deps: AppDeps): Hono {
     if (wantsPrometheus(c.req.header("accept") ?? null, c.req.query("format"))) {
       const text = prometheusText(metrics, {
         models: config.models.map((m) => m.id),
-        loaded: models.snapshot().loaded,
+        loaded: models.snapshot().residents.filter((r) => r.phase === "ready").map((r) => r.model),
         queueDepth: new Map(
           config.models.map((m) => [m.id, pool.queue.waiting().jobsOf(m.id).length]),
         ),
@@ -97,6 +98,12 @@ export function opsRoutes(deps: AppDeps): Hono {
           store: store.name,
         },
       current_model: models.snapshot().loaded,
+      resident_models: models.snapshot().residents.map((r) => ({
+        model: r.model,
+        phase: r.phase,
+        memory_gb: r.memoryGb,
+      })),
+      memory_budget_gb: config.memoryBudgetGb,
       pending_futures: pending + processing,
       queued_bytes: pool.bodies.held,
       max_queued_bytes: pool.bodies.limit,

@@ -50,7 +50,7 @@ Deno.test("admin: list running, load a model now, unload it", async () => {
       );
 
       const unload = await fetch(`${proxy.url}/admin/unload`, { method: "POST", headers: auth });
-      assert.deepEqual(await unload.json(), { unloaded: "b" });
+      assert.deepEqual(await unload.json(), { unloaded: "b", unloaded_models: ["b"] });
       assert.deepEqual(await lab.running(), []);
       assert.equal((await getJson(`${proxy.url}/health`)).body.current_model, null);
       assert.equal((await post(proxy.url, chatBody("a"))).status, 200); // and serving goes on

@@ -100,7 +100,7 @@ models:
   assert.match(String(health.body.message), /Docker is unreachable at \/tmp\/lqp-no-docker/);
   assert.deepEqual(
     Object.keys(health.body).sort(),
-    ["current_model", "message", "queue_capacity", "queue_size", "status"],
+    ["current_model", "message", "queue_capacity", "queue_size", "resident_models", "status"],
   );
   const res = await post(proxy.url, chatBody("a"));
   assert.equal(res.status, 503);

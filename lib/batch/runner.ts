@@ -130,11 +130,11 @@ export class BatchRunner {
     }
   }
 
-  /** The loaded model's lane first: its lines run without a swap. */
+  /** The resident models' lanes first: their lines run without a swap. */
   #laneOrder(): string[] {
-    const loaded = this.#deps.models.snapshot().loaded;
+    const resident = new Set(this.#deps.models.snapshot().residents.map((r) => r.model));
     const lanes = [...this.#deps.lanes()];
-    return loaded === null ? lanes : [loaded, ...lanes.filter((lane) => lane !== loaded)];
+    return [...lanes.filter((l) => resident.has(l)), ...lanes.filter((l) => !resident.has(l))];
   }
 
   async #start(record: JobRecord): Promise<void> {

@@ -84,3 +84,57 @@ export async function containerStarts(
     .filter((e) => e.timeNano >= sinceMs * 1e6)
     .map((e) => e.Actor.Attributes.name);
 }
+
+/**
+ * Follows Docker's event stream for the containers labelled `lqp.test=<prefix>` and calls
+ * `check` with the set running after every start and every death, in Docker's own order.
+ * `stop()` ends it and says how many events were seen.
+ */
+export async function followRunning(
+  api: DockerApi,
+  prefix: string,
+  check: (running: ReadonlySet<string>, event: string) => void,
+): Promise<{ stop(): Promise<number> }> {
+  const filters = encodeURIComponent(JSON.stringify({
+    type: ["container"],
+    event: ["start", "die"],
+    label: [`lqp.test=${prefix}`],
+  }));
+  const listFilters = encodeURIComponent(JSON.stringify({ label: [`lqp.test=${prefix}`] }));
+  const abort = new AbortController();
+  const res = await api.call("GET", `/events?filters=${filters}`, { signal: abort.signal });
+  // Listed after subscribing, so no event falls between the list and the stream.
+  const listed = await (await api.call("GET", `/containers/json?filters=${listFilters}`)).json();
+  const running = new Set<string>(
+    (listed as { Names: string[] }[]).map((c) => c.Names[0].replace(/^\//, "")),
+  );
+  let events = 0;
+  const reading = (async () => {
+    let buffer = "";
+    for await (const text of res.body!.pipeThrough(new TextDecoderStream())) {
+      buffer += text;
+      const lines = buffer.split("\n");
+      buffer = lines.pop()!;
+      for (const line of lines.filter(Boolean)) {
+        const event = JSON.parse(line) as {
+          Action: string;
+          Actor: { Attributes: { name: string } };
+        };
+        const name = event.Actor.Attributes.name;
+        if (event.Action === "start") running.add(name);
+        else running.delete(name);
+        events++;
+        check(running, `${event.Action} ${name}`);
+      }
+    }
+  })().catch((err) => {
+    if (!abort.signal.aborted) throw err;
+  });
+  return {
+    async stop() {
+      abort.abort();
+      await reading;
+      return events;
+    },
+  };
+}

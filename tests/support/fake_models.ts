@@ -38,6 +38,8 @@ export interface FakeModelSpec {
   fromConfig?: boolean;
   /** Image for a `fromConfig` container (default: the look-alike's). */
   image?: string;
+  /** The model's declared `memory` (GB) in the config. */
+  memoryGb?: number;
 }
 
 export interface FakeState {
@@ -130,6 +132,7 @@ export async function createHomelab(
           ...(s.onDisconnect ? [`    on_disconnect: ${s.onDisconnect}`] : []),
           ...(s.ttlS ? [`    ttl: ${s.ttlS}`] : []),
           ...(s.waitFeedback ? [`    wait_feedback: ${s.waitFeedback}`] : []),
+          ...(s.memoryGb ? [`    memory: ${s.memoryGb}`] : []),
           ...(s.fromConfig ? containerBlock(containerSpec(s)) : []),
         ].join("\n")
       );
