@@ -15,6 +15,14 @@
  * FAKE_RECORD=0 stops recording requests (benchmarks send hundreds of thousands).
  * `"fake_crash": true` kills the server before it answers; `"fake_crash_once": true` only
  * the first time.
+ *
+ * Prompt cache and slots, as llama-server (transcripts "KV slot save/restore"): a chat's prompt
+ * is its messages rendered through a chat template and split into word tokens; each request
+ * runs in the idle slot whose cache shares the longest prefix with it, and reports that
+ * prefix as `usage.prompt_tokens_details.cached_tokens` (and `timings.cache_n`). `GET /slots`
+ * lists the slots; with `--slot-save-path DIR` among its arguments, `POST /slots/{id}?action=
+ * save|restore` `{"filename"}` writes a slot's cache to DIR/filename or reads it back (400 for
+ * a missing or unreadable file); without it, 501 `not_supported_error`.
  */
 
 const env = (name: string, fallback: string) => Deno.env.get(name) ?? fallback;
@@ -25,6 +33,12 @@ const slots = Number(env("FAKE_SLOTS", "2"));
 const tokenMs = Number(env("FAKE_TOKEN_MS", "2"));
 const port = Number(env("FAKE_PORT", "8080"));
 const record = env("FAKE_RECORD", "1") !== "0";
+/** Slow slot saves and restores (timeouts), and prompt processing per uncached token. */
+const slotSaveMs = Number(env("FAKE_SLOT_SAVE_MS", "0"));
+const slotRestoreMs = Number(env("FAKE_SLOT_RESTORE_MS", "0"));
+const promptUs = Number(env("FAKE_PROMPT_US", "0"));
+const savePathAt = Deno.args.indexOf("--slot-save-path");
+const savePath = savePathAt < 0 ? null : Deno.args[savePathAt + 1].replace(/\/*$/, "/");
 
 function crashedBefore(): boolean {
   try {
@@ -68,6 +82,98 @@ let decoding = 0;
 let disconnects = 0;
 let completed = 0;
 const slotWaiters: (() => void)[] = [];
+/** Each slot's cached tokens (prompt and answer of its last request) and when it was used. */
+const slotCache = Array.from(
+  { length: slots },
+  () => ({ tokens: [] as string[], busy: false, used: 0 }),
+);
+
+/** Word tokens of a chat rendered as llama-server's default (ChatML) template renders it. */
+function promptTokens(body: Record<string, unknown>): string[] {
+  const messages = Array.isArray(body.messages) ? body.messages : [];
+  const text =
+    messages.map((m: { role?: string; content?: unknown }) =>
+      `<|im_start|>${m.role}\n${typeof m.content === "string" ? m.content : ""}<|im_end|>\n`
+    ).join("") + "<|im_start|>assistant\n";
+  return typeof body.prompt === "string" ? body.prompt.split(/(?<=\s)/) : text.split(/(?<=\s)/);
+}
+
+function commonPrefix(a: string[], b: string[]): number {
+  let n = 0;
+  while (n < a.length && n < b.length && a[n] === b[n]) n++;
+  return n;
+}
+
+/** The idle slot that shares the longest prefix with `prompt`, else the least recently used. */
+function pickSlot(prompt: string[]): number {
+  let best = -1;
+  for (let id = 0; id < slots; id++) {
+    const slot = slotCache[id];
+    if (slot.busy) continue;
+    const better = best < 0 ||
+      commonPrefix(slot.tokens, prompt) > commonPrefix(slotCache[best].tokens, prompt) ||
+      (commonPrefix(slot.tokens, prompt) === commonPrefix(slotCache[best].tokens, prompt) &&
+        slot.used < slotCache[best].used);
+    if (better) best = id;
+  }
+  return best;
+}
+
+async function slotAction(id: number, action: string | null, text: string): Promise<Response> {
+  if (savePath === null) {
+    return json(
+      501,
+      errorBody(
+        501,
+        "This server does not support slots action. Start it with `--slot-save-path`",
+        "not_supported_error",
+      ),
+    );
+  }
+  const filename = String(JSON.parse(text || "{}").filename ?? "");
+  if (!(id >= 0 && id < slots) || filename === "" || filename.includes("/")) {
+    return json(400, errorBody(400, "Invalid slot or filename", "invalid_request_error"));
+  }
+  const started = performance.now();
+  const delay = action === "save" ? slotSaveMs : action === "restore" ? slotRestoreMs : 0;
+  if (delay > 0) await new Promise((r) => setTimeout(r, delay));
+  if (action === "save") {
+    const bytes = new TextEncoder().encode(JSON.stringify({ alias, tokens: slotCache[id].tokens }));
+    await Deno.writeFile(savePath + filename, bytes);
+    return json(200, {
+      id_slot: id,
+      filename,
+      n_saved: slotCache[id].tokens.length,
+      n_written: bytes.byteLength,
+      timings: { save_ms: performance.now() - started },
+    });
+  }
+  if (action === "restore") {
+    try {
+      const bytes = await Deno.readFile(savePath + filename);
+      const saved = JSON.parse(new TextDecoder().decode(bytes));
+      if (!Array.isArray(saved.tokens)) throw new Error("no tokens");
+      slotCache[id].tokens = saved.tokens;
+      return json(200, {
+        id_slot: id,
+        filename,
+        n_restored: saved.tokens.length,
+        n_read: bytes.byteLength,
+        timings: { restore_ms: performance.now() - started },
+      });
+    } catch {
+      return json(
+        400,
+        errorBody(
+          400,
+          "Unable to restore slot: No available space in KV cache or invalid slot save file",
+          "invalid_request_error",
+        ),
+      );
+    }
+  }
+  return json(400, errorBody(400, "Invalid action", "invalid_request_error"));
+}
 let releaseHeld: (() => void)[] = [];
 
 async function takeSlot(): Promise<void> {
@@ -126,7 +232,7 @@ async function generate(req: Request, body: Record<string, unknown>, kind: "chat
   const hold = body.fake_hold === true;
   const id = `chatcmpl-${crypto.randomUUID().replaceAll("-", "").slice(0, 24)}`;
   const created = Math.floor(Date.now() / 1000);
-  const usage = { completion_tokens: tokens, prompt_tokens: 9, total_tokens: tokens + 9 };
+  const prompt = promptTokens(body);
   inflight++;
   maxInflight = Math.max(maxInflight, inflight);
   let finished = false;
@@ -134,17 +240,35 @@ async function generate(req: Request, body: Record<string, unknown>, kind: "chat
     if (finished) return;
     finished = true;
     inflight--;
+    slot.busy = false;
     freeSlot();
     if (ok) completed++;
     else disconnects++;
   };
   req.signal.addEventListener("abort", () => end(false), { once: true });
   await takeSlot();
+  const slotId = pickSlot(prompt);
+  const slot = slotCache[slotId];
+  slot.busy = true;
+  const cached = Math.min(commonPrefix(slot.tokens, prompt), prompt.length - 1);
+  const answer = Array.from({ length: tokens }, (_, i) => words[i % words.length]);
+  // The slot keeps this prompt and its answer, as llama-server's cache does.
+  slot.tokens = [...prompt, ...answer.join("").split(/(?<=\s)/)];
+  slot.used = Date.now();
+  // Prompt processing: only what the slot's cache does not already hold.
+  const promptMs = ((prompt.length - cached) * promptUs) / 1000;
+  if (promptMs >= 1) await new Promise((r) => setTimeout(r, promptMs));
+  const usage = {
+    completion_tokens: tokens,
+    prompt_tokens: prompt.length,
+    total_tokens: tokens + prompt.length,
+    prompt_tokens_details: { cached_tokens: cached },
+  };
 
   if (body.stream !== true) {
     if (hold) await held();
     if (interval * tokens > 0) await new Promise((r) => setTimeout(r, interval * tokens));
-    const text = Array.from({ length: tokens }, (_, i) => words[i % words.length]).join("");
+    const text = answer.join("");
     end(true);
     const choice = kind === "chat"
       ? { finish_reason: "length", index: 0, message: { role: "assistant", content: text } }
@@ -179,7 +303,7 @@ async function generate(req: Request, body: Record<string, unknown>, kind: "chat
           if (finished) return;
         }
         // Like llama-server: the last chunk carries timings, with or without include_usage.
-        const timings = { cache_n: 0, prompt_n: usage.prompt_tokens, predicted_n: tokens };
+        const timings = { cache_n: cached, prompt_n: prompt.length - cached, predicted_n: tokens };
         controller.enqueue(frame({ ...chunk(id, created, {}, "length", kind), timings }));
         if (includeUsage) {
           controller.enqueue(frame({ ...chunk(id, created, {}, null, kind), choices: [], usage }));
@@ -242,6 +366,21 @@ Deno.serve({
   }
   if (url.pathname === "/health" || url.pathname === "/v1/health") {
     return json(200, { status: "ok" });
+  }
+  if (url.pathname === "/slots" && req.method === "GET") {
+    return json(
+      200,
+      slotCache.map((slot, id) => ({
+        id,
+        n_ctx: 4096,
+        is_processing: slot.busy,
+        ...(slot.tokens.length > 0 ? { id_task: 0, n_prompt_tokens: slot.tokens.length } : {}),
+      })),
+    );
+  }
+  const slotPath = url.pathname.match(/^\/slots\/(\d+)$/);
+  if (slotPath && req.method === "POST") {
+    return slotAction(Number(slotPath[1]), url.searchParams.get("action"), text);
   }
   if (req.method !== "POST") return json(404, errorBody(404, "File Not Found", "not_found_error"));
   let body: Record<string, unknown>;

@@ -24,6 +24,10 @@ export interface LookAlikeSettings {
   tokenMs?: number;
   /** Keep a log of received requests for `/_fake/state`. */
   record?: boolean;
+  /** How long a slot save / restore takes (ms), and prompt processing per uncached token (µs). */
+  slotSaveMs?: number;
+  slotRestoreMs?: number;
+  promptUs?: number;
 }
 
 /** The container's command (the image has no entrypoint). */
@@ -33,8 +37,9 @@ export const LOOK_ALIKE_COMMAND: readonly string[] = [
   "--unstable-no-legacy-abort",
   "--allow-net",
   "--allow-env",
-  "--allow-read=/tmp",
-  "--allow-write=/tmp",
+  // /tmp for its crash marker; anywhere for --slot-save-path (a volume the proxy mounts).
+  "--allow-read",
+  "--allow-write",
   "/look_alike.ts",
 ];
 
@@ -49,6 +54,9 @@ export function lookAlikeEnv(settings: LookAlikeSettings): Record<string, string
     FAKE_SLOTS: String(settings.slots ?? 2),
     FAKE_TOKEN_MS: String(settings.tokenMs ?? 2),
     FAKE_RECORD: settings.record === false ? "0" : "1",
+    FAKE_SLOT_SAVE_MS: String(settings.slotSaveMs ?? 0),
+    FAKE_SLOT_RESTORE_MS: String(settings.slotRestoreMs ?? 0),
+    FAKE_PROMPT_US: String(settings.promptUs ?? 0),
   };
 }
 

@@ -54,8 +54,9 @@ Deno.test("GET /metrics with a scraper's Accept: Prometheus text that a real par
       );
 
     assert.equal(sample("lqp_requests_total", { model: "b", status: "200" })?.value, "2");
-    // The look-alike reports 9 prompt tokens per request, and max_tokens (default 4) answered.
-    assert.equal(sample("lqp_tokens_total", { model: "b", kind: "prompt" })?.value, "18");
+    // "hi" through the look-alike's chat template is 3 prompt tokens; max_tokens (default 4)
+    // are answered.
+    assert.equal(sample("lqp_tokens_total", { model: "b", kind: "prompt" })?.value, "6");
     assert.equal(sample("lqp_tokens_total", { model: "b", kind: "completion" })?.value, "10");
     assert.equal(sample("lqp_tokens_total", { model: "a", kind: "completion" })?.value, "4");
     assert.equal(sample("lqp_requests_total", { model: "a", status: "200" })?.value, "1");
