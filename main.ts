@@ -12,6 +12,7 @@ import { Metrics } from "./lib/metrics.ts";
 import { Activity } from "./lib/activity.ts";
 import { ModelManager } from "./lib/models.ts";
 import { sharedEndpoints } from "./lib/placement.ts";
+import { SlotKeeper } from "./lib/kv_slots.ts";
 import { WorkerPool } from "./lib/worker.ts";
 import { SyncJournal } from "./lib/journal.ts";
 import { openStore } from "./lib/store/open.ts";
@@ -58,6 +59,13 @@ export async function startProxy(
   const api = new DockerApi(config.dockerSocket);
   const docker = dockerForContainers(api, config.models.map((m) => m.containerName));
   const activity = new Activity();
+  const live = await LiveConfig.create(config);
+  const metrics = new Metrics(clock);
+
+  // This process's name in the store: its lease, and the owner of its jobs.
+  const node = `lqp-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
+  const store = await openStore(config.store);
+  const slots = new SlotKeeper({ store, log, metrics, now: () => clock.now() });
   const models = new ModelManager(docker, config.models, {
     activity,
     clock,
@@ -65,13 +73,8 @@ export async function startProxy(
     stopTimeoutS: config.stopTimeoutS,
     loadProgressMs: options.loadProgressMs,
     memoryBudgetGb: config.memoryBudgetGb,
+    slots,
   });
-  const live = await LiveConfig.create(config);
-  const metrics = new Metrics(clock);
-
-  // This process's name in the store: its lease, and the owner of its jobs.
-  const node = `lqp-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
-  const store = await openStore(config.store);
   const storeStatus = new StoreStatus(store, log);
   const journal = new SyncJournal({ store, status: storeStatus, node, clock, log });
   const pool = new WorkerPool({

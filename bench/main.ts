@@ -18,6 +18,7 @@ import { waitFor } from "../tests/support/wait_for.ts";
 import { cpuMs, ensureTools, type Nginx, rssKb, startNginx, wrk } from "./tools.ts";
 import { batchVsSync, storeThroughput } from "./store_bench.ts";
 import { hostileConnections } from "./hostile_bench.ts";
+import { kvCacheBench } from "./kv_bench.ts";
 
 const quick = Deno.args.includes("--quick");
 const outArg = Deno.args.find((a) => a.startsWith("--out="));
@@ -34,6 +35,7 @@ const SETTINGS = quick
     storeJobs: 100,
     batchLines: 100,
     hostile: { stalledBig: 50, stalledMany: 300, bodies: 4, bodyMb: 10 },
+    kvWords: 2000,
   }
   : {
     wrkS: 5,
@@ -46,6 +48,7 @@ const SETTINGS = quick
     storeJobs: 2000,
     batchLines: 1000,
     hostile: { stalledBig: 50, stalledMany: 3000, bodies: 40, bodyMb: 60 },
+    kvWords: 50_000,
   };
 const NUM_WORKERS = 2;
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -385,6 +388,7 @@ async function main() {
     results.streaming = await streaming(direct, nginx, proxy);
     results.memory = await memory(proxy, lab, startKb);
     results.swap = await swaps(api, baseline, proxy);
+    results.kv_cache = await kvCacheBench(api, startProxyProcess, SETTINGS.kvWords);
     await proxy.stop();
     proxy = null;
     // Its own process: one worker to hold, and room for every big body.
@@ -484,6 +488,12 @@ export function report(r: Record<string, unknown>): string {
     `swap A→B: via proxy ${sw.proxy_swap_p50_ms} ms, by hand ${sw.manual_swap_p50_ms} ms, proxy's share ${sw.proxy_share_ms} ms`,
   );
   checks.push([`swap overhead ≤ 100 ms (${sw.proxy_share_ms} ms)`, sw.proxy_share_ms <= 100]);
+  const kv = r.kv_cache as Row;
+  lines.push(
+    `kv_cache warm return: ${kv.tokens} tokens, ${kv.save_mb} MB of save files; save ${kv.save_ms} ms + ` +
+      `restore ${kv.restore_ms} ms (${kv.ms_per_gb} ms per GB); the return answered in ` +
+      `${kv.return_warm_ms} ms against ${kv.return_cold_ms} ms cold (prompt time saved ${kv.prompt_ms_saved} ms)`,
+  );
   lines.push("");
   lines.push(
     "| waiting jobs | admission µs | store write µs (background) | dispatch decision µs | RSS bytes/job | idle CPU ms/s | cancel µs |",

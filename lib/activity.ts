@@ -37,6 +37,9 @@ export interface SwapRecord {
   /** Why it happened when not for a request: "unload", "idle", "preload", "admin"… */
   cause: string | null;
   error: string | null;
+  /** Slot KV cache saved from the models it stopped, and restored into the one it started. */
+  kvSaved?: { tokens: number; ms: number } | null;
+  kvRestored?: { tokens: number; ms: number } | null;
 }
 
 export class Activity {

@@ -74,6 +74,17 @@ const RawContainer = z.strictObject({
   labels: stringMap.default({}),
 });
 
+const RawKvCache = z.strictObject({
+  /** Save each slot's KV cache before the model stops, restore it when it is back. */
+  save: z.boolean().default(false),
+  /** Host directory for the save files (a container: block mounts it); absent: inside it. */
+  dir: z.string().min(1).optional(),
+  /** Bytes of save files kept in `dir` for this model; oldest deleted first. */
+  max_bytes: byteSize.default(20 * 1024 ** 3),
+  save_timeout: seconds.default(30),
+  restore_timeout: seconds.default(30),
+});
+
 const RawModel = z.strictObject({
   container_name: z.string().regex(
     CONTAINER_NAME,
@@ -97,6 +108,7 @@ const RawModel = z.strictObject({
   memory: z.number().positive().optional(),
   /** Requests it serves at once (llama-server `-np`); default `num_workers`. */
   parallel: z.number().int().positive().optional(),
+  kv_cache: RawKvCache.optional(),
 });
 
 const KEY = z.string().trim().min(16, "expected a key of at least 16 characters");
@@ -195,6 +207,19 @@ export interface ModelConfig {
   memoryGb: number | null;
   /** Requests it serves at once. */
   parallel: number;
+  /** Slot KV caches saved across stops, or null (off). */
+  kvCache: KvCacheConfig | null;
+}
+
+/** Where the container sees `kv_cache.dir` (its `--slot-save-path`). */
+export const KV_CACHE_MOUNT = "/kv-cache/";
+
+export interface KvCacheConfig {
+  /** Host directory the proxy owns (budget, deleting bad files), or null: inside the container. */
+  dir: string | null;
+  maxBytes: number;
+  saveTimeoutMs: number;
+  restoreTimeoutMs: number;
 }
 
 export interface SchedulerConfig {
@@ -449,6 +474,21 @@ function resolveModels(
       );
     }
     containers.set(model.container_name, id);
+    const kvCache = model.kv_cache;
+    // A relative dir is under the working directory (data/kv-cache: where `deno task start`
+    // may write); Docker needs it absolute.
+    const kvDir = kvCache?.save && kvCache.dir !== undefined
+      ? decodeURIComponent(new URL(kvCache.dir, `file://${Deno.cwd()}/`).pathname).replace(
+        /\/+$/,
+        "",
+      )
+      : undefined;
+    if (kvDir !== undefined && model.container === undefined) {
+      const line = lineOf(root, ["models", id, "kv_cache", "dir"], lines);
+      problems.push(
+        `models.${id}.kv_cache.dir (line ${line}): needs a container: block to mount it; for a container you created, start llama-server with --slot-save-path and leave dir out`,
+      );
+    }
     if (raw.memory_budget !== undefined) {
       const line = lineOf(root, ["models", id], lines);
       if (model.memory === undefined) {
@@ -475,12 +515,25 @@ function resolveModels(
       waitFeedback: model.wait_feedback,
       memoryGb: model.memory ?? null,
       parallel: model.parallel ?? raw.num_workers,
+      kvCache: kvCache?.save
+        ? {
+          dir: kvDir ?? null,
+          maxBytes: kvCache.max_bytes,
+          saveTimeoutMs: kvCache.save_timeout * 1000,
+          restoreTimeoutMs: kvCache.restore_timeout * 1000,
+        }
+        : null,
       container: model.container === undefined ? null : {
         image: model.container.image,
-        command: model.container.command,
+        // With a kv_cache dir, llama-server saves its slots where the proxy can see them.
+        command: kvDir === undefined
+          ? model.container.command
+          : [...model.container.command, "--slot-save-path", KV_CACHE_MOUNT],
         entrypoint: model.container.entrypoint ?? null,
         ports: model.container.ports,
-        volumes: model.container.volumes,
+        volumes: kvDir === undefined
+          ? model.container.volumes
+          : [...model.container.volumes, `${kvDir}:${KV_CACHE_MOUNT.slice(0, -1)}`],
         devices: model.container.devices,
         env: model.container.env,
         gpus: model.container.gpus ?? null,

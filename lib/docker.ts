@@ -40,6 +40,8 @@ const ErrorBody = z.object({ message: z.string() });
 
 const InspectBody = z.object({
   Name: z.string(),
+  /** The image's id (sha256:…): which build runs. */
+  Image: z.string().default(""),
   State: z.object({
     Status: z.string(),
     Running: z.boolean(),
@@ -70,6 +72,8 @@ export interface ContainerState {
   error: string;
   startedAt: string;
   labels: Record<string, string>;
+  /** The image id it was created from. */
+  image: string;
 }
 
 export interface ContainerEvent {
@@ -256,6 +260,7 @@ export function dockerForContainers(api: DockerApi, allowed: Iterable<string>): 
         error: s.Error,
         startedAt: s.StartedAt,
         labels: body.Config.Labels ?? {},
+        image: body.Image,
       };
     },
 

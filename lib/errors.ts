@@ -288,3 +288,8 @@ export function toApiError(err: unknown, requestId: string): ApiError {
     { cause: err },
   );
 }
+
+/** An error's message, or the thrown value as text. */
+export function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

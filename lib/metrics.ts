@@ -33,6 +33,20 @@ export class Metrics {
     "Tokens the backends reported in usage (or llama-server timings), by model and kind",
   );
 
+  readonly kvSavedTokens = new Counter(
+    "lqp_kv_saved_tokens_total",
+    "Tokens of slot KV cache saved before a model stopped, by model",
+  );
+  readonly kvRestoredTokens = new Counter(
+    "lqp_kv_restored_tokens_total",
+    "Tokens of slot KV cache restored when a model came back, by model",
+  );
+  readonly kvSaveSeconds = new Histogram("lqp_kv_save_seconds", "Time a stop spent saving slots");
+  readonly kvRestoreSeconds = new Histogram(
+    "lqp_kv_restore_seconds",
+    "Time a start spent restoring slots, before the first request",
+  );
+
   /** Client connections, kept by the HTTP server. */
   readonly connections = new ConnectionStats();
 
@@ -110,6 +124,10 @@ export function prometheusText(metrics: Metrics, state: ScrapeState): string {
     ...metrics.queueWaitSeconds.render(),
     ...metrics.swaps.render(),
     ...metrics.swapSeconds.render(),
+    ...metrics.kvSavedTokens.render(),
+    ...metrics.kvRestoredTokens.render(),
+    ...metrics.kvSaveSeconds.render(),
+    ...metrics.kvRestoreSeconds.render(),
   ];
   return lines.join("\n") + "\n";
 }

@@ -24,6 +24,8 @@ import { delay, isReadyAnswer, pollUntilHealthy } from "./health.ts";
 import type { Activity } from "./activity.ts";
 import type { Logger } from "./log.ts";
 import { type Capacity, capacityOf, fitsTogether, type Occupant, victimsFor } from "./placement.ts";
+import type { KvOutcome, KvStatus, SlotKeeper } from "./kv_slots.ts";
+import { shortHash } from "./short_hash.ts";
 
 /** What one model's container is doing. */
 export type ModelPhase = "stopped" | "starting" | "ready" | "draining" | "stopping";
@@ -110,9 +112,11 @@ export interface ModelManagerOptions {
   activity: Activity;
   /** GB the running models may declare together; null: one model at a time. */
   memoryBudgetGb: number | null;
+  /** Saves slot KV caches before a stop and restores them after a start (`kv_cache`). */
+  slots?: SlotKeeper | null;
 }
 
-interface Slot {
+interface Residency {
   phase: ModelPhase;
   since: number;
   leases: number;
@@ -134,8 +138,9 @@ export class ModelManager {
   readonly #logTailLines: number;
   readonly #loadProgressMs: number;
   readonly #activity: Activity;
+  readonly #kv: SlotKeeper | null;
   /** Every model that is not stopped; a stopped one has no entry. */
-  readonly #slots = new Map<string, Slot>();
+  readonly #residents = new Map<string, Residency>();
   /** The model a placement under way starts. */
   #target: string | null = null;
   #reconciling = false;
@@ -159,11 +164,12 @@ export class ModelManager {
     this.#logTailLines = options.logTailLines ?? 20;
     this.#loadProgressMs = options.loadProgressMs ?? 10_000;
     this.#activity = options.activity;
+    this.#kv = options.slots ?? null;
     this.#since = options.clock.now();
   }
 
   snapshot(): ModelSnapshot {
-    const residents = [...this.#slots].map(([model, slot]): ResidentSnapshot => ({
+    const residents = [...this.#residents].map(([model, slot]): ResidentSnapshot => ({
       model,
       phase: slot.phase as ResidentSnapshot["phase"],
       since: slot.since,
@@ -199,6 +205,11 @@ export class ModelManager {
     return phase === "starting" ? "loading" : "stopped";
   }
 
+  /** Whether `model` keeps its slots' KV cache across stops: on, off, or unsupported. */
+  kvStatus(model: ModelConfig): KvStatus {
+    return this.#kv?.status(model) ?? "off";
+  }
+
   /**
    * The residents a placement of `modelId` would stop now (lib/placement.ts): the fewest,
    * least recently used first; empty when it fits beside them.
@@ -229,7 +240,7 @@ export class ModelManager {
    * A placement that stops it waits until every lease is released.
    */
   lease(model: string): Lease | null {
-    const slot = this.#slots.get(model);
+    const slot = this.#residents.get(model);
     if (slot?.phase !== "ready") return null;
     slot.leases++;
     slot.lastUsed = this.#clock.now();
@@ -263,7 +274,7 @@ export class ModelManager {
    */
   unload(cause = "unload", modelId: string | null = null): Promise<string[]> {
     return this.#exclusive(async () => {
-      const ids = modelId === null ? [...this.#slots.keys()] : [modelId];
+      const ids = modelId === null ? [...this.#residents.keys()] : [modelId];
       const ready = ids.filter((id) => this.#phaseOf(id) === "ready");
       await Promise.all(ready.map((id) => this.#unload(id, cause)));
       return ready;
@@ -285,11 +296,11 @@ export class ModelManager {
     this.#docker.allow([...previous.values(), ...models].map((m) => m.containerName));
     return this.#exclusive(async () => {
       try {
-        const moved = [...this.#slots.keys()].filter((id) =>
+        const moved = [...this.#residents.keys()].filter((id) =>
           this.#models.get(id)?.containerName !== previous.get(id)?.containerName
         );
         await Promise.all(moved.map((id) => this.#unload(id, "config", previous.get(id))));
-        while (!fitsTogether([...this.#slots.keys()], this.#capacity)) {
+        while (!fitsTogether([...this.#residents.keys()], this.#capacity)) {
           const lru = this.#occupants().sort((a, b) => a.lastUsed - b.lastUsed)[0];
           await this.#unload(lru.model, "budget");
         }
@@ -304,12 +315,13 @@ export class ModelManager {
    * container when a reload already removed or changed it.
    */
   async #unload(id: string, cause: string, config = this.#models.get(id)): Promise<void> {
-    const slot = this.#slots.get(id);
+    const slot = this.#residents.get(id);
     if (slot === undefined || config === undefined) return;
     if (slot.phase === "ready") await this.#drain(id);
     if (this.#phaseOf(id) !== "draining") return; // its container died meanwhile
-    this.#move(id, "stopping");
     const began = performance.now();
+    const kvSaved = cause === "config" ? null : await this.#saveSlots(config);
+    this.#move(id, "stopping");
     let error: string | null = null;
     try {
       await this.#docker.stop(config.containerName, this.#stopTimeoutS);
@@ -319,14 +331,35 @@ export class ModelManager {
       throw err;
     } finally {
       this.#move(id, "stopped");
-      this.#record({ from: id, to: null, began, cause, error });
+      this.#record({ from: id, to: null, began, cause, error, kvSaved });
     }
+  }
+
+  /** Saves a drained model's slots (kv_cache); never throws. */
+  async #saveSlots(model: ModelConfig): Promise<KvOutcome | null> {
+    if (this.#kv === null || model.kvCache === null) return null;
+    const build = await this.#buildOf(model).catch(() => null);
+    return build === null ? null : await this.#kv.save(model, build).catch(() => null);
+  }
+
+  /** Restores a started model's slots before it takes requests (kv_cache); never throws. */
+  async #restoreSlots(model: ModelConfig): Promise<KvOutcome | null> {
+    if (this.#kv === null || model.kvCache === null) return null;
+    const build = await this.#buildOf(model).catch(() => null);
+    return build === null ? null : await this.#kv.restore(model, build).catch(() => null);
+  }
+
+  /** Which build of a model runs: its id, its container's image and spec. */
+  async #buildOf(model: ModelConfig): Promise<string> {
+    const state = await this.#docker.inspect(model.containerName);
+    const text = `${model.id}|${state.image}|${state.labels[SPEC_LABEL] ?? ""}`;
+    return await shortHash(new TextEncoder().encode(text));
   }
 
   /** Takes `id` out of service and waits for its requests in flight (never cut a stream). */
   async #drain(id: string): Promise<void> {
     this.#move(id, "draining");
-    const slot = this.#slots.get(id)!;
+    const slot = this.#residents.get(id)!;
     if (slot.leases > 0) await new Promise<void>((resolve) => slot.drainWaiters.push(resolve));
   }
 
@@ -345,7 +378,7 @@ export class ModelManager {
         this.#log.warn("reconcile_failed", {
           error: String(err instanceof Error ? err.message : err),
         });
-        for (const id of [...this.#slots.keys()]) this.#forget(id);
+        for (const id of [...this.#residents.keys()]) this.#forget(id);
       } finally {
         this.#reconciling = false;
         this.#emit();
@@ -391,12 +424,12 @@ export class ModelManager {
   }
 
   #phaseOf(id: string): ModelPhase {
-    return this.#slots.get(id)?.phase ?? "stopped";
+    return this.#residents.get(id)?.phase ?? "stopped";
   }
 
   /** Residents, for placement: a model that is not stopped occupies its memory and port. */
   #occupants(): Occupant[] {
-    return [...this.#slots].map(([model, slot]) => ({ model, lastUsed: slot.lastUsed }));
+    return [...this.#residents].map(([model, slot]) => ({ model, lastUsed: slot.lastUsed }));
   }
 
   /** The one writer of phases: moves `id` along the transition table, or throws. */
@@ -407,14 +440,20 @@ export class ModelManager {
     }
     const now = this.#clock.now();
     if (to === "stopped") {
-      const slot = this.#slots.get(id)!;
-      this.#slots.delete(id);
+      const slot = this.#residents.get(id)!;
+      this.#residents.delete(id);
       // Nobody waits for requests of a container that is gone.
       for (const wake of slot.drainWaiters.splice(0)) wake();
     } else {
-      const slot = this.#slots.get(id);
+      const slot = this.#residents.get(id);
       if (slot === undefined) {
-        this.#slots.set(id, { phase: to, since: now, leases: 0, lastUsed: now, drainWaiters: [] });
+        this.#residents.set(id, {
+          phase: to,
+          since: now,
+          leases: 0,
+          lastUsed: now,
+          drainWaiters: [],
+        });
       } else {
         slot.phase = to;
         slot.since = now;
@@ -437,6 +476,8 @@ export class ModelManager {
     began: number;
     cause: string | null;
     error?: string | null;
+    kvSaved?: KvOutcome | null;
+    kvRestored?: KvOutcome | null;
   }): void {
     this.#activity.swap({
       from: swap.from,
@@ -446,6 +487,8 @@ export class ModelManager {
       ok: (swap.error ?? null) === null,
       cause: swap.cause,
       error: swap.error ?? null,
+      kvSaved: swap.kvSaved ?? null,
+      kvRestored: swap.kvRestored ?? null,
     });
   }
 
@@ -464,16 +507,21 @@ export class ModelManager {
     }
     const victims = this.victimsFor(model.id);
     const from = victims.length === 0 ? null : victims.join(",");
+    let kvSaved: KvOutcome | null = null;
     this.#target = model.id;
     try {
       // Never cut a stream: the victims' requests finish first.
       await Promise.all(victims.map((id) => this.#drain(id)));
+      const saves = await Promise.all(
+        victims.map((id) => this.#saveSlots(this.#models.get(id)!)),
+      );
+      kvSaved = sumOutcomes(saves);
       const stopping = victims.filter((id) => this.#phaseOf(id) === "draining");
       for (const id of stopping) this.#move(id, "stopping");
       // Configured containers running outside the resident set (started by hand) go too.
       const strays = (await this.#runningContainers()).filter((name) => {
         const owner = this.#byContainer.get(name);
-        return owner !== undefined && owner.id !== model.id && !this.#slots.has(owner.id);
+        return owner !== undefined && owner.id !== model.id && !this.#residents.has(owner.id);
       });
       const names = [...stopping.map((id) => this.#models.get(id)!.containerName), ...strays];
       try {
@@ -488,6 +536,8 @@ export class ModelManager {
       const started = performance.now();
       await this.#waitHealthy(model, this.#clock.now() + model.startupTimeoutMs);
       const healthy = performance.now();
+      // Before any request reaches it: a warm return gets its conversations' cache back.
+      const kvRestored = await this.#restoreSlots(model);
       const timings: SwapTimings = {
         from,
         evicted: victims,
@@ -502,10 +552,14 @@ export class ModelManager {
         stop_ms: timings.stopMs,
         start_ms: timings.startMs,
         healthy_ms: timings.healthyMs,
-        resident: [...this.#slots.keys()].join(","),
+        kv_saved_tokens: kvSaved?.tokens,
+        kv_save_ms: kvSaved?.ms,
+        kv_restored_tokens: kvRestored?.tokens,
+        kv_restore_ms: kvRestored?.ms,
+        resident: [...this.#residents.keys()].join(","),
         cause: cause ?? undefined,
       });
-      this.#record({ from, to: model.id, began, cause });
+      this.#record({ from, to: model.id, began, cause, kvSaved, kvRestored });
       // Before it is ready: the requests that waited for this swap are still waiting then.
       for (const listener of this.#swapListeners) listener(timings);
       this.#move(model.id, "ready");
@@ -632,10 +686,10 @@ export class ModelManager {
     const phase = this.#phaseOf(model.id);
     if (event.action === "start" && phase === "stopped") {
       // Started by hand: it may not fit beside the residents, so it goes unless nothing runs.
-      if (this.#slots.size === 0 && this.#busy === 0) return;
+      if (this.#residents.size === 0 && this.#busy === 0) return;
       this.#log.warn("foreign_start_stopped", {
         container: event.name,
-        resident: [...this.#slots.keys()].join(","),
+        resident: [...this.#residents.keys()].join(","),
       });
       await this.#docker.stop(event.name, this.#stopTimeoutS).catch(() => {});
     } else if (event.action !== "start" && (phase === "ready" || phase === "draining")) {
@@ -722,7 +776,7 @@ export class ModelManager {
   async #reconcile(): Promise<void> {
     const running = (await this.#runningContainers()).filter((name) => this.#byContainer.has(name));
     // After Docker came back, residents whose containers did not survive are gone.
-    for (const id of [...this.#slots.keys()]) {
+    for (const id of [...this.#residents.keys()]) {
       const name = this.#models.get(id)?.containerName;
       if (name !== undefined && !running.includes(name) && this.#phaseOf(id) === "ready") {
         this.#log.warn("backend_gone", { model: id, container: name });
@@ -735,9 +789,10 @@ export class ModelManager {
     const extra: string[] = [];
     for (const state of states) {
       const model = this.#byContainer.get(state.name)!;
-      const together = [...this.#slots.keys(), ...kept.map((m) => m.id), model.id];
-      if (!this.#slots.has(model.id) && fitsTogether(together, this.#capacity)) kept.push(model);
-      else if (!this.#slots.has(model.id)) extra.push(state.name);
+      const together = [...this.#residents.keys(), ...kept.map((m) => m.id), model.id];
+      if (!this.#residents.has(model.id) && fitsTogether(together, this.#capacity)) {
+        kept.push(model);
+      } else if (!this.#residents.has(model.id)) extra.push(state.name);
     }
     await Promise.all(extra.map((name) => this.#docker.stop(name, this.#stopTimeoutS)));
     if (extra.length > 0) {
@@ -760,4 +815,16 @@ export class ModelManager {
       }
     }));
   }
+}
+
+/** Saves of several models as one outcome, or null when none saved anything. */
+function sumOutcomes(outcomes: readonly (KvOutcome | null)[]): KvOutcome | null {
+  const saved = outcomes.filter((o): o is KvOutcome => o !== null);
+  if (saved.length === 0) return null;
+  return {
+    slots: saved.reduce((n, o) => n + o.slots, 0),
+    tokens: saved.reduce((n, o) => n + o.tokens, 0),
+    bytes: saved.reduce((n, o) => n + o.bytes, 0),
+    ms: Math.max(...saved.map((o) => o.ms)),
+  };
 }

@@ -8,6 +8,8 @@
 export interface TokenUsage {
   prompt: number;
   completion: number;
+  /** Prompt tokens the backend found in its cache (a warm slot), when it says. */
+  cached: number | null;
 }
 
 /** The JSON object that starts at `text[start]` (`{`), or null when it is cut off. */
@@ -43,14 +45,24 @@ const count = (value: unknown) => typeof value === "number" && value >= 0 ? valu
 /** Token counts in the tail of an answer (JSON body or event stream), or null. */
 export function usageIn(tail: string): TokenUsage | null {
   const usage = lastObject(tail, "usage");
-  if (usage !== null && typeof usage.prompt_tokens === "number") {
-    return { prompt: count(usage.prompt_tokens), completion: count(usage.completion_tokens) };
-  }
   const timings = lastObject(tail, "timings");
+  const cacheN = typeof timings?.cache_n === "number" ? count(timings.cache_n) : null;
+  if (usage !== null && typeof usage.prompt_tokens === "number") {
+    const details = usage.prompt_tokens_details as Record<string, unknown> | undefined;
+    const cached = typeof details?.cached_tokens === "number"
+      ? count(details.cached_tokens)
+      : cacheN;
+    return {
+      prompt: count(usage.prompt_tokens),
+      completion: count(usage.completion_tokens),
+      cached,
+    };
+  }
   if (timings !== null && typeof timings.predicted_n === "number") {
     return {
       prompt: count(timings.prompt_n) + count(timings.cache_n),
       completion: count(timings.predicted_n),
+      cached: cacheN,
     };
   }
   return null;

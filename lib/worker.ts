@@ -584,6 +584,8 @@ export class WorkerPool {
       attempts: job.attempts,
       prompt_tokens: job.usage?.prompt,
       completion_tokens: job.usage?.completion,
+      // A warm slot (or a restored KV cache) shows here.
+      cached_tokens: job.usage?.cached ?? undefined,
       status,
       ms: now - job.enqueuedAt,
       // When the client left (ms after it arrived) and how much of the answer it had by then.

@@ -117,6 +117,9 @@ export function dashboardRoutes(deps: AppDeps): Hono {
         ok: s.ok,
         cause: s.cause,
         error: s.error,
+        kv_saved_tokens: s.kvSaved?.tokens ?? null,
+        kv_restored_tokens: s.kvRestored?.tokens ?? null,
+        kv_ms: s.kvSaved || s.kvRestored ? (s.kvSaved?.ms ?? 0) + (s.kvRestored?.ms ?? 0) : null,
       })),
       requests: activity.recentRequests().map((r) => ({
         id: r.id,

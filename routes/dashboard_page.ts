@@ -216,6 +216,10 @@ function renderSwaps(s) {
   var items = s.swaps.map(function (w) {
     var what = (w.from || "none") + " → " + (w.to || "none");
     var note = w.error ? "failed: " + w.error : w.cause ? w.cause : "";
+    if (w.kv_saved_tokens !== null || w.kv_restored_tokens !== null) {
+      note += (note ? " · " : "") + "KV " + (w.kv_saved_tokens || 0) + " tokens saved, " +
+        (w.kv_restored_tokens || 0) + " restored in " + ms(w.kv_ms);
+    }
     return el("li", { cls: w.ok ? "" : "failed", "data-swap": what }, [
       el("span", { cls: "dim", text: clock(w.at) }),
       el("div", {}, [el("div", { cls: "span", style: "width:" + (100 * w.ms) / longest + "%" })]),

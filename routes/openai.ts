@@ -12,10 +12,11 @@ import { checkRequestBody } from "../lib/request_checks.ts";
 import { modelNotFound, unsupportedMediaType } from "../lib/errors.ts";
 import { Job } from "../lib/jobs.ts";
 import type { ModelState } from "../lib/models.ts";
+import type { KvStatus } from "../lib/kv_slots.ts";
 import { respond } from "../lib/relay.ts";
 import type { AppDeps, AppEnv } from "./app.ts";
 
-function modelEntry(model: ModelConfig, created: number, state: ModelState) {
+function modelEntry(model: ModelConfig, created: number, state: ModelState, kvCache: KvStatus) {
   return {
     id: model.id,
     object: "model",
@@ -23,6 +24,7 @@ function modelEntry(model: ModelConfig, created: number, state: ModelState) {
     owned_by: "local",
     loaded: state === "loaded",
     state,
+    kv_cache: kvCache,
   };
 }
 
@@ -36,7 +38,8 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
   const { live, pool, clock } = deps;
   const created = Math.floor(deps.metrics.startedAt / 1000);
   const app = new Hono<AppEnv>();
-  const entry = (model: ModelConfig) => modelEntry(model, created, deps.models.stateOf(model.id));
+  const entry = (model: ModelConfig) =>
+    modelEntry(model, created, deps.models.stateOf(model.id), deps.models.kvStatus(model));
 
   app.get("/models", (c) => c.json({ object: "list", data: live.current.models.map(entry) }));
 

@@ -30,6 +30,7 @@ Deno.test("parseConfig() accepts the seed's config unchanged, with its values", 
     maxWaitMs: 60_000,
     memoryGb: null,
     parallel: 2,
+    kvCache: null,
     onDisconnect: "abort",
     ttlMs: null,
     loadTimeHintMs: 180_000,
@@ -201,4 +202,33 @@ Deno.test("parseConfig() with memory_budget: every model declares memory, none a
     ["b", 30, 1],
   ]);
   assert.equal(parseConfig(SEED, "config.yml").memoryBudgetGb, null);
+});
+
+Deno.test("parseConfig() kv_cache: a dir is mounted into a container: block and becomes --slot-save-path; without a block it is refused", () => {
+  const block = (kv: string, container = true) =>
+    `models:\n  m:\n    container_name: m\n    backend_url: http://localhost:8080/v1\n` +
+    `    kv_cache: ${kv}\n` +
+    (container
+      ? `    container:\n      image: llama\n      command: ["-m", "/models/x.gguf"]\n`
+      : "");
+  const config = parseConfig(block("{ save: true, dir: data/kv, max_bytes: 2gb }"), "config.yml");
+  const model = config.models[0];
+  const dir = `${Deno.cwd()}/data/kv`;
+  assert.deepEqual(model.kvCache, {
+    dir,
+    maxBytes: 2 * 1024 ** 3,
+    saveTimeoutMs: 30_000,
+    restoreTimeoutMs: 30_000,
+  });
+  assert.deepEqual(model.container?.command, [
+    "-m",
+    "/models/x.gguf",
+    "--slot-save-path",
+    "/kv-cache/",
+  ]);
+  assert.deepEqual(model.container?.volumes, [`${dir}:/kv-cache`]);
+  assert.equal(parseConfig(block("{ save: false, dir: /x }"), "c").models[0].kvCache, null);
+  assert.deepEqual(problemsOf(block("{ save: true, dir: /srv/kv }", false)), [
+    "models.m.kv_cache.dir (line 5): needs a container: block to mount it; for a container you created, start llama-server with --slot-save-path and leave dir out",
+  ]);
 });

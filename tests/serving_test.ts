@@ -132,7 +132,7 @@ Deno.test("GET /v1/models lists configured models in the seed's shape, saying wh
     for (const entry of data) {
       assert.deepEqual(
         Object.keys(entry).sort(),
-        ["created", "id", "loaded", "object", "owned_by", "state"],
+        ["created", "id", "kv_cache", "loaded", "object", "owned_by", "state"],
       );
       assert.equal(entry.object, "model");
       assert.equal(entry.owned_by, "local");

@@ -2,20 +2,20 @@
 import assert from "node:assert/strict";
 import { StreamTail, usageIn } from "../lib/usage.ts";
 
-Deno.test("usageIn() reads OpenAI usage from a JSON answer and the last stream chunk", () => {
+Deno.test("usageIn() reads OpenAI usage (cached tokens too) from a JSON answer and the last stream chunk", () => {
   const json = '{"choices":[],"usage":{"completion_tokens":4,"prompt_tokens":29,' +
     '"total_tokens":33,"prompt_tokens_details":{"cached_tokens":10}},"id":"x",' +
     '"timings":{"prompt_n":19,"cache_n":10,"predicted_n":4}}';
-  assert.deepEqual(usageIn(json), { prompt: 29, completion: 4 });
+  assert.deepEqual(usageIn(json), { prompt: 29, completion: 4, cached: 10 });
   const stream = 'data: {"choices":[{"delta":{"content":"a \\"usage\\": {"}}]}\n\n' +
     'data: {"choices":[],"usage":{"completion_tokens":8,"prompt_tokens":31}}\n\ndata: [DONE]\n\n';
-  assert.deepEqual(usageIn(stream), { prompt: 31, completion: 8 });
+  assert.deepEqual(usageIn(stream), { prompt: 31, completion: 8, cached: null });
 });
 
 Deno.test("usageIn() falls back to llama-server timings, and says null when nothing is there", () => {
   const last = 'data: {"choices":[{"finish_reason":"stop"}],"timings":{"cache_n":4,' +
     '"prompt_n":1,"predicted_n":12}}\n\ndata: [DONE]\n\n';
-  assert.deepEqual(usageIn(last), { prompt: 5, completion: 12 });
+  assert.deepEqual(usageIn(last), { prompt: 5, completion: 12, cached: 4 });
   assert.equal(usageIn('{"data":[{"embedding":[0.1]}]}'), null);
   assert.equal(usageIn('{"usage":{"prompt_tokens":3,"total'), null); // cut off
 });
@@ -27,5 +27,5 @@ Deno.test("StreamTail keeps only the end of a long stream, split anywhere", () =
   const end = encoder.encode('data: {"usage":{"prompt_tokens":7,"completion_tokens":2000}}\n\n');
   tail.push(end.slice(0, 20));
   tail.push(end.slice(20));
-  assert.deepEqual(tail.usage(), { prompt: 7, completion: 2000 });
+  assert.deepEqual(tail.usage(), { prompt: 7, completion: 2000, cached: null });
 });

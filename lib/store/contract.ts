@@ -101,7 +101,8 @@ export interface Versioned<T> {
   version: string;
 }
 
-export type DocKind = "file" | "batch";
+/** Batch API files and batches; `kv_save`: what a model's last KV slot save left. */
+export type DocKind = "file" | "batch" | "kv_save";
 
 export interface JobStore {
   readonly name: "kv" | "redis" | "memory";

@@ -40,6 +40,15 @@ export interface FakeModelSpec {
   image?: string;
   /** The model's declared `memory` (GB) in the config. */
   memoryGb?: number;
+  /** The model's `kv_cache` block, as YAML flow (`{ save: true, dir: /x }`). */
+  kvCache?: string;
+  /** Extra llama-server-style arguments for the look-alike (`--slot-save-path /tmp/`). */
+  args?: string[];
+  /** How long its slot saves / restores take (ms). */
+  slotSaveMs?: number;
+  slotRestoreMs?: number;
+  /** Prompt processing per uncached prompt token (µs). */
+  promptUs?: number;
 }
 
 export interface FakeState {
@@ -88,7 +97,7 @@ export async function createHomelab(
 
   const containerSpec = (spec: FakeModelSpec): ContainerSpec => ({
     image: spec.image ?? image,
-    command: LOOK_ALIKE_COMMAND,
+    command: [...LOOK_ALIKE_COMMAND, ...(spec.args ?? [])],
     entrypoint: null,
     ports: [`127.0.0.1:${portOf(spec.id)}:${LOOK_ALIKE_PORT}`],
     volumes: [],
@@ -133,6 +142,7 @@ export async function createHomelab(
           ...(s.ttlS ? [`    ttl: ${s.ttlS}`] : []),
           ...(s.waitFeedback ? [`    wait_feedback: ${s.waitFeedback}`] : []),
           ...(s.memoryGb ? [`    memory: ${s.memoryGb}`] : []),
+          ...(s.kvCache ? [`    kv_cache: ${s.kvCache}`] : []),
           ...(s.fromConfig ? containerBlock(containerSpec(s)) : []),
         ].join("\n")
       );
