@@ -5,6 +5,7 @@
  */
 import { POLICIES, type PolicyName, PRIORITIES } from "../lib/scheduler.ts";
 import { parseTrace, type SimResult, simulate, type Trace, waitStats } from "./simulate.ts";
+import { maxWaitServiceMs, minLoads } from "./bounds.ts";
 
 const s = (ms: number) => `${(ms / 1000).toFixed(1)}`;
 
@@ -90,6 +91,15 @@ export function targets(traces: Trace[]): string {
       check(a.max <= 0.55 * g.max, `${name}: interactive worst wait ≤ 0.55x greedy's (${worst})`);
       check(affinity.swaps <= 2 * greedy.swaps, `${name}: swaps ≤ 2x greedy's (${swaps})`);
       lines.push(`       batch mean wait ${s(ab.mean)} s vs greedy's ${s(gb.mean)} s`);
+      // Why the swap target cannot be met while chats keep their max_wait.
+      const interrupting = ["qwen3-30b-instruct", "gpt-oss-120b"];
+      const honoured = maxWaitServiceMs(trace, "qwen3-30b-instruct");
+      lines.push(
+        `       lower bound: serving every chat within max_wait (${s(honoured)} s with the drain ` +
+          `and the load) takes ≥ ${minLoads(trace, interrupting, honoured)} loads before any ` +
+          `return to the batch model; ≤ ${2 * greedy.swaps} loads needs chats to wait ` +
+          `${s(minWaitFor(trace, interrupting, 2 * greedy.swaps))} s`,
+      );
     }
     if (trace.header.memory_budget !== undefined) {
       lines.push(...residentTargets(trace, affinity));
@@ -102,6 +112,13 @@ export function targets(traces: Trace[]): string {
     }
   }
   return lines.join("\n");
+}
+
+/** The shortest wait (whole seconds) with which `models` can be served in `loads` loads. */
+function minWaitFor(trace: Trace, models: readonly string[], loads: number): number {
+  let waitMs = 0;
+  while (minLoads(trace, models, waitMs) > loads) waitMs += 1000;
+  return waitMs;
 }
 
 /**

@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { decideAffinity, decideFifo, decideGreedy, type Priority } from "../lib/scheduler.ts";
 import { seededRandom } from "../sim/make_traces.ts";
 import { runTask } from "./support/deno_task.ts";
+import { maxWaitServiceMs, minLoads } from "../sim/bounds.ts";
 import {
   parseTrace,
   simulate,
@@ -233,6 +234,30 @@ Deno.test("trace (e) with 24 GB (the 3B fits beside any other): ≥ 40% fewer sw
 Deno.test("trace (f) with the coder and the 3B fitting together: two loads in the whole hour", () => {
   const result = simulate(shipped("f-agent-fanout-24gb"), decideAffinity);
   assert.deepEqual(result.loads, ["qwen3-coder-30b", "qwen2.5-3b"]);
+});
+
+Deno.test("minLoads(): requests for one model covered by windows of the allowed wait, plus the first load", () => {
+  const at = (t: number, model: string): TraceRequest => ({
+    t,
+    model,
+    priority: "interactive",
+    service: 1,
+  });
+  const trace: Trace = {
+    header: { ...randomTrace(1).header, models: { a: { load_s: 1 }, b: { load_s: 1 } } },
+    requests: [at(0, "a"), at(50, "a"), at(100, "a"), at(10, "b"), at(500, "b")],
+  };
+  assert.equal(minLoads(trace, ["a"], 60_000), 1 + 2); // {0, 50} and {100}
+  assert.equal(minLoads(trace, ["a"], 100_000), 1 + 1);
+  assert.equal(minLoads(trace, ["a", "b"], 60_000), 1 + 2 + 2);
+});
+
+Deno.test("trace (g): with chats served within max_wait, no policy stays within 2x greedy's swaps", () => {
+  const trace = shipped("g-night-batch");
+  const greedy = simulate(trace, decideGreedy);
+  const chatsAndGiant = ["qwen3-30b-instruct", "gpt-oss-120b"];
+  const honoured = maxWaitServiceMs(trace, "qwen3-30b-instruct");
+  assert.ok(minLoads(trace, chatsAndGiant, honoured) > 2 * greedy.swaps);
 });
 
 Deno.test("simulate() is deterministic", () => {
