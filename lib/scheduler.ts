@@ -62,6 +62,8 @@ export interface SchedulerRules {
   batchAgingMs: number;
   /** What loading `model` costs (ms): learned, or its configured guess. */
   loadMs(model: string): number;
+  /** A request's typical service time on `model` (ms): learned. */
+  serviceMs(model: string): number;
 }
 
 export type Decision<J extends WaitingJob = WaitingJob> =
@@ -264,7 +266,9 @@ export const decideGreedy: Policy = Object.assign(
  * (3) a job for a model outside is *due*, and the first due job pulls a placement (stopping
  *     its victims), when
  *     (a) it waited its model's `max_wait` and its victims have been up that long too
- *         (so even adversarial traffic swaps at most once per `max_wait`), or
+ *         (so even adversarial traffic swaps at most once per `max_wait`), and (c) its victims
+ *         do not have a backlog they clear within `max_wait` (then it is due `max_wait` later,
+ *         unless their line empties first), or
  *     (b) it outranks all its victims' waiting work (interactive behind a batch burst, or
  *         nothing waiting for them) and they have been up their `min_residency`;
  * (4) a ready resident has waiting jobs and a free worker → serve the first (priority, age);
@@ -360,6 +364,7 @@ function dueAt(
   let stayUntil = 0;
   let residentUntil = 0;
   let victimsRank = Infinity;
+  let backlogMs = 0;
   for (const model of victims) {
     const since = view.residents.get(model)?.since ?? 0;
     // (3a) A victim also stays at least as long as loading it took: a swap's cost is earned
@@ -369,8 +374,16 @@ function dueAt(
     const line = view.waiting.line(model);
     if (line === undefined) continue;
     for (const head of headsOf(line)) victimsRank = Math.min(victimsRank, rankOf(head, now, rules));
+    const resident = view.residents.get(model);
+    const parallel = Math.max(1, (resident?.inflight ?? 0) + (resident?.free ?? 0));
+    const waiting = line.interactive.length + line.batch.length;
+    backlogMs = Math.max(backlogMs, (waiting * rules.serviceMs(model)) / parallel);
   }
-  const byWait = Math.max(job.enqueuedAt + maxWait, stayUntil);
+  let byWait = Math.max(job.enqueuedAt + maxWait, stayUntil);
+  // (3c) A victim's backlog that it clears within max_wait is served first: the swap away would
+  // leave it waiting for a whole round trip of loads. Its end (the line empties) pulls the
+  // swap through rule 5; at the latest, the job is due max_wait later.
+  if (backlogMs > 0 && backlogMs <= maxWait && now >= byWait) byWait += maxWait;
   if (victimsRank === 0) return byWait;
   // (3b): interactive now, or a batch job once it has aged into interactive.
   const outranksFrom = job.priority === "interactive" ? 0 : job.enqueuedAt + rules.batchAgingMs;

@@ -79,6 +79,8 @@ export class WorkerPool {
   #closed = false;
   /** Moving average of a job's service time, for Retry-After. */
   #serviceMs = 10_000;
+  /** The same, per model: the scheduler weighs a model's backlog with it. */
+  readonly #serviceOf = new Map<string, number>();
 
   constructor(deps: WorkerPoolDeps) {
     this.#config = deps.config;
@@ -141,6 +143,7 @@ export class WorkerPool {
         Math.min(scheduler.minResidencyMs ?? this.loadTimes.estimate(model), maxWaitMs(model)),
       batchAgingMs: scheduler.batchAgingMs,
       loadMs: (model) => this.loadTimes.estimate(model),
+      serviceMs: (model) => this.#serviceOf.get(model) ?? this.#serviceMs,
     };
   }
 
@@ -534,7 +537,10 @@ export class WorkerPool {
     else if (final === "cancelled") this.#metrics.cancelledRequests++;
     else this.#metrics.failedRequests++;
     if (job.startedAt !== null) {
-      this.#serviceMs = 0.8 * this.#serviceMs + 0.2 * (this.#clock.now() - job.startedAt);
+      const took = this.#clock.now() - job.startedAt;
+      this.#serviceMs = 0.8 * this.#serviceMs + 0.2 * took;
+      const mine = this.#serviceOf.get(job.model);
+      this.#serviceOf.set(job.model, mine === undefined ? took : 0.8 * mine + 0.2 * took);
     }
   }
 

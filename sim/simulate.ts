@@ -77,9 +77,20 @@ export interface SimResult {
   peakMemoryGb: number;
 }
 
-export function rulesOf(header: TraceHeader): SchedulerRules {
+/**
+ * The trace's scheduler settings as the pool's rules; service times are each model's mean over
+ * the trace (what the pool's moving average converges to).
+ */
+export function rulesOf(header: TraceHeader, requests: readonly TraceRequest[]): SchedulerRules {
   const { max_wait, min_residency, batch_aging } = header.scheduler;
+  const serviceMs = new Map<string, number>();
+  for (const model of Object.keys(header.models)) {
+    const mine = requests.filter((r) => r.model === model);
+    const total = mine.reduce((sum, r) => sum + r.service, 0);
+    serviceMs.set(model, mine.length === 0 ? 0 : (total / mine.length) * 1000);
+  }
   return {
+    serviceMs: (model) => serviceMs.get(model) ?? 0,
     maxWaitMs: () => max_wait * 1000,
     minResidencyMs: (model) =>
       Math.min(min_residency ?? header.models[model].load_s, max_wait) * 1000,
@@ -92,7 +103,11 @@ export function rulesOf(header: TraceHeader): SchedulerRules {
  * Replays `trace` under `policy`.
  * @throws {Error} if the policy stalls with work waiting (a scheduler bug).
  */
-export function simulate(trace: Trace, policy: Policy, rules = rulesOf(trace.header)): SimResult {
+export function simulate(
+  trace: Trace,
+  policy: Policy,
+  rules = rulesOf(trace.header, trace.requests),
+): SimResult {
   const { header } = trace;
   const arrivals = trace.requests.map((r, seq): SimJob => ({
     model: r.model,
@@ -233,11 +248,12 @@ export function capacityOfTrace(header: TraceHeader): Capacity {
 
 /**
  * The documented wait bound of the affinity policy for a job of class `priority`:
- * W ≤ batch_aging (batch only) + (1 + ⌈Q / N⌉ × M) × (max(max_wait, L) + S + L),
+ * W ≤ batch_aging (batch only) + (1 + ⌈Q / N⌉ × M) × (max(max_wait, L) + max_wait + S + L),
  * with M models, S the longest service, L the longest stop + load, Q the queue size and
  * N the workers. A due job's model gets a turn within M episodes of at most
- * max(max_wait, L) + S + L each (a model stays at least as long as loading it took), and
- * every turn starts at least N of its jobs. See docs/scheduler.md.
+ * max(max_wait, L) + max_wait + S + L each (a model stays at least as long as loading it
+ * took, plus one max_wait when it clears a short backlog first), and every turn starts at
+ * least N of its jobs. See docs/scheduler.md.
  */
 export function waitBoundMs(trace: Trace, priority: Priority): number {
   const { header } = trace;
@@ -245,7 +261,8 @@ export function waitBoundMs(trace: Trace, priority: Priority): number {
   const l = (header.stop_s + Math.max(...Object.values(header.models).map((m) => m.load_s))) *
     1000;
   const m = Object.keys(header.models).length;
-  const episode = Math.max(header.scheduler.max_wait * 1000, l) + s + l;
+  const maxWait = header.scheduler.max_wait * 1000;
+  const episode = Math.max(maxWait, l) + maxWait + s + l;
   const aging = priority === "batch" ? header.scheduler.batch_aging * 1000 : 0;
   return aging + (1 + Math.ceil(header.queue_size / header.num_workers) * m) * episode;
 }

@@ -33,6 +33,8 @@ const rules: SchedulerRules = {
   minResidencyMs: () => 10 * S,
   batchAgingMs: 600 * S,
   loadMs: (model) => (model === "giant" ? 180 * S : 7 * S),
+  // Long enough that no backlog counts as short (rule 3c has its own test).
+  serviceMs: () => 1000 * S,
 };
 
 /** The one-model-at-a-time situation most tests describe: `loaded`, busy or not. */
@@ -369,4 +371,24 @@ Deno.test("resident sets: greedy places a model only where its victims have noth
     waiting: [job("big", 1), job("b", 3)],
   });
   assert.deepEqual(step(decideGreedy, idle, rules), { kind: "drain", to: "big" });
+});
+
+Deno.test("decideAffinity() (3c): a due job waits one more max_wait while the loaded model clears a short backlog", () => {
+  const shortJobs = { ...rules, serviceMs: () => 10 * S }; // 3 waiting × 10 s / 2 workers: 15 s
+  const waiting = [job("b", 1, 0), job("a", 2, 50 * S), job("a", 3, 50 * S), job("a", 4, 50 * S)];
+  const busy = { waiting, loaded: "a", loadedSince: 0, freeWorkers: 0, inflight: 2 };
+  // Due by max_wait at 60 s, but a's backlog is short: b waits until 120 s at the latest.
+  assert.deepEqual(decideAffinity(view({ ...busy, now: 61 * S }), shortJobs), {
+    kind: "wait",
+    until: 120 * S,
+  });
+  assert.deepEqual(decideAffinity(view({ ...busy, now: 120 * S }), shortJobs), {
+    kind: "swap",
+    to: "b",
+  });
+  // The same backlog counted as long (1000 s per request): b is due at 60 s.
+  assert.deepEqual(decideAffinity(view({ ...busy, now: 61 * S }), rules), {
+    kind: "swap",
+    to: "b",
+  });
 });
