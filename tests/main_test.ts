@@ -37,9 +37,13 @@ Deno.test("deno task start: a bad config stops start-up with one line per proble
   assert.doesNotMatch(stderr, /\n\s+at /); // no stack trace
 });
 
-Deno.test("deno task start: answers /health and /v1/models when no container exists, and says so", async () => {
+Deno.test("deno task start with a config outside the checkout: answers /health and /v1/models when no container exists, and says so", async () => {
   const port = freePort();
-  const child = startTask(["--config", "tests/fixtures/no_containers.yml"], {
+  // Where operators keep it (/etc/lqp/config.yml): the task's permissions must let it be read.
+  const dir = await Deno.makeTempDir({ prefix: "lqp-etc-" });
+  const config = `${dir}/config.yml`;
+  await Deno.copyFile(`${ROOT}tests/fixtures/no_containers.yml`, config);
+  const child = startTask(["--config", config], {
     LQP_PORT: String(port),
     NUM_WORKERS: "3",
   });
@@ -62,6 +66,7 @@ Deno.test("deno task start: answers /health and /v1/models when no container exi
     const stdout = new TextDecoder().decode(out.stdout);
     assert.match(stdout, /INFO listening url=http:\/\/127\.0\.0\.1:\d+\/v1/);
     assert.match(new TextDecoder().decode(out.stderr), /no API keys are configured/);
+    await Deno.remove(dir, { recursive: true });
   }
 });
 
