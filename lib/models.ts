@@ -125,7 +125,14 @@ interface Residency {
 }
 
 /** The container died while we waited for it to become healthy. */
-class ContainerExitedError extends Error {}
+class ContainerExitedError extends Error {
+  constructor(message: string, readonly killed: boolean) {
+    super(message);
+  }
+}
+
+/** Exit codes of a process ended by SIGKILL or SIGTERM: someone else stopped it. */
+const KILLED_EXIT_CODES = new Set([137, 143]);
 
 export class ModelManager {
   readonly #docker: Docker;
@@ -532,9 +539,7 @@ export class ModelManager {
       for (const id of stopping) this.#log.info("evict", { model: id, for: model.id });
       const stopped = performance.now();
       this.#move(model.id, "starting");
-      await this.#docker.start(model.containerName);
-      const started = performance.now();
-      await this.#waitHealthy(model, this.#clock.now() + model.startupTimeoutMs);
+      const started = await this.#start(model);
       const healthy = performance.now();
       // Before any request reaches it: a warm return gets its conversations' cache back.
       const kvRestored = await this.#restoreSlots(model);
@@ -729,6 +734,28 @@ export class ModelManager {
     }
   }
 
+  /**
+   * Starts a model's container and waits until it is healthy; returns when the last start
+   * began (performance.now()). A container killed from outside while it loads (SIGKILL or
+   * SIGTERM, not the OOM killer) says nothing about the model: it is started again, within the
+   * same `startup_timeout`. One that exits on its own fails the load at once.
+   */
+  async #start(model: ModelConfig): Promise<number> {
+    const deadline = this.#clock.now() + model.startupTimeoutMs;
+    for (;;) {
+      await this.#docker.start(model.containerName);
+      const started = performance.now();
+      try {
+        await this.#waitHealthy(model, deadline);
+        return started;
+      } catch (err) {
+        const killed = err instanceof ContainerExitedError && err.killed;
+        if (!killed || this.#clock.now() >= deadline) throw err;
+        this.#log.warn("load_restarted", { model: model.id, reason: (err as Error).message });
+      }
+    }
+  }
+
   async #assertRunning(model: ModelConfig): Promise<void> {
     const state = await this.#docker.inspect(model.containerName);
     if (state.running) return;
@@ -737,6 +764,7 @@ export class ModelManager {
     throw new ContainerExitedError(
       `Model '${model.id}' failed to start: container ${model.containerName} is ${state.status} ` +
         `with exit code ${state.exitCode}${reason}${detail}`,
+      KILLED_EXIT_CODES.has(state.exitCode) && !state.oomKilled,
     );
   }
 
