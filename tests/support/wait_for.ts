@@ -3,7 +3,14 @@
  * The only way tests wait: poll a condition until it holds or a deadline passes. The deadline
  * is a hang guard, never a performance claim.
  */
+import { AssertionError } from "node:assert";
 
+/**
+ * Polls `probe` until it returns a value (not undefined, null or false). A probe may throw
+ * while what it reads is not up yet (a refused connection): that is retried. An assertion
+ * that fails inside a probe fails the test at once: it states what must never happen while
+ * waiting.
+ */
 export async function waitFor<T>(
   what: string,
   probe: () => T | undefined | null | false | Promise<T | undefined | null | false>,
@@ -16,6 +23,7 @@ export async function waitFor<T>(
       const value = await probe();
       if (value !== undefined && value !== null && value !== false) return value;
     } catch (err) {
+      if (err instanceof AssertionError) throw err;
       lastError = err;
     }
     await new Promise((r) => setTimeout(r, intervalMs));
