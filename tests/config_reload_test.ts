@@ -132,11 +132,7 @@ Deno.test("config reload: a bad file is rejected and the old config stays; a goo
 
 Deno.test("SIGHUP reloads a running proxy process; a restart-only change is named in the log", async () => {
   const api = await requireDocker();
-  // Under ./data: where `deno task start` may write.
-  const dir = `${new URL("../data", import.meta.url).pathname}/sighup-${
-    crypto.randomUUID().slice(0, 8)
-  }`;
-  await Deno.mkdir(dir, { recursive: true });
+  const dir = await Deno.makeTempDir({ prefix: "lqp-sighup-" });
   try {
     await using lab = await createHomelab(api, [{ id: "a" }, { id: "b" }]);
     const path = `${dir}/config.yml`;

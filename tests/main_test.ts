@@ -46,6 +46,7 @@ Deno.test("deno task start with a config outside the checkout: answers /health a
   const child = startTask(["--config", config], {
     LQP_PORT: String(port),
     NUM_WORKERS: "3",
+    LQP_STORE: "memory", // nothing written into the checkout's data/
   });
   try {
     const health = await waitFor("the proxy to listen", async () => {
@@ -78,7 +79,8 @@ Deno.test("SIGTERM: queued requests get 503, the one in flight finishes, exit 0"
     const path = await Deno.makeTempFile({ suffix: ".yml" });
     await Deno.writeTextFile(
       path,
-      lab.configYaml("num_workers: 1\nshutdown_grace: 30").replace("port: 0", `port: ${port}`),
+      lab.configYaml("num_workers: 1\nshutdown_grace: 30\nstore:\n  type: memory")
+        .replace("port: 0", `port: ${port}`),
     );
     const child = new Deno.Command("deno", {
       args: ["run", "-A", "main.ts", "--config", path],

@@ -35,13 +35,11 @@ export interface ProxyProcess extends AsyncDisposable {
 }
 
 /**
- * Runs the proxy as users do, from `configText` (written under ./data, the only place besides
- * the tree the start task may read), once it answers /health; disposing kills it and removes
- * the config.
+ * Runs the proxy as users do, from `configText` (written to a temp dir), once it answers
+ * /health; disposing kills it and removes the config.
  */
 export async function runProxyProcess(configText: string): Promise<ProxyProcess> {
-  const dir = `${ROOT}data/proc-${crypto.randomUUID().slice(0, 8)}`;
-  await Deno.mkdir(dir, { recursive: true });
+  const dir = await Deno.makeTempDir({ prefix: "lqp-proc-" });
   const path = `${dir}/config.yml`;
   await Deno.writeTextFile(path, configText);
   const port = freePort();
