@@ -2,6 +2,7 @@
  * LLM Queue Proxy: wiring only. Loads config.yml, builds the Docker client, model manager,
  * worker pool and routes, serves them, reconciles with Docker, and drains on SIGTERM/SIGINT.
  */
+import { messageOf } from "./lib/errors.ts";
 import { type Clock, systemClock } from "./lib/clock.ts";
 import { LiveConfig } from "./lib/live_config.ts";
 import { ConfigReloader, type ReloadResult } from "./lib/config_reload.ts";
@@ -148,7 +149,7 @@ export async function startProxy(
       models.reconfigure(next.models, next.memoryBudgetGb).then(() => models.createMissing()).catch(
         (err) =>
           log.warn("config_apply_failed", {
-            error: err instanceof Error ? err.message : String(err),
+            error: messageOf(err),
           }),
       );
       runner.wake();
@@ -211,7 +212,7 @@ export async function startProxy(
     : reloader.watch(configFile.path, stopWatching.signal).catch((err) =>
       log.warn("config_watch_failed", {
         path: configFile.path,
-        error: err instanceof Error ? err.message : String(err),
+        error: messageOf(err),
         note: "send SIGHUP to reload",
       })
     );
@@ -315,7 +316,7 @@ async function main(): Promise<void> {
     proxy.reload?.("SIGHUP").catch((err) =>
       log.error("config_reload_failed", {
         trigger: "SIGHUP",
-        error: err instanceof Error ? err.message : String(err),
+        error: messageOf(err),
       })
     );
   });

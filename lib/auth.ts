@@ -3,7 +3,7 @@
  * Optional API keys. Keys are kept only as SHA-256 digests and compared in constant time
  * against every configured key, so neither timing nor a log line gives a key away.
  */
-import type { Priority } from "./scheduler.ts";
+import type { Priority } from "./priority.ts";
 
 export interface ApiKeyConfig {
   name: string;

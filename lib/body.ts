@@ -4,9 +4,9 @@
  * and reading the two fields the proxy acts on (`model`, `stream`) from its bytes. The bytes
  * themselves are forwarded untouched; they are the only copy of the body the proxy keeps.
  */
-import { bodyTooLarge, incompleteBody, invalidRequest } from "./errors.ts";
+import { bodyTooLarge, incompleteBody, invalidRequest, messageOf } from "./errors.ts";
 import { JsonScanError, jsonSkeleton } from "./json_scan.ts";
-import { PRIORITIES, type Priority } from "./scheduler.ts";
+import { PRIORITIES, type Priority } from "./priority.ts";
 
 /** Where a body's bytes are counted while they are held (max_queued_bytes). */
 export interface ByteTally {
@@ -108,7 +108,7 @@ export async function readBody(
       try {
         chunk = await reader.read();
       } catch (err) {
-        throw incompleteBody(err instanceof Error ? err.message : String(err));
+        throw incompleteBody(messageOf(err));
       }
       if (chunk.done) break;
       if (body.length + chunk.value.byteLength > limit) throw bodyTooLarge(limit);

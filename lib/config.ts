@@ -3,6 +3,7 @@
  * config.yml: the seed's keys plus optional extensions. `parseConfig()` is pure (text in,
  * resolved config or every problem with key path and line out); `loadConfig()` does the I/O.
  */
+import { messageOf } from "./errors.ts";
 import { z } from "zod";
 import type { ApiKeyConfig } from "./auth.ts";
 import {
@@ -573,7 +574,7 @@ function resolveKeys(
       } catch (err) {
         problems.push(
           `api_keys.${index}.key_file (line ${line("key_file")}): cannot read ${entry.key_file} (${
-            err instanceof Error ? err.message : err
+            messageOf(err)
           })`,
         );
       }

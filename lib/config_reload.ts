@@ -4,6 +4,7 @@
  * `POST /admin/reload`. A file that does not parse is rejected with the same problems a start
  * would print, and the config in force stays. Reloads run one at a time.
  */
+import { messageOf } from "./errors.ts";
 import { type Config, ConfigError } from "./config.ts";
 import { type ConfigChanges, type LiveConfig, nothingChanged, planReload } from "./live_config.ts";
 import type { Logger } from "./log.ts";
@@ -67,7 +68,7 @@ export class ConfigReloader {
           await this.reload("file").catch((err) =>
             this.#deps.log.error("config_reload_failed", {
               trigger: "file",
-              error: err instanceof Error ? err.message : String(err),
+              error: messageOf(err),
             })
           );
         }, SETTLE_MS);

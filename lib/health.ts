@@ -4,6 +4,7 @@
  * refuses connections while starting: both mean "not yet". Every attempt has its own short
  * timeout, because Docker's port proxy can accept a connection and never answer it.
  */
+import { messageOf } from "./errors.ts";
 
 export interface PollOptions {
   /** Give up at this time (ms since epoch). */
@@ -84,7 +85,7 @@ export async function pollUntilHealthy(url: string, options: PollOptions): Promi
         attemptTimeoutMs = Math.min(attemptTimeoutMs * 2, 2000);
         lastAnswer = "no answer within the attempt timeout";
       } else {
-        lastAnswer = err instanceof Error ? err.message : String(err);
+        lastAnswer = messageOf(err);
       }
     }
     if (check && Date.now() - lastCheck >= checkEveryMs) {

@@ -19,6 +19,7 @@ import {
   type ApiError,
   clientTooSlow,
   malformedHttp,
+  messageOf,
   toApiError,
   tooManyConnections,
 } from "./errors.ts";
@@ -173,7 +174,7 @@ export function serveHttp(handler: FetchHandler, options: ServeOptions): Promise
     try {
       request = toRequest(req, origin, gone.signal);
     } catch (err) {
-      const detail = err instanceof Error ? err.message : String(err);
+      const detail = messageOf(err);
       return writeError(res, malformedHttp(400, `Malformed request: ${detail}`));
     }
     let answer: Promise<Response> | Response;

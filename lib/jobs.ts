@@ -4,7 +4,7 @@
  * transition table below; an illegal move is a bug and throws.
  */
 import type { ApiError } from "./errors.ts";
-import type { Priority } from "./scheduler.ts";
+import type { Priority } from "./priority.ts";
 import type { TokenUsage } from "./usage.ts";
 
 export type JobState = "queued" | "running" | "done" | "failed" | "cancelled" | "dead";

@@ -9,6 +9,7 @@
  * `memory_budget` (without one: one model at a time) and no two share a backend port.
  * It never touches a container that config.yml does not name.
  */
+import { messageOf } from "./errors.ts";
 import type { Clock } from "./clock.ts";
 import type { ModelConfig } from "./config.ts";
 import {
@@ -334,7 +335,7 @@ export class ModelManager {
       await this.#docker.stop(config.containerName, this.#stopTimeoutS);
       this.#log.info("unload", { model: id, cause });
     } catch (err) {
-      error = err instanceof Error ? err.message : String(err);
+      error = messageOf(err);
       throw err;
     } finally {
       this.#move(id, "stopped");
@@ -383,7 +384,7 @@ export class ModelManager {
         await this.#reconcile();
       } catch (err) {
         this.#log.warn("reconcile_failed", {
-          error: String(err instanceof Error ? err.message : err),
+          error: messageOf(err),
         });
         for (const id of [...this.#residents.keys()]) this.#forget(id);
       } finally {
@@ -594,7 +595,7 @@ export class ModelManager {
         this.#log.warn("container_create_failed", {
           model: model.id,
           container: model.containerName,
-          error: err instanceof Error ? err.message : String(err),
+          error: messageOf(err),
         })
       );
     }
@@ -677,7 +678,7 @@ export class ModelManager {
       } catch (err) {
         if (signal.aborted) return;
         this.#log.warn("docker_events_lost", {
-          error: err instanceof Error ? err.message : String(err),
+          error: messageOf(err),
         });
       }
       await delay(delayMs, signal).catch(() => {});
@@ -788,7 +789,7 @@ export class ModelManager {
           `The proxy does not pull images; run docker pull ${model.container?.image} first`,
       );
     }
-    const base = err instanceof Error ? err.message : String(err);
+    const base = messageOf(err);
     const message = err instanceof SwapFailedError || err instanceof ContainerExitedError
       ? base
       : `Model '${model.id}' failed to start: Docker said: ${base}`;

@@ -5,7 +5,7 @@
  * once, with comment lines (or `reasoning_content` chunks) while they wait; any failure after that point becomes a final
  * SSE error event, because the status line is already sent.
  */
-import { ApiError, requestTimeout } from "./errors.ts";
+import { ApiError, messageOf, requestTimeout } from "./errors.ts";
 import type { Job, JobOutcome } from "./jobs.ts";
 import { countEventEnds, sseComment, sseError, sseReasoning } from "./sse.ts";
 
@@ -72,7 +72,7 @@ function streamFailure(job: Job, err: unknown, timeoutS: number): ApiError {
     502,
     "server_error",
     "upstream_stream_broken",
-    `The backend stream ended unexpectedly: ${err instanceof Error ? err.message : err}`,
+    `The backend stream ended unexpectedly: ${messageOf(err)}`,
   );
 }
 

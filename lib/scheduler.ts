@@ -7,8 +7,7 @@
  */
 import type { ModelLine, WaitingView } from "./waiting.ts";
 
-export type Priority = "interactive" | "batch";
-export const PRIORITIES: readonly Priority[] = ["interactive", "batch"];
+import type { Priority } from "./priority.ts";
 
 /** What a policy needs to know about one waiting job. */
 export interface WaitingJob {

@@ -4,7 +4,7 @@
  * class, each in arrival order. A policy only ever looks at the heads of these lists, so a
  * decision costs O(models), not O(waiting jobs), whether 10 or 10,000 wait.
  */
-import type { Priority } from "./scheduler.ts";
+import type { Priority } from "./priority.ts";
 
 export interface Waitable {
   readonly model: string;

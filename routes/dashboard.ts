@@ -5,6 +5,7 @@
  * swap and finished request, and once a second for the clocks). Read-only and open like
  * `/metrics`; its admin buttons go through `/admin`, which needs the admin key.
  */
+import { messageOf } from "../lib/errors.ts";
 import { Hono } from "hono";
 import type { Docker } from "../lib/docker.ts";
 import { DASHBOARD_HTML } from "./dashboard_page.ts";
@@ -36,7 +37,7 @@ function dockerProbe(docker: Docker, now: () => number) {
       const list = await docker.list();
       return { ok: true, error: null, containers: new Map(list.map((c) => [c.name, c.running])) };
     } catch (err) {
-      return { ...last, ok: false, error: err instanceof Error ? err.message : String(err) };
+      return { ...last, ok: false, error: messageOf(err) };
     }
   };
   const view = (): Promise<DockerView> => {
@@ -166,7 +167,7 @@ export function dashboardRoutes(deps: AppDeps): Hono {
           } catch (err) {
             // A timer calls this: an escaping error would end the process, not just this feed.
             deps.log.warn("dashboard_feed_failed", {
-              error: err instanceof Error ? err.message : String(err),
+              error: messageOf(err),
             });
             end(); // the page reconnects
           } finally {

@@ -3,6 +3,7 @@
  * Operator endpoints: `GET /health` (seed shape; 503 when Docker is unreachable),
  * `GET /metrics` (seed JSON; Prometheus text when the client asks for it) and `GET /queue` (what waits, in which order, with ETAs).
  */
+import { messageOf } from "../lib/errors.ts";
 import { Hono } from "hono";
 import { prometheusText } from "../lib/metrics.ts";
 import { wantsPrometheus } from "../lib/prometheus.ts";
@@ -26,7 +27,7 @@ export function opsRoutes(deps: AppDeps): Hono {
     try {
       await storeStatus.run(() => store.ping());
     } catch (err) {
-      const reason = err instanceof Error ? err.message : String(err);
+      const reason = messageOf(err);
       return c.json({ ...base, status: "unhealthy", message: reason }, 503);
     }
     try {
@@ -42,7 +43,7 @@ export function opsRoutes(deps: AppDeps): Hono {
       }
       return c.json(base);
     } catch (err) {
-      const reason = err instanceof Error ? err.message : String(err);
+      const reason = messageOf(err);
       return c.json({ ...base, status: "unhealthy", message: reason }, 503);
     }
   });

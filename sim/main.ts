@@ -3,7 +3,8 @@
  * time spent swapping, makespan, and queue waits per priority class, side by side.
  * With no argument it replays the shipped traces in sim/traces/.
  */
-import { POLICIES, type PolicyName, PRIORITIES } from "../lib/scheduler.ts";
+import { POLICIES, type PolicyName } from "../lib/scheduler.ts";
+import { PRIORITIES } from "../lib/priority.ts";
 import { parseTrace, type SimResult, simulate, type Trace, waitStats } from "./simulate.ts";
 import { maxWaitServiceMs, minLoads } from "./bounds.ts";
 

@@ -2,7 +2,7 @@
  * Writes the shipped traces in sim/traces/ from a seeded generator, so they can be rebuilt
  * bit for bit: `deno run --allow-write=sim/traces sim/make_traces.ts`.
  */
-import type { Priority } from "../lib/scheduler.ts";
+import type { Priority } from "../lib/priority.ts";
 import type { Trace, TraceHeader, TraceRequest } from "./simulate.ts";
 
 /** mulberry32: small, fast, good enough for traffic shapes. */

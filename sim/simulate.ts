@@ -8,13 +8,12 @@
 import {
   type Action,
   type Policy,
-  PRIORITIES,
-  type Priority,
   type SchedulerRules,
   step,
   type WaitingJob,
 } from "../lib/scheduler.ts";
 import { WaitingJobs } from "../lib/waiting.ts";
+import { PRIORITIES, type Priority } from "../lib/priority.ts";
 import { type Capacity, victimsFor } from "../lib/placement.ts";
 
 export interface TraceModel {

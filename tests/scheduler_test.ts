@@ -5,7 +5,6 @@ import {
   decideFifo,
   decideGreedy,
   type Decision,
-  type Priority,
   type Resident,
   type SchedulerRules,
   type SchedulerView,
@@ -13,6 +12,7 @@ import {
   type WaitingJob,
 } from "../lib/scheduler.ts";
 import { WaitingJobs } from "../lib/waiting.ts";
+import type { Priority } from "../lib/priority.ts";
 import { victimsFor } from "../lib/placement.ts";
 
 const S = 1000;

@@ -3,7 +3,8 @@
  * repeatable, virtual clock), and properties over seeded random traces.
  */
 import assert from "node:assert/strict";
-import { decideAffinity, decideFifo, decideGreedy, type Priority } from "../lib/scheduler.ts";
+import { decideAffinity, decideFifo, decideGreedy } from "../lib/scheduler.ts";
+import type { Priority } from "../lib/priority.ts";
 import { seededRandom } from "../sim/make_traces.ts";
 import { runTask } from "./support/deno_task.ts";
 import { maxWaitServiceMs, minLoads } from "../sim/bounds.ts";

@@ -12,7 +12,8 @@
  *   attempts are used up). `complete` only counts for the node and attempt that hold it, so a
  *   node that comes back from a long pause cannot write a second result.
  */
-import type { Priority } from "../scheduler.ts";
+import type { Priority } from "../priority.ts";
+import { messageOf } from "../errors.ts";
 
 export type JobState =
   | "queued"
@@ -207,6 +208,6 @@ export class StoreUnavailableError extends Error {
 
 /** The cause in one short line: Upstash errors quote the whole command, payloads included. */
 function describe(err: unknown): string {
-  const text = err instanceof Error ? err.message : String(err);
+  const text = messageOf(err);
   return text.split(", command was:")[0].slice(0, 200);
 }
