@@ -12,15 +12,15 @@
 import { messageOf } from "./errors.ts";
 import type { Clock } from "./clock.ts";
 import type { ModelConfig } from "./config.ts";
+import type { ContainerEvent, Docker } from "./docker.ts";
+import { SPEC_LABEL } from "./container_spec.ts";
+import { ensureContainer } from "./provisioning.ts";
 import {
-  type ContainerEvent,
-  ContainerNotFoundError,
-  type ContainerState,
-  type Docker,
-  DockerApiError,
-  DockerUnavailableError,
-} from "./docker.ts";
-import { createRequest, MANAGED_LABEL, SPEC_LABEL, specDigest } from "./container_spec.ts";
+  assertRunning,
+  ContainerExitedError,
+  describeFailure,
+  SwapFailedError,
+} from "./swap_failures.ts";
 import { delay, isReadyAnswer, pollUntilHealthy } from "./health.ts";
 import type { Activity } from "./activity.ts";
 import type { Logger } from "./log.ts";
@@ -76,16 +76,6 @@ export interface ModelSnapshot {
   residents: ResidentSnapshot[];
 }
 
-export type SwapFailureCode = "container_not_found" | "docker_unavailable" | "model_load_failed";
-
-/** A swap that did not end with a healthy model; the message is meant for the client. */
-export class SwapFailedError extends Error {
-  constructor(readonly model: string, readonly code: SwapFailureCode, message: string) {
-    super(message);
-    this.name = "SwapFailedError";
-  }
-}
-
 export interface SwapTimings {
   /** The residents stopped to make room, joined with ",", or null. */
   from: string | null;
@@ -124,16 +114,6 @@ interface Residency {
   lastUsed: number;
   drainWaiters: (() => void)[];
 }
-
-/** The container died while we waited for it to become healthy. */
-class ContainerExitedError extends Error {
-  constructor(message: string, readonly killed: boolean) {
-    super(message);
-  }
-}
-
-/** Exit codes of a process ended by SIGKILL or SIGTERM: someone else stopped it. */
-const KILLED_EXIT_CODES = new Set([137, 143]);
 
 export class ModelManager {
   readonly #docker: Docker;
@@ -509,7 +489,7 @@ export class ModelManager {
     const began = performance.now();
     try {
       // A missing target must not cost the user the models that run now.
-      await this.#ensureContainer(model);
+      await ensureContainer(this.#docker, model, this.#log);
     } catch (err) {
       throw await this.#swapFailed(model, null, err, began, cause);
     }
@@ -591,7 +571,7 @@ export class ModelManager {
   async createMissing(): Promise<void> {
     for (const model of this.#models.values()) {
       if (model.container === null) continue;
-      await this.#exclusive(() => this.#ensureContainer(model)).catch((err) =>
+      await this.#exclusive(() => ensureContainer(this.#docker, model, this.#log)).catch((err) =>
         this.#log.warn("container_create_failed", {
           model: model.id,
           container: model.containerName,
@@ -601,52 +581,6 @@ export class ModelManager {
     }
   }
 
-  /**
-   * Makes sure a model's container exists: created from its `container:` block when missing,
-   * or anew when the block changed since the proxy created it (never while it runs). Without
-   * a block, a missing container stays the operator's to create.
-   * @throws {ContainerNotFoundError} when it is missing and config has no block for it.
-   */
-  async #ensureContainer(model: ModelConfig): Promise<void> {
-    let state: ContainerState | null = null;
-    try {
-      state = await this.#docker.inspect(model.containerName);
-    } catch (err) {
-      if (!(err instanceof ContainerNotFoundError) || model.container === null) throw err;
-    }
-    if (model.container === null) return;
-    const digest = await specDigest(model.container);
-    if (state !== null) {
-      const outdated = state.labels[MANAGED_LABEL] === "true" &&
-        state.labels[SPEC_LABEL] !== digest;
-      if (!outdated) return;
-      if (state.running) {
-        // Never cut a model off under its users; the next start gets the new container.
-        this.#log.warn("container_outdated", {
-          model: model.id,
-          container: model.containerName,
-          note: "its container block changed; it is created anew the next time it starts",
-        });
-        return;
-      }
-      await this.#docker.remove(model.containerName);
-      this.#log.info("container_removed", {
-        model: model.id,
-        container: model.containerName,
-        reason: "its container block changed",
-      });
-    }
-    await this.#docker.create(
-      model.containerName,
-      createRequest(model.container, model.id, digest),
-    );
-    this.#log.info("container_created", {
-      model: model.id,
-      container: model.containerName,
-      image: model.container.image,
-    });
-  }
-
   async #swapFailed(
     model: ModelConfig,
     from: string | null,
@@ -654,7 +588,7 @@ export class ModelManager {
     began: number,
     cause: string | null,
   ) {
-    const failure = await this.#describeFailure(model, err);
+    const failure = await this.#describe(model, err);
     this.#log.error("swap_failed", { from: from ?? "none", to: model.id, error: failure.message });
     this.#record({ from, to: model.id, began, cause, error: failure.message });
     return failure;
@@ -721,7 +655,7 @@ export class ModelManager {
     const result = await pollUntilHealthy(model.healthUrl, {
       deadline,
       signal: this.#closing.signal,
-      check: () => this.#assertRunning(model),
+      check: () => assertRunning(this.#docker, model),
     }).finally(() => clearInterval(progress));
     if (!result.ready) {
       throw new SwapFailedError(
@@ -757,49 +691,11 @@ export class ModelManager {
     }
   }
 
-  async #assertRunning(model: ModelConfig): Promise<void> {
-    const state = await this.#docker.inspect(model.containerName);
-    if (state.running) return;
-    const reason = state.oomKilled ? ", killed by the OOM killer" : "";
-    const detail = state.error ? ` (${state.error})` : "";
-    throw new ContainerExitedError(
-      `Model '${model.id}' failed to start: container ${model.containerName} is ${state.status} ` +
-        `with exit code ${state.exitCode}${reason}${detail}`,
-      KILLED_EXIT_CODES.has(state.exitCode) && !state.oomKilled,
-    );
-  }
-
-  /** Turns any swap error into the client's message, stopping a half-started container. */
-  async #describeFailure(model: ModelConfig, err: unknown): Promise<SwapFailedError> {
-    if (err instanceof ContainerNotFoundError) {
-      return new SwapFailedError(
-        model.id,
-        "container_not_found",
-        `${err.message} (model '${model.id}'). Create it first with docker create --name ${err.container} ..., or give the model a container: block in config.yml so the proxy creates it`,
-      );
-    }
-    if (err instanceof DockerUnavailableError) {
-      return new SwapFailedError(model.id, "docker_unavailable", err.message);
-    }
-    if (err instanceof DockerApiError && /no such image/i.test(err.message)) {
-      return new SwapFailedError(
-        model.id,
-        "model_load_failed",
-        `Model '${model.id}' cannot be created: Docker said: ${err.message}. ` +
-          `The proxy does not pull images; run docker pull ${model.container?.image} first`,
-      );
-    }
-    const base = messageOf(err);
-    const message = err instanceof SwapFailedError || err instanceof ContainerExitedError
-      ? base
-      : `Model '${model.id}' failed to start: Docker said: ${base}`;
-    const tail = await this.#docker.logTail(model.containerName, this.#logTailLines)
-      .catch(() => "");
-    await this.#docker.stop(model.containerName, this.#stopTimeoutS).catch(() => {});
-    const logPart = tail.trim()
-      ? `. Last log lines of ${model.containerName}:\n${tail.trimEnd()}`
-      : "";
-    return new SwapFailedError(model.id, "model_load_failed", message + logPart);
+  #describe(model: ModelConfig, err: unknown): Promise<SwapFailedError> {
+    return describeFailure(this.#docker, model, err, {
+      logTailLines: this.#logTailLines,
+      stopTimeoutS: this.#stopTimeoutS,
+    });
   }
 
   async #reconcile(): Promise<void> {
@@ -838,7 +734,7 @@ export class ModelManager {
         this.#log.info("reconcile_adopted", { model: model.id, container: model.containerName });
       } catch (err) {
         if (this.#phaseOf(model.id) === "starting") this.#move(model.id, "stopping");
-        const failure = await this.#describeFailure(model, err);
+        const failure = await this.#describe(model, err);
         this.#log.warn("reconcile_unhealthy", { model: model.id, error: failure.message });
         this.#forget(model.id);
       }

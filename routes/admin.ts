@@ -15,7 +15,7 @@ import {
   modelNotFound,
   modelUnavailable,
 } from "../lib/errors.ts";
-import { SwapFailedError } from "../lib/models.ts";
+import { SwapFailedError } from "../lib/swap_failures.ts";
 import type { AppDeps, AppEnv } from "./app.ts";
 
 const LoadBody = z.object({ model: z.string().min(1) });
