@@ -13,7 +13,10 @@ import { waitFor, within } from "./support/wait_for.ts";
 type Stats = { pending_jobs: number; processing_jobs: number };
 
 async function metricsOf(url: string) {
-  return (await getJson(`${url}/metrics`)).body as Record<string, number> & { queue_stats: Stats };
+  return (await getJson(`${url}/metrics`)).body as Record<string, number> & {
+    queue_stats: Stats;
+    connections: { open: number };
+  };
 }
 
 Deno.test("a client that leaves while queued is dropped: the backend never sees it", async () => {
@@ -102,11 +105,15 @@ Deno.test("on_disconnect: finish lets the backend complete a stream whose client
       const sse = new SseReader(res);
       await sse.next();
       await sse.next(); // mid-generation
+      const openBefore = (await metricsOf(proxy.url)).connections.open;
       await sse.cancel();
-      await waitFor("the client's leaving to reach the proxy", async () => {
-        return (await metricsOf(proxy.url)).active_workers === 1 &&
-          (await lab.state()).inflight === 1;
-      });
+      // The proxy saw the client go (its connection closed), and the generation goes on.
+      await waitFor(
+        "the proxy to see the client's connection close",
+        async () => (await metricsOf(proxy.url)).connections.open < openBefore,
+      );
+      assert.equal((await lab.state()).inflight, 1);
+      assert.equal((await metricsOf(proxy.url)).active_workers, 1);
       await lab.release();
       await waitFor("the generation to finish", async () => (await lab.state()).completed === 1);
       assert.equal((await lab.state()).disconnects, 0); // never aborted
