@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import OpenAI from "openai";
 import parsePrometheusTextFormat from "parse-prometheus-text-format";
-import { chatBody, post } from "./support/client.ts";
+import { chatBody, getJson, post } from "./support/client.ts";
 import { withHomelabProxy } from "./support/proxy.ts";
 import type { FakeHomelab } from "./support/fake_models.ts";
 import {
@@ -16,7 +16,7 @@ import {
   submitBatch,
   uploadBatchFile,
 } from "./support/batches.ts";
-import { waitFor } from "./support/wait_for.ts";
+import { waitFor, within } from "./support/wait_for.ts";
 
 async function swapsSoFar(baseUrl: string): Promise<number> {
   const text = await (await fetch(`${baseUrl}/metrics?format=prometheus`)).text();
@@ -137,18 +137,27 @@ Deno.test("a chat request waits for at most the batch lines already running, not
   await withHomelabProxy([{ id: "a" }], "num_workers: 1", async ({ proxy, lab }) => {
     const batch = await heldBatch(proxy.url, lab, 8);
     const chat = post(proxy.url, chatBody("a"));
-    // Let batch lines through one at a time; the chat request must come right after the first.
-    let released = 0;
-    while ((await getBatch(proxy.url, batch.id)).request_counts.completed < 1) {
-      released += await lab.release();
-    }
-    assert.equal((await chat).status, 200);
-    const counts = (await getBatch(proxy.url, batch.id)).request_counts;
-    assert.ok(counts.completed <= 2, `chat answered after ${counts.completed} batch lines`);
+    await waitFor("the chat request to wait in the queue", async () => {
+      const queue = (await getJson(`${proxy.url}/queue`)).body as {
+        jobs: { priority: string }[];
+      };
+      return queue.jobs.some((job) => job.priority === "interactive");
+    });
+    // The batch line running now finishes; the next request the backend gets is the chat.
+    assert.equal(await lab.release(), 1);
+    assert.equal((await within("the chat answer after one batch line", chat)).status, 200);
+    const generations = (await lab.state()).received.filter((r) =>
+      r.path === "/v1/chat/completions"
+    );
+    assert.deepEqual(
+      generations.map((r) => r.body.includes("fake_hold") ? "batch" : "chat"),
+      ["batch", "chat", ...(generations.length > 2 ? ["batch"] : [])],
+    );
+    let released = 1;
     while ((await getBatch(proxy.url, batch.id)).status !== "completed") {
       released += await lab.release();
     }
-    assert.ok(released >= 8);
+    assert.equal(released, 8);
   });
 });
 

@@ -94,7 +94,7 @@ Deno.test("dashboard: without admin_key there are no admin buttons, and the page
   });
 });
 
-Deno.test("dashboard feed: one event per change, and an open feed does not hold up shutdown", async () => {
+Deno.test("dashboard feed: a swap and a request reach an open feed without a reload, and an open feed does not hold up shutdown", async () => {
   await withHomelabProxy([{ id: "solo" }], "", async ({ proxy }) => {
     const feed = new SseReader(await fetch(`${proxy.url}/dashboard/events`));
     const first = await feed.next();
