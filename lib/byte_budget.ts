@@ -64,7 +64,6 @@ export class ByteBudget {
 
   give(bytes: number, owner: string | null): void {
     this.#held -= bytes;
-    this.memory.heldGarbage(bytes);
     if (owner === null) return;
     const owned = (this.#owned.get(owner) ?? 0) - bytes;
     if (owned > 0) this.#owned.set(owner, owned);
@@ -93,7 +92,9 @@ export class BodyHold {
     this.budget.memory.freshGarbage(bytes);
   }
 
+  /** The body is done with: its bytes are garbage now, the one moment worth a full collection. */
   release(): void {
+    this.budget.memory.heldGarbage(this.#bytes);
     this.give(this.#bytes);
   }
 }

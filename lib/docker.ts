@@ -4,6 +4,7 @@
  * transport with version negotiation; `dockerForContainers()` is the only face the proxy
  * uses, and it refuses any container name that is not in config.yml.
  */
+import { messageOf } from "./errors.ts";
 import { z } from "zod";
 
 /** Newest API version whose fields this client was written against. */
@@ -12,9 +13,7 @@ const PREFERRED_API = [1, 47] as const;
 export class DockerUnavailableError extends Error {
   constructor(socketPath: string, cause: unknown) {
     super(
-      `Docker is unreachable at ${socketPath} (${
-        cause instanceof Error ? cause.message : cause
-      }); is dockerd running?`,
+      `Docker is unreachable at ${socketPath} (${messageOf(cause)}); is dockerd running?`,
       { cause },
     );
     this.name = "DockerUnavailableError";

@@ -98,13 +98,18 @@ export function modelRemoved(model: string) {
   );
 }
 
+/** A 429 that says when to come back. */
+function rateLimited(code: string, message: string, retryAfterS: number) {
+  return new ApiError(429, "rate_limit_error", code, message, {
+    headers: { "retry-after": String(retryAfterS) },
+  });
+}
+
 export function queueFull(capacity: number, retryAfterS: number) {
-  return new ApiError(
-    429,
-    "rate_limit_error",
+  return rateLimited(
     "queue_full",
     `Queue full (${capacity} requests). Try again later.`,
-    { headers: { "retry-after": String(retryAfterS) } },
+    retryAfterS,
   );
 }
 
@@ -114,12 +119,10 @@ export function queueShareFull(
   capacity: number,
   retryAfterS: number,
 ) {
-  return new ApiError(
-    429,
-    "rate_limit_error",
+  return rateLimited(
     "queue_share_exceeded",
     `Key '${owner}' already holds ${share} of the ${capacity} queue places (max_queue_share). Try again later.`,
-    { headers: { "retry-after": String(retryAfterS) } },
+    retryAfterS,
   );
 }
 
@@ -127,27 +130,23 @@ const mb = (bytes: number) => `${Math.round(bytes / 1024 / 1024)} MB`;
 
 /** Request bodies held here (read, waiting, in flight) would pass `max_queued_bytes`. */
 export function queuedBytesFull(limitBytes: number, retryAfterS: number) {
-  return new ApiError(
-    429,
-    "rate_limit_error",
+  return rateLimited(
     "queue_bytes_full",
     `Requests waiting here already hold ${
       mb(limitBytes)
     } of request bodies (max_queued_bytes). Try again later.`,
-    { headers: { "retry-after": String(retryAfterS) } },
+    retryAfterS,
   );
 }
 
 /** One key's bodies would pass its share of `max_queued_bytes`. */
 export function queuedBytesShareFull(owner: string, shareBytes: number, retryAfterS: number) {
-  return new ApiError(
-    429,
-    "rate_limit_error",
+  return rateLimited(
     "queue_share_exceeded",
     `Key '${owner}' already holds ${
       mb(shareBytes)
     } of request bodies, its share of max_queued_bytes (max_queue_share). Try again later.`,
-    { headers: { "retry-after": String(retryAfterS) } },
+    retryAfterS,
   );
 }
 

@@ -13,7 +13,8 @@
  * The Request handed to the handler carries an AbortSignal that aborts when the client goes
  * before its response ended, and a body that is read only when the handler asks for it.
  */
-import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import { createServer, type IncomingMessage, type ServerResponse, STATUS_CODES } from "node:http";
+import { Buffer } from "node:buffer";
 import type { Socket } from "node:net";
 import {
   type ApiError,
@@ -67,14 +68,9 @@ const HEALTH_PATHS = new Set(["/health", "/metrics", "/metrics?format=prometheus
 /** An error response written straight to a socket, for requests no handler sees. */
 function rawError(error: ApiError): string {
   const body = JSON.stringify(error.toJSON());
-  const reason = error.status === 408
-    ? "Request Timeout"
-    : error.status === 431
-    ? "Request Header Fields Too Large"
-    : "Bad Request";
-  return `HTTP/1.1 ${error.status} ${reason}\r\ncontent-type: application/json\r\ncontent-length: ${
-    new TextEncoder().encode(body).byteLength
-  }\r\nconnection: close\r\n\r\n${body}`;
+  return `HTTP/1.1 ${error.status} ${STATUS_CODES[error.status]}\r\n` +
+    `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
+    `connection: close\r\n\r\n${body}`;
 }
 
 /** An error response for a request the routes never see; the connection closes after it. */

@@ -324,17 +324,23 @@ export class ModelManager {
   }
 
   /** Saves a drained model's slots (kv_cache); never throws. */
-  async #saveSlots(model: ModelConfig): Promise<KvOutcome | null> {
-    if (this.#kv === null || model.kvCache === null) return null;
-    const build = await this.#buildOf(model).catch(() => null);
-    return build === null ? null : await this.#kv.save(model, build).catch(() => null);
+  #saveSlots(model: ModelConfig): Promise<KvOutcome | null> {
+    return this.#withSlots(model, (kv, build) => kv.save(model, build));
   }
 
   /** Restores a started model's slots before it takes requests (kv_cache); never throws. */
-  async #restoreSlots(model: ModelConfig): Promise<KvOutcome | null> {
+  #restoreSlots(model: ModelConfig): Promise<KvOutcome | null> {
+    return this.#withSlots(model, (kv, build) => kv.restore(model, build));
+  }
+
+  /** Runs a KV slot action for a model with `kv_cache`, given its build; null on any failure. */
+  async #withSlots(
+    model: ModelConfig,
+    action: (kv: SlotKeeper, build: string) => Promise<KvOutcome | null>,
+  ): Promise<KvOutcome | null> {
     if (this.#kv === null || model.kvCache === null) return null;
-    const build = await this.#buildOf(model).catch(() => null);
-    return build === null ? null : await this.#kv.restore(model, build).catch(() => null);
+    const kv = this.#kv;
+    return await this.#buildOf(model).then((build) => action(kv, build)).catch(() => null);
   }
 
   /** Which build of a model runs: its id, its container's image and spec. */

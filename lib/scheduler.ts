@@ -6,7 +6,6 @@
  * model's lines (lib/waiting.ts), so a decision costs O(models). Design: docs/scheduler.md.
  */
 import type { ModelLine, WaitingView } from "./waiting.ts";
-
 import type { Priority } from "./priority.ts";
 
 /** What a policy needs to know about one waiting job. */
@@ -110,16 +109,20 @@ export function step<J extends WaitingJob>(
   view: SchedulerView<J>,
   rules: SchedulerRules,
 ): Action<J> {
+  // A decision asks for the same victims many times (each rule, each line): compute each once.
+  const victims = new Map<string, readonly string[]>();
+  const victimsFor = view.victimsFor;
+  view = {
+    ...view,
+    victimsFor: (model) => victims.get(model) ?? victims.set(model, victimsFor(model)).get(model)!,
+  };
   const target = view.switchingTo;
   if (
     !view.placing && target !== null && view.waiting.line(target) !== undefined &&
     policy.binds(view, rules, target)
   ) { // (b)
-    const victims = view.victimsFor(target);
-    if (victims.every((model) => (view.residents.get(model)?.inflight ?? 0) === 0)) {
-      return { kind: "swap", to: target };
-    }
-    const others = policy(withdrawn(view, victims), rules);
+    if (!busy(view, target)) return { kind: "swap", to: target };
+    const others = policy(withdrawn(view, view.victimsFor(target)), rules);
     return others.kind === "serve"
       ? { ...others, drainingTo: target }
       : { kind: "drain", to: target };
@@ -365,7 +368,8 @@ function dueAt(
   let victimsRank = Infinity;
   let backlogMs = 0;
   for (const model of victims) {
-    const since = view.residents.get(model)?.since ?? 0;
+    const resident = view.residents.get(model);
+    const since = resident?.since ?? 0;
     // (3a) A victim also stays at least as long as loading it took: a swap's cost is earned
     // back before the next one (at most half of the GPU's time goes to loading).
     stayUntil = Math.max(stayUntil, since + Math.max(maxWait, rules.loadMs(model)));
@@ -373,7 +377,6 @@ function dueAt(
     const line = view.waiting.line(model);
     if (line === undefined) continue;
     for (const head of headsOf(line)) victimsRank = Math.min(victimsRank, rankOf(head, now, rules));
-    const resident = view.residents.get(model);
     const parallel = Math.max(1, (resident?.inflight ?? 0) + (resident?.free ?? 0));
     const waiting = line.interactive.length + line.batch.length;
     backlogMs = Math.max(backlogMs, (waiting * rules.serviceMs(model)) / parallel);

@@ -42,8 +42,9 @@ export function sseReasoning(
  */
 export function countEventEnds(bytes: Uint8Array): number {
   let ends = 0;
-  for (let i = 1; i < bytes.length; i++) {
-    if (bytes[i] === 10 && bytes[i - 1] === 10) ends++;
+  // indexOf runs natively: no JavaScript step per byte on the streaming path.
+  for (let i = bytes.indexOf(10); i !== -1 && i + 1 < bytes.length; i = bytes.indexOf(10, i + 1)) {
+    if (bytes[i + 1] === 10) ends++;
   }
   return ends;
 }

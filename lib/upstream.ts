@@ -8,12 +8,13 @@
  */
 import type { ModelConfig } from "./config.ts";
 import type { Job } from "./jobs.ts";
+import { messageOf } from "./errors.ts";
 import { StreamTail, USAGE_TAIL_BYTES, usageIn } from "./usage.ts";
 
 /** The backend could not be reached, so no byte went to the client: safe to retry. */
 export class UpstreamUnreachableError extends Error {
   constructor(url: string, cause: unknown) {
-    super(`Backend ${url} did not answer (${cause instanceof Error ? cause.message : cause})`, {
+    super(`Backend ${url} did not answer (${messageOf(cause)})`, {
       cause,
     });
     this.name = "UpstreamUnreachableError";

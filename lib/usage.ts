@@ -45,24 +45,27 @@ const count = (value: unknown) => typeof value === "number" && value >= 0 ? valu
 /** Token counts in the tail of an answer (JSON body or event stream), or null. */
 export function usageIn(tail: string): TokenUsage | null {
   const usage = lastObject(tail, "usage");
-  const timings = lastObject(tail, "timings");
-  const cacheN = typeof timings?.cache_n === "number" ? count(timings.cache_n) : null;
+  // llama-server's timings are read only when usage does not say it all.
+  const timings = () => lastObject(tail, "timings");
+  const cacheN = (t: Record<string, unknown> | null) =>
+    typeof t?.cache_n === "number" ? count(t.cache_n) : null;
   if (usage !== null && typeof usage.prompt_tokens === "number") {
     const details = usage.prompt_tokens_details as Record<string, unknown> | undefined;
     const cached = typeof details?.cached_tokens === "number"
       ? count(details.cached_tokens)
-      : cacheN;
+      : cacheN(timings());
     return {
       prompt: count(usage.prompt_tokens),
       completion: count(usage.completion_tokens),
       cached,
     };
   }
-  if (timings !== null && typeof timings.predicted_n === "number") {
+  const t = timings();
+  if (t !== null && typeof t.predicted_n === "number") {
     return {
-      prompt: count(timings.prompt_n) + count(timings.cache_n),
-      completion: count(timings.predicted_n),
-      cached: cacheN,
+      prompt: count(t.prompt_n) + count(t.cache_n),
+      completion: count(t.predicted_n),
+      cached: cacheN(t),
     };
   }
   return null;
