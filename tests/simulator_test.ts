@@ -120,14 +120,25 @@ Deno.test("every shipped trace: no job waits past the documented bound", () => {
       "f-agent-fanout-24gb",
     ]
   ) {
-    const trace = shipped(name);
-    const result = simulate(trace, decideAffinity);
-    for (const priority of ["interactive", "batch"] as Priority[]) {
-      const max = waitStats(result.waits[priority]).max;
-      assert.ok(max <= waitBoundMs(trace, priority), `${name} ${priority}: ${max} ms`);
-    }
+    assertWithinBound(shipped(name), name);
   }
 });
+
+/** Every admitted job of `trace` was served, and none twice. */
+function assertServedOnce(trace: Trace, result: ReturnType<typeof simulate>, label: string) {
+  const admitted = trace.requests.length - result.rejected;
+  assert.equal(result.servedOrder.length, admitted, label);
+  assert.equal(new Set(result.servedOrder).size, admitted, `${label}: served twice`);
+}
+
+/** Under affinity, no job of `trace` waits past the documented bound of its class. */
+function assertWithinBound(trace: Trace, label: string) {
+  const result = simulate(trace, decideAffinity);
+  for (const priority of ["interactive", "batch"] as Priority[]) {
+    const max = waitStats(result.waits[priority]).max;
+    assert.ok(max <= waitBoundMs(trace, priority), `${label} ${priority}: ${max} ms`);
+  }
+}
 
 /** A random but valid trace: 2–5 models, 1–3 workers, mixed classes, bursts and lulls. */
 function randomTrace(seed: number): Trace {
@@ -169,21 +180,14 @@ Deno.test("property: every admitted job is served exactly once, under every poli
   for (let seed = 1; seed <= 150; seed++) {
     const trace = randomTrace(seed);
     for (const [name, result] of Object.entries(all(trace))) {
-      const admitted = trace.requests.length - result.rejected;
-      assert.equal(result.servedOrder.length, admitted, `${name} seed ${seed}`);
-      assert.equal(new Set(result.servedOrder).size, admitted, `${name} seed ${seed} served twice`);
+      assertServedOnce(trace, result, `${name} seed ${seed}`);
     }
   }
 });
 
 Deno.test("property: affinity keeps every wait under the documented bound", () => {
   for (let seed = 1; seed <= 150; seed++) {
-    const trace = randomTrace(seed);
-    const result = simulate(trace, decideAffinity);
-    for (const priority of ["interactive", "batch"] as Priority[]) {
-      const max = waitStats(result.waits[priority]).max;
-      assert.ok(max <= waitBoundMs(trace, priority), `seed ${seed} ${priority}: ${max} ms`);
-    }
+    assertWithinBound(randomTrace(seed), `seed ${seed}`);
   }
 });
 
@@ -206,19 +210,13 @@ Deno.test("property, resident sets: every job served once, the declared memory n
   for (let seed = 1; seed <= 150; seed++) {
     const trace = randomBudgetTrace(seed);
     for (const [name, result] of Object.entries(all(trace))) {
-      const admitted = trace.requests.length - result.rejected;
-      assert.equal(result.servedOrder.length, admitted, `${name} seed ${seed}`);
-      assert.equal(new Set(result.servedOrder).size, admitted, `${name} seed ${seed} served twice`);
+      assertServedOnce(trace, result, `${name} seed ${seed}`);
       assert.ok(
         result.peakMemoryGb <= trace.header.memory_budget!,
         `${name} seed ${seed}: ${result.peakMemoryGb} GB of ${trace.header.memory_budget}`,
       );
     }
-    const affinity = simulate(trace, decideAffinity);
-    for (const priority of ["interactive", "batch"] as Priority[]) {
-      const max = waitStats(affinity.waits[priority]).max;
-      assert.ok(max <= waitBoundMs(trace, priority), `seed ${seed} ${priority}: ${max} ms`);
-    }
+    assertWithinBound(trace, `seed ${seed}`);
   }
 });
 
