@@ -4,9 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { chatBody, getJson, post, SseReader } from "./support/client.ts";
-import { startTestProxy, withHomelabProxy } from "./support/proxy.ts";
-import { requireDocker } from "./support/docker_env.ts";
-import { createHomelab } from "./support/fake_models.ts";
+import { withHomelabProxy } from "./support/proxy.ts";
 import { CapturedLog } from "./support/log_capture.ts";
 import { waitFor, within } from "./support/wait_for.ts";
 
@@ -44,12 +42,8 @@ Deno.test("a client that leaves while queued is dropped: the backend never sees 
 });
 
 Deno.test("a client that leaves mid-stream aborts the backend request, frees the worker, and its request line says when and after how many chunks", async () => {
-  const api = await requireDocker();
-  try {
-    await using lab = await createHomelab(api, [{ id: "a" }]);
-    const log = new CapturedLog();
-    await using proxy = await startTestProxy(lab.configYaml("num_workers: 1"), { log });
-    await proxy.reconciled;
+  const log = new CapturedLog();
+  await withHomelabProxy([{ id: "a" }], "num_workers: 1", async ({ lab, proxy }) => {
     const res = await post(proxy.url, chatBody("a", { stream: true, fake_hold: true }));
     const sse = new SseReader(res);
     await sse.next();
@@ -64,9 +58,7 @@ Deno.test("a client that leaves mid-stream aborts the backend request, frees the
     assert.ok(typeof line.chunks === "number" && line.chunks >= 2, `chunks=${line.chunks}`);
     // The freed worker serves the next request.
     assert.equal((await post(proxy.url, chatBody("a"))).status, 200);
-  } finally {
-    api.close();
-  }
+  }, { log });
 });
 
 Deno.test("request_timeout: a stuck non-streaming request gets 504 and the backend is aborted", async () => {

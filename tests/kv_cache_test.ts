@@ -8,9 +8,8 @@
 import assert from "node:assert/strict";
 import OpenAI from "openai";
 import { chatBody, getJson, post } from "./support/client.ts";
-import { requireDocker } from "./support/docker_env.ts";
-import { createHomelab, type FakeModelSpec } from "./support/fake_models.ts";
-import { startTestProxy } from "./support/proxy.ts";
+import type { FakeModelSpec } from "./support/fake_models.ts";
+import { type HomelabContext, withHomelabProxy } from "./support/proxy.ts";
 import { CapturedLog } from "./support/log_capture.ts";
 
 const ADMIN_KEY = "kv-cache-admin-key-0123";
@@ -52,29 +51,30 @@ async function saveFiles(dir: string): Promise<string[]> {
 async function withKvLab(
   specs: (dir: string) => FakeModelSpec[],
   extraConfig: string,
-  body: (ctx: {
-    lab: Awaited<ReturnType<typeof createHomelab>>;
-    proxy: Awaited<ReturnType<typeof startTestProxy>>;
-    client: OpenAI;
-    log: CapturedLog;
-    dir: string;
-    configFile: string;
-  }) => Promise<void>,
+  body: (
+    ctx: HomelabContext & {
+      client: OpenAI;
+      log: CapturedLog;
+      dir: string;
+      configFile: string;
+    },
+  ) => Promise<void>,
 ): Promise<void> {
-  const api = await requireDocker();
   const dir = await Deno.makeTempDir({ prefix: "lqp-kv-" });
+  const log = new CapturedLog();
+  const configFile = `${dir}.yml`;
   try {
-    await using lab = await createHomelab(api, specs(dir));
-    const log = new CapturedLog();
-    const configFile = `${dir}.yml`;
-    await using proxy = await startTestProxy(lab.configYaml(extraConfig), { log, configFile });
-    await proxy.reconciled;
-    const client = new OpenAI({ baseURL: `${proxy.url}/v1`, apiKey: "unused", maxRetries: 0 });
-    await body({ lab, proxy, client, log, dir, configFile });
+    await withHomelabProxy(specs(dir), extraConfig, async (ctx) => {
+      const client = new OpenAI({
+        baseURL: `${ctx.proxy.url}/v1`,
+        apiKey: "unused",
+        maxRetries: 0,
+      });
+      await body({ ...ctx, client, log, dir, configFile });
+    }, { log, configFile });
   } finally {
-    api.close();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
-    await Deno.remove(`${dir}.yml`).catch(() => {});
+    await Deno.remove(configFile).catch(() => {});
   }
 }
 
@@ -141,7 +141,7 @@ Deno.test("kv_cache: a long conversation on A, then B, then A's next turn finds 
   );
 });
 
-Deno.test("kv_cache: a corrupt save file, then a missing one: each return starts cold, logs why, deletes the bad file, and answers", async () => {
+Deno.test("kv_cache: a corrupt save file, then a missing one: each return starts cold, logs a failed restore, leaves no bad file behind, and answers", async () => {
   await withKvLab((dir) => [kvModel(dir), { id: "other" }], "", async (ctx) => {
     const { proxy, client, log, dir } = ctx;
     const first = longConversation("corrupt");
@@ -196,47 +196,44 @@ Deno.test("kv_cache: max_bytes keeps the model's save files within budget, oldes
 });
 
 Deno.test("kv_cache on a server started without --slot-save-path: said once in the log and on /v1/models, swaps unaffected", async () => {
-  const api = await requireDocker();
-  try {
-    await using lab = await createHomelab(api, [
+  const log = new CapturedLog();
+  await withHomelabProxy(
+    [
       { id: "handmade", kvCache: "{ save: true }" },
       { id: "other" },
-    ]);
-    const log = new CapturedLog();
-    await using proxy = await startTestProxy(lab.configYaml(), { log });
-    await proxy.reconciled;
-    for (let round = 0; round < 2; round++) {
-      assert.equal((await post(proxy.url, chatBody("handmade"))).status, 200);
-      assert.equal((await post(proxy.url, chatBody("other"))).status, 200);
-    }
-    assert.equal(log.of("kv_cache_unsupported").length, 1);
-    const entry = (await getJson(`${proxy.url}/v1/models/handmade`)).body;
-    assert.equal(entry.kv_cache, "unsupported");
-    assert.equal(log.of("swap").filter((e) => e.fields.to === "handmade").length, 2);
-  } finally {
-    api.close();
-  }
+    ],
+    "",
+    async ({ proxy }) => {
+      for (let round = 0; round < 2; round++) {
+        assert.equal((await post(proxy.url, chatBody("handmade"))).status, 200);
+        assert.equal((await post(proxy.url, chatBody("other"))).status, 200);
+      }
+      assert.equal(log.of("kv_cache_unsupported").length, 1);
+      const entry = (await getJson(`${proxy.url}/v1/models/handmade`)).body;
+      assert.equal(entry.kv_cache, "unsupported");
+      assert.equal(log.of("swap").filter((e) => e.fields.to === "handmade").length, 2);
+    },
+    { log },
+  );
 });
 
 Deno.test("kv_cache in a hand-made container started with --slot-save-path: saved inside it, restored on return", async () => {
-  const api = await requireDocker();
-  try {
-    await using lab = await createHomelab(api, [
+  await withHomelabProxy(
+    [
       { id: "handmade", kvCache: "{ save: true }", args: ["--slot-save-path", "/tmp/"] },
       { id: "other" },
-    ]);
-    await using proxy = await startTestProxy(lab.configYaml());
-    await proxy.reconciled;
-    const client = new OpenAI({ baseURL: `${proxy.url}/v1`, apiKey: "unused", maxRetries: 0 });
-    const first = longConversation("hand");
-    const one = await turn(client, "handmade", first);
-    assert.equal((await post(proxy.url, chatBody("other"))).status, 200);
-    const two = await turn(client, "handmade", next(first, one.answer));
-    const cached = two.usage.prompt_tokens_details?.cached_tokens ?? 0;
-    assert.ok(cached >= 0.9 * two.usage.prompt_tokens, `cached ${cached}`);
-  } finally {
-    api.close();
-  }
+    ],
+    "",
+    async ({ proxy }) => {
+      const client = new OpenAI({ baseURL: `${proxy.url}/v1`, apiKey: "unused", maxRetries: 0 });
+      const first = longConversation("hand");
+      const one = await turn(client, "handmade", first);
+      assert.equal((await post(proxy.url, chatBody("other"))).status, 200);
+      const two = await turn(client, "handmade", next(first, one.answer));
+      const cached = two.usage.prompt_tokens_details?.cached_tokens ?? 0;
+      assert.ok(cached >= 0.9 * two.usage.prompt_tokens, `cached ${cached}`);
+    },
+  );
 });
 
 Deno.test("kv_cache after the model's container block changed (another build): the old save is not restored, it is deleted, the return is cold", async () => {

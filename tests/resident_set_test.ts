@@ -10,7 +10,7 @@ import { seededRandom } from "../sim/make_traces.ts";
 import { chatBody, getJson, post } from "./support/client.ts";
 import { containerStarts, followRunning, requireDocker } from "./support/docker_env.ts";
 import { createHomelab, type FakeModelSpec } from "./support/fake_models.ts";
-import { startTestProxy } from "./support/proxy.ts";
+import { startTestProxy, withHomelabProxy } from "./support/proxy.ts";
 import { CapturedLog } from "./support/log_capture.ts";
 
 const SMALL_AND_BIG: FakeModelSpec[] = [
@@ -24,11 +24,7 @@ const ADMIN_KEY = "resident-admin-key-0123";
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 Deno.test("budget 40 GB: traffic alternating between two 10 GB models keeps both running, no swap after warm-up", async () => {
-  const api = await requireDocker();
-  try {
-    await using lab = await createHomelab(api, SMALL_AND_BIG);
-    await using proxy = await startTestProxy(lab.configYaml(BUDGET));
-    await proxy.reconciled;
+  await withHomelabProxy(SMALL_AND_BIG, BUDGET, async ({ api, lab, proxy }) => {
     assert.equal((await post(proxy.url, chatBody("small-a"))).status, 200);
     assert.equal((await post(proxy.url, chatBody("small-b"))).status, 200);
     const since = Date.now();
@@ -57,71 +53,65 @@ Deno.test("budget 40 GB: traffic alternating between two 10 GB models keeps both
     );
     const health = (await getJson(`${proxy.url}/health`)).body;
     assert.deepEqual([...health.resident_models as string[]].sort(), ["small-a", "small-b"]);
-  } finally {
-    api.close();
-  }
+  });
 });
 
 Deno.test("budget 40 GB with two 10 GB models up: a request for the 30 GB one stops exactly the least recently used", async () => {
-  const api = await requireDocker();
-  try {
-    await using lab = await createHomelab(api, SMALL_AND_BIG);
-    const log = new CapturedLog();
-    await using proxy = await startTestProxy(
-      lab.configYaml(`${BUDGET}\nadmin_key: ${ADMIN_KEY}`),
-      { log },
-    );
-    await proxy.reconciled;
-    assert.equal((await post(proxy.url, chatBody("small-b"))).status, 200);
-    assert.equal((await post(proxy.url, chatBody("small-a"))).status, 200);
-    assert.equal((await post(proxy.url, chatBody("small-b"))).status, 200); // a is now the LRU
-    const since = Date.now();
-    const res = await post(proxy.url, chatBody("big"));
-    assert.equal(res.status, 200);
-    assert.equal((await res.json()).model, "big");
-    assert.deepEqual(await containerStarts(api, lab.prefix, since), [lab.containerOf("big")]);
-    assert.deepEqual(
-      (await lab.running()).sort(),
-      [lab.containerOf("big"), lab.containerOf("small-b")],
-    );
-    assert.deepEqual(log.of("evict").map((e) => e.fields.model), ["small-a"]);
-    // small-b kept serving without a load.
-    const again = Date.now();
-    assert.equal((await post(proxy.url, chatBody("small-b"))).status, 200);
-    assert.deepEqual(await containerStarts(api, lab.prefix, again), []);
-    const metrics = (await getJson(`${proxy.url}/metrics`)).body;
-    assert.equal(metrics.memory_budget_gb, 40);
-    assert.deepEqual(
-      (metrics.resident_models as { model: string }[]).map((r) => r.model).sort(),
-      ["big", "small-b"],
-    );
-    const prom = await (await fetch(`${proxy.url}/metrics?format=prometheus`)).text();
-    assert.match(prom, /lqp_model_loaded\{model="big"\} 1/);
-    assert.match(prom, /lqp_model_loaded\{model="small-b"\} 1/);
-    assert.match(prom, /lqp_model_loaded\{model="small-a"\} 0/);
-    const listed = (await getJson(`${proxy.url}/v1/models`)).body.data as {
-      id: string;
-      loaded: boolean;
-    }[];
-    assert.deepEqual(listed.filter((m) => m.loaded).map((m) => m.id).sort(), ["big", "small-b"]);
-    const dashboard = (await getJson(`${proxy.url}/dashboard/state`)).body;
-    assert.equal(dashboard.memory_budget_gb, 40);
-    assert.deepEqual(
-      (dashboard.resident as { model: string; memory_gb: number }[])
-        .map((r) => [r.model, r.memory_gb]).sort(),
-      [["big", 30], ["small-b", 10]],
-    );
-    // The admin unloads one resident by name; the other stays up.
-    const unload = await fetch(`${proxy.url}/admin/unload`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${ADMIN_KEY}`, "content-type": "application/json" },
-      body: JSON.stringify({ model: "small-b" }),
-    });
-    assert.deepEqual(await unload.json(), { unloaded: "small-b", unloaded_models: ["small-b"] });
-    assert.deepEqual(await lab.running(), [lab.containerOf("big")]);
-  } finally {
-    api.close();
-  }
+  const log = new CapturedLog();
+  await withHomelabProxy(
+    SMALL_AND_BIG,
+    `${BUDGET}\nadmin_key: ${ADMIN_KEY}`,
+    async ({ api, lab, proxy }) => {
+      assert.equal((await post(proxy.url, chatBody("small-b"))).status, 200);
+      assert.equal((await post(proxy.url, chatBody("small-a"))).status, 200);
+      assert.equal((await post(proxy.url, chatBody("small-b"))).status, 200); // a is now the LRU
+      const since = Date.now();
+      const res = await post(proxy.url, chatBody("big"));
+      assert.equal(res.status, 200);
+      assert.equal((await res.json()).model, "big");
+      assert.deepEqual(await containerStarts(api, lab.prefix, since), [lab.containerOf("big")]);
+      assert.deepEqual(
+        (await lab.running()).sort(),
+        [lab.containerOf("big"), lab.containerOf("small-b")],
+      );
+      assert.deepEqual(log.of("evict").map((e) => e.fields.model), ["small-a"]);
+      // small-b kept serving without a load.
+      const again = Date.now();
+      assert.equal((await post(proxy.url, chatBody("small-b"))).status, 200);
+      assert.deepEqual(await containerStarts(api, lab.prefix, again), []);
+      const metrics = (await getJson(`${proxy.url}/metrics`)).body;
+      assert.equal(metrics.memory_budget_gb, 40);
+      assert.deepEqual(
+        (metrics.resident_models as { model: string }[]).map((r) => r.model).sort(),
+        ["big", "small-b"],
+      );
+      const prom = await (await fetch(`${proxy.url}/metrics?format=prometheus`)).text();
+      assert.match(prom, /lqp_model_loaded\{model="big"\} 1/);
+      assert.match(prom, /lqp_model_loaded\{model="small-b"\} 1/);
+      assert.match(prom, /lqp_model_loaded\{model="small-a"\} 0/);
+      const listed = (await getJson(`${proxy.url}/v1/models`)).body.data as {
+        id: string;
+        loaded: boolean;
+      }[];
+      assert.deepEqual(listed.filter((m) => m.loaded).map((m) => m.id).sort(), ["big", "small-b"]);
+      const dashboard = (await getJson(`${proxy.url}/dashboard/state`)).body;
+      assert.equal(dashboard.memory_budget_gb, 40);
+      assert.deepEqual(
+        (dashboard.resident as { model: string; memory_gb: number }[])
+          .map((r) => [r.model, r.memory_gb]).sort(),
+        [["big", 30], ["small-b", 10]],
+      );
+      // The admin unloads one resident by name; the other stays up.
+      const unload = await fetch(`${proxy.url}/admin/unload`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${ADMIN_KEY}`, "content-type": "application/json" },
+        body: JSON.stringify({ model: "small-b" }),
+      });
+      assert.deepEqual(await unload.json(), { unloaded: "small-b", unloaded_models: ["small-b"] });
+      assert.deepEqual(await lab.running(), [lab.containerOf("big")]);
+    },
+    { log },
+  );
 });
 
 Deno.test("budget 40 GB, 500 staggered mixed requests and a chaos loop: at every Docker event the running models fit the budget and no two share a port; every client gets one answer or one clear error", async () => {

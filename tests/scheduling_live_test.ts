@@ -8,83 +8,79 @@ import assert from "node:assert/strict";
 import OpenAI from "openai";
 import { CapturedLog } from "./support/log_capture.ts";
 import { chatBody, getJson, post } from "./support/client.ts";
-import { containerStarts, requireDocker } from "./support/docker_env.ts";
-import { createHomelab } from "./support/fake_models.ts";
-import { startTestProxy } from "./support/proxy.ts";
+import { containerStarts } from "./support/docker_env.ts";
+import { withHomelabProxy } from "./support/proxy.ts";
 import { waitFor } from "./support/wait_for.ts";
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 Deno.test("A busy, then B,A,B,A,B,A 30 ms apart from the openai client: the A's run on A, then exactly one container start", async () => {
-  const api = await requireDocker();
-  try {
-    await using lab = await createHomelab(api, [{ id: "acc-a" }, { id: "acc-b" }]);
-    await using proxy = await startTestProxy(lab.configYaml("num_workers: 1"));
-    await proxy.reconciled;
-    assert.equal((await post(proxy.url, chatBody("acc-a"))).status, 200); // A loaded
-    const client = new OpenAI({ baseURL: `${proxy.url}/v1`, apiKey: "unused", maxRetries: 0 });
-    const ask = (model: string, extra: Record<string, unknown> = {}) =>
-      client.chat.completions.create({
-        model,
-        messages: [{ role: "user", content: "hi" }],
-        ...extra,
-      } as OpenAI.ChatCompletionCreateParamsNonStreaming);
-    const since = Date.now();
-    // A busy for ~0.8 s with one request.
-    const busy = ask("acc-a", { fake_tokens: 8, fake_token_ms: 100 });
-    await waitFor("A busy", async () => (await lab.state()).inflight === 1);
-    const answers = [];
-    for (const model of ["acc-b", "acc-a", "acc-b", "acc-a", "acc-b", "acc-a"]) {
-      answers.push(ask(model));
-      await pause(30); // the traffic's shape, not a wait for anything
-    }
-    await busy;
-    const models = (await Promise.all(answers)).map((answer) => answer.model);
-    assert.deepEqual(models, ["acc-b", "acc-a", "acc-b", "acc-a", "acc-b", "acc-a"]);
-    assert.deepEqual(await containerStarts(api, lab.prefix, since), [lab.containerOf("acc-b")]);
-  } finally {
-    api.close();
-  }
+  await withHomelabProxy(
+    [{ id: "acc-a" }, { id: "acc-b" }],
+    "num_workers: 1",
+    async ({ api, lab, proxy }) => {
+      assert.equal((await post(proxy.url, chatBody("acc-a"))).status, 200); // A loaded
+      const client = new OpenAI({ baseURL: `${proxy.url}/v1`, apiKey: "unused", maxRetries: 0 });
+      const ask = (model: string, extra: Record<string, unknown> = {}) =>
+        client.chat.completions.create({
+          model,
+          messages: [{ role: "user", content: "hi" }],
+          ...extra,
+        } as OpenAI.ChatCompletionCreateParamsNonStreaming);
+      const since = Date.now();
+      // A busy for ~0.8 s with one request.
+      const busy = ask("acc-a", { fake_tokens: 8, fake_token_ms: 100 });
+      await waitFor("A busy", async () => (await lab.state()).inflight === 1);
+      const answers = [];
+      for (const model of ["acc-b", "acc-a", "acc-b", "acc-a", "acc-b", "acc-a"]) {
+        answers.push(ask(model));
+        await pause(30); // the traffic's shape, not a wait for anything
+      }
+      await busy;
+      const models = (await Promise.all(answers)).map((answer) => answer.model);
+      assert.deepEqual(models, ["acc-b", "acc-a", "acc-b", "acc-a", "acc-b", "acc-a"]);
+      assert.deepEqual(await containerStarts(api, lab.prefix, since), [lab.containerOf("acc-b")]);
+    },
+  );
 });
 
 Deno.test("A streaming with A and B requests arriving every 200 ms: once B waited max_wait, B's swap comes before A's long queue", async () => {
-  const api = await requireDocker();
-  try {
-    await using lab = await createHomelab(api, [{ id: "a" }, { id: "b" }]);
-    const log = new CapturedLog();
-    await using proxy = await startTestProxy(
-      lab.configYaml("num_workers: 1\nscheduler:\n  max_wait: 2"),
-      { log },
-    );
-    await proxy.reconciled;
-    // A's requests take about a second (what the pool learns from this one), so the A queue
-    // that builds up behind the stream is long: B's due swap does not wait for it (rule 3c
-    // lets only a queue cleared within max_wait go first).
-    const warmUp = chatBody("a", { fake_tokens: 10, fake_token_ms: 100 });
-    assert.equal((await post(proxy.url, warmUp)).status, 200);
-    const stream = post(proxy.url, chatBody("a", { stream: true, fake_hold: true }));
-    await waitFor("A streaming", async () => (await lab.state()).inflight === 1);
-    const sent: Promise<Response>[] = [];
-    let bWaited = 0;
-    // Both kinds keep coming until B's first request has waited max_wait (2 s).
-    while (bWaited < 2) {
-      sent.push(post(proxy.url, chatBody("a")), post(proxy.url, chatBody("b")));
-      await pause(200);
-      const queue = (await getJson(`${proxy.url}/queue`)).body as {
-        jobs: { model: string; waited_s: number }[];
-      };
-      bWaited = queue.jobs.find((job) => job.model === "b")?.waited_s ?? 0;
-    }
-    await lab.release(); // the stream ends; nothing else ran meanwhile (one worker)
-    await stream.then((res) => res.text());
-    for (const res of await Promise.all(sent)) assert.equal(res.status, 200);
-    // After A's stream, the next request served is B's: the A's that queued behind the
-    // stream waited for B's turn instead of pushing it back.
-    const order = log.of("request").map((entry) => entry.fields);
-    const streamAt = order.findIndex((line) => line.stream === true);
-    assert.equal(order[streamAt + 1].model, "b", JSON.stringify(order.map((l) => l.model)));
-    assert.ok(order.slice(streamAt + 1).some((line) => line.model === "a"), "A's queue came after");
-  } finally {
-    api.close();
-  }
+  const log = new CapturedLog();
+  await withHomelabProxy(
+    [{ id: "a" }, { id: "b" }],
+    "num_workers: 1\nscheduler:\n  max_wait: 2",
+    async ({ lab, proxy }) => {
+      // A's requests take about a second (what the pool learns from this one), so the A queue
+      // that builds up behind the stream is long: B's due swap does not wait for it (rule 3c
+      // lets only a queue cleared within max_wait go first).
+      const warmUp = chatBody("a", { fake_tokens: 10, fake_token_ms: 100 });
+      assert.equal((await post(proxy.url, warmUp)).status, 200);
+      const stream = post(proxy.url, chatBody("a", { stream: true, fake_hold: true }));
+      await waitFor("A streaming", async () => (await lab.state()).inflight === 1);
+      const sent: Promise<Response>[] = [];
+      let bWaited = 0;
+      // Both kinds keep coming until B's first request has waited max_wait (2 s).
+      while (bWaited < 2) {
+        sent.push(post(proxy.url, chatBody("a")), post(proxy.url, chatBody("b")));
+        await pause(200);
+        const queue = (await getJson(`${proxy.url}/queue`)).body as {
+          jobs: { model: string; waited_s: number }[];
+        };
+        bWaited = queue.jobs.find((job) => job.model === "b")?.waited_s ?? 0;
+      }
+      await lab.release(); // the stream ends; nothing else ran meanwhile (one worker)
+      await stream.then((res) => res.text());
+      for (const res of await Promise.all(sent)) assert.equal(res.status, 200);
+      // After A's stream, the next request served is B's: the A's that queued behind the
+      // stream waited for B's turn instead of pushing it back.
+      const order = log.of("request").map((entry) => entry.fields);
+      const streamAt = order.findIndex((line) => line.stream === true);
+      assert.equal(order[streamAt + 1].model, "b", JSON.stringify(order.map((l) => l.model)));
+      assert.ok(
+        order.slice(streamAt + 1).some((line) => line.model === "a"),
+        "A's queue came after",
+      );
+    },
+    { log },
+  );
 });

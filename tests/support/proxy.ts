@@ -78,16 +78,18 @@ export interface HomelabContext {
 /**
  * Runs `fn` with a fresh homelab of look-alike containers and a proxy configured for it
  * (start-up reconcile finished), and removes everything afterwards, whatever happens.
+ * `options` go to the proxy (a log to capture, a config file to reload).
  */
 export async function withHomelabProxy(
   specs: FakeModelSpec[],
   configExtra: string,
   fn: (ctx: HomelabContext) => Promise<void>,
+  options: TestProxyOptions = {},
 ): Promise<void> {
   const api = await requireDocker();
   try {
     await using lab = await createHomelab(api, specs);
-    await using proxy = await startTestProxy(lab.configYaml(configExtra));
+    await using proxy = await startTestProxy(lab.configYaml(configExtra), options);
     await proxy.reconciled;
     await fn({ api, lab, proxy });
   } finally {
