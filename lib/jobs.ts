@@ -97,7 +97,14 @@ export class Job {
     this.finishOnDisconnect = init.finishOnDisconnect ?? false;
     this.enqueuedAt = init.enqueuedAt;
     this.timeoutSignal = init.timeoutSignal;
-    this.signal = AbortSignal.any([this.#cancel.signal, init.timeoutSignal]);
+    // One controller for both causes: AbortSignal.any() builds a dependent signal with weak
+    // references and a finalizer per job, which showed in the per-request profile.
+    this.signal = this.#cancel.signal;
+    const timeout = init.timeoutSignal;
+    if (timeout.aborted) this.#cancel.abort(timeout.reason);
+    else {timeout.addEventListener("abort", () => this.#cancel.abort(timeout.reason), {
+        once: true,
+      });}
     this.outcome = new Promise((resolve) => this.#resolve = resolve);
   }
 

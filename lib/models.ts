@@ -211,7 +211,7 @@ export class ModelManager {
     this.#closing.abort(new Error("The proxy is shutting down"));
   }
 
-  /** Subscribes to every change of the snapshot; returns the unsubscribe function. */
+  /** Subscribes to every change of residency (phases, placements); lease counts are not told. */
   onChange(listener: () => void): () => void {
     this.#listeners.add(listener);
     return () => this.#listeners.delete(listener);
@@ -240,7 +240,8 @@ export class ModelManager {
         slot.leases--;
         slot.lastUsed = this.#clock.now();
         if (slot.leases === 0) { for (const wake of slot.drainWaiters.splice(0)) wake(); }
-        this.#emit();
+        // No change event: the holder pumps its own queue after releasing, and listeners
+        // (the batch runner claims from the store on each) follow residency, not requests.
       },
     };
   }

@@ -15,8 +15,13 @@ function labelText(labels: Labels): string {
   return parts.length ? `{${parts.join(",")}}` : "";
 }
 
+/** The series' key: label values in name order (callers name labels, never build them). */
 function keyOf(labels: Labels): string {
-  return JSON.stringify(Object.entries(labels).sort());
+  const names = Object.keys(labels);
+  if (names.length > 1) names.sort();
+  let key = "";
+  for (const name of names) key += `${name}\u0000${labels[name]}\u0000`;
+  return key;
 }
 
 export class Counter {
@@ -57,9 +62,9 @@ export class Histogram {
       series = { labels, counts: this.buckets.map(() => 0), sum: 0, n: 0 };
       this.#series.set(key, series);
     }
-    this.buckets.forEach((bound, i) => {
-      if (value <= bound) series.counts[i]++;
-    });
+    for (let i = 0; i < this.buckets.length; i++) {
+      if (value <= this.buckets[i]) series.counts[i]++;
+    }
     series.sum += value;
     series.n++;
   }

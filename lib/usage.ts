@@ -34,10 +34,23 @@ function objectAt(text: string, start: number): Record<string, unknown> | null {
   return null;
 }
 
-/** The last `"key": {…}` object in `text`. */
+const SPACE = /\s/;
+
+/** The last `"key": {…}` object in `text` (searched from the end: it is on every answer). */
 function lastObject(text: string, key: string): Record<string, unknown> | null {
-  const match = [...text.matchAll(new RegExp(`"${key}"\\s*:\\s*\\{`, "g"))].at(-1);
-  return match === undefined ? null : objectAt(text, match.index + match[0].length - 1);
+  const quoted = `"${key}"`;
+  for (
+    let at = text.lastIndexOf(quoted);
+    at >= 0;
+    at = at === 0 ? -1 : text.lastIndexOf(quoted, at - 1)
+  ) {
+    let i = at + quoted.length;
+    while (SPACE.test(text[i] ?? "")) i++;
+    if (text[i++] !== ":") continue;
+    while (SPACE.test(text[i] ?? "")) i++;
+    if (text[i] === "{") return objectAt(text, i);
+  }
+  return null;
 }
 
 const count = (value: unknown) => typeof value === "number" && value >= 0 ? value : 0;
