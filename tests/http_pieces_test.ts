@@ -3,7 +3,7 @@ import { parseRoutingFields, readBody } from "../lib/body.ts";
 import { checkRequestBody } from "../lib/request_checks.ts";
 import { demuxLogs } from "../lib/docker.ts";
 import { ApiError } from "../lib/errors.ts";
-import { isReadyAnswer } from "../lib/health.ts";
+import { isReadyAnswer, pollIntervalMs } from "../lib/health.ts";
 import { countEventEnds, sseComment, sseError } from "../lib/sse.ts";
 import { targetUrl } from "../lib/upstream.ts";
 
@@ -124,6 +124,15 @@ Deno.test("isReadyAnswer() follows llama-server: 200 with status ok; 503 loading
   assert.equal(isReadyAnswer(200, '{"status":"loading model"}'), false);
   assert.equal(isReadyAnswer(503, '{"error":{"message":"Loading model"}}'), false);
   assert.equal(isReadyAnswer(200, "OK"), true);
+});
+
+Deno.test("pollIntervalMs(): a short load is seen within ~10 ms, a long one polled every 200 ms", () => {
+  assert.equal(pollIntervalMs(0), 10);
+  assert.equal(pollIntervalMs(300), 15);
+  assert.equal(pollIntervalMs(2000), 100);
+  assert.equal(pollIntervalMs(120_000), 200);
+  // The wait the gap adds stays near 5% of the time loaded so far, whatever the model.
+  for (const elapsed of [1000, 3000, 4000]) assert.ok(pollIntervalMs(elapsed) <= elapsed * 0.05);
 });
 
 Deno.test("demuxLogs() joins stdout and stderr frames, even when cut short", () => {
