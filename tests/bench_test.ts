@@ -12,13 +12,25 @@ Deno.test("deno task bench --quick runs and reports every measurement", async ()
     assert.equal(code, 0, stderr);
     assert.match(stdout, /targets:\n( {2}(PASS|MISS) .+\n?)+/);
     const results = JSON.parse(await Deno.readTextFile(out));
-    for (const section of ["overhead", "streaming", "swap", "queue", "memory", "kv_cache"]) {
+    const sections = [
+      "overhead",
+      "streaming",
+      "many_streams",
+      "swap",
+      "queue",
+      "memory",
+      "kv_cache",
+      "hostile",
+    ];
+    for (const section of sections) {
       assert.ok(results[section], `results.json lacks ${section}`);
     }
-    for (const target of ["direct", "nginx", "deno_floor", "proxy"]) {
-      assert.ok(results.overhead[`${target}_c1`].requests > 0, `${target} served no request`);
+    for (const target of ["direct", "nginx", "deno_floor", "node_floor", "proxy"]) {
+      const served = results.overhead[`${target}_c1`].median.requests;
+      assert.ok(served > 0, `${target} served no request`);
     }
-    assert.ok(results.streaming.proxy.content_chunks > 0);
+    assert.ok(results.streaming.proxy.median.content_chunks > 0);
+    assert.equal(results.many_streams.complete, results.many_streams.clients);
     assert.ok(results.kv_cache.tokens > 0, "the kv_cache bench saved nothing");
   } finally {
     await Deno.remove(out);
