@@ -151,10 +151,8 @@ export class JobQueue {
     this.#waiting.add(job);
     if (this.#batchLines.has(job)) this.#waitingBatchLines++;
     if (job.owner !== null) this.#owned.set(job.owner, (this.#owned.get(job.owner) ?? 0) + 1);
-    const onAbort = () => this.#abandon(job);
-    job.signal.addEventListener("abort", onAbort, { once: true });
-    this.#detach.set(job, () => job.signal.removeEventListener("abort", onAbort));
     if (job.signal.aborted) return this.#abandon(job);
+    this.#detach.set(job, job.onCancel(() => this.#abandon(job)));
     this.#changed();
   }
 
@@ -175,7 +173,7 @@ export class JobQueue {
   #abandon(job: Job): void {
     if (this.positionOf(job) === 0) return;
     this.#remove(job);
-    if (job.timeoutSignal.aborted) {
+    if (job.timedOut) {
       job.transition("failed");
       job.settle({ kind: "error", error: requestTimeout(this.#timeoutS) });
       this.#hooks.onTimedOut?.(job);

@@ -66,7 +66,7 @@ function nextTick<T>(promise: Promise<T>, ms: number): Promise<T | typeof TICK> 
 
 /** The error to report once a stream broke mid-way. */
 function streamFailure(job: Job, err: unknown, timeoutS: number): ApiError {
-  if (job.timeoutSignal.aborted) return requestTimeout(timeoutS);
+  if (job.timedOut) return requestTimeout(timeoutS);
   if (err instanceof ApiError) return err;
   return new ApiError(
     502,

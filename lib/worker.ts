@@ -513,25 +513,25 @@ export class WorkerPool {
   /** Why a finished job counts as failed (for lqp_failures_total), or undefined. */
   #failureReason(job: Job, status: number): string | undefined {
     if (job.state !== "failed" && job.state !== "dead") return undefined;
-    if (job.timeoutSignal.aborted) return "request_timeout";
+    if (job.timedOut) return "request_timeout";
     return status === 502 ? "upstream_unreachable" : `backend_${status}`;
   }
 
   #errorFor(job: Job, err: unknown): ApiError {
-    if (job.timeoutSignal.aborted) return requestTimeout(this.#config.requestTimeoutMs / 1000);
+    if (job.timedOut) return requestTimeout(this.#config.requestTimeoutMs / 1000);
     return upstreamFailed(`Forwarding to model '${job.model}' failed: ${err}`, err);
   }
 
   /** Ends a job that never got a response; returns the status the client sees. */
   #fail(job: Job, error: ApiError, state: "failed" | "dead" = "failed"): number {
-    const clientGone = job.signal.aborted && !job.timeoutSignal.aborted;
+    const clientGone = job.signal.aborted && !job.timedOut;
     this.#finish(job, clientGone ? "cancelled" : state);
     job.settle({ kind: "error", error });
     return clientGone ? 499 : error.status;
   }
 
   #finish(job: Job, state: "done" | "failed" | "cancelled" | "dead"): void {
-    const clientGone = job.signal.aborted && !job.timeoutSignal.aborted;
+    const clientGone = job.signal.aborted && !job.timedOut;
     const final = clientGone ? "cancelled" : state;
     job.transition(final);
     if (final === "done") this.#metrics.successfulRequests++;

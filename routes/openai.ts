@@ -71,10 +71,6 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
         c.get("caller")?.priority ?? "interactive",
         readPriority(req.headers),
       );
-      // Not AbortSignal.timeout(): a combined signal with listeners keeps its timer, and with
-      // it the whole job, alive until it fires; this one is cleared when the job ends.
-      const timeout = new AbortController();
-      timer = setTimeout(() => timeout.abort(), config.requestTimeoutMs);
       job = new Job({
         id: c.get("requestId"),
         model: model.id,
@@ -88,8 +84,10 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
         owner: c.get("caller")?.name ?? null,
         finishOnDisconnect: model.onDisconnect === "finish",
         enqueuedAt: clock.now(),
-        timeoutSignal: timeout.signal,
       });
+      // A timer of our own, cleared when the job ends: nothing keeps the job alive after.
+      const expiring = job;
+      timer = setTimeout(() => expiring.expire(), config.requestTimeoutMs);
       pool.submit(job);
     } catch (err) {
       clearTimeout(timer);

@@ -151,7 +151,6 @@ export class BatchRunner {
       await this.#release([record.id]);
       return;
     }
-    const timeout = new AbortController();
     let timer: ReturnType<typeof setTimeout> | undefined;
     const job = new Job({
       id: record.id,
@@ -163,14 +162,13 @@ export class BatchRunner {
       stream: false,
       priority: "batch",
       enqueuedAt: clock.now(),
-      timeoutSignal: timeout.signal,
     });
     // Earlier claims count toward max_attempts (the node running them died).
     job.attempts = record.attempts - 1;
     // The request timeout covers the request, not the wait behind interactive work.
     job.observe((from) => {
       if (from === "queued" && job.state === "running") {
-        timer ??= setTimeout(() => timeout.abort(), this.#deps.requestTimeoutMs());
+        timer ??= setTimeout(() => job.expire(), this.#deps.requestTimeoutMs());
       }
     });
     job.onFinished(() => clearTimeout(timer));

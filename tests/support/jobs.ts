@@ -13,7 +13,6 @@ export function makeJob(
   model: string,
   options: { stream?: boolean; now?: number; owner?: string } = {},
 ): TestJob {
-  const timeout = new AbortController();
   const job = new Job({
     id: `req_${crypto.randomUUID().slice(0, 8)}`,
     model,
@@ -25,7 +24,6 @@ export function makeJob(
     priority: "interactive",
     owner: options.owner ?? null,
     enqueuedAt: options.now ?? 0,
-    timeoutSignal: timeout.signal,
   });
-  return { job, disconnect: () => job.cancel(), expire: () => timeout.abort() };
+  return { job, disconnect: () => job.cancel(), expire: () => job.expire() };
 }
