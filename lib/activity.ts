@@ -3,6 +3,7 @@
  * What happened lately, for the dashboard: the last finished requests and the last swaps
  * (loads, unloads, failures), newest first, with listeners for live updates. Bounded; no I/O.
  */
+import type { KvOutcome } from "./kv_slots.ts";
 
 export interface RequestRecord {
   id: string;
@@ -38,8 +39,8 @@ export interface SwapRecord {
   cause: string | null;
   error: string | null;
   /** Slot KV cache saved from the models it stopped, and restored into the one it started. */
-  kvSaved?: { tokens: number; ms: number } | null;
-  kvRestored?: { tokens: number; ms: number } | null;
+  kvSaved?: Pick<KvOutcome, "tokens" | "ms"> | null;
+  kvRestored?: Pick<KvOutcome, "tokens" | "ms"> | null;
 }
 
 export class Activity {

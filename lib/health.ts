@@ -13,9 +13,6 @@ export interface PollOptions {
   /** Runs between attempts at most every `checkEveryMs`; throwing ends the poll (container died). */
   check?: () => Promise<void>;
   checkEveryMs?: number;
-  /** The gap between attempts never goes below this (ms). */
-  minIntervalMs?: number;
-  maxIntervalMs?: number;
   attemptTimeoutMs?: number;
 }
 
@@ -101,11 +98,7 @@ export async function pollUntilHealthy(url: string, options: PollOptions): Promi
       await check();
     }
     // Polling a local port is cheap; a coarse interval is pure added swap time.
-    const interval = pollIntervalMs(
-      Date.now() - began,
-      options.minIntervalMs,
-      options.maxIntervalMs,
-    );
+    const interval = pollIntervalMs(Date.now() - began);
     await delay(Math.min(interval, Math.max(0, options.deadline - Date.now())), signal);
   }
   return { ready: false, attempts, lastAnswer };

@@ -134,6 +134,8 @@ export class Job {
 
   /** `request_timeout` passed: cancels the job, which then counts as timed out. */
   expire(): void {
+    // A job its client already left stays cancelled (499), not timed out.
+    if (this.signal.aborted) return;
     this.#timedOut = true;
     this.cancel(new DOMException("The request timed out", "TimeoutError"));
   }
@@ -143,6 +145,10 @@ export class Job {
    * returns a function that forgets `fn`.
    */
   onCancel(fn: () => void): () => void {
+    if (this.signal.aborted) {
+      fn();
+      return () => {};
+    }
     this.#onCancel.push(fn);
     return () => {
       const at = this.#onCancel.indexOf(fn);

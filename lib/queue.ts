@@ -171,7 +171,7 @@ export class JobQueue {
   }
 
   #abandon(job: Job): void {
-    if (this.positionOf(job) === 0) return;
+    if (!this.#waiting.has(job)) return;
     this.#remove(job);
     if (job.timedOut) {
       job.transition("failed");

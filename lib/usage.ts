@@ -34,7 +34,8 @@ function objectAt(text: string, start: number): Record<string, unknown> | null {
   return null;
 }
 
-const SPACE = /\s/;
+/** JSON's whitespace. */
+const isSpace = (ch: string | undefined) => ch === " " || ch === "\n" || ch === "\r" || ch === "\t";
 
 /** The last `"key": {…}` object in `text` (searched from the end: it is on every answer). */
 function lastObject(text: string, key: string): Record<string, unknown> | null {
@@ -45,9 +46,9 @@ function lastObject(text: string, key: string): Record<string, unknown> | null {
     at = at === 0 ? -1 : text.lastIndexOf(quoted, at - 1)
   ) {
     let i = at + quoted.length;
-    while (SPACE.test(text[i] ?? "")) i++;
+    while (isSpace(text[i])) i++;
     if (text[i++] !== ":") continue;
-    while (SPACE.test(text[i] ?? "")) i++;
+    while (isSpace(text[i])) i++;
     if (text[i] === "{") return objectAt(text, i);
   }
   return null;
@@ -55,25 +56,26 @@ function lastObject(text: string, key: string): Record<string, unknown> | null {
 
 const count = (value: unknown) => typeof value === "number" && value >= 0 ? value : 0;
 
+/** llama-server's prompt tokens found in its cache, when its timings say. */
+const cacheN = (timings: Record<string, unknown> | null) =>
+  typeof timings?.cache_n === "number" ? count(timings.cache_n) : null;
+
 /** Token counts in the tail of an answer (JSON body or event stream), or null. */
 export function usageIn(tail: string): TokenUsage | null {
   const usage = lastObject(tail, "usage");
   // llama-server's timings are read only when usage does not say it all.
-  const timings = () => lastObject(tail, "timings");
-  const cacheN = (t: Record<string, unknown> | null) =>
-    typeof t?.cache_n === "number" ? count(t.cache_n) : null;
   if (usage !== null && typeof usage.prompt_tokens === "number") {
     const details = usage.prompt_tokens_details as Record<string, unknown> | undefined;
     const cached = typeof details?.cached_tokens === "number"
       ? count(details.cached_tokens)
-      : cacheN(timings());
+      : cacheN(lastObject(tail, "timings"));
     return {
       prompt: count(usage.prompt_tokens),
       completion: count(usage.completion_tokens),
       cached,
     };
   }
-  const t = timings();
+  const t = lastObject(tail, "timings");
   if (t !== null && typeof t.predicted_n === "number") {
     return {
       prompt: count(t.prompt_n) + count(t.cache_n),
