@@ -323,6 +323,8 @@ export function parseConfig(
   source: string,
   env: ConfigEnv = {},
   readKeyFile: KeyFileReader = noKeyFiles,
+  /** What a relative `kv_cache.dir` is under (loadConfig passes the process's). */
+  workingDir = "/",
 ): Config {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
@@ -354,7 +356,7 @@ export function parseConfig(
   }
   const raw = result.data;
   applyEnv(raw, env, problems);
-  const models = resolveModels(raw, problems, doc.contents, lineCounter);
+  const models = resolveModels(raw, problems, doc.contents, lineCounter, workingDir);
   if (raw.preload !== undefined && !models.some((m) => m.id === raw.preload)) {
     const line = lineOf(doc.contents, ["preload"], lineCounter);
     problems.push(`preload (line ${line}): '${raw.preload}' is not a configured model`);
@@ -454,6 +456,7 @@ function resolveModels(
   problems: string[],
   root: Node | null,
   lines: LineCounter,
+  workingDir: string,
 ): ModelConfig[] {
   const owners = new Map<string, string>();
   const containers = new Map<string, string>();
@@ -479,7 +482,7 @@ function resolveModels(
     // A relative dir is under the working directory (data/kv-cache: where `deno task start`
     // may write); Docker needs it absolute.
     const kvDir = kvCache?.save && kvCache.dir !== undefined
-      ? decodeURIComponent(new URL(kvCache.dir, `file://${Deno.cwd()}/`).pathname).replace(
+      ? decodeURIComponent(new URL(kvCache.dir, `file://${workingDir}/`).pathname).replace(
         /\/+$/,
         "",
       )
@@ -648,6 +651,7 @@ export async function loadConfig(path: string, env: ConfigEnv = {}): Promise<Con
     path,
     env,
     (file) => Deno.readTextFileSync(file.startsWith("/") ? file : dir + file),
+    Deno.cwd(),
   );
 }
 

@@ -12,7 +12,7 @@
  */
 import { z } from "zod";
 import type { ModelConfig } from "./config.ts";
-import type { JobStore } from "./store/contract.ts";
+import type { JobStore, Versioned } from "./store/contract.ts";
 import type { Logger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
 import { messageOf } from "./errors.ts";
@@ -147,7 +147,8 @@ export class SlotKeeper {
         model: model.id,
         note: "saved by another build of this model (image or container changed); starting cold",
       });
-      await this.#forget(model, saved.slots);
+      await this.#removeFiles(model, saved.slots);
+      await this.#deps.store.deleteDoc("kv_save", model.id).catch(() => {});
       return null;
     }
     const started = performance.now();
@@ -176,8 +177,8 @@ export class SlotKeeper {
       }
     }
     if (failed.length > 0) {
-      await this.#forget(model, failed);
-      await this.#record({ ...saved, slots: saved.slots.filter((s) => !failed.includes(s)) });
+      await this.#removeFiles(model, failed);
+      await this.#keepOnly(record, saved.slots.filter((s) => !failed.includes(s)));
     }
     if (restored.length === 0) return null;
     const outcome = outcomeOf(restored, started);
@@ -200,17 +201,27 @@ export class SlotKeeper {
     }
   }
 
-  /** Deletes save files (where the proxy owns the directory) and their record. */
-  async #forget(model: ModelConfig, saves: readonly SlotSave[]): Promise<void> {
+  /** Rewrites a record read moments ago to list only `slots` (none left: it goes). */
+  async #keepOnly(record: Versioned<SavedSlots>, slots: SlotSave[]): Promise<void> {
+    const { store, log } = this.#deps;
+    const model = record.value.model;
+    try {
+      if (slots.length === 0) return await store.deleteDoc("kv_save", model);
+      const written = await store.replaceDoc("kv_save", model, record.version, {
+        ...record.value,
+        slots,
+      });
+      if (!written) throw new Error("the record changed meanwhile");
+    } catch (err) {
+      log.warn("kv_record_failed", { model, error: messageOf(err) });
+    }
+  }
+
+  /** Deletes save files, where the proxy owns the directory. */
+  async #removeFiles(model: ModelConfig, saves: readonly SlotSave[]): Promise<void> {
     const dir = model.kvCache?.dir ?? null;
-    if (dir !== null) {
-      for (const save of saves) await removeFile(`${dir}/${save.filename}`, this.#deps.log);
-    }
-    const record = await this.#deps.store.getDoc<SavedSlots>("kv_save", model.id)
-      .catch(() => null);
-    if (record !== null && record.value.slots.every((s) => saves.some((f) => f.slot === s.slot))) {
-      await this.#deps.store.deleteDoc("kv_save", model.id).catch(() => {});
-    }
+    if (dir === null) return;
+    for (const save of saves) await removeFile(`${dir}/${save.filename}`, this.#deps.log);
   }
 
   /** Deletes this model's oldest save files in `dir` until they fit in `maxBytes`. */
@@ -252,7 +263,7 @@ function safeName(id: string): string {
   return id.replace(/[^A-Za-z0-9._-]/g, "_");
 }
 
-export function fileName(model: string, build: string, slot: number): string {
+function fileName(model: string, build: string, slot: number): string {
   return `lqp-${safeName(model)}-${build}-slot${slot}.bin`;
 }
 

@@ -339,8 +339,9 @@ export class ModelManager {
     model: ModelConfig,
     action: (kv: SlotKeeper, build: string) => Promise<KvOutcome | null>,
   ): Promise<KvOutcome | null> {
-    if (this.#kv === null || model.kvCache === null) return null;
+    // Off or unsupported (it answered 501): no inspect, no hash, nothing to do.
     const kv = this.#kv;
+    if (kv === null || kv.status(model) !== "on") return null;
     return await this.#buildOf(model).then((build) => action(kv, build)).catch(() => null);
   }
 

@@ -219,7 +219,7 @@ export class WorkerPool {
   describeWait(job: Job): string {
     const position = this.queue.positionOf(job);
     const snap = this.#models.snapshot();
-    const eta = `eta=${Math.round(this.estimateStartMs(job) / 1000)}s`;
+    const eta = `eta=${Math.round(this.estimateStartMs(job, snap) / 1000)}s`;
     const starting = snap.residents.find((r) => r.phase === "starting");
     if (starting === undefined) return `queued position=${position} ${eta}`;
     const seconds = Math.round((this.#clock.now() - starting.since) / 1000);
@@ -234,8 +234,7 @@ export class WorkerPool {
    * learned load after the running requests), then its turn among its model's waiting jobs.
    * An estimate: other models' due jobs may still go first.
    */
-  estimateStartMs(job: Job): number {
-    const snap = this.#models.snapshot();
+  estimateStartMs(job: Job, snap: ModelSnapshot = this.#models.snapshot()): number {
     const now = this.#clock.now();
     const resident = snap.residents.find((r) => r.model === job.model);
     let ms = 0;
@@ -286,7 +285,7 @@ export class WorkerPool {
         priority: job.priority,
         position: index + 1,
         waited_s: Math.round((now - job.enqueuedAt) / 100) / 10,
-        eta_s: Math.round(this.estimateStartMs(job) / 1000),
+        eta_s: Math.round(this.estimateStartMs(job, snap) / 1000),
       })),
       load_times: Object.fromEntries(this.#config.models.map((m) => [m.id, {
         seconds: Math.round(this.loadTimes.estimate(m.id) / 100) / 10,

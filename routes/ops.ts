@@ -8,6 +8,12 @@ import { Hono } from "hono";
 import { prometheusText } from "../lib/metrics.ts";
 import { wantsPrometheus } from "../lib/prometheus.ts";
 import type { AppDeps } from "./app.ts";
+import type { ModelSnapshot } from "../lib/models.ts";
+
+/** The models serving now (ready), most recently loaded first. */
+function readyModels(snap: ModelSnapshot): string[] {
+  return snap.residents.filter((r) => r.phase === "ready").map((r) => r.model);
+}
 
 export function opsRoutes(deps: AppDeps): Hono {
   const { live, docker, models, pool, metrics, clock, store, storeStatus } = deps;
@@ -19,7 +25,7 @@ export function opsRoutes(deps: AppDeps): Hono {
     const base = {
       status: "healthy",
       current_model: snap.loaded,
-      resident_models: snap.residents.filter((r) => r.phase === "ready").map((r) => r.model),
+      resident_models: readyModels(snap),
       queue_size: pool.queue.size,
       queue_capacity: config.queueSize,
       message: "Proxy is operational",
@@ -55,7 +61,7 @@ export function opsRoutes(deps: AppDeps): Hono {
     if (wantsPrometheus(c.req.header("accept") ?? null, c.req.query("format"))) {
       const text = prometheusText(metrics, {
         models: config.models.map((m) => m.id),
-        loaded: models.snapshot().residents.filter((r) => r.phase === "ready").map((r) => r.model),
+        loaded: readyModels(models.snapshot()),
         queueDepth: new Map(
           config.models.map((m) => [m.id, pool.queue.waiting().jobsOf(m.id).length]),
         ),
@@ -71,6 +77,7 @@ export function opsRoutes(deps: AppDeps): Hono {
     const processing = pool.active;
     // The store's view covers batch lines and other nodes; without it, this process's view.
     const stored = await storeStatus.run(() => store.stats()).catch(() => null);
+    const snap = models.snapshot();
     return c.json({
       uptime_seconds: Math.floor((clock.now() - metrics.startedAt) / 1000),
       total_requests: metrics.totalRequests,
@@ -98,8 +105,8 @@ export function opsRoutes(deps: AppDeps): Hono {
           abandoned_jobs: stored.abandoned,
           store: store.name,
         },
-      current_model: models.snapshot().loaded,
-      resident_models: models.snapshot().residents.map((r) => ({
+      current_model: snap.loaded,
+      resident_models: snap.residents.map((r) => ({
         model: r.model,
         phase: r.phase,
         memory_gb: r.memoryGb,

@@ -211,7 +211,13 @@ Deno.test("parseConfig() kv_cache: a dir is mounted into a container: block and 
     (container
       ? `    container:\n      image: llama\n      command: ["-m", "/models/x.gguf"]\n`
       : "");
-  const config = parseConfig(block("{ save: true, dir: data/kv, max_bytes: 2gb }"), "config.yml");
+  const config = parseConfig(
+    block("{ save: true, dir: data/kv, max_bytes: 2gb }"),
+    "config.yml",
+    {},
+    undefined,
+    Deno.cwd(),
+  );
   const model = config.models[0];
   const dir = `${Deno.cwd()}/data/kv`;
   assert.deepEqual(model.kvCache, {
