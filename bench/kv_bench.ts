@@ -7,13 +7,7 @@
  */
 import { createHomelab } from "../tests/support/fake_models.ts";
 import type { DockerApi } from "../lib/docker.ts";
-
-interface Proxy {
-  url: string;
-  stop(): Promise<void>;
-}
-
-const round = (x: number, digits = 1) => Math.round(x * 10 ** digits) / 10 ** digits;
+import { type ProxyProcess, round } from "./tools.ts";
 
 function conversation(words: number, seed: string) {
   const text = Array.from({ length: words }, (_, i) => `${seed}${i % 997}`).join(" ");
@@ -38,7 +32,7 @@ function series(text: string, name: string, model: string): number {
 
 export async function kvCacheBench(
   api: DockerApi,
-  start: (configYaml: string) => Promise<Proxy>,
+  start: (configYaml: string) => Promise<ProxyProcess>,
   words: number,
 ) {
   const dir = await Deno.makeTempDir({ prefix: "lqp-kv-bench-" });
@@ -76,12 +70,12 @@ export async function kvCacheBench(
     return {
       tokens: series(prom, "lqp_kv_saved_tokens_total", "warm"),
       save_mb: round(bytes / 1024 ** 2, 2),
-      save_ms: round(saveMs),
-      restore_ms: round(restoreMs),
+      save_ms: round(saveMs, 1),
+      restore_ms: round(restoreMs, 1),
       ms_per_gb: round((saveMs + restoreMs) / Math.max(gb, 1e-9), 0),
-      return_warm_ms: round(returnMs.warm),
-      return_cold_ms: round(returnMs.cold),
-      prompt_ms_saved: round(returnMs.cold - returnMs.warm),
+      return_warm_ms: round(returnMs.warm, 1),
+      return_cold_ms: round(returnMs.cold, 1),
+      prompt_ms_saved: round(returnMs.cold - returnMs.warm, 1),
     };
   } finally {
     await proxy.stop();

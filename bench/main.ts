@@ -18,7 +18,17 @@ import { createHomelab, type FakeHomelab } from "../tests/support/fake_models.ts
 import { freePort } from "../demo/free_port.ts";
 import { makeJob } from "../tests/support/jobs.ts";
 import { waitFor } from "../tests/support/wait_for.ts";
-import { cpuMs, ensureTools, type Nginx, rssKb, startNginx, wrk } from "./tools.ts";
+import {
+  cpuMs,
+  ensureTools,
+  type Nginx,
+  pct,
+  type ProxyProcess,
+  round,
+  rssKb,
+  startNginx,
+  wrk,
+} from "./tools.ts";
 import { batchVsSync, storeThroughput } from "./store_bench.ts";
 import { hostileConnections } from "./hostile_bench.ts";
 import { kvCacheBench } from "./kv_bench.ts";
@@ -63,12 +73,6 @@ const RUNS = runsArg ? Math.max(1, Number(runsArg.slice("--runs=".length))) : SE
 const NUM_WORKERS = 2;
 const ROOT = new URL("..", import.meta.url).pathname;
 
-const pct = (values: number[], q: number) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
-};
-const round = (x: number, digits = 3) => Math.round(x * 10 ** digits) / 10 ** digits;
-
 type Row = Record<string, number>;
 /** One measurement over several rounds: each field's median, min and max. */
 interface Spread {
@@ -80,21 +84,15 @@ interface Spread {
 function spreadOf(rounds: Row[]): Spread {
   const out: Spread = { median: {}, min: {}, max: {} };
   for (const field of Object.keys(rounds[0])) {
-    const sorted = rounds.map((r) => r[field]).sort((a, b) => a - b);
-    out.median[field] = sorted[Math.floor((sorted.length - 1) / 2)];
-    out.min[field] = sorted[0];
-    out.max[field] = sorted.at(-1)!;
+    const values = rounds.map((r) => r[field]);
+    out.median[field] = pct(values, 0.5);
+    out.min[field] = Math.min(...values);
+    out.max[field] = Math.max(...values);
   }
   return out;
 }
 const chat = (model: string, extra: Record<string, unknown> = {}) =>
   JSON.stringify({ model, messages: [{ role: "user", content: "hi" }], ...extra });
-
-interface ProxyProcess {
-  url: string;
-  pid: number;
-  stop(): Promise<void>;
-}
 
 /** A `deno run` server of ours on `port`, once it answers /health. */
 async function spawnServer(what: string, args: string[], port: number): Promise<ProxyProcess> {
@@ -272,9 +270,6 @@ async function manyStreams(api: DockerApi) {
     const pid = proxy.pid;
     const startKb = await rssKb(pid);
     let peakKb = startKb;
-    const sampler = setInterval(() => {
-      rssKb(pid).then((kb) => peakKb = Math.max(peakKb, kb), () => {});
-    }, 100);
     /** Every client at once; the streams that arrived whole and their chunks' delays. */
     const all = async (url: string) => {
       const results = await Promise.all(
@@ -288,8 +283,10 @@ async function manyStreams(api: DockerApi) {
     };
     // The same clients straight to the look-alike first: what the machine itself adds.
     const direct = await all(`http://127.0.0.1:${lab.hostPort}`);
-    const proxied = await all(proxy.url);
-    clearInterval(sampler);
+    const sampler = setInterval(() => {
+      rssKb(pid).then((kb) => peakKb = Math.max(peakKb, kb), () => {});
+    }, 100);
+    const proxied = await all(proxy.url).finally(() => clearInterval(sampler));
     return {
       clients,
       complete: proxied.complete,
@@ -484,6 +481,7 @@ async function main() {
     machine:
       `${Deno.build.os} ${Deno.build.arch}, ${navigator.hardwareConcurrency} cores, deno ${Deno.version.deno}`,
     quick,
+    runs: RUNS,
     date: new Date().toISOString(),
   };
   try {
@@ -540,13 +538,13 @@ async function main() {
 }
 
 /** The table and the targets of the issue, each with its verdict. */
-export function report(r: Record<string, unknown>): string {
+function report(r: Record<string, unknown>): string {
   const o = r.overhead as Record<string, Spread>;
   const s = r.streaming as Record<string, Spread>;
   const sw = r.swap as Row;
   const q = r.queue as Record<string, Row>;
   const m = r.memory as Row;
-  const runs = o.proxy_c1.median === undefined ? 1 : RUNS;
+  const runs = r.runs as number;
   const lines = [
     `machine: ${r.machine}${r.quick ? " (quick run: numbers are rough)" : ""}`,
     `request and stream rows: median (min–max) of ${runs} round${runs === 1 ? "" : "s"}`,

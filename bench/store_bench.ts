@@ -12,10 +12,9 @@ import { silentLogger } from "../lib/log.ts";
 import { startProxy } from "../main.ts";
 import { batchDone, batchFile, submitBatch } from "../tests/support/batches.ts";
 import { RedisStack } from "../tests/support/stores.ts";
+import { round } from "./tools.ts";
 
 type Row = Record<string, number>;
-
-const round = (x: number, digits = 1) => Math.round(x * 10 ** digits) / 10 ** digits;
 
 function jobs(prefix: string, n: number): NewAsyncJob[] {
   return Array.from({ length: n }, (_, i) => ({
@@ -49,7 +48,7 @@ async function cycle(store: JobStore, n: number): Promise<Row> {
     await Promise.all(claimed.map((job) => store.complete(job.id, "bench", 1, "done", "{}", now)));
   }
   const bulkS = (performance.now() - t1) / 1000;
-  return { one_by_one_jobs_per_s: round(n / singleS), bulk_jobs_per_s: round(n / bulkS) };
+  return { one_by_one_jobs_per_s: round(n / singleS, 1), bulk_jobs_per_s: round(n / bulkS, 1) };
 }
 
 export async function storeThroughput(n: number): Promise<Record<string, Row>> {

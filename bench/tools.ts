@@ -5,6 +5,24 @@
  * when they are missing.
  */
 
+/** A server of ours the benchmark started in its own process. */
+export interface ProxyProcess {
+  url: string;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+/** The `q` quantile (0–1) of `values`, nearest rank. */
+export function pct(values: number[], q: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
+}
+
+/** `x` rounded to `digits` decimals, for the report. */
+export function round(x: number, digits = 3): number {
+  return Math.round(x * 10 ** digits) / 10 ** digits;
+}
+
 export async function run(cmd: string, args: string[]): Promise<string> {
   const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
   if (!out.success) {

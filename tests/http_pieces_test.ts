@@ -126,7 +126,7 @@ Deno.test("isReadyAnswer() follows llama-server: 200 with status ok; 503 loading
   assert.equal(isReadyAnswer(200, "OK"), true);
 });
 
-Deno.test("pollIntervalMs(): a short load is seen within ~10 ms, a long one polled every 200 ms", () => {
+Deno.test("pollIntervalMs(): 10 ms at first, then a twentieth of the time polled, at most 200 ms", () => {
   assert.equal(pollIntervalMs(0), 10);
   assert.equal(pollIntervalMs(300), 15);
   assert.equal(pollIntervalMs(2000), 100);
