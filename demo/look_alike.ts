@@ -104,17 +104,19 @@ function commonPrefix(a: string[], b: string[]): number {
   return n;
 }
 
-/** The idle slot that shares the longest prefix with `prompt`, else the least recently used. */
-function pickSlot(prompt: string[]): number {
-  let best = -1;
+/**
+ * The idle slot that shares the longest prefix with `prompt`, else the least recently used,
+ * with the length of that prefix (-1 when every slot is busy).
+ */
+function pickSlot(prompt: string[]): { id: number; shared: number } {
+  let best = { id: -1, shared: -1 };
   for (let id = 0; id < slots; id++) {
     const slot = slotCache[id];
     if (slot.busy) continue;
-    const better = best < 0 ||
-      commonPrefix(slot.tokens, prompt) > commonPrefix(slotCache[best].tokens, prompt) ||
-      (commonPrefix(slot.tokens, prompt) === commonPrefix(slotCache[best].tokens, prompt) &&
-        slot.used < slotCache[best].used);
-    if (better) best = id;
+    const shared = commonPrefix(slot.tokens, prompt);
+    const better = best.id < 0 || shared > best.shared ||
+      (shared === best.shared && slot.used < slotCache[best.id].used);
+    if (better) best = { id, shared };
   }
   return best;
 }
@@ -247,10 +249,10 @@ async function generate(req: Request, body: Record<string, unknown>, kind: "chat
   };
   req.signal.addEventListener("abort", () => end(false), { once: true });
   await takeSlot();
-  const slotId = pickSlot(prompt);
+  const { id: slotId, shared } = pickSlot(prompt);
   const slot = slotCache[slotId];
   slot.busy = true;
-  const cached = Math.min(commonPrefix(slot.tokens, prompt), prompt.length - 1);
+  const cached = Math.min(shared, prompt.length - 1);
   const answer = Array.from({ length: tokens }, (_, i) => words[i % words.length]);
   // The slot keeps this prompt and its answer, as llama-server's cache does.
   slot.tokens = [...prompt, ...answer.join("").split(/(?<=\s)/)];

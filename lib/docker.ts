@@ -6,6 +6,7 @@
  */
 import { messageOf } from "./errors.ts";
 import { z } from "zod";
+import { splitLines } from "./text_lines.ts";
 
 /** Newest API version whose fields this client was written against. */
 const PREFERRED_API = [1, 47] as const;
@@ -298,18 +299,13 @@ export function dockerForContainers(api: DockerApi, allowed: Iterable<string>): 
         JSON.stringify({ type: ["container"], event: ["start", "die", "stop"] }),
       );
       const res = await api.call("GET", `/events?filters=${filters}`, { signal });
-      let buffer = "";
-      // Chunks do not line up with events: split on newlines ourselves.
-      for await (const text of res.body!.pipeThrough(new TextDecoderStream())) {
-        buffer += text;
-        const lines = buffer.split("\n");
-        buffer = lines.pop()!;
-        for (const line of lines) {
-          const parsed = EventLine.safeParse(safeJson(line));
-          const name = parsed.success ? parsed.data.Actor.Attributes.name : undefined;
-          if (parsed.success && name !== undefined && names.has(name)) {
-            yield { action: parsed.data.Action, name };
-          }
+      // Chunks do not line up with events: one event per line.
+      const lines = res.body!.pipeThrough(new TextDecoderStream()).pipeThrough(splitLines());
+      for await (const line of lines) {
+        const parsed = EventLine.safeParse(safeJson(line));
+        const name = parsed.success ? parsed.data.Actor.Attributes.name : undefined;
+        if (parsed.success && name !== undefined && names.has(name)) {
+          yield { action: parsed.data.Action, name };
         }
       }
     },

@@ -53,18 +53,15 @@ Deno.test("500 clients, 3 models, backends killed while serving and while loadin
   const config = "num_workers: 4\nqueue_size: 600\nrequest_timeout: 60\n" +
     "scheduler:\n  max_wait: 2";
   await withHomelabProxy(specs, config, async ({ api, lab, proxy }) => {
-    const kill = async (name: string) =>
-      await (await api.request("POST", `/containers/${name}/kill?signal=SIGKILL`)).body
-        ?.cancel();
     const overlaps: string[] = [];
     let killNextStart = false;
     let loadKills = 0;
-    const follower = await followRunning(api, lab.prefix, (running, event) => {
-      if (running.size > 1) overlaps.push(`${event}: ${[...running].join(", ")}`);
-      if (killNextStart && event.startsWith("start ")) {
+    const follower = await followRunning(api, lab, (running, { action, name }) => {
+      if (running.size > 1) overlaps.push(`${action} ${name}: ${[...running].join(", ")}`);
+      if (killNextStart && action === "start") {
         killNextStart = false; // the next start of it is left to load
         loadKills++;
-        kill(event.slice("start ".length));
+        lab.kill(name);
       }
     });
     const rand = seededRandom(500);
@@ -79,7 +76,7 @@ Deno.test("500 clients, 3 models, backends killed while serving and while loadin
         }
         const [victim] = await lab.running();
         if (!victim || !chaosOn) continue;
-        await kill(victim);
+        await lab.kill(victim);
         serveKills++;
       }
     })();

@@ -126,14 +126,13 @@ Deno.test("a backend stopped by hand is restarted by the next request, which sti
 });
 
 Deno.test("backend killed mid-stream: a final SSE error event, the worker freed, the next request restarts it", async () => {
-  await withHomelabProxy([{ id: "a" }], "num_workers: 1", async ({ api, lab, proxy }) => {
+  await withHomelabProxy([{ id: "a" }], "num_workers: 1", async ({ lab, proxy }) => {
     assert.equal((await post(proxy.url, chatBody("a"))).status, 200);
     const res = await post(proxy.url, chatBody("a", { stream: true, fake_hold: true }));
     const sse = new SseReader(res);
     await sse.next();
     await sse.next(); // mid-generation now
-    await (await api.call("POST", `/containers/${lab.containerOf("a")}/kill?signal=SIGKILL`)).body
-      ?.cancel();
+    await lab.kill(lab.containerOf("a"));
     const rest = await sse.rest();
     const last = JSON.parse(rest.at(-1)!.data!);
     assert.equal(last.error.code, "upstream_stream_broken");

@@ -42,9 +42,12 @@ const next = (messages: OpenAI.ChatCompletionMessageParam[], answer: string) => 
   { role: "user" as const, content: "And how would you test it?" },
 ];
 
-async function saveFiles(dir: string): Promise<string[]> {
+/** The coder model's save files in `dir`, by name. */
+async function coderSaves(dir: string): Promise<string[]> {
   const names: string[] = [];
-  for await (const entry of Deno.readDir(dir)) names.push(entry.name);
+  for await (const entry of Deno.readDir(dir)) {
+    if (entry.name.startsWith("lqp-coder-")) names.push(entry.name);
+  }
   return names.sort();
 }
 
@@ -93,7 +96,7 @@ Deno.test("kv_cache: a long conversation on A, then B, then A's next turn finds 
       const one = await turn(client, "coder", first);
       assert.ok(one.usage.prompt_tokens > 3000, `prompt of ${one.usage.prompt_tokens} tokens`);
       assert.equal((await post(proxy.url, chatBody("other"))).status, 200); // swap: coder saved
-      assert.ok((await saveFiles(dir)).some((f) => f.startsWith("lqp-coder-")), "no save file");
+      assert.ok((await coderSaves(dir)).length > 0, "no save file");
       const two = await turn(client, "coder", next(first, one.answer));
       const cached = two.usage.prompt_tokens_details?.cached_tokens ?? 0;
       assert.ok(
@@ -148,7 +151,7 @@ Deno.test("kv_cache: a corrupt save file, then a missing one: each return starts
     let answer = (await turn(client, "coder", first)).answer;
     for (const damage of ["corrupt", "missing"] as const) {
       assert.equal((await post(proxy.url, chatBody("other"))).status, 200);
-      const files = (await saveFiles(dir)).filter((f) => f.startsWith("lqp-coder-"));
+      const files = await coderSaves(dir);
       assert.equal(files.length, 1, files.join(","));
       if (damage === "corrupt") await Deno.writeTextFile(`${dir}/${files[0]}`, "not a kv cache");
       else await Deno.remove(`${dir}/${files[0]}`);
@@ -157,7 +160,7 @@ Deno.test("kv_cache: a corrupt save file, then a missing one: each return starts
       assert.equal(again.usage.prompt_tokens_details?.cached_tokens, 0, damage);
       assert.equal(log.of("kv_restore_failed").length, failures + 1, damage);
       assert.deepEqual(
-        (await saveFiles(dir)).filter((f) => f.startsWith("lqp-coder-")),
+        await coderSaves(dir),
         [],
         `${damage}: the bad file is gone`,
       );
@@ -183,7 +186,7 @@ Deno.test("kv_cache: max_bytes keeps the model's save files within budget, oldes
         turn(client, "coder", longConversation("y")),
       ]);
       assert.equal((await post(proxy.url, chatBody("other"))).status, 200);
-      const files = (await saveFiles(dir)).filter((f) => f.startsWith("lqp-coder-"));
+      const files = await coderSaves(dir);
       let total = 0;
       for (const f of files) total += (await Deno.stat(`${dir}/${f}`)).size;
       assert.ok(total <= 60 * 1024, `${total} bytes in ${files.join(", ")}`);
@@ -244,7 +247,7 @@ Deno.test("kv_cache after the model's container block changed (another build): t
       const first = longConversation("build");
       const one = await turn(client, "coder", first);
       assert.equal((await post(proxy.url, chatBody("other"))).status, 200);
-      assert.equal((await saveFiles(dir)).filter((f) => f.startsWith("lqp-coder-")).length, 1);
+      assert.equal((await coderSaves(dir)).length, 1);
       // The operator changes the model's container (a new llama.cpp flag, a new image…).
       const text = await Deno.readTextFile(configFile);
       await Deno.writeTextFile(
@@ -262,7 +265,7 @@ Deno.test("kv_cache after the model's container block changed (another build): t
       assert.equal(log.of("kv_restore_failed").length, 0);
       assert.ok(log.of("container_removed").some((e) => e.fields.model === "coder"));
       assert.deepEqual(
-        (await saveFiles(dir)).filter((f) => f.startsWith("lqp-coder-")),
+        await coderSaves(dir),
         [],
         "the old build's file is deleted",
       );

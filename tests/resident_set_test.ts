@@ -8,9 +8,9 @@ import assert from "node:assert/strict";
 import OpenAI from "openai";
 import { seededRandom } from "../sim/make_traces.ts";
 import { chatBody, getJson, post } from "./support/client.ts";
-import { containerStarts, followRunning, requireDocker } from "./support/docker_env.ts";
-import { createHomelab, type FakeModelSpec } from "./support/fake_models.ts";
-import { startTestProxy, withHomelabProxy } from "./support/proxy.ts";
+import { containerStarts, followRunning } from "./support/docker_env.ts";
+import type { FakeModelSpec } from "./support/fake_models.ts";
+import { withHomelabProxy } from "./support/proxy.ts";
 import { CapturedLog } from "./support/log_capture.ts";
 
 const SMALL_AND_BIG: FakeModelSpec[] = [
@@ -115,21 +115,22 @@ Deno.test("budget 40 GB with two 10 GB models up: a request for the 30 GB one st
 });
 
 Deno.test("budget 40 GB, 500 staggered mixed requests and a chaos loop: at every Docker event the running models fit the budget and no two share a port; every client gets one answer or one clear error", async () => {
-  const api = await requireDocker();
-  try {
-    const specs: FakeModelSpec[] = [
-      { id: "small-a", ownPort: true, memoryGb: 10, slots: 4, tokenMs: 5, loadMs: 100 },
-      { id: "small-b", ownPort: true, memoryGb: 10, slots: 4, tokenMs: 5, loadMs: 100 },
-      { id: "big", ownPort: true, memoryGb: 30, slots: 4, tokenMs: 5, loadMs: 200 },
-      // Shares the lab's common port with "shared-y": never up together.
-      { id: "shared-x", memoryGb: 5, slots: 4, tokenMs: 5, loadMs: 100 },
-      { id: "shared-y", memoryGb: 5, slots: 4, tokenMs: 5, loadMs: 100 },
-    ];
-    await using lab = await createHomelab(api, specs);
+  const specs: FakeModelSpec[] = [
+    { id: "small-a", ownPort: true, memoryGb: 10, slots: 4, tokenMs: 5, loadMs: 100 },
+    { id: "small-b", ownPort: true, memoryGb: 10, slots: 4, tokenMs: 5, loadMs: 100 },
+    { id: "big", ownPort: true, memoryGb: 30, slots: 4, tokenMs: 5, loadMs: 200 },
+    // Shares the lab's common port with "shared-y": never up together.
+    { id: "shared-x", memoryGb: 5, slots: 4, tokenMs: 5, loadMs: 100 },
+    { id: "shared-y", memoryGb: 5, slots: 4, tokenMs: 5, loadMs: 100 },
+  ];
+  const config = `${BUDGET}\nqueue_size: 600\nrequest_timeout: 60\nscheduler:\n  max_wait: 2`;
+  // No preload: nothing starts before the follower listens.
+  await withHomelabProxy(specs, config, async ({ api, lab, proxy }) => {
     const memory = new Map(specs.map((s) => [lab.containerOf(s.id), s.memoryGb!]));
     const port = new Map(specs.map((s) => [lab.containerOf(s.id), lab.portOf(s.id)]));
     const violations: string[] = [];
-    const follower = await followRunning(api, lab.prefix, (running, event) => {
+    const follower = await followRunning(api, lab, (running, { action, name }) => {
+      const event = `${action} ${name}`;
       const names = [...running];
       const gb = names.reduce((sum, name) => sum + (memory.get(name) ?? 0), 0);
       if (gb > 40) violations.push(`${event}: ${gb} GB running (${names.join(", ")})`);
@@ -138,9 +139,6 @@ Deno.test("budget 40 GB, 500 staggered mixed requests and a chaos loop: at every
         violations.push(`${event}: two containers on one port (${names.join(", ")})`);
       }
     });
-    const config = `${BUDGET}\nqueue_size: 600\nrequest_timeout: 60\nscheduler:\n  max_wait: 2`;
-    await using proxy = await startTestProxy(lab.configYaml(config));
-    await proxy.reconciled;
     const rand = seededRandom(40);
     let chaosOn = true;
     let kills = 0;
@@ -150,8 +148,7 @@ Deno.test("budget 40 GB, 500 staggered mixed requests and a chaos loop: at every
         const up = await lab.running();
         const victim = up[Math.floor(rand() * up.length)];
         if (victim === undefined || !chaosOn) continue;
-        await (await api.request("POST", `/containers/${victim}/kill?signal=SIGKILL`)).body
-          ?.cancel();
+        await lab.kill(victim);
         kills++;
       }
     })();
@@ -190,7 +187,5 @@ Deno.test("budget 40 GB, 500 staggered mixed requests and a chaos loop: at every
     assert.ok(answers >= 100, `only ${answers} of 500 got an answer`);
     const metrics = (await getJson(`${proxy.url}/metrics`)).body;
     assert.equal(metrics.active_workers, 0);
-  } finally {
-    api.close();
-  }
+  });
 });

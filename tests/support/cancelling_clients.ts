@@ -7,6 +7,7 @@
  * one scenario per line, so interpreter start-up is paid once.
  */
 import { CLIENT_TOOLS, requireClientTools } from "./client_tools.ts";
+import { splitLines } from "../../lib/text_lines.ts";
 
 export const CLIENTS = [
   "python-openai",
@@ -60,17 +61,6 @@ class LineChild {
     await this.#lines.return?.();
     await this.#stderr;
   }
-}
-
-function splitLines(): TransformStream<string, string> {
-  let rest = "";
-  return new TransformStream({
-    transform(text, controller) {
-      const parts = (rest + text).split("\n");
-      rest = parts.pop()!;
-      for (const line of parts) if (line.trim() !== "") controller.enqueue(line);
-    },
-  });
 }
 
 export class CancellingClients implements AsyncDisposable {

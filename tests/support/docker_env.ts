@@ -4,6 +4,8 @@
  * install hint, never a skip.
  */
 import { DockerApi } from "../../lib/docker.ts";
+import { splitLines } from "../../lib/text_lines.ts";
+import type { FakeHomelab } from "./fake_models.ts";
 
 export const DOCKER_SOCKET = Deno.env.get("DOCKER_SOCKET") ?? "/var/run/docker.sock";
 
@@ -85,47 +87,44 @@ export async function containerStarts(
     .map((e) => e.Actor.Attributes.name);
 }
 
+/** A start or a death of one of a lab's containers, as Docker reported it. */
+export interface ContainerEvent {
+  action: "start" | "die";
+  name: string;
+}
+
 /**
- * Follows Docker's event stream for the containers labelled `lqp.test=<prefix>` and calls
- * `check` with the set running after every start and every death, in Docker's own order.
- * `stop()` ends it and says how many events were seen.
+ * Follows Docker's event stream for the lab's containers and calls `check` with the set
+ * running after every start and every death, in Docker's own order. `stop()` ends it and says
+ * how many events were seen.
  */
 export async function followRunning(
   api: DockerApi,
-  prefix: string,
-  check: (running: ReadonlySet<string>, event: string) => void,
+  lab: FakeHomelab,
+  check: (running: ReadonlySet<string>, event: ContainerEvent) => void,
 ): Promise<{ stop(): Promise<number> }> {
   const filters = encodeURIComponent(JSON.stringify({
     type: ["container"],
     event: ["start", "die"],
-    label: [`lqp.test=${prefix}`],
+    label: [`lqp.test=${lab.prefix}`],
   }));
-  const listFilters = encodeURIComponent(JSON.stringify({ label: [`lqp.test=${prefix}`] }));
   const abort = new AbortController();
   const res = await api.call("GET", `/events?filters=${filters}`, { signal: abort.signal });
   // Listed after subscribing, so no event falls between the list and the stream.
-  const listed = await (await api.call("GET", `/containers/json?filters=${listFilters}`)).json();
-  const running = new Set<string>(
-    (listed as { Names: string[] }[]).map((c) => c.Names[0].replace(/^\//, "")),
-  );
+  const running = new Set(await lab.running());
   let events = 0;
   const reading = (async () => {
-    let buffer = "";
-    for await (const text of res.body!.pipeThrough(new TextDecoderStream())) {
-      buffer += text;
-      const lines = buffer.split("\n");
-      buffer = lines.pop()!;
-      for (const line of lines.filter(Boolean)) {
-        const event = JSON.parse(line) as {
-          Action: string;
-          Actor: { Attributes: { name: string } };
-        };
-        const name = event.Actor.Attributes.name;
-        if (event.Action === "start") running.add(name);
-        else running.delete(name);
-        events++;
-        check(running, `${event.Action} ${name}`);
-      }
+    const lines = res.body!.pipeThrough(new TextDecoderStream()).pipeThrough(splitLines());
+    for await (const line of lines) {
+      const event = JSON.parse(line) as {
+        Action: "start" | "die";
+        Actor: { Attributes: { name: string } };
+      };
+      const name = event.Actor.Attributes.name;
+      if (event.Action === "start") running.add(name);
+      else running.delete(name);
+      events++;
+      check(running, { action: event.Action, name });
     }
   })().catch((err) => {
     if (!abort.signal.aborted) throw err;

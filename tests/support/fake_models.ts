@@ -10,24 +10,20 @@ import {
   LOOK_ALIKE_COMMAND,
   LOOK_ALIKE_PORT,
   lookAlikeEnv,
+  type LookAlikeSettings,
 } from "../../demo/look_alike_image.ts";
 import { type ContainerSpec, createRequest, specDigest } from "../../lib/container_spec.ts";
 import { freePort } from "../../demo/free_port.ts";
 
-export interface FakeModelSpec {
+/** A look-alike's own settings (its alias is the id) plus how the lab and config use it. */
+export interface FakeModelSpec extends Omit<LookAlikeSettings, "alias"> {
   /** Model id in the config; the container is named after it with a per-test prefix. */
   id: string;
-  loadMs?: number;
-  mode?: "normal" | "exit" | "never";
-  slots?: number;
-  tokenMs?: number;
   startupTimeoutS?: number;
   /** Leave the container out of Docker (config still names it). */
   missing?: boolean;
   /** Publish on a host port of its own instead of the shared one. */
   ownPort?: boolean;
-  /** Keep a log of received requests for `state()` (benchmarks turn it off). */
-  record?: boolean;
   /** The model's `on_disconnect` in the config. */
   onDisconnect?: "abort" | "finish";
   /** The model's idle `ttl` (seconds) in the config. */
@@ -44,11 +40,6 @@ export interface FakeModelSpec {
   kvCache?: string;
   /** Extra llama-server-style arguments for the look-alike (`--slot-save-path /tmp/`). */
   args?: string[];
-  /** How long its slot saves / restores take (ms). */
-  slotSaveMs?: number;
-  slotRestoreMs?: number;
-  /** Prompt processing per uncached prompt token (µs). */
-  promptUs?: number;
 }
 
 export interface FakeState {
@@ -73,6 +64,11 @@ export interface FakeHomelab extends AsyncDisposable {
   state(id?: string): Promise<FakeState>;
   release(): Promise<number>;
   start(id: string): Promise<void>;
+  /**
+   * SIGKILL to one of this lab's containers, by container name (a crash, from outside). One
+   * that stopped meanwhile is left as it is (chaos loops race the proxy's own stops).
+   */
+  kill(container: string): Promise<void>;
   remove(): Promise<void>;
 }
 
@@ -165,6 +161,10 @@ export async function createHomelab(
     },
     async start(id) {
       const res = await api.call("POST", `/containers/${containerOf(id)}/start`);
+      await res.body?.cancel();
+    },
+    async kill(container) {
+      const res = await api.request("POST", `/containers/${container}/kill?signal=SIGKILL`);
       await res.body?.cancel();
     },
     remove,
