@@ -23,22 +23,22 @@ const GROUP_COMMIT_MS = 5;
 /** Changes kept while the store is down; beyond this, new ones are dropped (and logged). */
 const MAX_PENDING = 20_000;
 
-interface Batch {
+interface GroupCommit {
   changes: Map<string, SyncChange>;
   written: Promise<void>;
   resolve(): void;
   reject(err: unknown): void;
 }
 
-function newBatch(): Batch {
-  const batch = { changes: new Map() } as Batch;
-  batch.written = new Promise<void>((resolve, reject) => {
-    batch.resolve = resolve;
-    batch.reject = reject;
+function newGroupCommit(): GroupCommit {
+  const commit = { changes: new Map() } as GroupCommit;
+  commit.written = new Promise<void>((resolve, reject) => {
+    commit.resolve = resolve;
+    commit.reject = reject;
   });
   // Most writers do not wait; an unwatched failure must not crash the process.
-  batch.written.catch(() => {});
-  return batch;
+  commit.written.catch(() => {});
+  return commit;
 }
 
 export class SyncJournal {
@@ -47,8 +47,8 @@ export class SyncJournal {
   readonly #node: string;
   readonly #clock: Clock;
   readonly #log: Logger;
-  #next = newBatch();
-  /** The batch being written, if one is. */
+  #next = newGroupCommit();
+  /** The group commit being written, if one is. */
   #writing: Promise<void> | null = null;
   #scheduled = false;
   #dropped = 0;
@@ -83,21 +83,21 @@ export class SyncJournal {
   }
 
   #put(job: Job, from: JobState | null): Promise<void> {
-    const batch = this.#next;
-    const earlier = batch.changes.get(job.id);
-    if (earlier === undefined && batch.changes.size >= MAX_PENDING) {
+    const commit = this.#next;
+    const earlier = commit.changes.get(job.id);
+    if (earlier === undefined && commit.changes.size >= MAX_PENDING) {
       if (this.#dropped++ % 1000 === 0) {
         this.#log.warn("journal_full", { dropped: this.#dropped, pending: MAX_PENDING });
       }
       return Promise.resolve();
     }
     // The store moves from the state it last saw: the first of the changes still pending.
-    batch.changes.set(job.id, {
+    commit.changes.set(job.id, {
       job: this.#record(job),
       from: earlier === undefined ? from : earlier.from,
     });
     this.#schedule();
-    return batch.written;
+    return commit.written;
   }
 
   #record(job: Job): JobRecord {
@@ -130,23 +130,23 @@ export class SyncJournal {
 
   async #flush(): Promise<void> {
     if (this.#writing !== null || !this.#status.up) return;
-    const batch = this.#next;
-    this.#next = newBatch();
-    this.#writing = batch.written;
+    const commit = this.#next;
+    this.#next = newGroupCommit();
+    this.#writing = commit.written;
     try {
-      await this.#store.record([...batch.changes.values()]);
-      batch.resolve();
+      await this.#store.record([...commit.changes.values()]);
+      commit.resolve();
     } catch (err) {
-      batch.reject(this.#status.down(err));
-      this.#keep(batch);
+      commit.reject(this.#status.down(err));
+      this.#keep(commit);
     } finally {
       this.#writing = null;
       this.#schedule();
     }
   }
 
-  /** Puts a failed batch's changes back in front of newer ones for the next try. */
-  #keep(failed: Batch): void {
+  /** Puts a failed group commit's changes back in front of newer ones for the next try. */
+  #keep(failed: GroupCommit): void {
     const newer = this.#next.changes;
     for (const [id, change] of failed.changes) {
       const later = newer.get(id);

@@ -6,6 +6,12 @@
 import type { Trace } from "./simulate.ts";
 
 /**
+ * Trace (g)'s models that interrupt its batch model, whose bound `deno task sim` prints and
+ * the simulator tests check: its chat model first, then the giant.
+ */
+export const NIGHT_BATCH_INTERRUPTING = ["qwen3-30b-instruct", "gpt-oss-120b"] as const;
+
+/**
  * The fewest loads of `models` (each a separate episode of the GPU) needed so that every
  * request for them starts within `waitMs` of its arrival, plus the first load of anything:
  * an episode that starts at time s can serve only requests that arrived in [s − waitMs, s]
