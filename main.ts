@@ -1,6 +1,6 @@
 /**
  * LLM Queue Proxy: wiring only. Loads config.yml, builds the Docker client, model manager,
- * worker pool and routes, serves them, reconciles with Docker, and drains on SIGTERM/SIGINT.
+ * dispatcher and routes, serves them, reconciles with Docker, and drains on SIGTERM/SIGINT.
  */
 import { messageOf } from "./lib/errors.ts";
 import { type Clock, systemClock } from "./lib/clock.ts";
@@ -11,10 +11,10 @@ import { DockerApi, dockerForContainers } from "./lib/docker.ts";
 import { consoleLogger, type Logger } from "./lib/log.ts";
 import { Metrics } from "./lib/metrics.ts";
 import { Activity } from "./lib/activity.ts";
-import { ModelManager } from "./lib/models.ts";
+import { SwapManager } from "./lib/swap_manager.ts";
 import { sharedEndpoints } from "./lib/placement.ts";
 import { SlotKeeper } from "./lib/kv_slots.ts";
-import { WorkerPool } from "./lib/worker.ts";
+import { Dispatcher } from "./lib/dispatcher.ts";
 import { SyncJournal } from "./lib/journal.ts";
 import { openStore } from "./lib/store/open.ts";
 import { StoreStatus } from "./lib/store/status.ts";
@@ -27,8 +27,8 @@ import { createApp } from "./routes/app.ts";
 export interface RunningProxy {
   /** Base URL the proxy listens on, e.g. `http://127.0.0.1:8888`. */
   url: string;
-  models: ModelManager;
-  pool: WorkerPool;
+  models: SwapManager;
+  dispatcher: Dispatcher;
   /** Resolves once start-up reconcile with Docker finished. */
   reconciled: Promise<void>;
   /** Resolves once every job state so far is written to the store. */
@@ -67,7 +67,7 @@ export async function startProxy(
   const node = `lqp-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
   const store = await openStore(config.store);
   const slots = new SlotKeeper({ store, log, metrics, now: () => clock.now() });
-  const models = new ModelManager(docker, config.models, {
+  const models = new SwapManager(docker, config.models, {
     activity,
     clock,
     log,
@@ -78,7 +78,7 @@ export async function startProxy(
   });
   const storeStatus = new StoreStatus(store, log);
   const journal = new SyncJournal({ store, status: storeStatus, node, clock, log });
-  const pool = new WorkerPool({
+  const dispatcher = new Dispatcher({
     config,
     models,
     metrics,
@@ -111,7 +111,7 @@ export async function startProxy(
   const runner = new BatchRunner({
     store,
     status: storeStatus,
-    pool,
+    dispatcher,
     models,
     service: batches,
     node,
@@ -144,7 +144,7 @@ export async function startProxy(
     apply(next, commit) {
       // All at once, before any request can see a mix of old and new.
       commit();
-      pool.reconfigure(next);
+      dispatcher.reconfigure(next);
       // A removed model is unloaded once its requests finished: not something to wait for.
       models.reconfigure(next.models, next.memoryBudgetGb).then(() => models.createMissing()).catch(
         (err) =>
@@ -159,7 +159,7 @@ export async function startProxy(
     live,
     docker,
     models,
-    pool,
+    dispatcher,
     metrics,
     log,
     clock,
@@ -221,7 +221,7 @@ export async function startProxy(
   return {
     url,
     models,
-    pool,
+    dispatcher,
     reconciled,
     storeSettled: () => journal.settled(),
     reload: reloader === null ? null : (trigger) => reloader.reload(trigger),
@@ -234,7 +234,7 @@ export async function startProxy(
   async function shutdown(graceMs: number): Promise<void> {
     // Batch lines not started yet go back to the store for the next start.
     await runner.close();
-    const drained = await pool.shutdown(graceMs);
+    const drained = await dispatcher.shutdown(graceMs);
     if (!drained) log.warn("shutdown_grace_expired", { grace_ms: graceMs });
     closing.abort();
     await server.shutdown();

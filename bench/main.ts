@@ -421,7 +421,7 @@ async function queueScale(configYaml: string, lab: FakeHomelab) {
       const rssBefore = Deno.memoryUsage().rss;
       const jobs = Array.from({ length: n }, () => makeJob("a", { now: Date.now() }));
       const admitStart = performance.now();
-      for (const { job } of jobs) proxy.pool.submit(job);
+      for (const { job } of jobs) proxy.dispatcher.submit(job);
       const admitUs = ((performance.now() - admitStart) * 1000) / n;
       // The store records follow in the background: their cost is reported on its own, and
       // the idle measurement starts once they are written.
@@ -432,7 +432,7 @@ async function queueScale(configYaml: string, lab: FakeHomelab) {
       // Every pump decides with n jobs waiting and the only worker busy.
       const rounds = 2000;
       const pumpStart = performance.now();
-      for (let i = 0; i < rounds; i++) proxy.pool.pump();
+      for (let i = 0; i < rounds; i++) proxy.dispatcher.pump();
       const dispatchUs = ((performance.now() - pumpStart) * 1000) / rounds;
       // getrusage's microseconds: /proc's 10 ms ticks cannot tell 2 ms/s from nothing.
       const cpuBefore = process.cpuUsage();

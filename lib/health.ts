@@ -49,6 +49,22 @@ export function isReadyAnswer(status: number, body: string): boolean {
 }
 
 /**
+ * One health request: whether `url` answers ready, and what it answered.
+ * @throws when nothing answers (connection refused, or `signal` aborted).
+ */
+export async function probe(
+  url: string,
+  signal: AbortSignal,
+): Promise<{ ready: boolean; text: string }> {
+  const res = await fetch(url, { signal });
+  const body = await res.text();
+  return {
+    ready: isReadyAnswer(res.status, body),
+    text: `HTTP ${res.status} ${body.slice(0, 200)}`,
+  };
+}
+
+/**
  * The gap before the next attempt: a twentieth of the time polled so far, within the bounds.
  * A load of a few hundred ms is then seen within ~10 ms of its end, and a load of minutes
  * costs one attempt every 200 ms: the added wait stays near 5% of the load however long.
@@ -76,12 +92,12 @@ export async function pollUntilHealthy(url: string, options: PollOptions): Promi
     const remaining = options.deadline - Date.now();
     const attemptSignal = AbortSignal.timeout(Math.max(1, Math.min(attemptTimeoutMs, remaining)));
     try {
-      const res = await fetch(url, {
-        signal: signal ? AbortSignal.any([signal, attemptSignal]) : attemptSignal,
-      });
-      const body = await res.text();
-      if (isReadyAnswer(res.status, body)) return { ready: true, attempts };
-      lastAnswer = `HTTP ${res.status} ${body.slice(0, 200)}`;
+      const answer = await probe(
+        url,
+        signal ? AbortSignal.any([signal, attemptSignal]) : attemptSignal,
+      );
+      if (answer.ready) return { ready: true, attempts };
+      lastAnswer = answer.text;
       attemptTimeoutMs = options.attemptTimeoutMs ?? 250;
     } catch (err) {
       signal?.throwIfAborted();

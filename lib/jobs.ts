@@ -67,7 +67,7 @@ export class Job {
   swapMs = 0;
   /** Token counts the backend reported, once its answer ended. */
   usage: TokenUsage | null = null;
-  /** When the client went away (the pool's clock), or null while it is there. */
+  /** When the client went away (the dispatcher's clock), or null while it is there. */
   clientLeftAt: number | null = null;
   /** Events (OpenAI's "chunks") of the backend's streamed answer that went out to the client. */
   chunksSent = 0;

@@ -1,7 +1,7 @@
 /**
  * @module
  * Counters behind `/metrics`: the seed's plain numbers, and labelled series for Prometheus.
- * Owned by the worker pool; no I/O.
+ * Owned by the dispatcher; no I/O.
  */
 import type { Clock } from "./clock.ts";
 import { ConnectionStats } from "./http_server.ts";

@@ -117,7 +117,7 @@ export class JobQueue {
     this.#insert(job);
   }
 
-  /** Removes a job the worker pool is about to run. */
+  /** Removes a job the dispatcher is about to run. */
   take(job: Job): void {
     this.#remove(job);
   }

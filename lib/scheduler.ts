@@ -1,9 +1,9 @@
 /**
  * @module
  * Scheduling policies as pure functions: given what waits and what is loaded, decide the next
- * step. They never await and never act; `worker.ts` and the simulator carry decisions out
+ * step. They never await and never act; `dispatcher.ts` and the simulator carry decisions out
  * through `step()`, so both run exactly this code. Policies read only the heads of each
- * model's lines (lib/waiting.ts), so a decision costs O(models). Design: docs/scheduler.md.
+ * model's lines (lib/waiting.ts), so a decision costs O(models). Design: docs/scheduler_design.md.
  */
 import type { ModelLine, WaitingView } from "./waiting.ts";
 import type { Priority } from "./priority.ts";
@@ -93,7 +93,7 @@ export interface Policy {
 const WAIT = { kind: "wait" } as const;
 
 /**
- * The executor's side of every policy, shared by the worker pool and the simulator:
+ * The executor's side of every policy, shared by the dispatcher and the simulator:
  * (a) while containers stop and start, residents keep serving; no other placement is decided;
  * (b) a placement decided while its victims had requests in flight (a drain) stays decided if
  *     the policy says it binds (its target is due): no new job of a victim starts, in-flight

@@ -17,12 +17,13 @@ import {
 } from "../lib/errors.ts";
 import { SwapFailedError } from "../lib/swap_failures.ts";
 import type { AppDeps, AppEnv } from "./app.ts";
+import { queueView } from "./queue_view.ts";
 
 const LoadBody = z.object({ model: z.string().min(1) });
 const UnloadBody = z.object({ model: z.string().min(1).optional() });
 
 export function adminRoutes(deps: AppDeps): Hono<AppEnv> {
-  const { live, docker, models, pool } = deps;
+  const { live, docker, models, dispatcher } = deps;
   const app = new Hono<AppEnv>();
 
   app.use(async (c, next) => {
@@ -88,7 +89,7 @@ export function adminRoutes(deps: AppDeps): Hono<AppEnv> {
     return c.json({ unloaded: unloaded[0] ?? null, unloaded_models: unloaded });
   });
 
-  app.get("/queue", (c) => c.json(pool.queueView()));
+  app.get("/queue", (c) => c.json(queueView(deps)));
 
   app.post("/reload", async (c) => {
     if (deps.reload === null) {
@@ -113,7 +114,7 @@ export function adminRoutes(deps: AppDeps): Hono<AppEnv> {
   });
 
   app.delete("/queue/:id", (c) => {
-    const job = pool.queue.find(c.req.param("id"));
+    const job = dispatcher.queue.find(c.req.param("id"));
     if (!job) {
       throw new ApiError(
         404,

@@ -13,8 +13,8 @@ import { type Caller, presentedKey } from "../lib/auth.ts";
 import { ApiError, invalidApiKey, storeUnavailable, toApiError } from "../lib/errors.ts";
 import type { Logger } from "../lib/log.ts";
 import type { Metrics } from "../lib/metrics.ts";
-import type { ModelManager } from "../lib/models.ts";
-import type { WorkerPool } from "../lib/worker.ts";
+import type { SwapManager } from "../lib/swap_manager.ts";
+import type { Dispatcher } from "../lib/dispatcher.ts";
 import type { BatchService } from "../lib/batch/service.ts";
 import { type JobStore, StoreUnavailableError } from "../lib/store/contract.ts";
 import type { StoreStatus } from "../lib/store/status.ts";
@@ -28,8 +28,8 @@ export interface AppDeps {
   /** The config in force; read it per request (a reload may replace it). */
   live: LiveConfig;
   docker: Docker;
-  models: ModelManager;
-  pool: WorkerPool;
+  models: SwapManager;
+  dispatcher: Dispatcher;
   metrics: Metrics;
   log: Logger;
   clock: Clock;

@@ -44,7 +44,7 @@ function listPage<T extends { id: string }>(items: T[], limit: number) {
 }
 
 export function batchRoutes(deps: AppDeps): Hono<AppEnv> {
-  const { live, batches, storeStatus, pool } = deps;
+  const { live, batches, storeStatus, dispatcher } = deps;
   const run = <T>(call: () => Promise<T>) => storeStatus.run(call);
   const app = new Hono<AppEnv>();
 
@@ -53,7 +53,7 @@ export function batchRoutes(deps: AppDeps): Hono<AppEnv> {
     const contentType = req.headers.get("content-type") ?? "";
     if (!/^multipart\/form-data/i.test(contentType)) throw unsupportedMediaType(contentType);
     // An upload counts against max_queued_bytes while it is read and stored.
-    const hold = pool.bodies.hold(c.get("caller")?.name ?? null);
+    const hold = dispatcher.bodies.hold(c.get("caller")?.name ?? null);
     try {
       return c.json(await upload(req, hold));
     } finally {

@@ -10,6 +10,7 @@ import { Hono } from "hono";
 import type { Docker } from "../lib/docker.ts";
 import { DASHBOARD_HTML } from "./dashboard_page.ts";
 import type { AppDeps } from "./app.ts";
+import { queueView, runningView } from "./queue_view.ts";
 
 /** How long a Docker answer is reused: every open dashboard asks every second. */
 const DOCKER_CACHE_MS = 2000;
@@ -58,7 +59,7 @@ function dockerProbe(docker: Docker, now: () => number) {
 const tenths = (ms: number) => Math.round(ms / 100) / 10;
 
 export function dashboardRoutes(deps: AppDeps): Hono {
-  const { live, models, pool, activity, metrics, clock, store, storeStatus } = deps;
+  const { live, models, dispatcher, activity, metrics, clock, store, storeStatus } = deps;
   const docker = dockerProbe(deps.docker, () => clock.now());
   models.onChange(docker.stale);
   const app = new Hono();
@@ -67,7 +68,7 @@ export function dashboardRoutes(deps: AppDeps): Hono {
     const config = live.current;
     const now = clock.now();
     const snap = models.snapshot();
-    const queue = pool.queueView(QUEUE_ROWS);
+    const queue = queueView(deps, QUEUE_ROWS);
     const containers = await docker.view();
     return {
       uptime_s: Math.floor((now - metrics.startedAt) / 1000),
@@ -87,9 +88,9 @@ export function dashboardRoutes(deps: AppDeps): Hono {
         memory_gb: r.memoryGb,
         since_s: tenths(now - r.since),
       })),
-      running: pool.runningView(),
+      running: runningView(deps),
       models: config.models.map((m) => {
-        const waiting = pool.queue.waiting().line(m.id);
+        const waiting = dispatcher.queue.waiting().line(m.id);
         const running = containers.containers.get(m.containerName);
         return {
           id: m.id,
@@ -109,7 +110,7 @@ export function dashboardRoutes(deps: AppDeps): Hono {
         };
       }),
       queue: queue.jobs,
-      queue_total: pool.queue.waiting().size,
+      queue_total: dispatcher.queue.waiting().size,
       swaps: activity.recentSwaps().map((s) => ({
         from: s.from,
         to: s.to,
@@ -178,7 +179,7 @@ export function dashboardRoutes(deps: AppDeps): Hono {
         const ticker = setInterval(send, TICK_MS);
         const offModels = models.onChange(soon);
         const offActivity = activity.onChange(soon);
-        const offQueue = pool.queue.onChange(soon);
+        const offQueue = dispatcher.queue.onChange(soon);
         stop = () => {
           if (closed) return;
           closed = true;

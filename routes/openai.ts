@@ -11,7 +11,7 @@ import { withoutCredentials } from "../lib/auth.ts";
 import { checkRequestBody } from "../lib/request_checks.ts";
 import { modelNotFound, unsupportedMediaType } from "../lib/errors.ts";
 import { Job } from "../lib/jobs.ts";
-import type { ModelState } from "../lib/models.ts";
+import type { ModelState } from "../lib/swap_manager.ts";
 import type { KvStatus } from "../lib/kv_slots.ts";
 import { respond } from "../lib/relay.ts";
 import type { AppDeps, AppEnv } from "./app.ts";
@@ -35,7 +35,7 @@ function resolveModel(config: Config, name: string): ModelConfig {
 }
 
 export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
-  const { live, pool, clock } = deps;
+  const { live, dispatcher, clock } = deps;
   const created = Math.floor(deps.metrics.startedAt / 1000);
   const app = new Hono<AppEnv>();
   const entry = (model: ModelConfig) =>
@@ -55,7 +55,7 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
     const contentType = req.headers.get("content-type") ?? "";
     if (/^multipart\//i.test(contentType)) throw unsupportedMediaType(contentType);
     // Counted from the first byte read until the request ends (max_queued_bytes).
-    const hold = pool.bodies.hold(c.get("caller")?.name ?? null);
+    const hold = dispatcher.bodies.hold(c.get("caller")?.name ?? null);
     let job: Job;
     let model: ModelConfig;
     let chat: boolean;
@@ -88,7 +88,7 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
       // A timer of our own, cleared when the job ends: nothing keeps the job alive after.
       const expiring = job;
       timer = setTimeout(() => expiring.expire(), config.requestTimeoutMs);
-      pool.submit(job);
+      dispatcher.submit(job);
     } catch (err) {
       clearTimeout(timer);
       hold.release();
@@ -105,10 +105,10 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
     return await respond(job, {
       keepaliveMs: config.keepaliveMs,
       timeoutS: config.requestTimeoutMs / 1000,
-      describeWait: (j) => pool.describeWait(j),
+      describeWait: (j) => dispatcher.describeWait(j),
       waitHeaders: (j) => ({
-        "x-queue-position": String(pool.queue.positionOf(j)),
-        "x-queue-eta": String(Math.round(pool.estimateStartMs(j) / 1000)),
+        "x-queue-position": String(dispatcher.queue.positionOf(j)),
+        "x-queue-eta": String(Math.round(dispatcher.estimateStartMs(j) / 1000)),
       }),
       onClientGone: clientGone,
       waitFeedback: model.waitFeedback === "reasoning" && chat ? "reasoning" : "comment",

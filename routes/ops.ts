@@ -8,7 +8,8 @@ import { Hono } from "hono";
 import { prometheusText } from "../lib/metrics.ts";
 import { wantsPrometheus } from "../lib/prometheus.ts";
 import type { AppDeps } from "./app.ts";
-import type { ModelSnapshot } from "../lib/models.ts";
+import { queueView } from "./queue_view.ts";
+import type { ModelSnapshot } from "../lib/swap_manager.ts";
 
 /** The models serving now (ready), most recently loaded first. */
 function readyModels(snap: ModelSnapshot): string[] {
@@ -16,7 +17,7 @@ function readyModels(snap: ModelSnapshot): string[] {
 }
 
 export function opsRoutes(deps: AppDeps): Hono {
-  const { live, docker, models, pool, metrics, clock, store, storeStatus } = deps;
+  const { live, docker, models, dispatcher, metrics, clock, store, storeStatus } = deps;
   const app = new Hono();
 
   app.get("/health", async (c) => {
@@ -26,7 +27,7 @@ export function opsRoutes(deps: AppDeps): Hono {
       status: "healthy",
       current_model: snap.loaded,
       resident_models: readyModels(snap),
-      queue_size: pool.queue.size,
+      queue_size: dispatcher.queue.size,
       queue_capacity: config.queueSize,
       message: "Proxy is operational",
     };
@@ -54,7 +55,7 @@ export function opsRoutes(deps: AppDeps): Hono {
     }
   });
 
-  app.get("/queue", (c) => c.json(pool.queueView()));
+  app.get("/queue", (c) => c.json(queueView(deps)));
 
   app.get("/metrics", async (c) => {
     const config = live.current;
@@ -63,18 +64,18 @@ export function opsRoutes(deps: AppDeps): Hono {
         models: config.models.map((m) => m.id),
         loaded: readyModels(models.snapshot()),
         queueDepth: new Map(
-          config.models.map((m) => [m.id, pool.queue.waiting().jobsOf(m.id).length]),
+          config.models.map((m) => [m.id, dispatcher.queue.waiting().jobsOf(m.id).length]),
         ),
-        inflight: pool.active,
+        inflight: dispatcher.active,
         numWorkers: config.numWorkers,
-        queuedBytes: pool.bodies.held,
-        maxQueuedBytes: pool.bodies.limit,
+        queuedBytes: dispatcher.bodies.held,
+        maxQueuedBytes: dispatcher.bodies.limit,
         now: clock.now(),
       });
       return c.body(text, 200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" });
     }
-    const pending = pool.queue.size;
-    const processing = pool.active;
+    const pending = dispatcher.queue.size;
+    const processing = dispatcher.active;
     // The store's view covers batch lines and other nodes; without it, this process's view.
     const stored = await storeStatus.run(() => store.stats()).catch(() => null);
     const snap = models.snapshot();
@@ -113,8 +114,8 @@ export function opsRoutes(deps: AppDeps): Hono {
       })),
       memory_budget_gb: config.memoryBudgetGb,
       pending_futures: pending + processing,
-      queued_bytes: pool.bodies.held,
-      max_queued_bytes: pool.bodies.limit,
+      queued_bytes: dispatcher.bodies.held,
+      max_queued_bytes: dispatcher.bodies.limit,
       connections: {
         open: metrics.connections.open,
         refused: metrics.connections.refused,

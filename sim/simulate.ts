@@ -77,8 +77,8 @@ export interface SimResult {
 }
 
 /**
- * The trace's scheduler settings as the pool's rules; service times are each model's mean over
- * the trace (what the pool's moving average converges to).
+ * The trace's scheduler settings as the dispatcher's rules; service times are each model's mean over
+ * the trace (what the dispatcher's moving average converges to).
  */
 export function rulesOf(header: TraceHeader, requests: readonly TraceRequest[]): SchedulerRules {
   const { max_wait, min_residency, batch_aging } = header.scheduler;
@@ -148,7 +148,7 @@ export function simulate(
   while (
     next < arrivals.length || waiting.size > 0 || inflightCount() > 0 || placing !== null
   ) {
-    // Decide until the policy waits, exactly as the worker pool does.
+    // Decide until the policy waits, exactly as the dispatcher does.
     wakeAt = Infinity;
     for (;;) {
       const view = new Map([...residents].map(([model, r]) => [model, {
@@ -252,7 +252,7 @@ export function capacityOfTrace(header: TraceHeader): Capacity {
  * N the workers. A due job's model gets a turn within M episodes of at most
  * max(max_wait, L) + max_wait + S + L each (a model stays at least as long as loading it
  * took, plus one max_wait when it clears a short backlog first), and every turn starts at
- * least N of its jobs. See docs/scheduler.md.
+ * least N of its jobs. See docs/scheduler_design.md.
  */
 export function waitBoundMs(trace: Trace, priority: Priority): number {
   const { header } = trace;

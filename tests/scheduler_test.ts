@@ -212,7 +212,7 @@ Deno.test("decideAffinity() picks the next model by priority, then by age", () =
   });
 });
 
-// --- step: the executor's rules shared by the pool and the simulator ---------------------
+// --- step: the executor's rules shared by the dispatcher and the simulator ---------------------
 
 Deno.test("step() turns a swap with requests in flight into a drain", () => {
   const waiting = [job("b", 1)];

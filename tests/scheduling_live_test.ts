@@ -1,5 +1,5 @@
 /**
- * The scheduler on the real pool, with Docker and traffic that arrives staggered as it does
+ * The scheduler on the real dispatcher, with Docker and traffic that arrives staggered as it does
  * from real clients (never all queued before the scheduler looks): a swap decided while the
  * loaded model is busy waits for new work of that model unless its target is due, and a due
  * target gets its swap then, ahead of everything still waiting for the loaded model.
@@ -50,7 +50,7 @@ Deno.test("A streaming with A and B requests arriving every 200 ms: once B waite
     [{ id: "a" }, { id: "b" }],
     "num_workers: 1\nscheduler:\n  max_wait: 2",
     async ({ lab, proxy }) => {
-      // A's requests take about a second (what the pool learns from this one), so the A queue
+      // A's requests take about a second (what the dispatcher learns from this one), so the A queue
       // that builds up behind the stream is long: B's due swap does not wait for it (rule 3c
       // lets only a queue cleared within max_wait go first).
       const warmUp = chatBody("a", { fake_tokens: 10, fake_token_ms: 100 });

@@ -1,8 +1,8 @@
 /**
  * @module
- * Feeds batch lines from the store to the worker pool. It holds only a small window of
+ * Feeds batch lines from the store to the dispatcher. It holds only a small window of
  * claimed lines in memory (the store stays the queue), claims from the loaded model's lane
- * first so a batch does not cause swaps, and hands them to the pool at batch priority, where
+ * first so a batch does not cause swaps, and hands them to the dispatcher at batch priority, where
  * the scheduler puts interactive requests first. Each line's answer is written to the store
  * once (a completion only counts for the claim that holds it); on shutdown, lines not yet
  * started go back to their lanes for the next start.
@@ -11,10 +11,10 @@ import type { Clock } from "../clock.ts";
 import { ApiError, shuttingDown } from "../errors.ts";
 import { Job } from "../jobs.ts";
 import type { Logger } from "../log.ts";
-import type { ModelManager } from "../models.ts";
+import type { SwapManager } from "../swap_manager.ts";
 import type { AsyncOutcome, JobRecord, JobStore } from "../store/contract.ts";
 import type { StoreStatus } from "../store/status.ts";
-import type { WorkerPool } from "../worker.ts";
+import type { Dispatcher } from "../dispatcher.ts";
 import { answerBody, type LineResult, outputLine } from "./lines.ts";
 import { allLinesFinal, type BatchService, type BatchStatus } from "./service.ts";
 
@@ -26,8 +26,8 @@ const BATCH_INFO_MS = 1000;
 export interface BatchRunnerDeps {
   store: JobStore;
   status: StoreStatus;
-  pool: WorkerPool;
-  models: ModelManager;
+  dispatcher: Dispatcher;
+  models: SwapManager;
   service: BatchService;
   node: string;
   clock: Clock;
@@ -101,7 +101,7 @@ export class BatchRunner {
 
   /**
    * Stops claiming. Held lines that have not started go back to their lanes; running ones
-   * may finish (their answers are still written) until the pool's grace runs out.
+   * may finish (their answers are still written) until the dispatcher's grace runs out.
    */
   async close(): Promise<void> {
     this.#closing = true;
@@ -138,7 +138,7 @@ export class BatchRunner {
   }
 
   async #start(record: JobRecord): Promise<void> {
-    const { clock, pool } = this.#deps;
+    const { clock, dispatcher } = this.#deps;
     const payload = JSON.parse(record.payload!) as LinePayload;
     const info = await this.#infoOf(record.group!).catch(() => null);
     if (info?.status !== "in_progress") {
@@ -172,7 +172,7 @@ export class BatchRunner {
       }
     });
     job.onFinished(() => clearTimeout(timer));
-    pool.submitBatch(job);
+    dispatcher.submitBatch(job);
     const finished = this.#finishLine(record, job, payload.custom_id);
     this.#held.set(record.id, { record, job, finished });
   }

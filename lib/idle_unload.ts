@@ -1,0 +1,66 @@
+/**
+ * @module
+ * `ttl`: a ready model that nothing waited for or ran on that long is unloaded. One timer, for
+ * the earliest expiry, re-armed whenever the dispatcher settles.
+ */
+import type { Clock } from "./clock.ts";
+import type { Logger } from "./log.ts";
+import type { ModelSnapshot, SwapManager } from "./swap_manager.ts";
+
+export interface IdleUnloadDeps {
+  models: SwapManager;
+  clock: Clock;
+  log: Logger;
+  /** A model's `ttl` in ms, or null when it has none. */
+  ttlOf(model: string): number | null;
+  /** Whether requests wait for `model`. */
+  hasWaiting(model: string): boolean;
+  /** Decides again once an unload began. */
+  pump(): void;
+}
+
+export class IdleUnload {
+  readonly #deps: IdleUnloadDeps;
+  #timer: ReturnType<typeof setTimeout> | null = null;
+
+  constructor(deps: IdleUnloadDeps) {
+    this.#deps = deps;
+  }
+
+  /** Sets the one timer for the earliest expiry among `snap`'s idle residents. */
+  arm(snap: ModelSnapshot): void {
+    this.stop();
+    const expiries = this.#expiries(snap);
+    if (expiries.length === 0) return;
+    const { clock, log, models } = this.#deps;
+    const at = Math.min(...expiries.map((e) => e.at));
+    this.#timer = setTimeout(() => {
+      this.#timer = null;
+      const now = clock.now();
+      for (const { model, at, ttlMs } of this.#expiries(models.snapshot())) {
+        if (now < at) continue;
+        log.info("idle_unload", { model, ttl_s: ttlMs / 1000 });
+        models.unload("idle", model).catch((err) =>
+          log.warn("idle_unload_failed", { model, error: String(err) })
+        );
+      }
+      this.#deps.pump();
+    }, Math.max(0, at - clock.now()));
+  }
+
+  stop(): void {
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#timer = null;
+  }
+
+  /** Ready residents with a `ttl`, nothing waiting and nothing running, and when they expire. */
+  #expiries(snap: ModelSnapshot) {
+    const expiries: { model: string; at: number; ttlMs: number }[] = [];
+    for (const r of snap.residents) {
+      const ttlMs = this.#deps.ttlOf(r.model);
+      const idle = r.phase === "ready" && r.inflight === 0 && !this.#deps.hasWaiting(r.model);
+      if (ttlMs !== null && idle) expiries.push({ model: r.model, at: r.lastUsed + ttlMs, ttlMs });
+    }
+    return expiries;
+  }
+}
