@@ -6,6 +6,9 @@
  * calls `pump()`, which decides again. Nothing here polls: an idle dispatcher costs no CPU.
  * What runs where is read from the swap manager's snapshot; the dispatcher only remembers
  * its own decisions (a drain under way, the jobs it runs).
+ *
+ * Over 350 lines on purpose: deciding and running what was decided share the running set, the
+ * retries and the wake-ups; apart, each half would hand all of them back to the other.
  */
 import type { Clock } from "./clock.ts";
 import type { Config, ModelConfig } from "./config.ts";

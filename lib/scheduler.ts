@@ -4,6 +4,9 @@
  * step. They never await and never act; `dispatcher.ts` and the simulator carry decisions out
  * through `step()`, so both run exactly this code. Policies read only the heads of each
  * model's lines (lib/waiting.ts), so a decision costs O(models). Design: docs/scheduler_design.md.
+ *
+ * Over 350 lines on purpose: the three policies, their numbered rules and `step()`'s executor
+ * rules are one decision tree, read and reviewed together.
  */
 import type { ModelLine, WaitingView } from "./waiting.ts";
 import type { Priority } from "./priority.ts";

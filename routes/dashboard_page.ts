@@ -5,6 +5,9 @@
  * `/dashboard/events` pushes over SSE; every value goes in through `textContent`, never as
  * markup. Admin buttons call `/admin/*` with the key the operator typed (kept for the tab
  * only, in sessionStorage).
+ *
+ * Over 350 lines because it is a whole page (markup, style and script); the server side is
+ * routes/dashboard.ts.
  */
 
 const STYLE = `
