@@ -11,7 +11,7 @@
  */
 import { messageOf } from "./errors.ts";
 import type { Clock } from "./clock.ts";
-import type { ModelConfig } from "./config.ts";
+import type { ModelConfig } from "./config_types.ts";
 import type { ContainerEvent, Docker } from "./docker.ts";
 import { SPEC_LABEL } from "./container_spec.ts";
 import { ensureContainer } from "./provisioning.ts";

@@ -7,7 +7,7 @@
  * Nothing here polls: an idle pool costs no CPU.
  */
 import type { Clock } from "./clock.ts";
-import type { Config, ModelConfig } from "./config.ts";
+import type { Config, ModelConfig } from "./config_types.ts";
 import {
   ApiError,
   modelRemoved,
