@@ -5,7 +5,8 @@
  * would print, and the config in force stays. Reloads run one at a time.
  */
 import { messageOf } from "./errors.ts";
-import { type Config, ConfigError } from "./config.ts";
+import { ConfigError } from "./config.ts";
+import type { Config } from "./config_types.ts";
 import { type ConfigChanges, type LiveConfig, nothingChanged, planReload } from "./live_config.ts";
 import type { Logger } from "./log.ts";
 

@@ -7,7 +7,7 @@
  * reconcile.
  */
 import type { Clock } from "./clock.ts";
-import type { ModelConfig } from "./config.ts";
+import type { ModelConfig } from "./config_types.ts";
 import type { ContainerEvent, Docker } from "./docker.ts";
 import { messageOf } from "./errors.ts";
 import { delay, probe } from "./health.ts";

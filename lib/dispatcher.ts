@@ -11,7 +11,7 @@
  * retries and the wake-ups; apart, each half would hand all of them back to the other.
  */
 import type { Clock } from "./clock.ts";
-import type { Config, ModelConfig } from "./config.ts";
+import type { Config, ModelConfig } from "./config_types.ts";
 import {
   ApiError,
   modelRemoved,

@@ -11,7 +11,7 @@
  * never restored into another model or another build.
  */
 import { z } from "zod";
-import type { ModelConfig } from "./config.ts";
+import type { ModelConfig } from "./config_types.ts";
 import type { JobStore, Versioned } from "./store/contract.ts";
 import type { Logger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";

@@ -6,7 +6,8 @@
  * restart can change (those keep their old values until then).
  */
 import { type ApiKeyConfig, KeyRing } from "./auth.ts";
-import { type Config, findModel, type ModelConfig } from "./config.ts";
+import { findModel } from "./config.ts";
+import type { Config, ModelConfig } from "./config_types.ts";
 
 /** Settings bound at start-up: the listening socket and its limits, the store, the workers. */
 const RESTART_ONLY = {

@@ -3,7 +3,7 @@
  * Learned start-to-healthy time of each model: a moving average of observed loads, seeded
  * from the config (`load_time`, else `startup_timeout`). It feeds waiting clients' ETAs.
  */
-import type { ModelConfig } from "./config.ts";
+import type { ModelConfig } from "./config_types.ts";
 
 /** Weight of the newest observation. */
 const ALPHA = 0.3;

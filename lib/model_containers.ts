@@ -6,7 +6,7 @@
  * tail. It decides nothing: lib/swap_manager.ts says which, when, and keeps the phases.
  */
 import type { Clock } from "./clock.ts";
-import type { ModelConfig } from "./config.ts";
+import type { ModelConfig } from "./config_types.ts";
 import { SPEC_LABEL } from "./container_spec.ts";
 import type { Docker } from "./docker.ts";
 import { pollUntilHealthy } from "./health.ts";

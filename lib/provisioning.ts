@@ -4,7 +4,7 @@
  * missing, and anew when the block changed since the proxy created it (never while it runs).
  * Without a block, a missing container stays the operator's to create.
  */
-import type { ModelConfig } from "./config.ts";
+import type { ModelConfig } from "./config_types.ts";
 import { ContainerNotFoundError, type ContainerState, type Docker } from "./docker.ts";
 import { createRequest, MANAGED_LABEL, SPEC_LABEL, specDigest } from "./container_spec.ts";
 import type { Logger } from "./log.ts";

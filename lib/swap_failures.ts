@@ -4,7 +4,7 @@
  * Docker and the container's log say (the log tail is quoted, a half-started container is
  * stopped). The model manager throws these; routes map them to 503s.
  */
-import type { ModelConfig } from "./config.ts";
+import type { ModelConfig } from "./config_types.ts";
 import {
   ContainerNotFoundError,
   type Docker,

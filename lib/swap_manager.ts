@@ -14,7 +14,7 @@
  */
 import { messageOf } from "./errors.ts";
 import type { Clock } from "./clock.ts";
-import type { ModelConfig } from "./config.ts";
+import type { ModelConfig } from "./config_types.ts";
 import type { Docker } from "./docker.ts";
 import { ensureContainer } from "./provisioning.ts";
 import type { SwapFailedError } from "./swap_failures.ts";

@@ -6,7 +6,7 @@
  * other answers (complete JSON documents) are read whole, natively. Either way the answer's
  * token counts are read from its end into `job.usage`.
  */
-import type { ModelConfig } from "./config.ts";
+import type { ModelConfig } from "./config_types.ts";
 import type { Job } from "./jobs.ts";
 import { messageOf } from "./errors.ts";
 import { StreamTail, USAGE_TAIL_BYTES, usageIn } from "./usage.ts";

@@ -6,7 +6,8 @@
  */
 import { Hono } from "hono";
 import { effectivePriority, parseRoutingFields, readBody, readPriority } from "../lib/body.ts";
-import { type Config, findModel, type ModelConfig } from "../lib/config.ts";
+import { findModel } from "../lib/config.ts";
+import type { Config, ModelConfig } from "../lib/config_types.ts";
 import { withoutCredentials } from "../lib/auth.ts";
 import { checkRequestBody } from "../lib/request_checks.ts";
 import { modelNotFound, unsupportedMediaType } from "../lib/errors.ts";

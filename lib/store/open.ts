@@ -2,7 +2,7 @@
  * @module
  * Opens the store the config names.
  */
-import type { StoreConfig } from "../config.ts";
+import type { StoreConfig } from "../config_types.ts";
 import type { JobStore } from "./contract.ts";
 import { KvJobStore } from "./kv_store.ts";
 import { RedisJobStore } from "./redis_store.ts";

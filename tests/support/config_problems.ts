@@ -1,7 +1,13 @@
-/** The problems parseConfig() reports for `text`; fails the test if the config is accepted. */
+/**
+ * @module
+ * A rejected config's problem lines, for tests that check what the operator is told.
+ */
 import assert from "node:assert/strict";
-import { type ConfigEnv, ConfigError, type KeyFileReader, parseConfig } from "../../lib/config.ts";
+import { ConfigError, parseConfig } from "../../lib/config.ts";
+import type { KeyFileReader } from "../../lib/config_api_keys.ts";
+import type { ConfigEnv } from "../../lib/config_env.ts";
 
+/** The problems parseConfig() reports for `text`; fails the test if the config is accepted. */
 export function problemsOf(
   text: string,
   env: ConfigEnv = {},
