@@ -11,7 +11,6 @@ import type { Config, ModelConfig } from "./config.ts";
 import {
   ApiError,
   modelRemoved,
-  modelUnavailable,
   requestTimeout,
   shuttingDown,
   storeUnavailable,
@@ -23,7 +22,7 @@ import type { Job } from "./jobs.ts";
 import type { Logger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
 import type { Lease, ModelManager, ModelSnapshot } from "./models.ts";
-import { SwapFailedError } from "./swap_failures.ts";
+import { swapFailureError } from "./swap_failures.ts";
 import { JobQueue } from "./queue.ts";
 import { ByteBudget } from "./byte_budget.ts";
 import type { Activity } from "./activity.ts";
@@ -451,10 +450,7 @@ export class WorkerPool {
     try {
       await this.#models.place(to);
     } catch (err) {
-      const error = err instanceof SwapFailedError
-        ? modelUnavailable(err.code, err.message, err)
-        : modelUnavailable("model_load_failed", `Model '${to}' failed to load: ${err}`, err);
-      this.#failWaiting(to, error);
+      this.#failWaiting(to, swapFailureError(to, err));
     } finally {
       this.#placing = false;
       this.#evicting.clear();
