@@ -15,7 +15,6 @@ import type { Config, ModelConfig } from "./config_types.ts";
 import {
   ApiError,
   modelRemoved,
-  modelUnavailable,
   requestTimeout,
   shuttingDown,
   storeUnavailable,
@@ -29,6 +28,7 @@ import type { Logger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
 import type { ModelSnapshot, SwapManager } from "./swap_manager.ts";
 import type { Lease } from "./residents.ts";
+import { swapFailureError } from "./swap_failures.ts";
 import { JobQueue } from "./queue.ts";
 import { ByteBudget } from "./byte_budget.ts";
 import type { Activity } from "./activity.ts";
@@ -140,7 +140,7 @@ export class Dispatcher {
     // A model that failed to load fails its waiting requests before the lock is let go, so
     // that no decision places it again for them.
     this.#models.onSwapFailed((model, failure) => {
-      this.#failWaiting(model, modelUnavailable(failure.code, failure.message, failure));
+      this.#failWaiting(model, swapFailureError(model, failure));
     });
   }
 

@@ -1,7 +1,9 @@
 /**
  * @module
- * The one error type of the proxy and the only place that knows the OpenAI error shape
- * `{"error":{"message","type","param","code"}}`. Routes throw; `routes/app.ts` renders.
+ * The one error type of the proxy, the catalogue of every error `code` it sends, and the only
+ * place that knows the OpenAI error shape `{"error":{"message","type","param","code"}}`.
+ * Routes throw; `routes/app.ts` renders. docs/api.md's error table is tested against the
+ * catalogue.
  */
 
 export type OpenAIErrorType =
@@ -12,6 +14,96 @@ export type OpenAIErrorType =
   | "timeout_error"
   | "unavailable_error";
 
+/**
+ * The OpenAI `type` a code is sent with, per HTTP status. Two codes have no status of their
+ * own: `backend` means the status is the backend's (`upstream_error`, sent as the last SSE
+ * event of a stream already answered 200), `none` that the code only appears in a batch's
+ * error file, whose lines carry a code and a message but no status or type.
+ */
+interface ErrorSpec {
+  readonly [status: number]: OpenAIErrorType;
+  readonly backend?: OpenAIErrorType;
+  readonly none?: null;
+}
+
+const INVALID = "invalid_request_error";
+const NOT_FOUND = "not_found_error";
+const RATE_LIMIT = "rate_limit_error";
+const SERVER = "server_error";
+const UNAVAILABLE = "unavailable_error";
+
+/** Every code the proxy can put in an error body, with its status(es) and type. */
+export const ERROR_CATALOGUE = {
+  bad_request: { 400: INVALID },
+  file_too_large: { 400: INVALID },
+  incomplete_body: { 400: INVALID },
+  invalid_batch_file: { 400: INVALID },
+  invalid_body: { 400: INVALID },
+  invalid_config: { 400: INVALID },
+  invalid_json: { 400: INVALID },
+  invalid_multipart: { 400: INVALID },
+  invalid_priority: { 400: INVALID },
+  invalid_purpose: { 400: INVALID },
+  invalid_state: { 400: INVALID },
+  invalid_type: { 400: INVALID },
+  invalid_value: { 400: INVALID },
+  missing_model: { 400: INVALID },
+  missing_required_parameter: { 400: INVALID },
+  too_many_messages: { 400: INVALID },
+  invalid_api_key: { 401: INVALID },
+  invalid_admin_key: { 401: INVALID },
+  admin_disabled: { 403: INVALID },
+  model_not_found: { 404: INVALID },
+  not_found: { 404: NOT_FOUND },
+  file_not_found: { 404: NOT_FOUND },
+  batch_not_found: { 404: NOT_FOUND },
+  job_not_found: { 404: NOT_FOUND },
+  // 408: the client was too slow to send its request; 504: the answer took too long.
+  request_timeout: { 408: INVALID, 504: "timeout_error" },
+  reload_unavailable: { 409: INVALID },
+  batch_cancelled: { 409: INVALID },
+  request_too_large: { 413: INVALID },
+  unsupported_media_type: { 415: INVALID },
+  queue_full: { 429: RATE_LIMIT },
+  queue_bytes_full: { 429: RATE_LIMIT },
+  queue_share_exceeded: { 429: RATE_LIMIT },
+  headers_too_large: { 431: INVALID },
+  client_closed_request: { 499: INVALID },
+  internal_error: { 500: SERVER },
+  upstream_unreachable: { 502: SERVER },
+  upstream_stream_broken: { 502: SERVER },
+  too_many_connections: { 503: UNAVAILABLE },
+  container_not_found: { 503: UNAVAILABLE },
+  docker_unavailable: { 503: UNAVAILABLE },
+  model_load_failed: { 503: UNAVAILABLE },
+  cancelled_by_admin: { 503: UNAVAILABLE },
+  shutting_down: { 503: UNAVAILABLE },
+  store_unavailable: { 503: UNAVAILABLE },
+  upstream_error: { backend: SERVER },
+  max_attempts_exceeded: { none: null },
+} as const satisfies Record<string, ErrorSpec>;
+
+type Catalogue = typeof ERROR_CATALOGUE;
+
+export type ErrorCode = keyof Catalogue;
+
+/** The HTTP statuses `code` may be sent with: any for the backend's, none for `none`. */
+export type StatusOf<C extends ErrorCode> = C extends unknown
+  ? "backend" extends keyof Catalogue[C] ? number : Extract<keyof Catalogue[C], number>
+  : never;
+
+/** Codes sent as a 400. */
+export type InvalidRequestCode = {
+  [C in ErrorCode]: 400 extends keyof Catalogue[C] ? C : never;
+}[ErrorCode];
+
+/** The OpenAI type `code` is sent with at `status`. */
+function typeOf(code: ErrorCode, status: number): OpenAIErrorType {
+  const spec: ErrorSpec = ERROR_CATALOGUE[code];
+  // StatusOf lets only upstream_error's status fall outside its spec's own statuses.
+  return spec[status] ?? spec.backend!;
+}
+
 export interface ApiErrorOptions {
   param?: string | null;
   headers?: Record<string, string>;
@@ -19,25 +111,28 @@ export interface ApiErrorOptions {
 }
 
 /** An error a client sees: HTTP status, OpenAI `type` and `code`, and a message. */
-export class ApiError extends Error {
+export class ApiError<C extends ErrorCode = ErrorCode> extends Error {
+  readonly status: number;
+  readonly type: OpenAIErrorType;
   readonly param: string | null;
   readonly headers: Record<string, string>;
 
   constructor(
-    readonly status: number,
-    readonly type: OpenAIErrorType,
-    readonly code: string,
+    status: StatusOf<C>,
+    readonly code: C,
     message: string,
     options: ApiErrorOptions = {},
   ) {
     super(message, { cause: options.cause });
     this.name = "ApiError";
+    this.status = status;
+    this.type = typeOf(code, status);
     this.param = options.param ?? null;
     this.headers = options.headers ?? {};
   }
 
   /** The OpenAI error body. */
-  toJSON(): { error: { message: string; type: string; param: string | null; code: string } } {
+  toJSON(): { error: { message: string; type: string; param: string | null; code: C } } {
     return {
       error: { message: this.message, type: this.type, param: this.param, code: this.code },
     };
@@ -52,14 +147,28 @@ export class ApiError extends Error {
   }
 }
 
-export function invalidRequest(code: string, message: string, param: string | null = null) {
-  return new ApiError(400, "invalid_request_error", code, message, { param });
+/** A failed line in a batch's error file: a code and a message, no status. */
+export interface LineError {
+  code: ErrorCode;
+  message: string;
+}
+
+/** The error a batch line records for the error its request ended with. */
+export function lineError(error: ApiError): LineError {
+  return { code: error.code, message: error.message };
+}
+
+export function invalidRequest(
+  code: InvalidRequestCode,
+  message: string,
+  param: string | null = null,
+) {
+  return new ApiError(400, code, message, { param });
 }
 
 export function invalidApiKey() {
   return new ApiError(
     401,
-    "invalid_request_error",
     "invalid_api_key",
     "Invalid or missing API key: send Authorization: Bearer <key>",
   );
@@ -68,18 +177,31 @@ export function invalidApiKey() {
 export function modelNotFound(requested: string, valid: readonly string[]) {
   return new ApiError(
     404,
-    "invalid_request_error",
     "model_not_found",
     `The model '${requested}' does not exist. Valid models: ${valid.join(", ")}`,
     { param: "model" },
   );
 }
 
+/** A path no route serves. */
+export function routeNotFound(method: string, path: string) {
+  return new ApiError(404, "not_found", `No route for ${method} ${path}`);
+}
+
+/** An unknown file or batch id. */
+export function resourceNotFound(what: "file" | "batch", id: string) {
+  return new ApiError(404, `${what}_not_found`, `No ${what} with id '${id}'`);
+}
+
+/** No waiting request has the id an operator asked to cancel. */
+export function jobNotFound() {
+  return new ApiError(404, "job_not_found", "No waiting request with that id");
+}
+
 /** A reload was asked for, but the file is not valid; the config in force stays. */
 export function invalidConfig(problems: readonly string[]) {
   return new ApiError(
     400,
-    "invalid_request_error",
     "invalid_config",
     `The config file was not reloaded; the config in force stays. Problems:\n${
       problems.map((p) => `  - ${p}`).join("\n")
@@ -87,11 +209,19 @@ export function invalidConfig(problems: readonly string[]) {
   );
 }
 
+/** A reload was asked of a proxy started without a config file. */
+export function reloadUnavailable() {
+  return new ApiError(
+    409,
+    "reload_unavailable",
+    "This proxy was started without a config file, so there is nothing to reload",
+  );
+}
+
 /** A config reload removed the model a request was waiting for. */
 export function modelRemoved(model: string) {
   return new ApiError(
     404,
-    "invalid_request_error",
     "model_not_found",
     `The model '${model}' was removed from the config while this request waited`,
     { param: "model" },
@@ -99,10 +229,12 @@ export function modelRemoved(model: string) {
 }
 
 /** A 429 that says when to come back. */
-function rateLimited(code: string, message: string, retryAfterS: number) {
-  return new ApiError(429, "rate_limit_error", code, message, {
-    headers: { "retry-after": String(retryAfterS) },
-  });
+function rateLimited(
+  code: "queue_full" | "queue_bytes_full" | "queue_share_exceeded",
+  message: string,
+  retryAfterS: number,
+) {
+  return new ApiError(429, code, message, { headers: { "retry-after": String(retryAfterS) } });
 }
 
 export function queueFull(capacity: number, retryAfterS: number) {
@@ -152,19 +284,13 @@ export function queuedBytesShareFull(owner: string, shareBytes: number, retryAft
 
 /** The connection broke or timed out before the whole body arrived. */
 export function incompleteBody(reason: string) {
-  return new ApiError(
-    400,
-    "invalid_request_error",
-    "incomplete_body",
-    `The request body did not arrive whole: ${reason}`,
-  );
+  return new ApiError(400, "incomplete_body", `The request body did not arrive whole: ${reason}`);
 }
 
 /** A client too slow to send its request (header_timeout, body_timeout). */
 export function clientTooSlow(headerTimeoutS: number, bodyTimeoutS: number) {
   return new ApiError(
     408,
-    "invalid_request_error",
     "request_timeout",
     `The request did not arrive in time (header_timeout ${headerTimeoutS}s, body_timeout ${bodyTimeoutS}s)`,
   );
@@ -174,7 +300,6 @@ export function clientTooSlow(headerTimeoutS: number, bodyTimeoutS: number) {
 export function tooManyConnections(max: number) {
   return new ApiError(
     503,
-    "unavailable_error",
     "too_many_connections",
     `The proxy holds its maximum of ${max} connections (max_connections); try again shortly`,
     { headers: { "retry-after": "1" } },
@@ -183,18 +308,14 @@ export function tooManyConnections(max: number) {
 
 /** A request the HTTP parser could not read. */
 export function malformedHttp(status: 400 | 431, detail: string) {
-  return new ApiError(
-    status,
-    "invalid_request_error",
-    status === 431 ? "headers_too_large" : "bad_request",
-    detail,
-  );
+  return status === 431
+    ? new ApiError(431, "headers_too_large", detail)
+    : new ApiError(400, "bad_request", detail);
 }
 
 export function bodyTooLarge(limitBytes: number) {
   return new ApiError(
     413,
-    "invalid_request_error",
     "request_too_large",
     `Request body is larger than the limit of ${limitBytes} bytes (max_body_size)`,
   );
@@ -203,7 +324,6 @@ export function bodyTooLarge(limitBytes: number) {
 export function unsupportedMediaType(contentType: string) {
   return new ApiError(
     415,
-    "invalid_request_error",
     "unsupported_media_type",
     `Expected a JSON body, got ${contentType.split(";")[0]}`,
   );
@@ -212,64 +332,77 @@ export function unsupportedMediaType(contentType: string) {
 export function requestTimeout(timeoutS: number) {
   return new ApiError(
     504,
-    "timeout_error",
     "request_timeout",
     `Request did not complete within request_timeout (${timeoutS}s)`,
   );
 }
 
-export function modelUnavailable(code: string, message: string, cause?: unknown) {
-  return new ApiError(503, "unavailable_error", code, message, { cause });
+/** Why a model could not be loaded: its container is missing, Docker is down, or it failed. */
+export type SwapFailureCode = "container_not_found" | "docker_unavailable" | "model_load_failed";
+
+/** The model a request waits for could not be loaded. */
+export function modelUnavailable(code: SwapFailureCode, message: string, cause: unknown) {
+  return new ApiError(503, code, message, { cause });
 }
 
 export function upstreamFailed(message: string, cause?: unknown) {
-  return new ApiError(502, "server_error", "upstream_unreachable", message, { cause });
+  return new ApiError(502, "upstream_unreachable", message, { cause });
+}
+
+/** The backend's stream broke after the client had part of the answer. */
+export function upstreamStreamBroken(reason: string) {
+  return new ApiError(
+    502,
+    "upstream_stream_broken",
+    `The backend stream ended unexpectedly: ${reason}`,
+  );
+}
+
+/** The backend answered `status` after the stream was opened, so it is said as an event. */
+export function upstreamError(status: number, message: string) {
+  return new ApiError(status, "upstream_error", message);
 }
 
 /** Nobody reads this one: the client is gone. It keeps the outcome type total. */
 export function clientClosed() {
-  return new ApiError(
-    499,
-    "invalid_request_error",
-    "client_closed_request",
-    "Client closed the request",
-  );
+  return new ApiError(499, "client_closed_request", "Client closed the request");
 }
 
 export function cancelledByAdmin() {
-  return new ApiError(
-    503,
-    "unavailable_error",
-    "cancelled_by_admin",
-    "The request was cancelled by an operator",
-  );
+  return new ApiError(503, "cancelled_by_admin", "The request was cancelled by an operator");
 }
 
 export function adminRequired(configured: boolean) {
   return configured
-    ? new ApiError(
-      401,
-      "invalid_request_error",
-      "invalid_admin_key",
-      "Invalid or missing admin key",
-    )
+    ? new ApiError(401, "invalid_admin_key", "Invalid or missing admin key")
     : new ApiError(
       403,
-      "invalid_request_error",
       "admin_disabled",
       "Admin endpoints are disabled: set admin_key in config.yml",
     );
 }
 
+/** A batch line that had not run when its batch was cancelled. */
+export function batchCancelled() {
+  return new ApiError(409, "batch_cancelled", "The batch was cancelled");
+}
+
+/** A batch line given up on because the nodes running it kept stopping. */
+export function maxAttemptsExceeded(attempts: number | string): LineError {
+  return {
+    code: "max_attempts_exceeded",
+    message: `Gave up after ${attempts} attempts (the node running it stopped each time)`,
+  };
+}
+
 export function shuttingDown() {
-  return new ApiError(503, "unavailable_error", "shutting_down", "The proxy is shutting down");
+  return new ApiError(503, "shutting_down", "The proxy is shutting down");
 }
 
 /** The job store cannot be reached (Redis down): nothing can be accepted durably. */
 export function storeUnavailable(reason: string) {
   return new ApiError(
     503,
-    "unavailable_error",
     "store_unavailable",
     `${reason}. The request was not accepted; retry in a few seconds`,
     { headers: { "retry-after": "5" } },
@@ -281,7 +414,6 @@ export function toApiError(err: unknown, requestId: string): ApiError {
   if (err instanceof ApiError) return err;
   return new ApiError(
     500,
-    "server_error",
     "internal_error",
     `Internal proxy error (request ${requestId}); see the proxy log`,
     { cause: err },

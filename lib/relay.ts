@@ -5,7 +5,13 @@
  * once, with comment lines (or `reasoning_content` chunks) while they wait; any failure after that point becomes a final
  * SSE error event, because the status line is already sent.
  */
-import { ApiError, messageOf, requestTimeout } from "./errors.ts";
+import {
+  ApiError,
+  messageOf,
+  requestTimeout,
+  upstreamError,
+  upstreamStreamBroken,
+} from "./errors.ts";
 import type { Job, JobOutcome } from "./jobs.ts";
 import { countEventEnds, sseComment, sseError, sseReasoning } from "./sse.ts";
 
@@ -68,12 +74,7 @@ function nextTick<T>(promise: Promise<T>, ms: number): Promise<T | typeof TICK> 
 function streamFailure(job: Job, err: unknown, timeoutS: number): ApiError {
   if (job.timedOut) return requestTimeout(timeoutS);
   if (err instanceof ApiError) return err;
-  return new ApiError(
-    502,
-    "server_error",
-    "upstream_stream_broken",
-    `The backend stream ended unexpectedly: ${messageOf(err)}`,
-  );
+  return upstreamStreamBroken(messageOf(err));
 }
 
 /** Backend answered an error status after our SSE headers went out: say it as an event. */
@@ -86,7 +87,7 @@ async function upstreamErrorEvent(response: Response): Promise<ApiError> {
   } catch {
     // keep the raw text
   }
-  return new ApiError(response.status, "server_error", "upstream_error", message);
+  return upstreamError(response.status, message);
 }
 
 /** Frames one "still waiting" note the way the job's client wants to see it. */

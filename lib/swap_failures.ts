@@ -2,7 +2,8 @@
  * @module
  * What a failed swap tells its clients: the error types, and the wording built from what
  * Docker and the container's log say (the log tail is quoted, a half-started container is
- * stopped). The model manager throws these; routes map them to 503s.
+ * stopped). The model manager throws these; `swapFailureError` is the one place that turns
+ * them into what the clients are answered.
  */
 import type { ModelConfig } from "./config_types.ts";
 import {
@@ -11,9 +12,7 @@ import {
   DockerApiError,
   DockerUnavailableError,
 } from "./docker.ts";
-import { messageOf } from "./errors.ts";
-
-export type SwapFailureCode = "container_not_found" | "docker_unavailable" | "model_load_failed";
+import { type ApiError, messageOf, modelUnavailable, type SwapFailureCode } from "./errors.ts";
 
 /** A swap that did not end with a healthy model; the message is meant for the client. */
 export class SwapFailedError extends Error {
@@ -21,6 +20,16 @@ export class SwapFailedError extends Error {
     super(message);
     this.name = "SwapFailedError";
   }
+}
+
+/**
+ * The 503 for the clients of a swap to `model` that failed with `err`: a SwapFailedError's
+ * code and message, anything else a `model_load_failed`.
+ */
+export function swapFailureError(model: string, err: unknown): ApiError {
+  return err instanceof SwapFailedError
+    ? modelUnavailable(err.code, err.message, err)
+    : modelUnavailable("model_load_failed", `Model '${model}' failed to load: ${err}`, err);
 }
 
 /** The container died while we waited for it to become healthy. */

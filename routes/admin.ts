@@ -8,14 +8,14 @@ import { z } from "zod";
 import { presentedKey } from "../lib/auth.ts";
 import {
   adminRequired,
-  ApiError,
   cancelledByAdmin,
   invalidConfig,
   invalidRequest,
+  jobNotFound,
   modelNotFound,
-  modelUnavailable,
+  reloadUnavailable,
 } from "../lib/errors.ts";
-import { SwapFailedError } from "../lib/swap_failures.ts";
+import { SwapFailedError, swapFailureError } from "../lib/swap_failures.ts";
 import type { AppDeps, AppEnv } from "./app.ts";
 import { queueView } from "./queue_view.ts";
 
@@ -66,7 +66,7 @@ export function adminRoutes(deps: AppDeps): Hono<AppEnv> {
       const timings = await models.place(model.id, "admin");
       return c.json({ model: model.id, swapped: timings !== null, timings });
     } catch (err) {
-      if (err instanceof SwapFailedError) throw modelUnavailable(err.code, err.message, err);
+      if (err instanceof SwapFailedError) throw swapFailureError(model.id, err);
       throw err;
     }
   });
@@ -92,14 +92,7 @@ export function adminRoutes(deps: AppDeps): Hono<AppEnv> {
   app.get("/queue", (c) => c.json(queueView(deps)));
 
   app.post("/reload", async (c) => {
-    if (deps.reload === null) {
-      throw new ApiError(
-        409,
-        "invalid_request_error",
-        "reload_unavailable",
-        "This proxy was started without a config file, so there is nothing to reload",
-      );
-    }
+    if (deps.reload === null) throw reloadUnavailable();
     const result = await deps.reload("admin");
     if (!result.ok) throw invalidConfig(result.problems);
     const { added, removed, changed, settings, restartNeeded } = result.changes;
@@ -115,14 +108,7 @@ export function adminRoutes(deps: AppDeps): Hono<AppEnv> {
 
   app.delete("/queue/:id", (c) => {
     const job = dispatcher.queue.find(c.req.param("id"));
-    if (!job) {
-      throw new ApiError(
-        404,
-        "not_found_error",
-        "job_not_found",
-        "No waiting request with that id",
-      );
-    }
+    if (!job) throw jobNotFound();
     job.cancel(cancelledByAdmin());
     return c.json({ cancelled: job.id });
   });

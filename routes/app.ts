@@ -10,7 +10,13 @@ import type { LiveConfig } from "../lib/live_config.ts";
 import type { ReloadResult } from "../lib/config_reload.ts";
 import type { Docker } from "../lib/docker.ts";
 import { type Caller, presentedKey } from "../lib/auth.ts";
-import { ApiError, invalidApiKey, storeUnavailable, toApiError } from "../lib/errors.ts";
+import {
+  ApiError,
+  invalidApiKey,
+  routeNotFound,
+  storeUnavailable,
+  toApiError,
+} from "../lib/errors.ts";
 import type { Logger } from "../lib/log.ts";
 import type { Metrics } from "../lib/metrics.ts";
 import type { SwapManager } from "../lib/swap_manager.ts";
@@ -75,14 +81,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.route("/v1", batchRoutes(deps));
   app.route("/v1", openaiRoutes(deps));
   app.route("/admin", adminRoutes(deps));
-  app.notFound((c) =>
-    new ApiError(
-      404,
-      "not_found_error",
-      "not_found",
-      `No route for ${c.req.method} ${c.req.path}`,
-    ).toResponse()
-  );
+  app.notFound((c) => routeNotFound(c.req.method, c.req.path).toResponse());
   app.onError((err, c) => {
     const id = c.get("requestId");
     if (err instanceof StoreUnavailableError) return storeUnavailable(err.message).toResponse();

@@ -152,7 +152,7 @@ Deno.test("demuxLogs() joins stdout and stderr frames, even when cut short", () 
 Deno.test("sseComment() and sseError() frame what clients ignore and what they raise", () => {
   const decode = (b: Uint8Array) => new TextDecoder().decode(b);
   assert.equal(decode(sseComment("loading model a\n12s")), ": loading model a 12s\n\n");
-  const err = new ApiError(504, "timeout_error", "request_timeout", "late");
+  const err = new ApiError(504, "request_timeout", "late");
   assert.equal(
     decode(sseError(err)),
     'data: {"error":{"message":"late","type":"timeout_error","param":null,"code":"request_timeout"}}\n\n',

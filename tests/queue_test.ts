@@ -76,7 +76,7 @@ Deno.test("JobQueue.failModel() fails only that model's jobs", async () => {
   const [a, b] = [makeJob("a").job, makeJob("b").job];
   q.admit(a);
   q.admit(b);
-  const error = new ApiError(503, "unavailable_error", "model_load_failed", "no");
+  const error = new ApiError(503, "model_load_failed", "no");
   assert.deepEqual(q.failModel("a", error), [a]);
   assert.deepEqual(q.list(), [b]);
   assert.deepEqual(await a.outcome, { kind: "error", error });

@@ -4,7 +4,7 @@
  * reported with its line number, nothing half-accepted), and output lines in OpenAI's shape
  * (`custom_id`, `response.status_code`, `response.body`, `error`). Pure functions.
  */
-import { ApiError, invalidRequest } from "../errors.ts";
+import { ApiError, invalidRequest, type LineError } from "../errors.ts";
 import { checkRequestBody } from "../request_checks.ts";
 import { jsonDepth } from "../json_scan.ts";
 
@@ -115,7 +115,7 @@ export function parseBatchFile(bytes: Uint8Array, rules: LineRules): BatchLine[]
 export interface LineResult {
   customId: string;
   response: { statusCode: number; requestId: string; body: unknown } | null;
-  error: { code: string; message: string } | null;
+  error: LineError | null;
 }
 
 export function outputLine(lineId: string, result: LineResult): string {

@@ -8,7 +8,7 @@
  * started go back to their lanes for the next start.
  */
 import type { Clock } from "../clock.ts";
-import { ApiError, shuttingDown } from "../errors.ts";
+import { batchCancelled, lineError, shuttingDown } from "../errors.ts";
 import { Job } from "../jobs.ts";
 import type { Logger } from "../log.ts";
 import type { SwapManager } from "../swap_manager.ts";
@@ -203,7 +203,7 @@ export class BatchRunner {
       await this.#complete(record, job.state === "dead" ? "dead" : "failed", {
         customId,
         response: null,
-        error: { code: outcome.error.code, message: outcome.error.message },
+        error: lineError(outcome.error),
       });
     }
   }
@@ -286,14 +286,6 @@ export class BatchRunner {
   }
 }
 
-function batchCancelled(): ApiError {
-  return new ApiError(409, "invalid_request_error", "batch_cancelled", "The batch was cancelled");
-}
-
 function cancelledLine(customId: string): LineResult {
-  return {
-    customId,
-    response: null,
-    error: { code: "batch_cancelled", message: "The batch was cancelled" },
-  };
+  return { customId, response: null, error: lineError(batchCancelled()) };
 }

@@ -7,7 +7,7 @@
  * batch write the same files, and the status changes once (compare-and-set).
  */
 import type { Clock } from "../clock.ts";
-import { ApiError, invalidRequest } from "../errors.ts";
+import { invalidRequest, resourceNotFound } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { GroupCounts, JobStore, NewAsyncJob } from "../store/contract.ts";
 import { BATCH_ENDPOINTS, type LineRules, parseBatchFile } from "./lines.ts";
@@ -103,10 +103,6 @@ function laneOrder(createdAtS: number, index: number): number {
   return (createdAtS - 1_700_000_000) * 100_000 + index;
 }
 
-function notFound(what: string, id: string): ApiError {
-  return new ApiError(404, "not_found_error", `${what}_not_found`, `No ${what} with id '${id}'`);
-}
-
 export class BatchService {
   readonly #deps: BatchServiceDeps;
 
@@ -132,7 +128,7 @@ export class BatchService {
 
   async getFile(id: string): Promise<FileObject> {
     const doc = await this.#deps.store.getDoc<FileObject>("file", id);
-    if (doc === null) throw notFound("file", id);
+    if (doc === null) throw resourceNotFound("file", id);
     return doc.value;
   }
 
@@ -143,7 +139,7 @@ export class BatchService {
 
   async #contents(id: string): Promise<Uint8Array> {
     const bytes = await this.#deps.store.getBlob(id);
-    if (bytes === null) throw notFound("file", id);
+    if (bytes === null) throw resourceNotFound("file", id);
     return bytes;
   }
 
@@ -238,7 +234,7 @@ export class BatchService {
   /** The batch with its counts as of now. */
   async getBatch(id: string): Promise<BatchObject> {
     const doc = await this.#deps.store.getDoc<BatchObject>("batch", id);
-    if (doc === null) throw notFound("batch", id);
+    if (doc === null) throw resourceNotFound("batch", id);
     return await this.#withCounts(doc.value);
   }
 
@@ -252,7 +248,7 @@ export class BatchService {
     const { store, clock } = this.#deps;
     while (true) {
       const doc = await store.getDoc<BatchObject>("batch", id);
-      if (doc === null) throw notFound("batch", id);
+      if (doc === null) throw resourceNotFound("batch", id);
       const batch = doc.value;
       if (batch.status !== "in_progress") {
         if (batch.status === "cancelling" || batch.status === "cancelled") {

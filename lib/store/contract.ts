@@ -13,7 +13,7 @@
  *   node that comes back from a long pause cannot write a second result.
  */
 import type { Priority } from "../priority.ts";
-import { messageOf } from "../errors.ts";
+import { maxAttemptsExceeded, messageOf } from "../errors.ts";
 
 export type JobState =
   | "queued"
@@ -190,12 +190,7 @@ export function groupBucket(state: JobState): keyof GroupCounts {
 
 /** Why a job went to the dead letters, in the shape batch error lines use. */
 export function deadResult(attempts: number | string): string {
-  return JSON.stringify({
-    error: {
-      code: "max_attempts_exceeded",
-      message: `Gave up after ${attempts} attempts (the node running it stopped each time)`,
-    },
-  });
+  return JSON.stringify({ error: maxAttemptsExceeded(attempts) });
 }
 
 /** The store could not be reached; the proxy answers 503 until it can again. */
