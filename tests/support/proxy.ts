@@ -45,30 +45,6 @@ export async function startTestProxy(
   return { ...proxy, [Symbol.asyncDispose]: dispose };
 }
 
-/** Samples Docker until stopped; records the most containers of `running()` seen at once. */
-export function sampleRunning(running: () => Promise<string[]>): {
-  stop(): Promise<{ samples: number; maxRunning: number }>;
-} {
-  let stopped = false;
-  let samples = 0;
-  let maxRunning = 0;
-  const loop = (async () => {
-    while (!stopped) {
-      const names = await running();
-      samples++;
-      maxRunning = Math.max(maxRunning, names.length);
-      await new Promise((r) => setTimeout(r, 10));
-    }
-  })();
-  return {
-    async stop() {
-      stopped = true;
-      await loop;
-      return { samples, maxRunning };
-    },
-  };
-}
-
 export interface HomelabContext {
   api: DockerApi;
   lab: FakeHomelab;
