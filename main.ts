@@ -24,6 +24,9 @@ import { StoreUpkeep } from "./lib/store/upkeep.ts";
 import { BatchService } from "./lib/batch/service.ts";
 import { BatchRunner } from "./lib/batch/runner.ts";
 import { serveHttp } from "./lib/http_server.ts";
+import { Cluster } from "./lib/cluster/cluster.ts";
+import { NodeBoard } from "./lib/cluster/node_board.ts";
+import { selfStatus } from "./lib/cluster/self_status.ts";
 import { createApp } from "./routes/app.ts";
 
 export interface RunningProxy {
@@ -120,9 +123,22 @@ export async function startProxy(
     clock,
     log,
     lanes: () => live.current.models.map((m) => m.id),
+    leaveToPeers: (model) => cluster?.leaveToPeers(model) ?? false,
     // Enough lines in memory that workers never wait for the store between two lines.
     window: Math.max(8, config.numWorkers * 4),
     requestTimeoutMs: () => live.current.requestTimeoutMs,
+  });
+  // Only on a shared Redis store, which config parsing made sure of.
+  const cluster = config.cluster === null ? null : await Cluster.create({
+    config: config.cluster,
+    board: new NodeBoard({
+      url: config.store.url!,
+      token: config.store.token!,
+      prefix: config.store.prefix,
+    }),
+    clock,
+    log,
+    status: () => selfStatus(live.current, models, dispatcher),
   });
   const upkeep = new StoreUpkeep({
     store,
@@ -169,6 +185,7 @@ export async function startProxy(
     storeStatus,
     batches,
     activity,
+    cluster,
     closing: closing.signal,
     reload: reloader === null ? null : (trigger) => reloader.reload(trigger),
   });
@@ -199,6 +216,11 @@ export async function startProxy(
     log.info("api_keys", { configured: config.apiKeys.length });
   }
   logResidency(config, log);
+  // Peers are told about this node once it answers on its port.
+  await cluster?.start();
+  if (cluster !== null) {
+    log.info("cluster_joined", { node: cluster.node, peers: cluster.peers().length });
+  }
   const reconciled = models.reconcile().then(async () => {
     await models.createMissing();
     if (config.preload === null || models.snapshot().loaded !== null) return;
@@ -234,6 +256,8 @@ export async function startProxy(
   };
 
   async function shutdown(graceMs: number): Promise<void> {
+    // Peers stop routing here first.
+    await cluster?.close();
     // Batch lines not started yet go back to the store for the next start.
     await runner.close();
     const drained = await dispatcher.shutdown(graceMs);

@@ -3,10 +3,12 @@
  * config.yml's entry point: `parseConfig()` is pure (text in, resolved config or every problem
  * with key path and line out); `loadConfig()` does the I/O. The pieces it puts together: the
  * schema (config_schema.ts), YAML lines (yaml_problems.ts), env overrides (config_env.ts),
- * models (config_models.ts), API keys (config_api_keys.ts), the result's types (config_types.ts).
+ * models (config_models.ts), API keys (config_api_keys.ts), the cluster (config_cluster.ts), the
+ * result's types (config_types.ts).
  */
 import { applyEnv, type ConfigEnv } from "./config_env.ts";
 import { type KeyFileReader, resolveKeys } from "./config_api_keys.ts";
+import { resolveCluster } from "./config_cluster.ts";
 import { resolveModels } from "./config_models.ts";
 import { RawConfig } from "./config_schema.ts";
 import type { Config, ModelConfig } from "./config_types.ts";
@@ -21,7 +23,7 @@ export class ConfigError extends Error {
 }
 
 const noKeyFiles: KeyFileReader = () => {
-  throw new Error("key_file is only read when the config is loaded from a file");
+  throw new Error("key_file and secret_file are only read when the config is loaded from a file");
 };
 
 /**
@@ -50,6 +52,7 @@ export function parseConfig(
     problems.push(`preload (line ${line}): '${raw.preload}' is not a configured model`);
   }
   const apiKeys = resolveKeys(raw.api_keys, readKeyFile, problems, doc.lineOf);
+  const cluster = resolveCluster(raw, readKeyFile, problems, doc.lineOf);
   if (problems.length > 0) throw new ConfigError(source, problems);
   return {
     host: raw.host,
@@ -97,6 +100,7 @@ export function parseConfig(
       deadRetentionMs: raw.store.dead_retention * 1000,
     },
     batch: { maxFileBytes: raw.batch.max_file_size, maxLines: raw.batch.max_lines },
+    cluster,
     models,
   };
 }

@@ -121,6 +121,20 @@ export const RawStore = z.strictObject({
   dead_retention: seconds.default(7 * 24 * 3600),
 });
 
+/** Several proxies sharing one Redis (docs/cluster.md); the secret is read from its file. */
+const RawCluster = z.strictObject({
+  /** This node's name among its peers. */
+  node: z.string().regex(CONTAINER_NAME, "expected letters, digits, '.', '_' or '-'"),
+  /** Where the peers reach this node, e.g. http://10.0.0.5:8888. */
+  advertise_url: httpUrl,
+  /** A file holding the secret every node shares (at least 16 characters). */
+  secret_file: z.string().min(1),
+  /** Seconds between two of this node's heartbeats. */
+  heartbeat: seconds.default(1),
+  /** Seconds after its last heartbeat that a node counts as gone. */
+  lease: seconds.default(5),
+});
+
 const RawBatch = z.strictObject({
   max_file_size: byteSize.default(200 * 1024 * 1024),
   max_lines: z.number().int().positive().default(50_000),
@@ -172,6 +186,7 @@ export const RawConfig = z.strictObject({
   scheduler: RawScheduler.default({ policy: "affinity", max_wait: 60, batch_aging: 600 }),
   store: RawStore.default(RawStore.parse({})),
   batch: RawBatch.default(RawBatch.parse({})),
+  cluster: RawCluster.optional(),
   models: z.record(z.string().min(1), RawModel).default({}),
 });
 

@@ -70,6 +70,17 @@ export interface BatchConfig {
   maxLines: number;
 }
 
+/** This node of a cluster (docs/cluster.md). */
+export interface ClusterConfig {
+  node: string;
+  /** Base URL the peers reach this node at, without a trailing slash. */
+  advertiseUrl: string;
+  /** Shared by every node: signs the hop header of a forwarded request. */
+  secret: string;
+  heartbeatMs: number;
+  leaseMs: number;
+}
+
 export interface Config {
   host: string;
   port: number;
@@ -102,5 +113,7 @@ export interface Config {
   scheduler: SchedulerConfig;
   store: StoreConfig;
   batch: BatchConfig;
+  /** Null: a single proxy. */
+  cluster: ClusterConfig | null;
   models: readonly ModelConfig[];
 }

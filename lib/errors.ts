@@ -53,6 +53,7 @@ export const ERROR_CATALOGUE = {
   invalid_api_key: { 401: INVALID },
   invalid_admin_key: { 401: INVALID },
   admin_disabled: { 403: INVALID },
+  invalid_hop: { 403: INVALID },
   model_not_found: { 404: INVALID },
   not_found: { 404: NOT_FOUND },
   file_not_found: { 404: NOT_FOUND },
@@ -79,6 +80,7 @@ export const ERROR_CATALOGUE = {
   cancelled_by_admin: { 503: UNAVAILABLE },
   shutting_down: { 503: UNAVAILABLE },
   store_unavailable: { 503: UNAVAILABLE },
+  peer_unreachable: { 503: UNAVAILABLE },
   upstream_error: { backend: SERVER },
   max_attempts_exceeded: { none: null },
 } as const satisfies Record<string, ErrorSpec>;
@@ -171,6 +173,25 @@ export function invalidApiKey() {
     401,
     "invalid_api_key",
     "Invalid or missing API key: send Authorization: Bearer <key>",
+  );
+}
+
+/** A forwarded-request header that does not verify: forged, stale, or another cluster's. */
+export function invalidHop() {
+  return new ApiError(
+    403,
+    "invalid_hop",
+    "The x-lqp-hop header does not verify: only nodes sharing this cluster's secret may send it",
+  );
+}
+
+/** The model is only served by peers, and none of them answered. */
+export function peerUnreachable(model: string, nodes: readonly string[]) {
+  return new ApiError(
+    503,
+    "peer_unreachable",
+    `Model '${model}' is served by ${nodes.join(", ")}, which did not answer`,
+    { headers: { "retry-after": "5" } },
   );
 }
 

@@ -19,6 +19,7 @@ const RESTART_ONLY = {
   logFormat: "log_format",
   store: "store",
   connections: "header_timeout/body_timeout/idle_timeout/max_connections",
+  cluster: "cluster",
 } as const satisfies Partial<Record<keyof Config, string>>;
 
 /** Other top-level settings, by their config.yml names. */

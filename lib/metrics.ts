@@ -5,7 +5,7 @@
  */
 import type { Clock } from "./clock.ts";
 import { ConnectionStats } from "./http_server.ts";
-import { Counter, counter, gauge, Histogram } from "./prometheus.ts";
+import { Counter, counter, gauge, Histogram, withLabel } from "./prometheus.ts";
 
 export class Metrics {
   readonly startedAt: number;
@@ -77,6 +77,8 @@ export interface ScrapeState {
   queuedBytes: number;
   maxQueuedBytes: number;
   now: number;
+  /** In a cluster: this node's name, put on every series, and the live nodes. */
+  cluster: { node: string; nodes: number } | null;
 }
 
 /** The whole Prometheus text page. */
@@ -129,5 +131,12 @@ export function prometheusText(metrics: Metrics, state: ScrapeState): string {
     ...metrics.kvSaveSeconds.render(),
     ...metrics.kvRestoreSeconds.render(),
   ];
-  return lines.join("\n") + "\n";
+  if (state.cluster === null) return lines.join("\n") + "\n";
+  lines.push(
+    ...gauge("lqp_cluster_nodes", "Live nodes of the cluster, this one included", [[
+      {},
+      state.cluster.nodes,
+    ]]),
+  );
+  return withLabel(lines, "node", state.cluster.node).join("\n") + "\n";
 }

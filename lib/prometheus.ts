@@ -15,6 +15,24 @@ function labelText(labels: Labels): string {
   return parts.length ? `{${parts.join(",")}}` : "";
 }
 
+/**
+ * Adds one label to every sample of a rendered page (a cluster's `node`), so that the series of
+ * several nodes scraped into one Prometheus stay apart.
+ */
+export function withLabel(lines: readonly string[], name: string, value: string): string[] {
+  const label = labelText({ [name]: value }).slice(1, -1);
+  return lines.map((line) => {
+    if (line.startsWith("#")) return line;
+    const brace = line.indexOf("{");
+    const space = line.indexOf(" ");
+    if (brace !== -1 && brace < space) {
+      const rest = line.slice(brace + 1);
+      return `${line.slice(0, brace + 1)}${label}${rest.startsWith("}") ? "" : ","}${rest}`;
+    }
+    return `${line.slice(0, space)}{${label}}${line.slice(space)}`;
+  });
+}
+
 /** The series' key: label values in name order (callers name labels, never build them). */
 function keyOf(labels: Labels): string {
   const names = Object.keys(labels);

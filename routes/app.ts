@@ -13,10 +13,13 @@ import { type Caller, presentedKey } from "../lib/auth.ts";
 import {
   ApiError,
   invalidApiKey,
+  invalidHop,
   routeNotFound,
   storeUnavailable,
   toApiError,
 } from "../lib/errors.ts";
+import type { Cluster } from "../lib/cluster/cluster.ts";
+import { HOP_HEADER } from "../lib/cluster/hop.ts";
 import type { Logger } from "../lib/log.ts";
 import type { Metrics } from "../lib/metrics.ts";
 import type { SwapManager } from "../lib/swap_manager.ts";
@@ -43,6 +46,8 @@ export interface AppDeps {
   storeStatus: StoreStatus;
   batches: BatchService;
   activity: Activity;
+  /** This node's part in a cluster; null for a single proxy. */
+  cluster: Cluster | null;
   /** Aborts when the proxy shuts down: long-lived responses (dashboards) end then. */
   closing: AbortSignal;
   /** Reloads the config file; null when the proxy was started without one. */
@@ -50,7 +55,14 @@ export interface AppDeps {
 }
 
 /** Per-request values: the id shown to the client (`x-request-id`) and in log lines. */
-export type AppEnv = { Variables: { requestId: string; caller: Caller | null } };
+export type AppEnv = {
+  Variables: {
+    requestId: string;
+    caller: Caller | null;
+    /** The peer that forwarded this request (a verified hop header), or null. */
+    hopFrom: string | null;
+  };
+};
 
 function newRequestId(): string {
   return `req_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`;
@@ -64,8 +76,19 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     await next();
     c.res.headers.set("x-request-id", id);
   });
-  // With keys configured, every /v1 route needs one; /health and /metrics stay open.
+  // With keys configured, every /v1 route needs one; /health and /metrics stay open. A request
+  // a peer forwarded carries its hop header instead: that node checked the key.
   app.use("/v1/*", async (c, next) => {
+    c.set("hopFrom", null);
+    const hopHeader = c.req.header(HOP_HEADER);
+    if (hopHeader !== undefined) {
+      const url = new URL(c.req.url);
+      const hop = await deps.cluster?.verifyHop(hopHeader, c.req.method, url.pathname + url.search);
+      if (!hop) throw invalidHop();
+      c.set("hopFrom", hop.from);
+      c.set("caller", hop.caller);
+      return await next();
+    }
     let caller: Caller | null = null;
     const keys = deps.live.keys;
     if (!keys.open) {

@@ -11,6 +11,7 @@ import type { Docker } from "../lib/docker.ts";
 import { DASHBOARD_HTML } from "./dashboard_page.ts";
 import type { AppDeps } from "./app.ts";
 import { queueView, runningView } from "./queue_view.ts";
+import { clusterView } from "./cluster_view.ts";
 
 /** How long a Docker answer is reused: every open dashboard asks every second. */
 const DOCKER_CACHE_MS = 2000;
@@ -139,6 +140,7 @@ export function dashboardRoutes(deps: AppDeps): Hono {
         prompt_tokens: r.promptTokens,
         completion_tokens: r.completionTokens,
       })),
+      cluster: deps.cluster === null ? null : clusterView(deps.cluster),
       health: {
         docker: { ok: containers.ok, error: containers.error },
         store: { ok: storeStatus.up, name: store.name, error: storeStatus.error?.message ?? null },

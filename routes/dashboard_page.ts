@@ -253,6 +253,23 @@ function renderRequests(s) {
     }));
 }
 
+/** In a cluster: every live node, what it has resident and what waits there. */
+function renderNodes(s) {
+  var section = document.getElementById("nodes");
+  section.style.display = s.cluster ? "" : "none";
+  if (!s.cluster) return;
+  replace("nodes-body", s.cluster.nodes.map(function (n) {
+    var waiting = Object.keys(n.queue_depth).map(function (m) { return m + " " + n.queue_depth[m]; });
+    return el("tr", { "data-node": n.node }, [
+      el("td", { text: n.node + (n.self ? " (this one)" : ""), title: n.url }),
+      el("td", { text: n.resident_models.map(function (r) { return r.model + " " + r.phase; }).join(", ") || "–" }),
+      el("td", { text: waiting.join(", ") || "–" }),
+      el("td", { text: String(n.running) }),
+      el("td", { text: String(n.free_workers) }),
+    ]);
+  }));
+}
+
 function render(s) {
   state = s;
   pill("health-docker", s.health.docker.ok, s.health.docker.ok ? "Docker ok" : "Docker: " + s.health.docker.error);
@@ -260,6 +277,7 @@ function render(s) {
   document.getElementById("uptime").textContent = "up " + secs(s.uptime_s);
   document.getElementById("admin").style.display = s.admin ? "" : "none";
   renderNow(s);
+  renderNodes(s);
   renderModels(s);
   renderQueue(s);
   renderSwaps(s);
@@ -324,6 +342,14 @@ export const DASHBOARD_HTML = `<!doctype html>
     </div>
     <h2 style="margin-top:14px">Workers busy <span id="workers"></span></h2>
     <div id="inflight"></div>
+  </section>
+  <section id="nodes" style="display:none">
+    <h2>Nodes</h2>
+    <table>
+      <thead><tr><th>node</th><th>resident</th><th>waiting</th><th>running</th>
+        <th>free workers</th></tr></thead>
+      <tbody id="nodes-body"></tbody>
+    </table>
   </section>
   <section>
     <h2>Models</h2>

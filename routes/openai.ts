@@ -4,13 +4,14 @@
  * configured model (chat, completions, embeddings, rerank, messages, …). Routes validate,
  * enqueue and stream; they never swap.
  */
-import { Hono } from "hono";
+import { type Context, Hono } from "hono";
 import { effectivePriority, parseRoutingFields, readBody, readPriority } from "../lib/body.ts";
 import { findModel } from "../lib/config.ts";
 import type { Config, ModelConfig } from "../lib/config_types.ts";
 import { withoutCredentials } from "../lib/auth.ts";
 import { checkRequestBody } from "../lib/request_checks.ts";
-import { modelNotFound, unsupportedMediaType } from "../lib/errors.ts";
+import { modelNotFound, peerUnreachable, unsupportedMediaType } from "../lib/errors.ts";
+import { PeerUnreachableError } from "../lib/cluster/forward.ts";
 import { Job } from "../lib/jobs.ts";
 import type { ModelState } from "../lib/swap_manager.ts";
 import type { KvStatus } from "../lib/kv_slots.ts";
@@ -42,12 +43,80 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
   const entry = (model: ModelConfig) =>
     modelEntry(model, created, deps.models.stateOf(model.id), deps.models.kvStatus(model));
 
-  app.get("/models", (c) => c.json({ object: "list", data: live.current.models.map(entry) }));
+  app.get("/models", (c) => {
+    const data = live.current.models.map(entry);
+    const cluster = deps.cluster;
+    if (cluster === null) return c.json({ object: "list", data });
+    // The union of every live node's models, each saying where it runs and who serves it.
+    const nodes = cluster.nodes();
+    const where = (id: string) => ({
+      resident_on: nodes.filter((n) =>
+        n.residents.some((r) => r.model === id && r.phase === "ready")
+      )
+        .map((n) => n.node),
+      served_by: nodes.filter((n) => n.models.some((m) => m.id === id)).map((n) => n.node),
+    });
+    const local = new Set(data.map((m) => m.id));
+    const remote = [...new Set(nodes.flatMap((n) => n.models.map((m) => m.id)))]
+      .filter((id) => !local.has(id))
+      .map((id) => {
+        const seen = where(id);
+        const loaded = seen.resident_on.length > 0;
+        return {
+          id,
+          object: "model",
+          created,
+          owned_by: "local",
+          loaded,
+          state: loaded ? "loaded" : "stopped",
+          ...seen,
+        };
+      });
+    return c.json({
+      object: "list",
+      data: [...data.map((m) => ({ ...m, ...where(m.id) })), ...remote],
+    });
+  });
 
   app.get(
     "/models/:id{.+}",
     (c) => c.json(entry(resolveModel(live.current, c.req.param("id")))),
   );
+
+  /**
+   * In a cluster, the answer of the peer this request is routed to (lib/cluster/router.ts), or
+   * null when it is served here: routed here, forwarded here by a peer, or the peer it was
+   * routed to did not answer.
+   */
+  async function toPeer(
+    c: Context<AppEnv>,
+    config: Config,
+    name: string,
+    body: Uint8Array<ArrayBuffer>,
+    url: URL,
+  ): Promise<Response | null> {
+    const cluster = deps.cluster;
+    if (cluster === null || c.get("hopFrom") !== null) return null;
+    const local = findModel(config, name);
+    const remote = local === undefined ? cluster.remoteModel(name) : null;
+    if (local === undefined && remote === null) return null; // the local 404 lists what exists
+    const route = cluster.routeOf(local?.id ?? remote!.id);
+    if (route.kind === "local") return null;
+    const req = c.req.raw;
+    try {
+      return await cluster.forward(route.peer, {
+        method: req.method,
+        path: url.pathname + url.search,
+        headers: req.headers,
+        body,
+        signal: req.signal,
+      }, c.get("caller"));
+    } catch (err) {
+      if (!(err instanceof PeerUnreachableError)) throw err;
+      if (remote !== null) throw peerUnreachable(remote.id, remote.nodes);
+      return null; // a model this node serves too: it waits here instead
+    }
+  }
 
   app.post("/*", async (c) => {
     // One config for the whole request, even if a reload lands while it is read.
@@ -66,8 +135,13 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
       const url = new URL(req.url);
       chat = url.pathname === "/v1/chat/completions";
       const fields = parseRoutingFields(body, config.maxJsonDepth);
-      model = resolveModel(config, fields.model);
       checkRequestBody(url.pathname, fields.skeleton, { maxMessages: config.maxMessages });
+      const forwarded = await toPeer(c, config, fields.model, body, url);
+      if (forwarded !== null) {
+        hold.release();
+        return forwarded;
+      }
+      model = resolveModel(config, fields.model);
       const priority = effectivePriority(
         c.get("caller")?.priority ?? "interactive",
         readPriority(req.headers),

@@ -8,6 +8,7 @@ import { Hono } from "hono";
 import { prometheusText } from "../lib/metrics.ts";
 import { wantsPrometheus } from "../lib/prometheus.ts";
 import type { AppDeps } from "./app.ts";
+import { clusterView } from "./cluster_view.ts";
 import { queueView } from "./queue_view.ts";
 import type { ModelSnapshot } from "../lib/swap_manager.ts";
 
@@ -30,6 +31,7 @@ export function opsRoutes(deps: AppDeps): Hono {
       queue_size: dispatcher.queue.size,
       queue_capacity: config.queueSize,
       message: "Proxy is operational",
+      ...(deps.cluster === null ? {} : { cluster: clusterView(deps.cluster) }),
     };
     try {
       await storeStatus.run(() => store.ping());
@@ -71,6 +73,9 @@ export function opsRoutes(deps: AppDeps): Hono {
         queuedBytes: dispatcher.bodies.held,
         maxQueuedBytes: dispatcher.bodies.limit,
         now: clock.now(),
+        cluster: deps.cluster === null
+          ? null
+          : { node: deps.cluster.node, nodes: 1 + deps.cluster.peers().length },
       });
       return c.body(text, 200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" });
     }
@@ -121,6 +126,7 @@ export function opsRoutes(deps: AppDeps): Hono {
         refused: metrics.connections.refused,
         timed_out: metrics.connections.timedOut,
       },
+      ...(deps.cluster === null ? {} : { cluster: clusterView(deps.cluster) }),
     });
   });
 

@@ -34,6 +34,11 @@ export interface BatchRunnerDeps {
   log: Logger;
   /** Configured model ids: the lanes (asked each time: a reload may change them). */
   lanes(): readonly string[];
+  /**
+   * Whether the lines of `model`, not resident here, are better left to a peer that has it
+   * resident with a free worker (a cluster).
+   */
+  leaveToPeers(model: string): boolean;
   /** Lines held in memory at once. */
   window: number;
   requestTimeoutMs(): number;
@@ -130,11 +135,18 @@ export class BatchRunner {
     }
   }
 
-  /** The resident models' lanes first: their lines run without a swap. */
+  /**
+   * The resident models' lanes first: their lines run without a swap. Then the others, but not
+   * those a peer serves now with room to spare: loading the model here too would be a swap for
+   * nothing.
+   */
   #laneOrder(): string[] {
     const resident = new Set(this.#deps.models.snapshot().residents.map((r) => r.model));
     const lanes = [...this.#deps.lanes()];
-    return [...lanes.filter((l) => resident.has(l)), ...lanes.filter((l) => !resident.has(l))];
+    return [
+      ...lanes.filter((l) => resident.has(l)),
+      ...lanes.filter((l) => !resident.has(l) && !this.#deps.leaveToPeers(l)),
+    ];
   }
 
   async #start(record: JobRecord): Promise<void> {

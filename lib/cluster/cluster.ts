@@ -1,0 +1,186 @@
+/**
+ * @module
+ * This node's part in a cluster (docs/cluster.md): its heartbeat on the node board and what
+ * it knows of the live peers, the routing of each arriving request (lib/cluster/router.ts),
+ * forwarding with a signed hop header (lib/cluster/hop.ts), and checking the hop header of a
+ * request a peer forwarded here.
+ */
+import type { Caller } from "../auth.ts";
+import type { Clock } from "../clock.ts";
+import type { ClusterConfig } from "../config_types.ts";
+import { messageOf } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import { type Forwarded, forwardToPeer, PeerUnreachableError } from "./forward.ts";
+import { type Hop, HopSigner } from "./hop.ts";
+import type { NodeBoard, NodeStatus } from "./node_board.ts";
+import { type Route, route } from "./router.ts";
+
+export interface ClusterDeps {
+  config: ClusterConfig;
+  board: NodeBoard;
+  clock: Clock;
+  log: Logger;
+  /** This node's status now (`at` is added when it is published). */
+  status(): Omit<NodeStatus, "at">;
+}
+
+/** A model served only by peers, by the name a client used. */
+export interface RemoteModel {
+  id: string;
+  /** The live peers that serve it. */
+  nodes: string[];
+}
+
+export class Cluster {
+  readonly node: string;
+  readonly #deps: ClusterDeps;
+  readonly #signer: HopSigner;
+  #peers: NodeStatus[] = [];
+  /** When the board was last read (clock ms); peers older than a lease are not trusted. */
+  #readAt = -Infinity;
+  #boardDown = false;
+  #timer: ReturnType<typeof setInterval> | null = null;
+  #beating: Promise<void> | null = null;
+  /** The peer each model was last sent to, and until when that counts (a lease). */
+  readonly #recent = new Map<string, { node: string; until: number }>();
+
+  private constructor(deps: ClusterDeps, signer: HopSigner) {
+    this.#deps = deps;
+    this.#signer = signer;
+    this.node = deps.config.node;
+  }
+
+  static async create(deps: ClusterDeps): Promise<Cluster> {
+    return new Cluster(deps, await HopSigner.create(deps.config.secret));
+  }
+
+  /** Joins: the first heartbeat is written (or its failure logged) before this resolves. */
+  async start(): Promise<void> {
+    await this.#beat();
+    this.#timer = setInterval(() => {
+      this.#beating ??= this.#beat().finally(() => this.#beating = null);
+    }, this.#deps.config.heartbeatMs);
+  }
+
+  /** Leaves the board at once, so peers stop routing here before the lease would tell them. */
+  async close(): Promise<void> {
+    if (this.#timer !== null) clearInterval(this.#timer);
+    await this.#beating;
+    await this.#deps.board.leave(this.node).catch(() => {});
+  }
+
+  /** Live peers, as their last heartbeats tell; none while the board cannot be read. */
+  peers(): readonly NodeStatus[] {
+    const fresh = this.#deps.clock.now() - this.#readAt <= this.#deps.config.leaseMs;
+    return fresh ? this.#peers : [];
+  }
+
+  /** This node and its live peers, this node first. */
+  nodes(): NodeStatus[] {
+    return [{ ...this.#deps.status(), at: this.#deps.clock.now() }, ...this.peers()];
+  }
+
+  /** Where a request for `model` (an id this node serves) goes. */
+  routeOf(model: string): Route {
+    const now = this.#deps.clock.now();
+    const recent = this.#recent.get(model);
+    const self = { ...this.#deps.status(), at: now };
+    const chosen = route(
+      model,
+      self,
+      this.peers(),
+      recent && recent.until > now ? recent.node : null,
+    );
+    if (chosen.kind === "peer") {
+      this.#recent.set(model, { node: chosen.peer.node, until: now + this.#deps.config.leaseMs });
+    }
+    return chosen;
+  }
+
+  /** A model this node does not serve but a live peer does, by id or alias; or null. */
+  remoteModel(name: string): RemoteModel | null {
+    let id: string | null = null;
+    const nodes: string[] = [];
+    for (const peer of this.peers()) {
+      const model = peer.models.find((m) => m.id === name || m.aliases.includes(name));
+      if (model === undefined || (id !== null && model.id !== id)) continue;
+      id = model.id;
+      nodes.push(peer.node);
+    }
+    return id === null ? null : { id, nodes };
+  }
+
+  /**
+   * Sends `request` to `peer` with a hop header for `caller`.
+   * @throws {PeerUnreachableError} when the peer did not answer; it is then not routed to
+   * again until its next heartbeat.
+   */
+  async forward(peer: NodeStatus, request: Forwarded, caller: Caller | null): Promise<Response> {
+    const now = this.#deps.clock.now();
+    const hop = await this.#signer.sign(
+      { from: this.node, caller },
+      request.method,
+      request.path,
+      now,
+    );
+    try {
+      return await forwardToPeer(peer, request, hop);
+    } catch (err) {
+      if (err instanceof PeerUnreachableError) {
+        this.#peers = this.#peers.filter((p) => p.node !== peer.node);
+        for (const [model, recent] of this.#recent) {
+          if (recent.node === peer.node) this.#recent.delete(model);
+        }
+        this.#deps.log.warn("cluster_peer_unreachable", {
+          node: peer.node,
+          error: messageOf(err.cause),
+        });
+      }
+      throw err;
+    }
+  }
+
+  /** The hop a forwarded request's header vouches for, or null when it does not verify. */
+  verifyHop(header: string, method: string, path: string): Promise<Hop | null> {
+    return this.#signer.verify(header, method, path, this.#deps.clock.now());
+  }
+
+  /**
+   * Whether a batch line for `model`, not resident here, is better left to a peer: a live peer
+   * has it ready with a free worker (this node would load it for nothing).
+   */
+  leaveToPeers(model: string): boolean {
+    return this.peers().some((p) =>
+      p.freeWorkers > 0 && p.residents.some((r) => r.model === model && r.phase === "ready")
+    );
+  }
+
+  async #beat(): Promise<void> {
+    const { board, clock, config, log } = this.#deps;
+    try {
+      await board.publish({ ...this.#deps.status(), at: clock.now() }, config.leaseMs);
+      const live = (await board.live()).filter((n) => n.node !== this.node);
+      this.#tellChanges(live);
+      this.#peers = live;
+      this.#readAt = clock.now();
+      if (this.#boardDown) log.info("cluster_board_back", { node: this.node });
+      this.#boardDown = false;
+    } catch (err) {
+      if (!this.#boardDown) log.warn("cluster_board_unreachable", { error: messageOf(err) });
+      this.#boardDown = true;
+    }
+  }
+
+  #tellChanges(live: readonly NodeStatus[]): void {
+    const before = new Set(this.#peers.map((p) => p.node));
+    const now = new Set(live.map((p) => p.node));
+    for (const peer of live) {
+      if (!before.has(peer.node)) {
+        this.#deps.log.info("cluster_node_joined", { node: peer.node, url: peer.url });
+      }
+    }
+    for (const node of before) {
+      if (!now.has(node)) this.#deps.log.warn("cluster_node_left", { node });
+    }
+  }
+}
