@@ -418,6 +418,8 @@ export class Dispatcher {
 
   #errorFor(job: Job, err: unknown): ApiError {
     if (job.timedOut) return requestTimeout(this.#config.requestTimeoutMs / 1000);
+    // Cancelled with a reason its client should hear (shutdown_grace ran out), as a stream is.
+    if (err instanceof ApiError) return err;
     return upstreamFailed(`Forwarding to model '${job.model}' failed: ${err}`, err);
   }
 

@@ -81,3 +81,46 @@ Deno.test("bad requests are refused with 400/404/413 before they are queued", as
     },
   );
 });
+
+Deno.test("max_queue_share: a key holding its share of the queue gets 429 with Retry-After; another key still gets in", async () => {
+  const keys = [
+    "api_keys:",
+    "  - { name: script, key: sk-script-0123456789abcd }",
+    "  - { name: family, key: sk-family-0123456789abcd }",
+  ].join("\n");
+  await withHomelabProxy(
+    [{ id: "a" }],
+    `num_workers: 1\nqueue_size: 4\nmax_queue_share: 0.5\n${keys}`,
+    async ({ lab, proxy }) => {
+      const send = (key: string, extra: Record<string, unknown> = {}) =>
+        fetch(`${proxy.url}/v1/chat/completions`, {
+          method: "POST",
+          headers: { "content-type": "application/json", authorization: `Bearer ${key}` },
+          body: JSON.stringify(chatBody("a", extra)),
+        });
+      const queued = async () => (await getJson(`${proxy.url}/health`)).body.queue_size;
+      // Running requests hold no queue place: the script's share (2 of 4) is for waiting ones.
+      const running = send("sk-script-0123456789abcd", { fake_hold: true });
+      await waitFor(
+        "the first request at the model",
+        async () => (await lab.state()).inflight === 1,
+      );
+      const waiting = [send("sk-script-0123456789abcd"), send("sk-script-0123456789abcd")];
+      await waitFor("the script's two requests queued", async () => await queued() === 2);
+
+      const refused = await send("sk-script-0123456789abcd");
+      const error = await expectError(refused, 429, "queue_share_exceeded");
+      assert.equal(error.type, "rate_limit_error");
+      assert.match(error.message, /Key 'script' already holds 2 of the 4 queue places/);
+      assert.match(refused.headers.get("retry-after") ?? "", /^[1-9]\d*$/);
+
+      const family = send("sk-family-0123456789abcd");
+      await waitFor("the other key's request queued", async () => await queued() === 3);
+      await lab.release();
+      for (const res of [await running, ...await Promise.all(waiting), await family]) {
+        assert.equal(res.status, 200);
+        await res.body?.cancel();
+      }
+    },
+  );
+});

@@ -7,6 +7,13 @@ import { KeyRing, presentedKey } from "../lib/auth.ts";
 import { effectivePriority } from "../lib/body.ts";
 import { parseConfig } from "../lib/config.ts";
 import { problemsOf } from "./support/config_problems.ts";
+import {
+  batchDone,
+  batchFile,
+  createBatch,
+  fileLines,
+  uploadBatchFile,
+} from "./support/batches.ts";
 import { chatBody, queuedModels } from "./support/client.ts";
 import { startTestProxy, withHomelabProxy } from "./support/proxy.ts";
 import { waitFor } from "./support/wait_for.ts";
@@ -137,5 +144,65 @@ Deno.test("a key's priority class orders the queue; X-Priority cannot raise it",
     assert.deepEqual(order, ["held", "family-1", "n8n-1"]);
     // The proxy's keys are not passed on to the backend.
     assert.ok(received.every((r) => !("authorization" in r.headers)));
+  });
+});
+
+Deno.test("with keys configured: chat completions, /v1/files and /v1/batches refuse a missing or wrong key with 401 and serve a right one", async () => {
+  await withHomelabProxy([{ id: "a" }], KEYS_YAML, async ({ lab, proxy }) => {
+    const refusals: Record<string, string>[] = [
+      {},
+      { authorization: "Bearer sk-wrong-0123456789abcdef" },
+      { "x-api-key": "sk-wrong-0123456789abcdef" },
+    ];
+    const calls: [string, (headers: Record<string, string>) => Promise<Response>][] = [
+      ["POST /v1/chat/completions", (headers) =>
+        fetch(`${proxy.url}/v1/chat/completions`, {
+          method: "POST",
+          headers: { ...headers, "content-type": "application/json" },
+          body: JSON.stringify(chatBody("a")),
+        })],
+      ["POST /v1/files", (headers) => uploadBatchFile(proxy.url, batchFile(["a"]), headers)],
+      ["GET /v1/files", (headers) => fetch(`${proxy.url}/v1/files`, { headers })],
+      ["POST /v1/batches", (headers) =>
+        fetch(`${proxy.url}/v1/batches`, {
+          method: "POST",
+          headers: { ...headers, "content-type": "application/json" },
+          body: JSON.stringify({
+            input_file_id: "file-none",
+            endpoint: "/v1/chat/completions",
+            completion_window: "24h",
+          }),
+        })],
+      ["GET /v1/batches", (headers) => fetch(`${proxy.url}/v1/batches`, { headers })],
+    ];
+    for (const [name, call] of calls) {
+      for (const headers of refusals) {
+        const res = await call(headers);
+        const which = `${name} with ${JSON.stringify(headers)}`;
+        assert.equal(res.status, 401, which);
+        assert.equal((await res.json()).error.code, "invalid_api_key", which);
+      }
+    }
+    // Nothing refused started a model (and the file list below holds no refused upload).
+    assert.deepEqual(await lab.running(), []);
+
+    const family = { authorization: `Bearer ${FAMILY}` };
+    const n8n = { "x-api-key": N8N };
+    const chat = await calls[0][1](family);
+    assert.equal(chat.status, 200);
+    assert.equal((await chat.json()).object, "chat.completion");
+
+    const upload = await uploadBatchFile(proxy.url, batchFile(["a", "a"]), n8n);
+    assert.equal(upload.status, 200);
+    const file = await upload.json();
+    const listed = await (await fetch(`${proxy.url}/v1/files`, { headers: family })).json();
+    assert.deepEqual(listed.data.map((f: { id: string }) => f.id), [file.id]);
+    const batch = await createBatch(proxy.url, file.id, n8n);
+    const done = await batchDone(proxy.url, batch.id, { headers: family });
+    assert.deepEqual(done.request_counts, { total: 2, completed: 2, failed: 0 });
+    const lines = await fileLines(proxy.url, done.output_file_id, n8n);
+    assert.deepEqual(lines.map((l) => l.response?.status_code), [200, 200]);
+    const batches = await (await fetch(`${proxy.url}/v1/batches`, { headers: n8n })).json();
+    assert.deepEqual(batches.data.map((b: { id: string }) => b.id), [batch.id]);
   });
 });

@@ -3,7 +3,7 @@
  * client that is gone, and the backend hears about a client that left mid-answer.
  */
 import assert from "node:assert/strict";
-import { chatBody, getJson, post, SseReader } from "./support/client.ts";
+import { chatBody, getJson, post, queuedModels, SseReader } from "./support/client.ts";
 import { withHomelabProxy } from "./support/proxy.ts";
 import { CapturedLog } from "./support/log_capture.ts";
 import { waitFor, within } from "./support/wait_for.ts";
@@ -86,6 +86,60 @@ Deno.test("request_timeout once streaming began: a final SSE error event ends th
     assert.ok(events.some((e) => e.data?.includes('"content":" Hello"')));
     await waitFor("backend saw the abort", async () => (await lab.state()).disconnects === 1);
   });
+});
+
+Deno.test("request_timeout across a queue wait and a swap: 504 for a plain request, a final SSE event for a stream, and nothing reaches the model it waited for", async () => {
+  const log = new CapturedLog();
+  await withHomelabProxy(
+    [{ id: "a" }, { id: "b", loadMs: 3500 }],
+    "num_workers: 1\nrequest_timeout: 2.5",
+    async ({ lab, proxy }) => {
+      assert.equal((await post(proxy.url, chatBody("a"))).status, 200); // load a
+      const held = post(proxy.url, chatBody("a", { fake_hold: true }));
+      await waitFor("a's worker busy", async () => (await lab.state()).inflight === 1);
+      const stream = post(proxy.url, chatBody("b", { stream: true, marker: "never-forwarded" }));
+      const plain = post(proxy.url, chatBody("b", { marker: "never-forwarded" }));
+      await waitFor("both b requests queued behind a", async () => {
+        return (await queuedModels(proxy.url)).join() === "b,b";
+      });
+      await lab.release();
+      assert.equal((await held).status, 200);
+      // Their time runs out while b loads (3.5 s), not while they still wait for a.
+      await waitFor("b to load while its requests still wait", async () => {
+        const models = (await getJson(`${proxy.url}/v1/models`)).body.data as {
+          id: string;
+          state: string;
+        }[];
+        const b = models.find((m) => m.id === "b")!;
+        return b.state === "loading" && (await queuedModels(proxy.url)).length === 2;
+      });
+
+      const timedOut = await plain;
+      assert.equal(timedOut.status, 504);
+      const { error } = await timedOut.json();
+      assert.equal(error.code, "request_timeout");
+      assert.equal(error.type, "timeout_error");
+      const res = await stream;
+      assert.equal(res.status, 200); // the stream began with waiting notes
+      const events = await within("the timed-out stream to end", new SseReader(res).rest());
+      assert.ok(events[0].comment !== undefined, "it began with a waiting note");
+      assert.equal(JSON.parse(events.at(-1)!.data!).error.code, "request_timeout");
+
+      const metrics = await metricsOf(proxy.url);
+      assert.equal(metrics.pending_futures, 0);
+      assert.equal(metrics.active_workers, 0);
+      assert.deepEqual(await queuedModels(proxy.url), []);
+      const lines = log.of("request").filter((e) => e.fields.model === "b");
+      assert.deepEqual(lines.map((e) => e.fields.status), [504, 504]);
+      // The swap goes on without them; once b is up, neither request reaches it.
+      await waitFor("b to be loaded", async () => {
+        return (await getJson(`${proxy.url}/health`)).body.current_model === "b";
+      });
+      const received = (await lab.state("b")).received;
+      assert.ok(!received.some((r) => r.body.includes("never-forwarded")));
+    },
+    { log },
+  );
 });
 
 Deno.test("on_disconnect: finish lets the backend complete a stream whose client left", async () => {

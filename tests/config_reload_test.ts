@@ -1,7 +1,8 @@
 /**
  * Config reload without a restart: on a file change, SIGHUP or POST /admin/reload. Models are
  * added, changed and removed; a request in flight on a removed model still finishes; a bad
- * file is rejected with the same problems a start prints, and the old config stays.
+ * file is rejected with the same problems a start prints, and the old config stays. Reloaded
+ * scheduler settings change the next scheduling decision.
  */
 import assert from "node:assert/strict";
 import { parseConfig } from "../lib/config.ts";
@@ -11,7 +12,12 @@ import { requireDocker } from "./support/docker_env.ts";
 import { createHomelab } from "./support/fake_models.ts";
 import { freePort } from "../demo/free_port.ts";
 import { CapturedLog } from "./support/log_capture.ts";
-import { startTestProxy, testConfigText } from "./support/proxy.ts";
+import {
+  type HomelabContext,
+  startTestProxy,
+  testConfigText,
+  withHomelabProxy,
+} from "./support/proxy.ts";
 import { startProxyProcess } from "./support/proxy_process.ts";
 import { watchOutput } from "./support/process_output.ts";
 import { waitFor } from "./support/wait_for.ts";
@@ -204,4 +210,141 @@ Deno.test("config reload: a revoked API key stops working at once, a new one wor
     api.close();
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+interface SchedulerLab extends HomelabContext {
+  log: CapturedLog;
+  /** Rewrites the config file with `scheduler` as its scheduler block and POSTs /admin/reload. */
+  reload(scheduler: string): Promise<void>;
+  /** The models of the request lines logged so far, in the order they finished. */
+  served(): unknown[];
+  queueView(): Promise<{ switching_to: string | null; jobs: { waited_s: number }[] }>;
+}
+
+/**
+ * Models a and b (one worker each) and a proxy started from a config file whose scheduler
+ * block is `scheduler`; a is loaded and one held request runs on it.
+ */
+async function withSchedulerLab(
+  scheduler: string,
+  fn: (ctx: SchedulerLab, held: Promise<Response>) => Promise<void>,
+): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "lqp-scheduler-" });
+  const path = `${dir}/config.yml`;
+  const extra = (block: string) => `num_workers: 1\nadmin_key: ${ADMIN_KEY}\nscheduler:\n${block}`;
+  const log = new CapturedLog();
+  try {
+    await withHomelabProxy([{ id: "a" }, { id: "b" }], extra(scheduler), async (ctx) => {
+      const { lab, proxy } = ctx;
+      assert.equal((await post(proxy.url, chatBody("a"))).status, 200);
+      const held = post(proxy.url, chatBody("a", { fake_hold: true }));
+      await waitFor("a's worker busy", async () => (await lab.state()).inflight === 1);
+      await fn({
+        ...ctx,
+        log,
+        async reload(block) {
+          await Deno.writeTextFile(path, testConfigText(lab.configYaml(extra(block))));
+          const res = await fetch(`${proxy.url}/admin/reload`, {
+            method: "POST",
+            headers: { authorization: `Bearer ${ADMIN_KEY}` },
+          });
+          assert.equal(res.status, 200);
+          // The file watch may have applied it a moment earlier; either way it is in force now.
+          assert.equal((await res.json()).reloaded, true);
+        },
+        served: () => log.of("request").map((e) => e.fields.model),
+        queueView: async () =>
+          (await getJson(`${proxy.url}/queue`)).body as Awaited<
+            ReturnType<SchedulerLab["queueView"]>
+          >,
+      }, held);
+    }, { configFile: path, log });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("a reloaded scheduler.max_wait applies to the next decision: a request for another model that waited past the new bound pulls the swap ahead of the loaded model's queue", async () => {
+  await withSchedulerLab(
+    "  max_wait: 600",
+    async ({ lab, proxy, reload, served, queueView }, held) => {
+      // a has work waiting before b's request arrives, so only max_wait can make b's due.
+      const forA = post(proxy.url, chatBody("a"));
+      await waitFor("a's request queued", async () => (await queueView()).jobs.length === 1);
+      const forB = post(proxy.url, chatBody("b"));
+      await waitFor(
+        "b's request to wait 2 s (past max_wait 1 and its backlog allowance)",
+        async () => {
+          const view = await queueView();
+          return view.jobs.length === 2 && view.jobs[1].waited_s >= 2.2;
+        },
+        { intervalMs: 100 },
+      );
+      // Under max_wait 600 it is not due: the loaded model's queue goes first.
+      assert.equal((await queueView()).switching_to, null);
+
+      await reload("  max_wait: 1");
+      await waitFor(
+        "the swap to b to be decided",
+        async () => (await queueView()).switching_to === "b",
+      );
+      await lab.release();
+      for (const res of [await held, await forA, await forB]) {
+        assert.equal(res.status, 200);
+      }
+      assert.deepEqual(served(), ["a", "a", "b", "a"]);
+    },
+  );
+});
+
+Deno.test("a reloaded scheduler.min_residency applies to the next decision: an interactive request pulls the swap past the loaded model's batch work", async () => {
+  await withSchedulerLab(
+    "  min_residency: 600",
+    async ({ lab, proxy, reload, served, queueView }, held) => {
+      const batch = fetch(`${proxy.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "x-priority": "batch" },
+        body: JSON.stringify(chatBody("a")),
+      });
+      await waitFor("a's batch request queued", async () => (await queueView()).jobs.length === 1);
+      const forB = post(proxy.url, chatBody("b"));
+      await waitFor("b's request queued", async () => (await queueView()).jobs.length === 2);
+      // Under min_residency 600 (capped by max_wait, 60) a keeps its batch work for now.
+      assert.equal((await queueView()).switching_to, null);
+
+      await reload("  min_residency: 0.5");
+      await waitFor(
+        "the swap to b to be decided",
+        async () => (await queueView()).switching_to === "b",
+      );
+      await lab.release();
+      for (const res of [await held, await batch, await forB]) {
+        assert.equal(res.status, 200);
+      }
+      assert.deepEqual(served(), ["a", "a", "b", "a"]);
+    },
+  );
+});
+
+Deno.test("a reloaded scheduler.batch_aging applies to the next decision: a batch request that waited past it goes before a newer interactive one", async () => {
+  await withSchedulerLab("  batch_aging: 600", async ({ lab, proxy, reload, queueView }, held) => {
+    const batch = fetch(`${proxy.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-priority": "batch" },
+      body: JSON.stringify(chatBody("a", { marker: "batch" })),
+    });
+    await waitFor("the batch request queued", async () => (await queueView()).jobs.length === 1);
+    const interactive = post(proxy.url, chatBody("a", { marker: "interactive" }));
+    await waitFor("the batch request to wait 1 s, the interactive one queued", async () => {
+      const view = await queueView();
+      return view.jobs.length === 2 && view.jobs[0].waited_s >= 1;
+    }, { intervalMs: 100 });
+
+    await reload("  batch_aging: 0.5");
+    await lab.release();
+    for (const res of [await held, await batch, await interactive]) assert.equal(res.status, 200);
+    const markers = (await lab.state()).received.map((r) => /"marker":"(\w+)"/.exec(r.body)?.[1])
+      .filter((m) => m !== undefined);
+    assert.deepEqual(markers, ["batch", "interactive"]);
+  });
 });

@@ -13,7 +13,7 @@ import { startProxyProcess } from "./support/proxy_process.ts";
 import { watchOutput } from "./support/process_output.ts";
 import { RedisStack } from "./support/stores.ts";
 import { batchDone, batchFile, fileLines, getBatch, submitBatch } from "./support/batches.ts";
-import { waitFor } from "./support/wait_for.ts";
+import { waitFor, within } from "./support/wait_for.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
@@ -108,30 +108,40 @@ Deno.test("kill -9, then SIGTERM, in the middle of a batch: after restarts it co
 Deno.test("Redis restarted mid-run: 503 while it is down, in-flight work finishes, nothing lost", async () => {
   const api = await requireDocker();
   try {
-    await using stack = await RedisStack.start();
-    await using lab = await createHomelab(api, [{ id: "a", tokenMs: 5 }]);
-    await using proxy = await startTestProxy(lab.configYaml([
-      "store:",
-      "  type: redis",
-      `  url: ${stack.gateway.url}`,
-      `  token: ${stack.gateway.token}`,
-      "  lease: 2",
-      "num_workers: 1",
-    ].join("\n")));
-    await proxy.reconciled;
-    assert.equal((await post(proxy.url, chatBody("a"))).status, 200);
+    // Every step has a deadline: a request the proxy never answers fails the test, saying
+    // which one, instead of hanging the suite.
+    await using stack = await within("redis-server and its gateway to start", RedisStack.start());
+    await using lab = await within(
+      "the look-alike container",
+      createHomelab(api, [{ id: "a", tokenMs: 5 }]),
+    );
+    await using proxy = await within(
+      "the proxy to start",
+      startTestProxy(lab.configYaml([
+        "store:",
+        "  type: redis",
+        `  url: ${stack.gateway.url}`,
+        `  token: ${stack.gateway.token}`,
+        "  lease: 2",
+        "num_workers: 1",
+      ].join("\n"))),
+    );
+    await within("the proxy's start-up reconcile", proxy.reconciled);
+    const first = await within("the first request's answer", post(proxy.url, chatBody("a")));
+    assert.equal(first.status, 200);
+    await first.body?.cancel();
 
     const total = 30;
-    const batch = await submitBatch(
-      proxy.url,
-      batchFile(Array(total).fill("a"), { fake_tokens: 5 }),
+    const batch = await within(
+      "the batch to be submitted",
+      submitBatch(proxy.url, batchFile(Array(total).fill("a"), { fake_tokens: 5 })),
     );
     const inflight = post(proxy.url, chatBody("a", { fake_hold: true }));
     await waitFor("the held request to reach the backend", async () => {
       return (await lab.state()).received.some((r) => r.body.includes("fake_hold"));
     });
 
-    await stack.redis.stop();
+    await within("redis-server to stop", stack.redis.stop());
     const refused = await waitFor("a new request to be refused", async () => {
       const res = await post(proxy.url, chatBody("a"));
       const body = await res.json();
@@ -140,21 +150,28 @@ Deno.test("Redis restarted mid-run: 503 while it is down, in-flight work finishe
     });
     assert.equal(refused.error.code, "store_unavailable");
     assert.match(refused.error.message, /job store \(redis\) is unreachable/);
-    const health = await getJson(`${proxy.url}/health`);
+    const health = await within("/health while Redis is down", getJson(`${proxy.url}/health`));
     assert.equal(health.status, 503);
     assert.match(String(health.body.message), /store/);
 
-    await lab.release();
-    assert.equal((await inflight).status, 200, "the request in flight finished");
+    await within("the held request to be released", lab.release());
+    const finished = await within("the answer of the request in flight", inflight);
+    assert.equal(finished.status, 200, "the request in flight finished");
+    await finished.body?.cancel();
 
-    await stack.redis.resume();
+    await within("redis-server to start again", stack.redis.resume());
     await waitFor("service to resume by itself", async () => {
-      return (await post(proxy.url, chatBody("a"))).status === 200;
+      const res = await post(proxy.url, chatBody("a"));
+      await res.body?.cancel();
+      return res.status === 200;
     });
     const done = await batchDone(proxy.url, batch.id);
     assert.equal(done.status, "completed");
     assert.equal(done.request_counts.completed, total);
-    assertEachOnce(await fileLines(proxy.url, done.output_file_id), total);
+    assertEachOnce(
+      await within("the batch's output file", fileLines(proxy.url, done.output_file_id)),
+      total,
+    );
   } finally {
     api.close();
   }

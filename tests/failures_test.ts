@@ -6,8 +6,9 @@ import assert from "node:assert/strict";
 import { chatBody, getJson, post, SseReader } from "./support/client.ts";
 import { requireDocker } from "./support/docker_env.ts";
 import { createHomelab } from "./support/fake_models.ts";
+import { CapturedLog } from "./support/log_capture.ts";
 import { startTestProxy, withHomelabProxy } from "./support/proxy.ts";
-import { waitFor } from "./support/wait_for.ts";
+import { waitFor, within } from "./support/wait_for.ts";
 
 Deno.test("startup_timeout: a model that never gets healthy fails with its log tail, and is stopped", async () => {
   await withHomelabProxy(
@@ -199,4 +200,37 @@ Deno.test("a backend that dies on every attempt: 502 after max_attempts, counted
     assert.equal((metrics.queue_stats as Record<string, number>).dead_letter_queue, 1);
     assert.equal((await post(proxy.url, chatBody("a"))).status, 200); // and it recovers
   });
+});
+
+Deno.test("a streaming request whose backend dies before its first byte gets one complete stream from the retry", async () => {
+  const log = new CapturedLog();
+  await withHomelabProxy(
+    [{ id: "a" }],
+    "max_attempts: 2\nkeepalive_interval: 0.2",
+    async ({ proxy }) => {
+      // a is not loaded yet: the client's stream opens at once with waiting notes, so bytes
+      // have gone out before the backend dies.
+      const res = await post(proxy.url, chatBody("a", { stream: true, fake_crash_once: true }));
+      assert.equal(res.status, 200);
+      const events = await within("the retried stream to end", new SseReader(res).rest());
+      assert.ok(events[0].comment !== undefined, "the stream began with a waiting note");
+      const data = events.filter((e) => e.data !== undefined).map((e) => e.data!);
+      assert.equal(data.at(-1), "[DONE]");
+      const chunks = data.slice(0, -1).map((d) => JSON.parse(d));
+      assert.ok(chunks.every((c) => c.error === undefined), "no error event");
+      // One backend answer: one id, one role chunk, the content once, one finish.
+      assert.equal(new Set(chunks.map((c) => c.id)).size, 1);
+      const deltas = chunks.map((c) => c.choices[0]);
+      assert.equal(deltas.filter((d) => d.delta.role === "assistant").length, 1);
+      assert.equal(deltas.map((d) => d.delta.content ?? "").join(""), " Hello from the fake");
+      assert.deepEqual(deltas.map((d) => d.finish_reason).filter((f) => f !== null), ["length"]);
+      assert.equal(data.filter((d) => d === "[DONE]").length, 1);
+
+      assert.deepEqual(log.of("retry").map((e) => e.fields.attempt), [1]);
+      const line = log.of("request").at(-1)!.fields;
+      assert.equal(line.status, 200);
+      assert.equal(line.attempts, 2);
+    },
+    { log },
+  );
 });

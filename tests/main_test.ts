@@ -3,11 +3,13 @@
  * permissions of the task, a config file and environment overrides.
  */
 import assert from "node:assert/strict";
-import { chatBody, post, queuedModels } from "./support/client.ts";
+import { chatBody, post, queuedModels, SseReader } from "./support/client.ts";
 import { requireDocker } from "./support/docker_env.ts";
 import { createHomelab } from "./support/fake_models.ts";
 import { freePort } from "../demo/free_port.ts";
-import { waitFor } from "./support/wait_for.ts";
+import { testConfigText } from "./support/proxy.ts";
+import { runProxyProcess } from "./support/proxy_process.ts";
+import { waitFor, within } from "./support/wait_for.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
@@ -105,6 +107,44 @@ Deno.test("SIGTERM: queued requests get 503, the one in flight finishes, exit 0"
     assert.equal((await finished.json()).object, "chat.completion");
     assert.equal((await child.status).code, 0);
     await Deno.remove(path);
+  } finally {
+    api.close();
+  }
+});
+
+Deno.test("SIGTERM with requests running past shutdown_grace: they are cut with 503 shutting_down (a final SSE event for a stream), the backend hears it, exit 0, the model's container is left running", async () => {
+  const api = await requireDocker();
+  try {
+    await using lab = await createHomelab(api, [{ id: "a" }]);
+    await using proxy = await runProxyProcess(testConfigText(lab.configYaml("shutdown_grace: 1")));
+    const stream = new SseReader(
+      await post(proxy.url, chatBody("a", { stream: true, fake_hold: true })),
+    );
+    // Past the loading notes: the backend is generating, and holds.
+    while ((await stream.next())?.data === undefined) {
+      // comment lines while a loads
+    }
+    const plain = post(proxy.url, chatBody("a", { fake_hold: true }));
+    await waitFor("both requests at the backend", async () => (await lab.state()).inflight === 2);
+
+    // Neither request is ever released: only the grace running out can end them.
+    proxy.child.kill("SIGTERM");
+    const events = await within("the stream to be cut", stream.rest());
+    assert.equal(JSON.parse(events.at(-1)!.data!).error.code, "shutting_down");
+    assert.ok(!events.some((e) => e.data === "[DONE]"), "the answer was cut, not finished");
+    const refused = await within("the plain request's answer", plain);
+    assert.equal(refused.status, 503);
+    assert.equal((await refused.json()).error.code, "shutting_down");
+    const { code } = await within("the proxy to exit", proxy.child.status);
+    assert.equal(code, 0);
+    assert.match(proxy.output, /WARN shutdown_grace_expired grace_ms=1000/);
+
+    await waitFor("the backend to see both generations aborted", async () => {
+      const backend = await lab.state();
+      return backend.disconnects === 2 && backend.inflight === 0;
+    });
+    // The proxy stops no model on its way out; the next start adopts it.
+    assert.deepEqual(await lab.running(), [lab.containerOf("a")]);
   } finally {
     api.close();
   }

@@ -23,3 +23,11 @@ Deno.test("waitFor(): an assertion that fails inside a probe fails at once, with
   );
   assert.equal(calls, 1);
 });
+
+Deno.test("waitFor(): a probe that never answers fails at the deadline instead of hanging", async () => {
+  const never = new Promise<boolean>(() => {});
+  await assert.rejects(
+    waitFor("a request that hangs", () => never, { timeoutMs: 100 }),
+    /Timed out after 100 ms waiting for a request that hangs \(last error: .*a probe of a request that hangs to answer/,
+  );
+});

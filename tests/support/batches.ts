@@ -1,7 +1,7 @@
 /**
  * @module
  * Batch API helpers: JSONL files of chat requests, waiting for a batch to finish, and
- * reading its output lines.
+ * reading its output lines. Each call takes the headers to send (an API key), if any.
  */
 import { waitFor } from "./wait_for.ts";
 
@@ -24,24 +24,38 @@ export function batchFile(models: string[], extra: Record<string, unknown> = {})
   ).join("\n") + "\n";
 }
 
-export async function uploadBatchFile(baseUrl: string, text: string): Promise<Response> {
+export async function uploadBatchFile(
+  baseUrl: string,
+  text: string,
+  headers: HeadersInit = {},
+): Promise<Response> {
   const form = new FormData();
   form.append("purpose", "batch");
   form.append("file", new File([text], "requests.jsonl", { type: "application/jsonl" }));
-  return await fetch(`${baseUrl}/v1/files`, { method: "POST", body: form });
+  return await fetch(`${baseUrl}/v1/files`, { method: "POST", body: form, headers });
 }
 
 /** Uploads `text` as a batch file and creates a batch of it. */
-export async function submitBatch(baseUrl: string, text: string): Promise<{ id: string }> {
-  const upload = await uploadBatchFile(baseUrl, text);
+export async function submitBatch(
+  baseUrl: string,
+  text: string,
+  headers: HeadersInit = {},
+): Promise<{ id: string }> {
+  const upload = await uploadBatchFile(baseUrl, text, headers);
   if (!upload.ok) throw new Error(`upload failed: ${upload.status} ${await upload.text()}`);
-  return await createBatch(baseUrl, (await upload.json()).id);
+  return await createBatch(baseUrl, (await upload.json()).id, headers);
 }
 
-export async function createBatch(baseUrl: string, fileId: string): Promise<{ id: string }> {
+export async function createBatch(
+  baseUrl: string,
+  fileId: string,
+  headers: HeadersInit = {},
+): Promise<{ id: string }> {
+  const sent = new Headers(headers);
+  sent.set("content-type", "application/json");
   const res = await fetch(`${baseUrl}/v1/batches`, {
     method: "POST",
-    headers: { "content-type": "application/json" },
+    headers: sent,
     body: JSON.stringify({
       input_file_id: fileId,
       endpoint: "/v1/chat/completions",
@@ -60,8 +74,12 @@ export interface BatchView {
   request_counts: { total: number; completed: number; failed: number };
 }
 
-export async function getBatch(baseUrl: string, id: string): Promise<BatchView> {
-  const res = await fetch(`${baseUrl}/v1/batches/${id}`);
+export async function getBatch(
+  baseUrl: string,
+  id: string,
+  headers: HeadersInit = {},
+): Promise<BatchView> {
+  const res = await fetch(`${baseUrl}/v1/batches/${id}`, { headers });
   if (!res.ok) throw new Error(`GET batch: ${res.status} ${await res.text()}`);
   return await res.json();
 }
@@ -70,17 +88,21 @@ export async function getBatch(baseUrl: string, id: string): Promise<BatchView> 
 export async function batchDone(
   baseUrl: string,
   id: string,
-  { timeoutMs = 60_000, intervalMs = 100 } = {},
+  { timeoutMs = 60_000, intervalMs = 100, headers = {} as HeadersInit } = {},
 ) {
   return await waitFor(`batch ${id} to finish`, async () => {
-    const batch = await getBatch(baseUrl, id);
+    const batch = await getBatch(baseUrl, id, headers);
     return ["completed", "cancelled", "failed", "expired"].includes(batch.status) && batch;
   }, { timeoutMs, intervalMs });
 }
 
-export async function fileLines(baseUrl: string, fileId: string | null): Promise<OutputLine[]> {
+export async function fileLines(
+  baseUrl: string,
+  fileId: string | null,
+  headers: HeadersInit = {},
+): Promise<OutputLine[]> {
   if (fileId === null) return [];
-  const res = await fetch(`${baseUrl}/v1/files/${fileId}/content`);
+  const res = await fetch(`${baseUrl}/v1/files/${fileId}/content`, { headers });
   if (!res.ok) throw new Error(`file content: ${res.status} ${await res.text()}`);
   return (await res.text()).split("\n").filter((line) => line !== "").map((line) =>
     JSON.parse(line)

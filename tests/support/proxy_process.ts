@@ -13,14 +13,14 @@ const ROOT = new URL("../..", import.meta.url).pathname;
 export async function startProxyProcess(
   configPath: string,
   port: number,
-  { output = "null" }: { output?: "null" | "piped" } = {},
+  { output = "null", env = {} }: { output?: "null" | "piped"; env?: Record<string, string> } = {},
 ): Promise<Deno.ChildProcess> {
   const tasks = JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`)).tasks;
   const [command, ...args] = (tasks.start as string).split(" ");
   return new Deno.Command(command, {
     args: [...args, "--config", configPath],
     cwd: ROOT,
-    env: { LQP_PORT: String(port) },
+    env: { ...env, LQP_PORT: String(port) },
     stdout: output,
     stderr: output,
   }).spawn();
@@ -30,21 +30,26 @@ export interface ProxyProcess extends AsyncDisposable {
   url: string;
   port: number;
   pid: number;
+  /** For signals and the exit status. */
+  child: Deno.ChildProcess;
   /** What it printed so far (log lines). */
   readonly output: string;
 }
 
 /**
- * Runs the proxy as users do, from `configText` (written to a temp dir), once it answers
- * /health; disposing kills it and removes the config.
+ * Runs the proxy as users do, from `configText` (written to a temp dir) and `env`, once it
+ * answers /health; disposing kills it and removes the config.
  */
-export async function runProxyProcess(configText: string): Promise<ProxyProcess> {
+export async function runProxyProcess(
+  configText: string,
+  { env = {} }: { env?: Record<string, string> } = {},
+): Promise<ProxyProcess> {
   const dir = await Deno.makeTempDir({ prefix: "lqp-proc-" });
   const path = `${dir}/config.yml`;
   await Deno.writeTextFile(path, configText);
   const port = freePort();
   const url = `http://127.0.0.1:${port}`;
-  const proc = watchOutput(await startProxyProcess(path, port, { output: "piped" }));
+  const proc = watchOutput(await startProxyProcess(path, port, { output: "piped", env }));
   const dispose = async () => {
     await proc[Symbol.asyncDispose]();
     await Deno.remove(dir, { recursive: true });
@@ -62,6 +67,7 @@ export async function runProxyProcess(configText: string): Promise<ProxyProcess>
     url,
     port,
     pid: proc.child.pid,
+    child: proc.child,
     get output() {
       return proc.output;
     },

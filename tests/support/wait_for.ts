@@ -9,7 +9,7 @@ import { AssertionError } from "node:assert";
  * Polls `probe` until it returns a value (not undefined, null or false). A probe may throw
  * while what it reads is not up yet (a refused connection): that is retried. An assertion
  * that fails inside a probe fails the test at once: it states what must never happen while
- * waiting.
+ * waiting. A probe that never answers (a request that hangs) fails at the deadline too.
  */
 export async function waitFor<T>(
   what: string,
@@ -20,7 +20,11 @@ export async function waitFor<T>(
   let lastError: unknown;
   while (Date.now() < deadline) {
     try {
-      const value = await probe();
+      const value = await within(
+        `a probe of ${what} to answer`,
+        Promise.resolve(probe()),
+        Math.max(0, deadline - Date.now()),
+      );
       if (value !== undefined && value !== null && value !== false) return value;
     } catch (err) {
       if (err instanceof AssertionError) throw err;
