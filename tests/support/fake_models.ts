@@ -62,7 +62,8 @@ export interface FakeHomelab extends AsyncDisposable {
   running(): Promise<string[]>;
   /** The look-alike answering on the shared port right now. */
   state(id?: string): Promise<FakeState>;
-  release(): Promise<number>;
+  /** Lets held requests go on, at the look-alike on the shared port or on `id`'s own. */
+  release(id?: string): Promise<number>;
   start(id: string): Promise<void>;
   /**
    * SIGKILL to one of this lab's containers, by container name (a crash, from outside). One
@@ -155,8 +156,8 @@ export async function createHomelab(
       if (!res.ok) throw new Error(`look-alike state: HTTP ${res.status}`);
       return await res.json();
     },
-    async release() {
-      const res = await fetch(`${base()}/_fake/release`, { method: "POST" });
+    async release(id) {
+      const res = await fetch(`${base(id)}/_fake/release`, { method: "POST" });
       return (await res.json()).released;
     },
     async start(id) {

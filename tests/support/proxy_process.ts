@@ -42,12 +42,15 @@ export interface ProxyProcess extends AsyncDisposable {
  */
 export async function runProxyProcess(
   configText: string,
-  { env = {} }: { env?: Record<string, string> } = {},
+  { env = {}, port = freePort() }: {
+    env?: Record<string, string>;
+    /** A port the config already names (a cluster node's advertise_url); else a free one. */
+    port?: number;
+  } = {},
 ): Promise<ProxyProcess> {
   const dir = await Deno.makeTempDir({ prefix: "lqp-proc-" });
   const path = `${dir}/config.yml`;
   await Deno.writeTextFile(path, configText);
-  const port = freePort();
   const url = `http://127.0.0.1:${port}`;
   const proc = watchOutput(await startProxyProcess(path, port, { output: "piped", env }));
   const dispose = async () => {

@@ -1,0 +1,257 @@
+/**
+ * Several GPU hosts, one queue (docs/cluster.md), with two real proxy processes sharing one
+ * redis-server behind the Upstash REST gateway, each with look-alike containers of its own:
+ * routing to the node that has the model, forwarding byte for byte, cancels across the hop,
+ * hop headers that do not verify, a node killed in the middle of a batch, and Redis going away.
+ */
+import assert from "node:assert/strict";
+import OpenAI from "openai";
+import { chatBody, getJson, post } from "./support/client.ts";
+import { containerStarts } from "./support/docker_env.ts";
+import { CLUSTER_SECRET, withTwoNodes } from "./support/cluster_nodes.ts";
+import { CancellingClients } from "./support/cancelling_clients.ts";
+import { batchDone, batchFile, fileLines, submitBatch } from "./support/batches.ts";
+import { waitFor } from "./support/wait_for.ts";
+import { HopSigner } from "../lib/cluster/hop.ts";
+
+const AB = [{ id: "a", ownPort: true }, { id: "b", ownPort: true }];
+const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Bodies the backend of `model` in `lab` received on its chat route. */
+async function receivedBodies(
+  lab: { state(id?: string): Promise<{ received: { path: string; body: string }[] }> },
+  model: string,
+): Promise<string[]> {
+  const state = await lab.state(model).catch(() => ({ received: [] }));
+  return state.received.filter((r) => r.path === "/v1/chat/completions").map((r) => r.body);
+}
+
+Deno.test("cluster: A and B interleaved at node 1 only: node 1 keeps A, node 2 loads B, no further swap; every answer whole, every body at its backend byte for byte", async () => {
+  await withTwoNodes(AB, "num_workers: 2", async ({ api, nodes: [one, two] }) => {
+    const since = Date.now();
+    assert.equal((await post(one.url, chatBody("a"))).status, 200);
+    const client = new OpenAI({ baseURL: `${one.url}/v1`, apiKey: "unused", maxRetries: 0 });
+    const sent: { model: string; text: string }[] = [];
+    const answers: Promise<{ model: string; node: string | null; ok: boolean }>[] = [];
+    for (let i = 0; i < 16; i++) {
+      const model = i % 2 === 0 ? "b" : "a";
+      // Staggered, and distinct: each body must reach its backend exactly as sent.
+      const text = JSON.stringify(chatBody(model, { user: `req-${i}`, temperature: 0.5 }));
+      sent.push({ model, text });
+      if (i % 4 === 3) {
+        answers.push((async () => {
+          const stream = await client.chat.completions.create({
+            model,
+            messages: [{ role: "user", content: `stream ${i}` }],
+            stream: true,
+          });
+          let content = "";
+          let seenModel = "";
+          for await (const chunk of stream) {
+            seenModel = chunk.model;
+            content += chunk.choices[0]?.delta?.content ?? "";
+          }
+          return { model: seenModel, node: null, ok: content.length > 0 };
+        })());
+      } else {
+        answers.push(
+          post(one.url, text).then(async (res) => ({
+            model: (await res.json()).model,
+            node: res.headers.get("x-lqp-node"),
+            ok: res.status === 200,
+          })),
+        );
+      }
+      await pause(120);
+    }
+    const results = await Promise.all(answers);
+    results.forEach((r, i) => {
+      const model = i % 2 === 0 ? "b" : "a";
+      assert.ok(r.ok, `answer ${i} (${model}) is not whole`);
+      assert.equal(r.model, model, `answer ${i}`);
+    });
+    for (const r of results.filter((_, i) => i % 4 !== 3 && i % 2 === 0)) {
+      assert.equal(r.node, "node-2", "a B answer came from node 2 through node 1");
+    }
+    for (const r of results.filter((_, i) => i % 4 !== 3 && i % 2 === 1)) {
+      assert.equal(r.node, null, "an A answer was served by node 1 itself");
+    }
+    // Each node loaded its model once, and never the other one.
+    assert.deepEqual(await containerStarts(api, one.lab.prefix, since), [one.lab.containerOf("a")]);
+    assert.deepEqual(await containerStarts(api, two.lab.prefix, since), [two.lab.containerOf("b")]);
+    const atB = await receivedBodies(two.lab, "b");
+    const atA = await receivedBodies(one.lab, "a");
+    for (const { model, text } of sent.filter((_, i) => i % 4 !== 3)) {
+      const at = model === "b" ? atB : atA;
+      assert.equal(at.filter((body) => body === text).length, 1, `${model}: ${text}`);
+    }
+  });
+});
+
+Deno.test("cluster: a client leaving node 1 reaches node 2: its running request's backend sees the disconnect, a queued one never reaches the backend", async () => {
+  await withTwoNodes(AB, "num_workers: 1", async ({ nodes: [one, two] }) => {
+    // Node 1 has A, so B goes to node 2, which loads it.
+    assert.equal((await post(one.url, chatBody("a"))).status, 200);
+    const first = await post(one.url, chatBody("b"));
+    assert.equal(first.headers.get("x-lqp-node"), "node-2");
+    await first.body?.cancel();
+    await using clients = await CancellingClients.start();
+    // httpx holds B's one worker at node 2, then the Node openai client waits behind it.
+    const running = clients.send("httpx", one.url, chatBody("b", { fake_hold: true }), 2500);
+    await waitFor("the held request to reach node 2's backend", async () => {
+      return (await two.lab.state("b")).inflight === 1;
+    });
+    const queued = clients.send(
+      "node-openai",
+      one.url,
+      chatBody("b", { user: "queued-behind" }),
+      800,
+    );
+    assert.equal((await queued).outcome, "cancelled");
+    assert.equal((await running).outcome, "cancelled");
+    const state = await waitFor("node 2's backend to see the disconnect", async () => {
+      const s = await two.lab.state("b");
+      return s.disconnects >= 1 && s.inflight === 0 ? s : null;
+    });
+    await waitFor("node 2's queue to be empty", async () => {
+      const queue = (await getJson(`${two.url}/queue`)).body as { jobs: unknown[] };
+      return queue.jobs.length === 0;
+    });
+    await two.lab.release("b");
+    // A later request runs, and the cancelled queued one never did.
+    assert.equal((await post(one.url, chatBody("b"))).status, 200);
+    const bodies = await receivedBodies(two.lab, "b");
+    assert.ok(!bodies.some((b) => b.includes("queued-behind")), "the queued request ran");
+    assert.equal(state.disconnects, 1);
+  });
+});
+
+Deno.test("cluster: a forged hop header, or one signed with another secret, is refused with 403 invalid_hop", async () => {
+  await withTwoNodes(AB, "", async ({ nodes: [one] }) => {
+    const path = "/v1/chat/completions";
+    const wrong = await HopSigner.create("not-the-cluster-secret-987654");
+    const right = await HopSigner.create(CLUSTER_SECRET);
+    const forged = [
+      "v1;node-2;0;;;" + "0".repeat(64),
+      await wrong.sign({ from: "node-2", caller: null }, "POST", path, Date.now()),
+      // Signed for another path: a captured header cannot be reused elsewhere.
+      await right.sign({ from: "node-2", caller: null }, "POST", "/v1/embeddings", Date.now()),
+    ];
+    for (const hop of forged) {
+      const res = await fetch(`${one.url}${path}`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "x-lqp-hop": hop },
+        body: JSON.stringify(chatBody("a")),
+      });
+      assert.equal(res.status, 403, hop);
+      assert.equal((await res.json()).error.code, "invalid_hop");
+    }
+    // The real thing is served, and not forwarded again.
+    const hop = await right.sign({ from: "node-2", caller: null }, "POST", path, Date.now());
+    const res = await fetch(`${one.url}${path}`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-lqp-hop": hop },
+      body: JSON.stringify(chatBody("a")),
+    });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("x-lqp-node"), null);
+    await res.body?.cancel();
+  });
+});
+
+Deno.test("cluster: kill -9 of node 2 in the middle of a 60-line batch on two models: node 1 completes it, each line once; node 2 rejoins and gets work again", async () => {
+  const specs = [{ id: "a", ownPort: true, tokenMs: 30 }, { id: "b", ownPort: true, tokenMs: 30 }];
+  await withTwoNodes(specs, "num_workers: 2", async (cluster) => {
+    const [one, two] = cluster.nodes;
+    // Each node has one of the models, so both take lines.
+    assert.equal((await post(one.url, chatBody("a"))).status, 200);
+    assert.equal((await post(one.url, chatBody("b"))).status, 200);
+    const total = 60;
+    const models = Array.from({ length: total }, (_, i) => (i % 2 === 0 ? "a" : "b"));
+    const batch = await submitBatch(one.url, batchFile(models, { fake_tokens: 3 }));
+    await waitFor("node 2 to run some of the lines", async () => {
+      return (await receivedBodies(two.lab, "b")).some((b) => b.includes('"line '));
+    });
+    await cluster.kill(1);
+    const done = await batchDone(one.url, batch.id);
+    assert.equal(done.status, "completed");
+    assert.deepEqual(done.request_counts, { total, completed: total, failed: 0 });
+    const ids = (await fileLines(one.url, done.output_file_id)).map((l) => l.custom_id);
+    assert.equal(new Set(ids).size, ids.length, "a custom_id appears twice");
+    assert.equal(ids.length, total);
+
+    await cluster.start(1);
+    await cluster.seeEachOther(2);
+    // Node 1 has one model loaded; a request for the other one goes to node 2 again.
+    const answers = await Promise.all(["a", "b"].map(async (model) => {
+      const res = await post(one.url, chatBody(model, { user: `after-rejoin-${model}` }));
+      assert.equal(res.status, 200);
+      await res.body?.cancel();
+      return { model, node: res.headers.get("x-lqp-node") };
+    }));
+    const there = answers.filter((a) => a.node === "node-2");
+    assert.equal(there.length, 1, `answers after the rejoin: ${JSON.stringify(answers)}`);
+    const served = await receivedBodies(two.lab, there[0].model);
+    assert.ok(served.some((b) => b.includes(`after-rejoin-${there[0].model}`)));
+  });
+});
+
+Deno.test("cluster: Redis stopped for 10 s under load: clear 503s meanwhile, no request runs twice, both nodes recover by themselves", async () => {
+  await withTwoNodes(AB, "num_workers: 2", async ({ stack, nodes: [one, two] }) => {
+    assert.equal((await post(one.url, chatBody("a"))).status, 200);
+    assert.equal((await post(two.url, chatBody("b"))).status, 200);
+    let sending = true;
+    let n = 0;
+    const outcomes: { tag: string; status: number; code: string | null }[] = [];
+    const load = (async () => {
+      while (sending) {
+        const tag = `load-${n++}`;
+        const node = n % 2 === 0 ? one : two;
+        const model = n % 3 === 0 ? "b" : "a";
+        const res = await post(node.url, chatBody(model, { user: tag })).catch(() => null);
+        if (res === null) continue;
+        const body = await res.json();
+        outcomes.push({ tag, status: res.status, code: body.error?.code ?? null });
+        await pause(50);
+      }
+    })();
+    await waitFor("answers before the outage", () => outcomes.length >= 5);
+    await stack.redis.stop();
+    const down = Date.now();
+    await waitFor("a 503 while Redis is down", () => {
+      return outcomes.some((o) => o.status === 503 && o.code === "store_unavailable");
+    });
+    while (Date.now() - down < 10_000) await pause(200);
+    await stack.redis.resume();
+    const upAt = outcomes.length;
+    await waitFor("answers again after Redis came back", () => {
+      return outcomes.slice(upAt).filter((o) => o.status === 200).length >= 10;
+    }, { timeoutMs: 30_000 });
+    sending = false;
+    await load;
+    for (const o of outcomes) {
+      assert.ok(
+        o.status === 200 || (o.status === 503 && o.code === "store_unavailable"),
+        `${o.tag}: ${o.status} ${o.code}`,
+      );
+    }
+    // No request ran twice, on either node's backends.
+    const bodies = [
+      ...await receivedBodies(one.lab, "a"),
+      ...await receivedBodies(one.lab, "b"),
+      ...await receivedBodies(two.lab, "a"),
+      ...await receivedBodies(two.lab, "b"),
+    ];
+    for (const o of outcomes.filter((o) => o.status === 200)) {
+      const runs = bodies.filter((b) => b.includes(`"${o.tag}"`)).length;
+      assert.equal(runs, 1, `${o.tag} ran ${runs} times`);
+    }
+    await waitFor("both nodes to see each other again", async () => {
+      for (const node of [one, two]) {
+        const health = (await getJson(`${node.url}/health`)).body;
+        if ((health.cluster as { nodes: unknown[] }).nodes.length !== 2) return false;
+      }
+      return true;
+    });
+  });
+});

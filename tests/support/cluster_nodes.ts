@@ -1,0 +1,123 @@
+/**
+ * @module
+ * Two proxy nodes as users run them: two processes on two ports, one real redis-server behind
+ * the Upstash REST gateway that both use as their store and node board, and a homelab of
+ * look-alike containers for each node (same model ids, distinct container names and ports,
+ * one dockerd).
+ */
+import { freePort } from "../../demo/free_port.ts";
+import { requireDocker } from "./docker_env.ts";
+import { createHomelab, type FakeHomelab, type FakeModelSpec } from "./fake_models.ts";
+import { getJson } from "./client.ts";
+import { type ProxyProcess, runProxyProcess } from "./proxy_process.ts";
+import { RedisStack } from "./stores.ts";
+import { waitFor } from "./wait_for.ts";
+import type { DockerApi } from "../../lib/docker.ts";
+
+export const CLUSTER_SECRET = "the-test-cluster-secret-0123456789";
+
+export interface ClusterNode {
+  name: string;
+  lab: FakeHomelab;
+  port: number;
+  url: string;
+  /** Null while the node is down. */
+  proc: ProxyProcess | null;
+}
+
+export interface TwoNodes {
+  api: DockerApi;
+  stack: RedisStack;
+  nodes: [ClusterNode, ClusterNode];
+  /** Starts node `i` (again), once it answers /health. */
+  start(i: number): Promise<void>;
+  /** SIGKILLs node `i` and waits for it to be gone. */
+  kill(i: number): Promise<void>;
+  /** Waits until every running node sees `count` live nodes. */
+  seeEachOther(count: number): Promise<void>;
+}
+
+/** A node's config.yml: the lab's models, the shared store, and its cluster block. */
+function nodeConfig(
+  node: ClusterNode,
+  stack: RedisStack,
+  secretPath: string,
+  extra: string,
+): string {
+  return node.lab.configYaml(
+    [
+      "store:",
+      "  type: redis",
+      `  url: ${stack.gateway.url}`,
+      `  token: ${stack.gateway.token}`,
+      // Jobs of a killed node come back within seconds, not the default 15.
+      "  lease: 2",
+      "cluster:",
+      `  node: ${node.name}`,
+      `  advertise_url: ${node.url}`,
+      `  secret_file: ${secretPath}`,
+      "  heartbeat: 0.2",
+      "  lease: 1.5",
+      extra,
+    ].join("\n"),
+  );
+}
+
+export async function withTwoNodes(
+  specs: FakeModelSpec[],
+  extra: string,
+  fn: (cluster: TwoNodes) => Promise<void>,
+): Promise<void> {
+  const api = await requireDocker();
+  const dir = await Deno.makeTempDir({ prefix: "lqp-cluster-" });
+  const secretPath = `${dir}/cluster.secret`;
+  await Deno.writeTextFile(secretPath, CLUSTER_SECRET);
+  const nodes: ClusterNode[] = [];
+  try {
+    await using stack = await RedisStack.start();
+    for (const name of ["node-1", "node-2"]) {
+      const port = freePort();
+      const lab = await createHomelab(api, specs);
+      nodes.push({ name, lab, port, url: `http://127.0.0.1:${port}`, proc: null });
+    }
+    const start = async (i: number) => {
+      const node = nodes[i];
+      node.proc = await runProxyProcess(nodeConfig(node, stack, secretPath, extra), {
+        port: node.port,
+      });
+    };
+    const cluster: TwoNodes = {
+      api,
+      stack,
+      nodes: nodes as [ClusterNode, ClusterNode],
+      start,
+      async kill(i) {
+        const proc = nodes[i].proc;
+        if (proc === null) return;
+        proc.child.kill("SIGKILL");
+        await proc.child.status;
+        await proc[Symbol.asyncDispose]();
+        nodes[i].proc = null;
+      },
+      async seeEachOther(count) {
+        for (const node of nodes.filter((n) => n.proc !== null)) {
+          await waitFor(`${node.name} to see ${count} live nodes`, async () => {
+            const health = (await getJson(`${node.url}/health`)).body;
+            const seen = (health.cluster as { nodes: unknown[] } | undefined)?.nodes.length;
+            return seen === count;
+          });
+        }
+      },
+    };
+    await Promise.all([start(0), start(1)]);
+    await cluster.seeEachOther(2);
+    await fn(cluster);
+  } finally {
+    for (const node of nodes) {
+      await node.proc?.[Symbol.asyncDispose]();
+      await node.lab.remove();
+    }
+    await Deno.remove(dir, { recursive: true });
+    api.close();
+  }
+}
