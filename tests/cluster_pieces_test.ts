@@ -8,6 +8,7 @@ import { HopSigner } from "../lib/cluster/hop.ts";
 import type { NodeStatus } from "../lib/cluster/node_board.ts";
 import { route } from "../lib/cluster/router.ts";
 import { problemsOf } from "./support/config_problems.ts";
+import { parse as parseYaml } from "yaml";
 
 const SECRET = "a-shared-cluster-secret-0123";
 const MODELS = `models:
@@ -164,4 +165,25 @@ Deno.test("route(): a model only peers serve goes to one of them", () => {
   const self = node("gpu-1", { models: [{ id: "a", aliases: [] }] });
   const peer = node("gpu-2", { models: [{ id: "big", aliases: [] }] });
   assert.equal(target(route("big", self, [peer], null)), "gpu-2");
+});
+
+Deno.test("docs/cluster.md's cluster block is a valid config, and compose.cluster.yaml refuses to start without its token and SRH address", async () => {
+  const doc = await Deno.readTextFile(new URL("../docs/cluster.md", import.meta.url));
+  const block = /```yaml\n(cluster:[\s\S]*?)```/.exec(doc)?.[1];
+  assert.ok(block !== undefined, "docs/cluster.md has no cluster: yaml block");
+  const config = parseConfig(
+    MODELS + REDIS + block,
+    "config.yml",
+    {},
+    files({ "/etc/lqp/cluster.secret": SECRET }),
+  );
+  assert.equal(config.cluster?.node, "gpu-1");
+  const compose = parseYaml(
+    await Deno.readTextFile(new URL("../compose.cluster.yaml", import.meta.url)),
+  ) as { services: Record<string, { environment?: Record<string, string> }> };
+  const env = compose.services.proxy.environment!;
+  assert.equal(env.LQP_STORE, "redis");
+  assert.match(env.UPSTASH_REDIS_REST_TOKEN, /^\$\{SRH_TOKEN:\?/);
+  assert.match(env.UPSTASH_REDIS_REST_URL, /^\$\{SRH_URL:\?/);
+  assert.match(compose.services.srh.environment!.SRH_TOKEN, /^\$\{SRH_TOKEN:\?/);
 });
