@@ -43,11 +43,11 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
   const entry = (model: ModelConfig) =>
     modelEntry(model, created, deps.models.stateOf(model.id), deps.models.kvStatus(model));
 
-  app.get("/models", (c) => {
+  /** Every model, in a cluster the union of every live node's with where each one runs. */
+  function listing() {
     const data = live.current.models.map(entry);
     const cluster = deps.cluster;
-    if (cluster === null) return c.json({ object: "list", data });
-    // The union of every live node's models, each saying where it runs and who serves it.
+    if (cluster === null) return data;
     const nodes = cluster.nodes();
     const where = (id: string) => ({
       resident_on: nodes.filter((n) =>
@@ -72,16 +72,18 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
           ...seen,
         };
       });
-    return c.json({
-      object: "list",
-      data: [...data.map((m) => ({ ...m, ...where(m.id) })), ...remote],
-    });
-  });
+    return [...data.map((m) => ({ ...m, ...where(m.id) })), ...remote];
+  }
 
-  app.get(
-    "/models/:id{.+}",
-    (c) => c.json(entry(resolveModel(live.current, c.req.param("id")))),
-  );
+  app.get("/models", (c) => c.json({ object: "list", data: listing() }));
+
+  app.get("/models/:id{.+}", (c) => {
+    const name = c.req.param("id");
+    const id = findModel(live.current, name)?.id ?? deps.cluster?.remoteModel(name)?.id;
+    const found = id === undefined ? undefined : listing().find((m) => m.id === id);
+    if (found === undefined) throw modelNotFound(name, live.current.models.map((m) => m.id));
+    return c.json(found);
+  });
 
   /**
    * In a cluster, the answer of the peer this request is routed to (lib/cluster/router.ts), or
@@ -103,14 +105,24 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
     const route = cluster.routeOf(local?.id ?? remote!.id);
     if (route.kind === "local") return null;
     const req = c.req.raw;
+    const began = clock.now();
     try {
-      return await cluster.forward(route.peer, {
+      const answer = await cluster.forward(route.peer, {
         method: req.method,
         path: url.pathname + url.search,
         headers: req.headers,
         body,
         signal: req.signal,
       }, c.get("caller"));
+      deps.log.info("forward", {
+        id: c.get("requestId"),
+        model: local?.id ?? remote!.id,
+        to: route.peer.node,
+        status: answer.status,
+        // Until the peer's headers: its queue wait, and any load it had to do.
+        ms: clock.now() - began,
+      });
+      return answer;
     } catch (err) {
       if (!(err instanceof PeerUnreachableError)) throw err;
       if (remote !== null) throw peerUnreachable(remote.id, remote.nodes);

@@ -26,7 +26,7 @@ async function receivedBodies(
   return state.received.filter((r) => r.path === "/v1/chat/completions").map((r) => r.body);
 }
 
-Deno.test("cluster: A and B interleaved at node 1 only: node 1 keeps A, node 2 loads B, no further swap; every answer whole, every body at its backend byte for byte", async () => {
+Deno.test("cluster: A and B interleaved at node 1 only: node 1 keeps A, node 2 loads B, no further swap; every answer whole, every body at its backend byte for byte; /v1/models, /health and Prometheus say where each runs", async () => {
   await withTwoNodes(AB, "num_workers: 2", async ({ api, nodes: [one, two] }) => {
     const since = Date.now();
     assert.equal((await post(one.url, chatBody("a"))).status, 200);
@@ -79,6 +79,29 @@ Deno.test("cluster: A and B interleaved at node 1 only: node 1 keeps A, node 2 l
     // Each node loaded its model once, and never the other one.
     assert.deepEqual(await containerStarts(api, one.lab.prefix, since), [one.lab.containerOf("a")]);
     assert.deepEqual(await containerStarts(api, two.lab.prefix, since), [two.lab.containerOf("b")]);
+    // What operators see, at node 1: where each model runs, and the node on every series.
+    await waitFor("node 1 to see B resident on node 2", async () => {
+      const list = (await getJson(`${one.url}/v1/models`)).body.data as {
+        id: string;
+        resident_on: string[];
+        served_by: string[];
+      }[];
+      const where = Object.fromEntries(list.map((m) => [m.id, m.resident_on.join(",")]));
+      assert.deepEqual(list.map((m) => m.served_by.join(",")), ["node-1,node-2", "node-1,node-2"]);
+      return where.a === "node-1" && where.b === "node-2";
+    });
+    const health = (await getJson(`${one.url}/health`)).body.cluster as {
+      node: string;
+      nodes: { node: string; self: boolean; resident_models: { model: string }[] }[];
+    };
+    assert.equal(health.node, "node-1");
+    assert.deepEqual(
+      health.nodes.map((n) => [n.node, n.self, n.resident_models.map((r) => r.model).join()]),
+      [["node-1", true, "a"], ["node-2", false, "b"]],
+    );
+    const prom = await (await fetch(`${one.url}/metrics?format=prometheus`)).text();
+    assert.match(prom, /^lqp_cluster_nodes\{node="node-1"\} 2$/m);
+    assert.match(prom, /^lqp_model_loaded\{node="node-1",model="a"\} 1$/m);
     const atB = await receivedBodies(two.lab, "b");
     const atA = await receivedBodies(one.lab, "a");
     for (const { model, text } of sent.filter((_, i) => i % 4 !== 3)) {
