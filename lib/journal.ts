@@ -6,9 +6,9 @@
  * stuck as "running" in the store.
  */
 import type { Clock } from "./clock.ts";
-import type { Job } from "./jobs.ts";
+import type { Job, JobState } from "./jobs.ts";
 import type { Logger } from "./log.ts";
-import type { JobRecord, JobState, JobStore, SyncChange } from "./store/contract.ts";
+import type { JobRecord, JobStore, SyncChange } from "./store/contract.ts";
 import type { StoreStatus } from "./store/status.ts";
 
 /**

@@ -14,15 +14,7 @@
  */
 import type { Priority } from "../priority.ts";
 import { maxAttemptsExceeded, messageOf } from "../errors.ts";
-
-export type JobState =
-  | "queued"
-  | "running"
-  | "done"
-  | "failed"
-  | "cancelled"
-  | "abandoned"
-  | "dead";
+import type { GroupBucket, RecordState } from "./record_states.ts";
 
 export type JobKind = "sync" | "async";
 
@@ -31,7 +23,7 @@ export interface JobRecord {
   kind: JobKind;
   model: string;
   priority: Priority;
-  state: JobState;
+  state: RecordState;
   /** Times a node started it (a claim, or a sync retry). */
   attempts: number;
   /** The node that holds it (sync: always; async: while claimed). */
@@ -63,7 +55,7 @@ export interface NewAsyncJob {
 /** One sync job's new state, and the state it had (null when new), for the counters. */
 export interface SyncChange {
   job: JobRecord;
-  from: JobState | null;
+  from: RecordState | null;
 }
 
 export type AsyncOutcome = "done" | "failed" | "dead" | "cancelled";
@@ -77,11 +69,7 @@ export interface StoreStats {
   total: number;
 }
 
-export interface GroupCounts {
-  done: number;
-  failed: number;
-  cancelled: number;
-}
+export type GroupCounts = Record<GroupBucket, number>;
 
 export interface Recovered {
   abandoned: number;
@@ -181,11 +169,6 @@ export interface JobStore {
   listDocs<T>(kind: DocKind, limit: number, after?: string): Promise<T[]>;
 
   close(): Promise<void>;
-}
-
-/** Which of a batch's counts a final async job adds to. */
-export function groupBucket(state: JobState): keyof GroupCounts {
-  return state === "done" ? "done" : state === "cancelled" ? "cancelled" : "failed";
 }
 
 /** Why a job went to the dead letters, in the shape batch error lines use. */

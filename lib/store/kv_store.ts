@@ -4,15 +4,17 @@
  * atomics guarded by versionstamp checks, so two takers (or two recoverers) racing for one
  * job get one winner. KV holds at most 64 KiB per value: texts and blobs above that are
  * split into chunks written before the record that points at them.
+ *
+ * Longer than our modules usually are: every method is one JobStore operation over the same
+ * key layout (job, lane, active, count, finished, deadidx, group, blob, doc), and the atomics
+ * only stay right while that layout is read in one place.
  */
 import {
   type AsyncOutcome,
   deadResult,
   type DocKind,
-  groupBucket,
   type GroupCounts,
   type JobRecord,
-  type JobState,
   type JobStore,
   type NewAsyncJob,
   type Recovered,
@@ -21,6 +23,15 @@ import {
   type SyncChange,
   type Versioned,
 } from "./contract.ts";
+import {
+  COUNTED_STATES,
+  GROUP_BUCKETS,
+  type GroupBucket,
+  groupBucket,
+  isCounted,
+  isFinal,
+  type RecordState,
+} from "./record_states.ts";
 
 const CHUNK_BYTES = 60_000;
 /** Strings are stored as UTF-16 at worst: 2 bytes a character, well under 64 KiB. */
@@ -33,7 +44,6 @@ const CLAIMS_PER_ATOMIC = 10;
 const U64_WRAP = 1n << 64n;
 const MINUS_ONE = U64_WRAP - 1n;
 const PLUS_ONE = 1n;
-const COUNTED: readonly JobState[] = ["queued", "running", "dead", "abandoned"];
 
 /** A job as kept in KV: big texts live in blobs and are marked here. */
 interface StoredJob extends JobRecord {
@@ -273,19 +283,25 @@ export class KvJobStore implements JobStore {
   }
 
   async stats(): Promise<StoreStats> {
-    const keys = [...COUNTED, "total"].map((state) => ["count", state]);
-    const values = await this.#kv.getMany<Deno.KvU64[]>(keys);
-    const [queued, running, dead, abandoned, total] = values.map((v) =>
-      Number(v.value?.value ?? 0n)
-    );
-    return { queued, running, dead, abandoned, total };
+    const names = [...COUNTED_STATES, "total"];
+    const values = await this.#kv.getMany<Deno.KvU64[]>(names.map((name) => ["count", name]));
+    const counts = new Map(names.map((name, i) => [name, Number(values[i].value?.value ?? 0n)]));
+    const n = (name: string) => counts.get(name) ?? 0;
+    return {
+      queued: n("queued"),
+      running: n("running"),
+      dead: n("dead"),
+      abandoned: n("abandoned"),
+      total: n("total"),
+    };
   }
 
   async groupCounts(group: string): Promise<GroupCounts> {
-    const names = ["done", "failed", "cancelled"] as const;
-    const values = await this.#kv.getMany<Deno.KvU64[]>(names.map((n) => ["group", group, n]));
-    const [done, failed, cancelled] = values.map((v) => Number(v.value?.value ?? 0n));
-    return { done, failed, cancelled };
+    const keys = GROUP_BUCKETS.map((bucket) => ["group", group, bucket]);
+    const values = await this.#kv.getMany<Deno.KvU64[]>(keys);
+    const counts = new Map(GROUP_BUCKETS.map((bucket, i) => [bucket, values[i].value?.value]));
+    const n = (bucket: GroupBucket) => Number(counts.get(bucket) ?? 0n);
+    return { done: n("done"), failed: n("failed"), cancelled: n("cancelled") };
   }
 
   async deadLetters(limit: number): Promise<JobRecord[]> {
@@ -406,8 +422,9 @@ export class KvJobStore implements JobStore {
   #finishIndex(op: Deno.AtomicOperation, job: JobRecord): void {
     if (job.state === "dead") op.set(["deadidx", job.updatedAt, job.id], true);
     else op.set(["finished", job.updatedAt, job.id], true);
-    if (job.group !== null && job.kind === "async") {
-      op.sum(["group", job.group, groupBucket(job.state)], PLUS_ONE);
+    const bucket = groupBucket(job.state);
+    if (bucket !== null && job.group !== null && job.kind === "async") {
+      op.sum(["group", job.group, bucket], PLUS_ONE);
     }
   }
 
@@ -431,10 +448,6 @@ function requeue(op: Deno.AtomicOperation, job: StoredJob): StoredJob {
   return { ...job, state: "queued", node: null };
 }
 
-function isFinal(state: JobState): boolean {
-  return state !== "queued" && state !== "running";
-}
-
 /** Counter changes for one atomic, gathered so that each counter gets one sum. */
 class CountDeltas {
   readonly #deltas = new Map<string, number>();
@@ -443,10 +456,10 @@ class CountDeltas {
     this.#deltas.set(counter, (this.#deltas.get(counter) ?? 0) + n);
   }
 
-  move(from: JobState | null, to: JobState): void {
+  move(from: RecordState | null, to: RecordState): void {
     if (from === to) return;
-    if (from !== null && COUNTED.includes(from)) this.add(from, -1);
-    if (COUNTED.includes(to)) this.add(to, 1);
+    if (from !== null && isCounted(from)) this.add(from, -1);
+    if (isCounted(to)) this.add(to, 1);
   }
 
   applyTo(op: Deno.AtomicOperation): void {
@@ -456,7 +469,7 @@ class CountDeltas {
   }
 }
 
-function count(op: Deno.AtomicOperation, from: JobState | null, to: JobState): void {
+function count(op: Deno.AtomicOperation, from: RecordState | null, to: RecordState): void {
   const counts = new CountDeltas();
   counts.move(from, to);
   counts.applyTo(op);

@@ -2,10 +2,11 @@
  * @module
  * The job store on Redis, spoken to over the Upstash REST protocol with `@upstash/redis`
  * (Upstash itself, or SRH in front of a plain Redis). Every state transition is one Lua
- * script, atomic on the server; the REST API has no WATCH. Scripts are written so that a
- * retried request cannot apply a change twice (each checks the state it moves from).
+ * script (lib/store/redis_scripts.ts); what comes back is checked before it is used
+ * (lib/store/redis_replies.ts).
  */
 import { Redis } from "@upstash/redis";
+import { z } from "zod";
 import {
   type AsyncOutcome,
   deadResult,
@@ -20,6 +21,8 @@ import {
   type SyncChange,
   type Versioned,
 } from "./contract.ts";
+import { checked, Counters, HashFields, JobJson } from "./redis_replies.ts";
+import { type ScriptName, type ScriptReply, SCRIPTS } from "./redis_scripts.ts";
 
 export interface RedisStoreOptions {
   url: string;
@@ -33,237 +36,17 @@ export interface RedisStoreOptions {
 /** Base64 text is kept in list items of at most this many characters. */
 const BLOB_CHUNK_CHARS = 1024 * 1024;
 
-// Shared Lua helpers: counters for the states /metrics shows, and the index of final jobs.
-const LUA_HELPERS = `
-local P = ARGV[1]
-local COUNTED = {queued=true, running=true, dead=true, abandoned=true}
-local function move(from, to)
-  if from and COUNTED[from] then redis.call('HINCRBY', P..'count', from, -1) end
-  if COUNTED[to] then redis.call('HINCRBY', P..'count', to, 1) end
-end
-local function requeue(job)
-  job.state = 'queued'
-  job.node = cjson.null
-  redis.call('ZADD', P..'lane:'..job.lane, job.order, job.id)
-end
-local function finish(job)
-  if job.state == 'dead' then redis.call('ZADD', P..'dead', job.updatedAt, job.id)
-  else redis.call('ZADD', P..'finished', job.updatedAt, job.id) end
-  if job.kind == 'async' and job.group ~= cjson.null then
-    local bucket = 'failed'
-    if job.state == 'done' then bucket = 'done' elseif job.state == 'cancelled' then bucket = 'cancelled' end
-    redis.call('HINCRBY', P..'group:'..job.group, bucket, 1)
-  end
-end
-`;
-
-/**
- * ARGV: prefix, then (id, node, state, updatedAt, json) per change. The state moved from is
- * read here, not trusted from the caller: a request retried after a lost reply changes
- * nothing twice, and a job already final (abandoned by a recovery) stays final.
- */
-const RECORD = LUA_HELPERS + `
-for i = 2, #ARGV, 5 do
-  local id, node, state = ARGV[i], ARGV[i+1], ARGV[i+2]
-  local key = P..'job:'..id
-  local cur = redis.call('GET', key)
-  local from = nil
-  if cur then from = cjson.decode(cur).state end
-  if from == nil or from == 'queued' or from == 'running' then
-    redis.call('SET', key, ARGV[i+4])
-    if from == nil then redis.call('HINCRBY', P..'count', 'total', 1) end
-    if from ~= state then move(from, state) end
-    if state ~= 'queued' and state ~= 'running' then
-      redis.call('HDEL', P..'active', id)
-      redis.call('ZADD', P..'finished', ARGV[i+3], id)
-    elseif from == nil then
-      redis.call('HSET', P..'active', id, node)
-    end
-  end
-end
-return 1`;
-
-/** ARGV: prefix, then (id, lane, order, json) per job. */
-const ENQUEUE = LUA_HELPERS + `
-local n = 0
-for i = 2, #ARGV, 4 do
-  if redis.call('SET', P..'job:'..ARGV[i], ARGV[i+3], 'NX') then
-    redis.call('ZADD', P..'lane:'..ARGV[i+1], ARGV[i+2], ARGV[i])
-    n = n + 1
-  end
-end
-redis.call('HINCRBY', P..'count', 'total', n)
-redis.call('HINCRBY', P..'count', 'queued', n)
-return n`;
-
-/** ARGV: prefix, lane, node, max, now. Returns the claimed jobs as JSON. */
-const CLAIM = LUA_HELPERS + `
-local claimed = {}
-local popped = redis.call('ZPOPMIN', P..'lane:'..ARGV[2], tonumber(ARGV[4]))
-for i = 1, #popped, 2 do
-  local raw = redis.call('GET', P..'job:'..popped[i])
-  if raw then
-    local job = cjson.decode(raw)
-    if job.state == 'queued' then
-      job.state = 'running'
-      job.node = ARGV[3]
-      job.attempts = job.attempts + 1
-      job.updatedAt = tonumber(ARGV[5])
-      local out = cjson.encode(job)
-      redis.call('SET', P..'job:'..job.id, out)
-      redis.call('HSET', P..'active', job.id, ARGV[3])
-      move('queued', 'running')
-      claimed[#claimed + 1] = out
-    end
-  end
-end
-return claimed`;
-
-/** ARGV: prefix, id, node, attempt, outcome, result, now. */
-const COMPLETE = LUA_HELPERS + `
-local raw = redis.call('GET', P..'job:'..ARGV[2])
-if not raw then return 0 end
-local job = cjson.decode(raw)
-if job.state ~= 'running' or job.node ~= ARGV[3] or job.attempts ~= tonumber(ARGV[4]) then return 0 end
-job.state = ARGV[5]
-job.result = ARGV[6]
-job.updatedAt = tonumber(ARGV[7])
-redis.call('SET', P..'job:'..job.id, cjson.encode(job))
-redis.call('HDEL', P..'active', job.id)
-move('running', job.state)
-finish(job)
-return 1`;
-
-/** ARGV: prefix, node, now, ids... */
-const RELEASE = LUA_HELPERS + `
-for i = 4, #ARGV do
-  local raw = redis.call('GET', P..'job:'..ARGV[i])
-  if raw then
-    local job = cjson.decode(raw)
-    if job.state == 'running' and job.node == ARGV[2] then
-      requeue(job)
-      job.attempts = job.attempts - 1
-      job.updatedAt = tonumber(ARGV[3])
-      redis.call('SET', P..'job:'..job.id, cjson.encode(job))
-      redis.call('HDEL', P..'active', job.id)
-      move('running', 'queued')
-    end
-  end
-end
-return 1`;
-
-/** ARGV: prefix, now, ids... Returns how many were still queued. */
-const CANCEL = LUA_HELPERS + `
-local n = 0
-for i = 3, #ARGV do
-  local raw = redis.call('GET', P..'job:'..ARGV[i])
-  if raw then
-    local job = cjson.decode(raw)
-    if job.state == 'queued' and job.kind == 'async' then
-      redis.call('ZREM', P..'lane:'..job.lane, job.id)
-      job.state = 'cancelled'
-      job.updatedAt = tonumber(ARGV[2])
-      redis.call('SET', P..'job:'..job.id, cjson.encode(job))
-      move('queued', 'cancelled')
-      finish(job)
-      n = n + 1
-    end
-  end
-end
-return n`;
-
-/** ARGV: prefix, now, maxAttempts. Returns {abandoned, requeued, dead}. */
-const RECOVER = LUA_HELPERS + `
-local now = tonumber(ARGV[2])
-local leases = {}
-local nodes = redis.call('HGETALL', P..'node')
-for i = 1, #nodes, 2 do leases[nodes[i]] = tonumber(nodes[i+1]) end
-local out = {0, 0, 0}
-local active = redis.call('HGETALL', P..'active')
-for i = 1, #active, 2 do
-  local id, node = active[i], active[i+1]
-  if (leases[node] or 0) <= now then
-    redis.call('HDEL', P..'active', id)
-    local raw = redis.call('GET', P..'job:'..id)
-    if raw then
-      local job = cjson.decode(raw)
-      if job.node == node and (job.state == 'queued' or job.state == 'running') then
-        local from = job.state
-        job.updatedAt = now
-        if job.kind == 'sync' then
-          job.state = 'abandoned'
-          finish(job)
-          out[1] = out[1] + 1
-        elseif job.attempts >= tonumber(ARGV[3]) then
-          job.state = 'dead'
-          job.result = (ARGV[4]:gsub('ATTEMPTS', tostring(job.attempts)))
-          finish(job)
-          out[3] = out[3] + 1
-        else
-          requeue(job)
-          out[2] = out[2] + 1
-        end
-        move(from, job.state)
-        redis.call('SET', P..'job:'..id, cjson.encode(job))
-      end
-    end
-  end
-end
-for node, untilMs in pairs(leases) do
-  if untilMs <= now then redis.call('HDEL', P..'node', node) end
-end
-return out`;
-
-/** ARGV: prefix, finishedBefore, deadBefore. Deletes at most 1000 records a call. */
-const PURGE = LUA_HELPERS + `
-local n = 0
-for _, index in ipairs({'finished', 'dead'}) do
-  local before = (index == 'finished') and ARGV[2] or ARGV[3]
-  local ids = redis.call('ZRANGEBYSCORE', P..index, '-inf', '(' .. before, 'LIMIT', 0, 1000)
-  for _, id in ipairs(ids) do
-    redis.call('DEL', P..'job:'..id)
-    redis.call('ZREM', P..index, id)
-    if index == 'dead' then redis.call('HINCRBY', P..'count', 'dead', -1) end
-    n = n + 1
-  end
-end
-return n`;
-
-/** ARGV: prefix, kind, id, json, createdAt. */
-const CREATE_DOC = `
-local P = ARGV[1]
-local key = P..'doc:'..ARGV[2]..':'..ARGV[3]
-if redis.call('HSETNX', key, 'd', ARGV[4]) == 0 then return 0 end
-redis.call('HSET', key, 'v', 1)
-redis.call('ZADD', P..'docs:'..ARGV[2], ARGV[5], ARGV[3])
-return 1`;
-
-/** ARGV: prefix, kind, id, version, json. */
-const REPLACE_DOC = `
-local key = ARGV[1]..'doc:'..ARGV[2]..':'..ARGV[3]
-if redis.call('HGET', key, 'v') ~= ARGV[4] then return 0 end
-redis.call('HSET', key, 'd', ARGV[5])
-redis.call('HINCRBY', key, 'v', 1)
-return 1`;
-
 type Script = ReturnType<Redis["createScript"]>;
-type ScriptName =
-  | "record"
-  | "enqueue"
-  | "claim"
-  | "complete"
-  | "release"
-  | "cancel"
-  | "recover"
-  | "purge"
-  | "createDoc"
-  | "replaceDoc";
+
+const JobJsonOrNone = JobJson.nullable();
+const Strings = z.array(z.string());
+const Items = z.array(z.unknown());
 
 export class RedisJobStore implements JobStore {
   readonly name = "redis";
   readonly #redis: Redis;
   readonly #p: string;
-  readonly #scripts: Record<ScriptName, Script>;
+  readonly #scripts = new Map<ScriptName, Script>();
 
   constructor(options: RedisStoreOptions) {
     const timeoutMs = options.timeoutMs ?? 5000;
@@ -281,37 +64,31 @@ export class RedisJobStore implements JobStore {
       signal: () => AbortSignal.timeout(timeoutMs),
     });
     this.#p = options.prefix ?? "lqp:";
-    const script = (src: string) => this.#redis.createScript(src);
-    this.#scripts = {
-      record: script(RECORD),
-      enqueue: script(ENQUEUE),
-      claim: script(CLAIM),
-      complete: script(COMPLETE),
-      release: script(RELEASE),
-      cancel: script(CANCEL),
-      recover: script(RECOVER),
-      purge: script(PURGE),
-      createDoc: script(CREATE_DOC),
-      replaceDoc: script(REPLACE_DOC),
-    };
   }
 
   async ping(): Promise<void> {
     await this.#redis.ping();
   }
 
-  /** A hash's fields; without automatic deserialization the client hands back [k, v, ...]. */
-  async #hash(key: string): Promise<Record<string, string>> {
+  async #hash(key: string): Promise<Map<string, string>> {
     const reply: unknown = await this.#redis.hgetall(key);
-    if (!Array.isArray(reply)) return {};
-    const fields: Record<string, string> = {};
-    for (let i = 0; i + 1 < reply.length; i += 2) fields[String(reply[i])] = String(reply[i + 1]);
-    return fields;
+    return checked(HashFields, reply, `HGETALL ${key}`);
   }
 
-  /** Runs one of the scripts; the reply's shape is the script's own (see its comment). */
-  async #eval<T = unknown>(name: ScriptName, args: string[]): Promise<T> {
-    return await this.#scripts[name].exec([], args) as T;
+  async #counters(key: string): Promise<Map<string, number>> {
+    const reply: unknown = await this.#redis.hgetall(key);
+    return checked(Counters, reply, `HGETALL ${key}`);
+  }
+
+  /** Runs one of the scripts and checks that its reply has the script's shape. */
+  async #eval<N extends ScriptName>(name: N, args: string[]): Promise<ScriptReply<N>> {
+    let script = this.#scripts.get(name);
+    if (script === undefined) {
+      script = this.#redis.createScript(SCRIPTS[name].lua);
+      this.#scripts.set(name, script);
+    }
+    const reply: unknown = await script.exec([], args);
+    return checked(SCRIPTS[name].reply, reply, `script ${name}`);
   }
 
   async record(changes: readonly SyncChange[]): Promise<void> {
@@ -347,14 +124,7 @@ export class RedisJobStore implements JobStore {
   }
 
   async claim(lane: string, node: string, max: number, now: number): Promise<JobRecord[]> {
-    const claimed = await this.#eval<string[]>("claim", [
-      this.#p,
-      lane,
-      node,
-      String(max),
-      String(now),
-    ]);
-    return claimed.map((raw) => parseJob(raw));
+    return await this.#eval("claim", [this.#p, lane, node, String(max), String(now)]);
   }
 
   async laneSize(lane: string): Promise<number> {
@@ -369,7 +139,7 @@ export class RedisJobStore implements JobStore {
     result: string,
     now: number,
   ): Promise<boolean> {
-    const done = await this.#eval<number>("complete", [
+    return await this.#eval("complete", [
       this.#p,
       id,
       node,
@@ -378,7 +148,6 @@ export class RedisJobStore implements JobStore {
       result,
       String(now),
     ]);
-    return done === 1;
   }
 
   async release(ids: readonly string[], node: string, now: number): Promise<void> {
@@ -392,26 +161,24 @@ export class RedisJobStore implements JobStore {
 
   async recover(now: number, maxAttempts: number): Promise<Recovered> {
     const template = deadResult("ATTEMPTS");
-    const [abandoned, requeued, dead] = await this.#eval<number[]>("recover", [
-      this.#p,
-      String(now),
-      String(maxAttempts),
-      template,
-    ]);
-    return { abandoned, requeued, dead };
+    return await this.#eval("recover", [this.#p, String(now), String(maxAttempts), template]);
   }
 
   async get(id: string): Promise<JobRecord | null> {
-    const raw = await this.#redis.get<string>(`${this.#p}job:${id}`);
-    return raw === null ? null : parseJob(raw);
+    const key = `${this.#p}job:${id}`;
+    const raw: unknown = await this.#redis.get(key);
+    return checked(JobJsonOrNone, raw, `GET ${key}`);
   }
 
   async getMany(ids: readonly string[]): Promise<(JobRecord | null)[]> {
     const records: (JobRecord | null)[] = [];
     for (let i = 0; i < ids.length; i += 200) {
       const keys = ids.slice(i, i + 200).map((id) => `${this.#p}job:${id}`);
-      const raws = await this.#redis.mget<(string | null)[]>(...keys);
-      records.push(...raws.map((raw) => raw === null ? null : parseJob(raw)));
+      const raws = checked(Items, await this.#redis.mget(...keys), `MGET ${keys.length} jobs`);
+      if (raws.length !== keys.length) {
+        throw new Error(`Redis answered MGET of ${keys.length} jobs with ${raws.length} values`);
+      }
+      records.push(...raws.map((raw, j) => checked(JobJsonOrNone, raw, `MGET ${keys[j]}`)));
     }
     return records;
   }
@@ -420,14 +187,14 @@ export class RedisJobStore implements JobStore {
     let cancelled = 0;
     for (let i = 0; i < ids.length; i += 500) {
       const slice = ids.slice(i, i + 500);
-      cancelled += await this.#eval<number>("cancel", [this.#p, String(now), ...slice]);
+      cancelled += await this.#eval("cancel", [this.#p, String(now), ...slice]);
     }
     return cancelled;
   }
 
   async stats(): Promise<StoreStats> {
-    const counts = await this.#hash(`${this.#p}count`);
-    const n = (key: string) => Number(counts[key] ?? 0);
+    const counts = await this.#counters(`${this.#p}count`);
+    const n = (key: string) => counts.get(key) ?? 0;
     return {
       queued: n("queued"),
       running: n("running"),
@@ -438,13 +205,14 @@ export class RedisJobStore implements JobStore {
   }
 
   async groupCounts(group: string): Promise<GroupCounts> {
-    const counts = await this.#hash(`${this.#p}group:${group}`);
-    const n = (key: string) => Number(counts[key] ?? 0);
+    const counts = await this.#counters(`${this.#p}group:${group}`);
+    const n = (key: string) => counts.get(key) ?? 0;
     return { done: n("done"), failed: n("failed"), cancelled: n("cancelled") };
   }
 
   async deadLetters(limit: number): Promise<JobRecord[]> {
-    const ids = await this.#redis.zrange<string[]>(`${this.#p}dead`, 0, limit - 1, { rev: true });
+    const key = `${this.#p}dead`;
+    const ids = checked(Strings, await this.#redis.zrange(key, 0, limit - 1, { rev: true }), key);
     const jobs = await Promise.all(ids.map((id) => this.get(id)));
     return jobs.filter((job) => job !== null);
   }
@@ -452,7 +220,7 @@ export class RedisJobStore implements JobStore {
   async purge(now: number, retention: Retention): Promise<number> {
     let total = 0;
     while (true) {
-      const purged = await this.#eval<number>("purge", [
+      const purged = await this.#eval("purge", [
         this.#p,
         String(now - retention.finishedMs),
         String(now - retention.deadMs),
@@ -477,7 +245,8 @@ export class RedisJobStore implements JobStore {
   }
 
   async getBlob(id: string): Promise<Uint8Array | null> {
-    const chunks = await this.#redis.lrange<string>(`${this.#p}blob:${id}`, 0, -1);
+    const key = `${this.#p}blob:${id}`;
+    const chunks = checked(Strings, await this.#redis.lrange(key, 0, -1), `LRANGE ${key}`);
     if (chunks.length === 0) return null;
     return Uint8Array.fromBase64(chunks.join(""));
   }
@@ -487,31 +256,26 @@ export class RedisJobStore implements JobStore {
   }
 
   async createDoc<T>(kind: DocKind, id: string, value: T, createdAt: number): Promise<boolean> {
-    const created = await this.#eval<number>("createDoc", [
+    return await this.#eval("createDoc", [
       this.#p,
       kind,
       id,
       JSON.stringify(value),
       String(createdAt),
     ]);
-    return created === 1;
   }
 
   async getDoc<T>(kind: DocKind, id: string): Promise<Versioned<T> | null> {
     const doc = await this.#hash(`${this.#p}doc:${kind}:${id}`);
-    if (doc.d === undefined) return null;
-    return { value: JSON.parse(doc.d) as T, version: String(doc.v) };
+    const text = doc.get("d");
+    const version = doc.get("v");
+    if (text === undefined) return null;
+    if (version === undefined) throw new Error(`Document ${kind} ${id} in Redis has no version`);
+    return { value: JSON.parse(text) as T, version };
   }
 
   async replaceDoc<T>(kind: DocKind, id: string, version: string, value: T): Promise<boolean> {
-    const replaced = await this.#eval<number>("replaceDoc", [
-      this.#p,
-      kind,
-      id,
-      version,
-      JSON.stringify(value),
-    ]);
-    return replaced === 1;
+    return await this.#eval("replaceDoc", [this.#p, kind, id, version, JSON.stringify(value)]);
   }
 
   async deleteDoc(kind: DocKind, id: string): Promise<void> {
@@ -527,7 +291,8 @@ export class RedisJobStore implements JobStore {
       if (rank === null) return [];
       start = rank + 1;
     }
-    const ids = await this.#redis.zrange<string[]>(index, start, start + limit - 1, { rev: true });
+    const range = await this.#redis.zrange(index, start, start + limit - 1, { rev: true });
+    const ids = checked(Strings, range, `ZRANGE ${index}`);
     const docs = await Promise.all(ids.map((id) => this.getDoc<T>(kind, id)));
     return docs.filter((doc) => doc !== null).map((doc) => doc.value);
   }
@@ -535,8 +300,4 @@ export class RedisJobStore implements JobStore {
   close(): Promise<void> {
     return Promise.resolve();
   }
-}
-
-function parseJob(raw: string): JobRecord {
-  return JSON.parse(raw) as JobRecord;
 }
