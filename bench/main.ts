@@ -2,9 +2,10 @@
  * `deno task bench [--quick] [--runs=N] [--out=PATH]`: what the proxy costs per request, per
  * streamed chunk, per swap and per queued job, measured in one run against the physical limit
  * (the backend directly), against the least a Deno proxy can cost (bench/floor_proxy.ts, and
- * bench/floor_node_proxy.ts on node:http as ours is) and against nginx. The request and stream
- * measurements run N rounds (3 by default) and print median (min–max), so one noisy round can
- * neither pass nor fail a target. Prints a table and writes bench/results.json.
+ * bench/floor_node_proxy.ts on node:http as ours is) and against nginx; and what a hop between
+ * two cluster nodes adds (bench/cluster_bench.ts). The request, stream and hop measurements run
+ * N rounds (3 by default) and print median (min–max), so one noisy round can neither pass nor
+ * fail a target. Prints a table and writes bench/results.json.
  *
  * The backend is our llama-server look-alike in Docker containers (answering at once);
  * nginx runs with `proxy_buffering off` and upstream keep-alive; wrk generates load.
@@ -32,6 +33,7 @@ import {
 import { batchVsSync, storeThroughput } from "./store_bench.ts";
 import { hostileConnections } from "./hostile_bench.ts";
 import { kvCacheBench } from "./kv_bench.ts";
+import { clusterForwarding } from "./cluster_bench.ts";
 import process from "node:process";
 
 const quick = Deno.args.includes("--quick");
@@ -53,6 +55,7 @@ const SETTINGS = quick
     kvWords: 2000,
     runs: 1,
     manyStreams: { clients: 50, tokens: 5, tokenMs: 50 },
+    forwarded: 50,
   }
   : {
     wrkS: 5,
@@ -68,6 +71,7 @@ const SETTINGS = quick
     kvWords: 50_000,
     runs: 3,
     manyStreams: { clients: 1000, tokens: 20, tokenMs: 100 },
+    forwarded: 1000,
   };
 const RUNS = runsArg ? Math.max(1, Number(runsArg.slice("--runs=".length))) : SETTINGS.runs;
 const NUM_WORKERS = 2;
@@ -523,6 +527,7 @@ async function main() {
       SETTINGS.batchLines,
       NUM_WORKERS,
     );
+    results.cluster_forwarding = spreadOf(await clusterForwarding(SETTINGS.forwarded, RUNS));
   } finally {
     await proxy?.stop();
     await nginx?.stop();
@@ -735,6 +740,20 @@ function report(r: Record<string, unknown>): string {
   checks.push([
     `a batch line costs ≤ 1 ms more than a request sent alone (${perLineMs.toFixed(2)} ms)`,
     perLineMs <= 1,
+  ]);
+  const cf = r.cluster_forwarding as Spread;
+  lines.push("");
+  lines.push("| cluster, model b on node 2 | p50 ms | p99 ms | answered |");
+  lines.push("| --- | --- | --- | --- |");
+  for (const [name, path] of [["local", "straight to node 2"], ["forwarded", "node 1 → node 2"]]) {
+    lines.push(
+      `| ${path} | ${cell(cf, `${name}_p50_ms`)} | ${cell(cf, `${name}_p99_ms`)} | ` +
+        `${cf.min[`${name}_ok`]} / ${cf.median.requests} |`,
+    );
+  }
+  checks.push([
+    `cluster: forwarding adds ≤ 1 ms p50 over a local request (${cell(cf, "added_p50_ms")} ms)`,
+    cf.median.added_p50_ms <= 1,
   ]);
   lines.push("");
   lines.push("targets:");

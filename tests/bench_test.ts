@@ -21,6 +21,7 @@ Deno.test("deno task bench --quick runs and reports every measurement", async ()
       "memory",
       "kv_cache",
       "hostile",
+      "cluster_forwarding",
     ];
     for (const section of sections) {
       assert.ok(results[section], `results.json lacks ${section}`);
@@ -32,6 +33,12 @@ Deno.test("deno task bench --quick runs and reports every measurement", async ()
     assert.ok(results.streaming.proxy.median.content_chunks > 0);
     assert.equal(results.many_streams.complete, results.many_streams.clients);
     assert.ok(results.kv_cache.tokens > 0, "the kv_cache bench saved nothing");
+    // Every request each way answered 200 by node 2, directly or through node 1, in every round.
+    const forwarding = results.cluster_forwarding;
+    assert.ok(forwarding.median.requests > 0);
+    assert.equal(forwarding.min.local_ok, forwarding.median.requests);
+    assert.equal(forwarding.min.forwarded_ok, forwarding.median.requests);
+    assert.ok(forwarding.median.local_p50_ms > 0 && forwarding.median.forwarded_p50_ms > 0);
   } finally {
     await Deno.remove(out);
   }
