@@ -123,7 +123,7 @@ export async function startProxy(
     clock,
     log,
     lanes: () => live.current.models.map((m) => m.id),
-    leaveToPeers: (model) => cluster?.leaveToPeers(model) ?? false,
+    peerHas: (model) => cluster?.peerHas(model) ?? false,
     // Enough lines in memory that workers never wait for the store between two lines.
     window: Math.max(8, config.numWorkers * 4),
     requestTimeoutMs: () => live.current.requestTimeoutMs,
@@ -135,6 +135,7 @@ export async function startProxy(
       url: config.store.url!,
       token: config.store.token!,
       prefix: config.store.prefix,
+      timeoutMs: Math.min(2000, config.cluster.leaseMs / 2),
     }),
     clock,
     log,

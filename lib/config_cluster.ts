@@ -25,6 +25,12 @@ export function resolveCluster(
         `node shares (store.type is ${raw.store.type}, which only this process sees)`,
     );
   }
+  if (cluster.lease < 2 * cluster.heartbeat) {
+    problems.push(
+      `cluster.lease (line ${lineOf(["cluster", "lease"])}): expected at least twice ` +
+        `cluster.heartbeat (${cluster.heartbeat}s), so that one late heartbeat does not drop a node`,
+    );
+  }
   let secret = "";
   const at = `cluster.secret_file (line ${lineOf(["cluster", "secret_file"])})`;
   try {

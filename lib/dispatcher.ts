@@ -194,6 +194,11 @@ export class Dispatcher {
     return [...this.#running];
   }
 
+  /** False once shutting down: nothing new is taken, here or for a peer. */
+  get accepting(): boolean {
+    return !this.#closed;
+  }
+
   /** How many jobs are being served by a backend right now. */
   get active(): number {
     return this.#running.size;

@@ -73,6 +73,7 @@ export const ERROR_CATALOGUE = {
   internal_error: { 500: SERVER },
   upstream_unreachable: { 502: SERVER },
   upstream_stream_broken: { 502: SERVER },
+  peer_failed: { 502: SERVER },
   too_many_connections: { 503: UNAVAILABLE },
   container_not_found: { 503: UNAVAILABLE },
   docker_unavailable: { 503: UNAVAILABLE },
@@ -182,6 +183,16 @@ export function invalidHop() {
     403,
     "invalid_hop",
     "The x-lqp-hop header does not verify: only nodes sharing this cluster's secret may send it",
+  );
+}
+
+/** The node a request was forwarded to took it and went away before answering. */
+export function peerFailed(node: string) {
+  return new ApiError(
+    502,
+    "peer_failed",
+    `Node '${node}' took the request and went away before it answered; it may have run part ` +
+      `of it, so it was not sent elsewhere`,
   );
 }
 

@@ -6,6 +6,7 @@
  * other answers (complete JSON documents) are read whole, natively. Either way the answer's
  * token counts are read from its end into `job.usage`.
  */
+import { forwardedRequestHeaders, relayedResponseHeaders } from "./http_headers.ts";
 import type { ModelConfig } from "./config_types.ts";
 import type { Job } from "./jobs.ts";
 import { messageOf } from "./errors.ts";
@@ -19,30 +20,6 @@ export class UpstreamUnreachableError extends Error {
     });
     this.name = "UpstreamUnreachableError";
   }
-}
-
-/** Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus ones fetch sets. */
-const HOP_BY_HOP = new Set([
-  "connection",
-  "keep-alive",
-  "proxy-connection",
-  "proxy-authenticate",
-  "proxy-authorization",
-  "te",
-  "trailer",
-  "transfer-encoding",
-  "upgrade",
-  "host",
-  "content-length",
-]);
-
-/** fetch already decoded the body, so the length and encoding no longer describe it. */
-const DROP_FROM_RESPONSE = new Set([...HOP_BY_HOP, "content-encoding"]);
-
-function copyHeaders(from: Headers, drop: Set<string>): Headers {
-  const out = new Headers();
-  for (const [name, value] of from) if (!drop.has(name)) out.append(name, value);
-  return out;
 }
 
 /**
@@ -75,7 +52,7 @@ export async function forward(job: Job, model: ModelConfig): Promise<Forwarded> 
   try {
     upstream = await fetch(url, {
       method: job.method,
-      headers: copyHeaders(job.headers, HOP_BY_HOP),
+      headers: forwardedRequestHeaders(job.headers),
       body: job.method === "GET" || job.method === "HEAD" ? undefined : job.body,
       signal: job.signal,
       redirect: "manual",
@@ -87,7 +64,7 @@ export async function forward(job: Job, model: ModelConfig): Promise<Forwarded> 
   const init = {
     status: upstream.status,
     statusText: upstream.statusText,
-    headers: copyHeaders(upstream.headers, DROP_FROM_RESPONSE),
+    headers: relayedResponseHeaders(upstream.headers),
   };
   if (!isEventStream(upstream.headers)) {
     // A JSON answer is complete only at its end anyway; reading it natively here frees the

@@ -59,8 +59,11 @@ export type AppEnv = {
   Variables: {
     requestId: string;
     caller: Caller | null;
-    /** The peer that forwarded this request (a verified hop header), or null. */
-    hopFrom: string | null;
+    /**
+     * A hop header naming this node, not verified yet: the model routes check it once the body
+     * it is bound to is read (then `caller` is the one it vouches for); null without one.
+     */
+    hop: string | null;
   };
 };
 
@@ -71,22 +74,22 @@ function newRequestId(): string {
 export function createApp(deps: AppDeps): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   app.use(async (c, next) => {
-    const id = newRequestId();
-    c.set("requestId", id);
+    c.set("requestId", newRequestId());
     await next();
-    c.res.headers.set("x-request-id", id);
+    // A forwarded request may take its first node's id, for log lines that match.
+    c.res.headers.set("x-request-id", c.get("requestId"));
   });
-  // With keys configured, every /v1 route needs one; /health and /metrics stay open. A request
-  // a peer forwarded carries its hop header instead: that node checked the key.
+  // With keys configured, every /v1 route needs one; /health and /metrics stay open. A model
+  // request a peer forwarded carries a hop header instead: that node checked the key.
   app.use("/v1/*", async (c, next) => {
-    c.set("hopFrom", null);
-    const hopHeader = c.req.header(HOP_HEADER);
-    if (hopHeader !== undefined) {
-      const url = new URL(c.req.url);
-      const hop = await deps.cluster?.verifyHop(hopHeader, c.req.method, url.pathname + url.search);
-      if (!hop) throw invalidHop();
-      c.set("hopFrom", hop.from);
-      c.set("caller", hop.caller);
+    c.set("hop", null);
+    const hop = c.req.header(HOP_HEADER);
+    if (hop !== undefined) {
+      const modelRoute = c.req.method === "POST" &&
+        !/^\/v1\/(files|batches)(\/|$)/.test(c.req.path);
+      if (!modelRoute || !deps.cluster?.plausibleHop(hop)) throw invalidHop();
+      c.set("hop", hop);
+      c.set("caller", null);
       return await next();
     }
     let caller: Caller | null = null;

@@ -10,8 +10,17 @@ import { findModel } from "../lib/config.ts";
 import type { Config, ModelConfig } from "../lib/config_types.ts";
 import { withoutCredentials } from "../lib/auth.ts";
 import { checkRequestBody } from "../lib/request_checks.ts";
-import { modelNotFound, peerUnreachable, unsupportedMediaType } from "../lib/errors.ts";
-import { PeerUnreachableError } from "../lib/cluster/forward.ts";
+import {
+  clientClosed,
+  invalidHop,
+  modelNotFound,
+  peerFailed,
+  peerUnreachable,
+  requestTimeout,
+  shuttingDown,
+  unsupportedMediaType,
+} from "../lib/errors.ts";
+import { PeerFailedError, PeerUnreachableError } from "../lib/cluster/forward.ts";
 import { Job } from "../lib/jobs.ts";
 import type { ModelState } from "../lib/swap_manager.ts";
 import type { KvStatus } from "../lib/kv_slots.ts";
@@ -29,6 +38,12 @@ function modelEntry(model: ModelConfig, created: number, state: ModelState, kvCa
     kv_cache: kvCache,
   };
 }
+
+/** The ids app.ts gives requests: a forwarded request may keep its first node's. */
+const REQUEST_ID = /^req_[0-9a-f]{16}$/;
+
+/** How long past request_timeout a forward may take before this node gives up on the peer. */
+const FORWARD_MARGIN_MS = 5000;
 
 function resolveModel(config: Config, name: string): ModelConfig {
   const model = findModel(config, name);
@@ -86,9 +101,10 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
   });
 
   /**
-   * In a cluster, the answer of the peer this request is routed to (lib/cluster/router.ts), or
-   * null when it is served here: routed here, forwarded here by a peer, or the peer it was
-   * routed to did not answer.
+   * In a cluster: checks the hop header of a request a peer forwarded here (served here, never
+   * forwarded again), or answers with the peer this request is routed to
+   * (lib/cluster/router.ts). Null when it is served here: routed here, forwarded here, or every
+   * peer it was routed to could not be reached and this node serves the model too.
    */
   async function toPeer(
     c: Context<AppEnv>,
@@ -98,35 +114,73 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
     url: URL,
   ): Promise<Response | null> {
     const cluster = deps.cluster;
-    if (cluster === null || c.get("hopFrom") !== null) return null;
+    if (cluster === null) return null;
+    const req = c.req.raw;
+    const path = url.pathname + url.search;
+    const hopHeader = c.get("hop");
+    if (hopHeader !== null) {
+      const hop = await cluster.verifyHop(hopHeader, { method: req.method, path, body });
+      if (hop === null) throw invalidHop();
+      c.set("caller", hop.caller);
+      const firstId = req.headers.get("x-request-id");
+      if (firstId !== null && REQUEST_ID.test(firstId)) c.set("requestId", firstId);
+      return null;
+    }
+    if (!dispatcher.accepting) throw shuttingDown();
     const local = findModel(config, name);
     const remote = local === undefined ? cluster.remoteModel(name) : null;
     if (local === undefined && remote === null) return null; // the local 404 lists what exists
-    const route = cluster.routeOf(local?.id ?? remote!.id);
-    if (route.kind === "local") return null;
-    const req = c.req.raw;
-    const began = clock.now();
-    try {
-      const answer = await cluster.forward(route.peer, {
-        method: req.method,
-        path: url.pathname + url.search,
-        headers: req.headers,
-        body,
-        signal: req.signal,
-      }, c.get("caller"));
-      deps.log.info("forward", {
-        id: c.get("requestId"),
-        model: local?.id ?? remote!.id,
-        to: route.peer.node,
-        status: answer.status,
-        // Until the peer's headers: its queue wait, and any load it had to do.
-        ms: clock.now() - began,
-      });
-      return answer;
-    } catch (err) {
-      if (!(err instanceof PeerUnreachableError)) throw err;
-      if (remote !== null) throw peerUnreachable(remote.id, remote.nodes);
-      return null; // a model this node serves too: it waits here instead
+    const model = local?.id ?? remote!.id;
+    const caller = c.get("caller");
+    // The backend's own key, if any, passes on unless it was ours to check.
+    const headers = caller ? withoutCredentials(req.headers) : new Headers(req.headers);
+    headers.set("x-request-id", c.get("requestId"));
+    // The peer ends a request at its own request_timeout; this only guards against a peer that
+    // stops answering altogether, and a shutdown here.
+    const timeout = AbortSignal.timeout(config.requestTimeoutMs + FORWARD_MARGIN_MS);
+    const signal = AbortSignal.any([req.signal, deps.closing, timeout]);
+    for (;;) {
+      const route = await cluster.routeOf(model);
+      if (route.kind === "local") {
+        if (remote !== null) throw peerUnreachable(remote.id, remote.nodes);
+        return null;
+      }
+      const began = clock.now();
+      const told = (status: number) =>
+        deps.log.info("forward", {
+          id: c.get("requestId"),
+          model,
+          to: route.peer.node,
+          status,
+          // Until the peer's headers: its queue wait, and any load it had to do.
+          ms: clock.now() - began,
+        });
+      try {
+        const answer = await cluster.forward(route.peer, {
+          method: req.method,
+          path,
+          headers,
+          body,
+          signal,
+        }, caller);
+        told(answer.status);
+        return answer;
+      } catch (err) {
+        // Nothing reached that peer, and it is out of the routing now: decide again.
+        if (err instanceof PeerUnreachableError) continue;
+        const error = err instanceof PeerFailedError
+          ? peerFailed(route.peer.node)
+          : req.signal.aborted
+          ? clientClosed()
+          : deps.closing.aborted
+          ? shuttingDown()
+          : timeout.aborted
+          ? requestTimeout(config.requestTimeoutMs / 1000)
+          : null;
+        if (error === null) throw err;
+        told(error.status);
+        throw error;
+      }
     }
   }
 
@@ -147,6 +201,8 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
       const url = new URL(req.url);
       chat = url.pathname === "/v1/chat/completions";
       const fields = parseRoutingFields(body, config.maxJsonDepth);
+      // An unknown model is a 404 before anything about the body, as with OpenAI.
+      if (deps.cluster?.remoteModel(fields.model) == null) resolveModel(config, fields.model);
       checkRequestBody(url.pathname, fields.skeleton, { maxMessages: config.maxMessages });
       const forwarded = await toPeer(c, config, fields.model, body, url);
       if (forwarded !== null) {

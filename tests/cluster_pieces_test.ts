@@ -48,7 +48,7 @@ Deno.test("config: cluster resolves its node, URL and secret file, with heartbea
   assert.equal(parseConfig(MODELS, "config.yml").cluster, null);
 });
 
-Deno.test("config: a cluster on a store only this process sees, or with a short or missing secret, is refused with lines", () => {
+Deno.test("config: a cluster on a store only this process sees, with a short or missing secret, or a lease under two heartbeats, is refused with lines", () => {
   assert.deepEqual(
     problemsOf(MODELS + CLUSTER, {}, files({ "cluster.secret": SECRET })),
     [
@@ -59,40 +59,66 @@ Deno.test("config: a cluster on a store only this process sees, or with a short 
   assert.deepEqual(problemsOf(MODELS + REDIS + CLUSTER, {}, files({ "cluster.secret": "short" })), [
     "cluster.secret_file (line 12): expected a secret of at least 16 characters",
   ]);
+  assert.deepEqual(
+    problemsOf(
+      MODELS + REDIS + CLUSTER + "  heartbeat: 2\n  lease: 3\n",
+      {},
+      files({
+        "cluster.secret": SECRET,
+      }),
+    ),
+    [
+      "cluster.lease (line 14): expected at least twice cluster.heartbeat (2s), so that one " +
+      "late heartbeat does not drop a node",
+    ],
+  );
   const missing = problemsOf(MODELS + REDIS + CLUSTER, {}, files({}));
   assert.equal(missing.length, 1);
   assert.match(missing[0], /^cluster\.secret_file \(line 12\): cannot read cluster\.secret/);
 });
 
-Deno.test("hop header: verifies for the same secret, method and path, within a minute", async () => {
+const request = (path = "/v1/chat/completions", text = '{"model":"a"}') => ({
+  method: "POST",
+  path,
+  body: new TextEncoder().encode(text),
+});
+
+Deno.test("hop header: verifies at its target node for the same secret and request, within a minute", async () => {
   const signer = await HopSigner.create(SECRET);
   const caller = { name: "alice", priority: "batch" as const };
-  const header = await signer.sign({ from: "gpu-1", caller }, "POST", "/v1/chat/completions", 1e6);
-  assert.deepEqual(await signer.verify(header, "POST", "/v1/chat/completions", 1e6 + 59_000), {
-    from: "gpu-1",
-    caller,
-  });
-  const anonymous = await signer.sign({ from: "gpu-1", caller: null }, "POST", "/v1/x", 0);
-  assert.deepEqual(await signer.verify(anonymous, "POST", "/v1/x", 0), {
-    from: "gpu-1",
+  const hop = { from: "gpu-1", to: "gpu-2", caller };
+  const header = await signer.sign(hop, request(), 1e6);
+  assert.equal(signer.plausible(header, "gpu-2", 1e6 + 59_000), true);
+  assert.deepEqual(await signer.verify(header, request(), "gpu-2", 1e6 + 59_000), hop);
+  const anonymous = await signer.sign({ ...hop, caller: null }, request("/v1/x"), 0);
+  assert.deepEqual(await signer.verify(anonymous, request("/v1/x"), "gpu-2", 0), {
+    ...hop,
     caller: null,
   });
 });
 
-Deno.test("hop header: another secret, path, caller, a stale time or a made-up value do not verify", async () => {
+Deno.test("hop header: another secret, target node, path, body, caller, a stale time or a made-up value do not verify", async () => {
   const signer = await HopSigner.create(SECRET);
   const other = await HopSigner.create("another-cluster-secret-456");
-  const path = "/v1/chat/completions";
-  const header = await signer.sign({ from: "gpu-1", caller: null }, "POST", path, 1e6);
-  assert.equal(await other.verify(header, "POST", path, 1e6), null);
-  assert.equal(await signer.verify(header, "POST", "/v1/embeddings", 1e6), null);
-  assert.equal(await signer.verify(header, "POST", path, 1e6 + 61_000), null);
+  const header = await signer.sign({ from: "gpu-1", to: "gpu-2", caller: null }, request(), 1e6);
+  assert.equal(await other.verify(header, request(), "gpu-2", 1e6), null);
+  assert.equal(await signer.verify(header, request(), "gpu-3", 1e6), null);
+  assert.equal(signer.plausible(header, "gpu-3", 1e6), false);
+  assert.equal(await signer.verify(header, request("/v1/embeddings"), "gpu-2", 1e6), null);
+  assert.equal(
+    await signer.verify(header, request(undefined, '{"model":"b"}'), "gpu-2", 1e6),
+    null,
+  );
+  assert.equal(await signer.verify(header, request(), "gpu-2", 1e6 + 61_000), null);
+  assert.equal(signer.plausible(header, "gpu-2", 1e6 + 61_000), false);
   // A client that copies a real header and names itself another caller breaks the signature.
   const parts = header.split(";");
-  parts[3] = "admin";
-  assert.equal(await signer.verify(parts.join(";"), "POST", path, 1e6), null);
-  for (const forged of ["1", "v1;gpu-1;0;;;00", `v1;gpu-1;${1e6};;;${"0".repeat(64)}`]) {
-    assert.equal(await signer.verify(forged, "POST", path, 1e6), null, forged);
+  parts[4] = "admin";
+  assert.equal(await signer.verify(parts.join(";"), request(), "gpu-2", 1e6), null);
+  for (
+    const forged of ["1", "v2;gpu-1;gpu-2;0;;;00", `v2;gpu-1;gpu-2;${1e6};;;${"0".repeat(64)}`]
+  ) {
+    assert.equal(await signer.verify(forged, request(), "gpu-2", 1e6), null, forged);
   }
 });
 

@@ -34,11 +34,8 @@ export interface BatchRunnerDeps {
   log: Logger;
   /** Configured model ids: the lanes (asked each time: a reload may change them). */
   lanes(): readonly string[];
-  /**
-   * Whether the lines of `model`, not resident here, are better left to a peer that has it
-   * resident with a free worker (a cluster).
-   */
-  leaveToPeers(model: string): boolean;
+  /** In a cluster: whether a live peer has `model` ready or loading. */
+  peerHas(model: string): boolean;
   /** Lines held in memory at once. */
   window: number;
   requestTimeoutMs(): number;
@@ -122,7 +119,7 @@ export class BatchRunner {
     while (!this.#closing && status.up && this.#held.size < window) {
       let claimed: JobRecord[] = [];
       try {
-        for (const lane of this.#laneOrder()) {
+        for (const lane of await this.#laneOrder()) {
           claimed = await store.claim(lane, node, window - this.#held.size, clock.now());
           if (claimed.length > 0) break;
         }
@@ -136,17 +133,21 @@ export class BatchRunner {
   }
 
   /**
-   * The resident models' lanes first: their lines run without a swap. Then the others, but not
-   * those a peer serves now with room to spare: loading the model here too would be a swap for
-   * nothing.
+   * The resident models' lanes first: their lines run without a swap. Then the others, except
+   * a lane whose model a peer has loaded (or is loading) and that peer keeps up with: no more
+   * lines wait unclaimed than two windows. Loading the model here too would be a swap for
+   * nothing; past that backlog, this node helps.
    */
-  #laneOrder(): string[] {
+  async #laneOrder(): Promise<string[]> {
+    const { store, window } = this.#deps;
     const resident = new Set(this.#deps.models.snapshot().residents.map((r) => r.model));
     const lanes = [...this.#deps.lanes()];
-    return [
-      ...lanes.filter((l) => resident.has(l)),
-      ...lanes.filter((l) => !resident.has(l) && !this.#deps.leaveToPeers(l)),
-    ];
+    const others: string[] = [];
+    for (const lane of lanes.filter((l) => !resident.has(l))) {
+      if (this.#deps.peerHas(lane) && await store.laneSize(lane) <= 2 * window) continue;
+      others.push(lane);
+    }
+    return [...lanes.filter((l) => resident.has(l)), ...others];
   }
 
   async #start(record: JobRecord): Promise<void> {

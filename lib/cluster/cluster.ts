@@ -11,7 +11,7 @@ import type { ClusterConfig } from "../config_types.ts";
 import { messageOf } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { type Forwarded, forwardToPeer, PeerUnreachableError } from "./forward.ts";
-import { type Hop, HopSigner } from "./hop.ts";
+import { type Hop, type HopRequest, HopSigner } from "./hop.ts";
 import type { NodeBoard, NodeStatus } from "./node_board.ts";
 import { type Route, route } from "./router.ts";
 
@@ -35,10 +35,15 @@ export class Cluster {
   readonly node: string;
   readonly #deps: ClusterDeps;
   readonly #signer: HopSigner;
+  /**
+   * The live peers as the board last said. While the board cannot be read they stay as they
+   * were: peers do not go away because Redis did (and every node answers 503 meanwhile), and
+   * one that did is dropped when it does not answer a forward.
+   */
   #peers: NodeStatus[] = [];
-  /** When the board was last read (clock ms); peers older than a lease are not trusted. */
-  #readAt = -Infinity;
   #boardDown = false;
+  /** Another node wrote under this node's name (a copied config.yml). */
+  #twinSeen = false;
   #timer: ReturnType<typeof setInterval> | null = null;
   #beating: Promise<void> | null = null;
   /** The peer each model was last sent to, and until when that counts (a lease). */
@@ -69,10 +74,9 @@ export class Cluster {
     await this.#deps.board.leave(this.node).catch(() => {});
   }
 
-  /** Live peers, as their last heartbeats tell; none while the board cannot be read. */
+  /** Live peers, as their last heartbeats tell. */
   peers(): readonly NodeStatus[] {
-    const fresh = this.#deps.clock.now() - this.#readAt <= this.#deps.config.leaseMs;
-    return fresh ? this.#peers : [];
+    return this.#peers;
   }
 
   /** This node and its live peers, this node first. */
@@ -80,24 +84,34 @@ export class Cluster {
     return [{ ...this.#deps.status(), at: this.#deps.clock.now() }, ...this.peers()];
   }
 
-  /** Where a request for `model` (an id this node serves) goes. */
-  routeOf(model: string): Route {
-    const now = this.#deps.clock.now();
+  /**
+   * Where a request for `model` goes. A cold decision (nobody has the model yet) is settled
+   * through the board, so that two nodes deciding at once send it to the same node.
+   */
+  async routeOf(model: string): Promise<Route> {
+    const { board, clock, config } = this.#deps;
+    const now = clock.now();
     const recent = this.#recent.get(model);
     const self = { ...this.#deps.status(), at: now };
-    const chosen = route(
-      model,
-      self,
-      this.peers(),
-      recent && recent.until > now ? recent.node : null,
-    );
+    const peers = this.peers();
+    let chosen = route(model, self, peers, recent && recent.until > now ? recent.node : null);
+    if (chosen.cold) {
+      const want = chosen.kind === "local" ? this.node : chosen.peer.node;
+      // Without the board, this node's own decision stands.
+      const owner = await board.claimPlacement(model, want, config.leaseMs).catch(() => want);
+      const peer = peers.find((p) => p.node === owner && p.models.some((m) => m.id === model));
+      if (owner === this.node) chosen = { kind: "local", cold: false };
+      else if (peer !== undefined) chosen = { kind: "peer", peer, cold: false };
+    }
     if (chosen.kind === "peer") {
-      this.#recent.set(model, { node: chosen.peer.node, until: now + this.#deps.config.leaseMs });
+      this.#recent.set(model, { node: chosen.peer.node, until: now + config.leaseMs });
     }
     return chosen;
   }
 
-  /** A model this node does not serve but a live peer does, by id or alias; or null. */
+  /**
+   * A model this node does not serve but a live peer does, by id or alias; or null.
+   */
   remoteModel(name: string): RemoteModel | null {
     let id: string | null = null;
     const nodes: string[] = [];
@@ -117,12 +131,7 @@ export class Cluster {
    */
   async forward(peer: NodeStatus, request: Forwarded, caller: Caller | null): Promise<Response> {
     const now = this.#deps.clock.now();
-    const hop = await this.#signer.sign(
-      { from: this.node, caller },
-      request.method,
-      request.path,
-      now,
-    );
+    const hop = await this.#signer.sign({ from: this.node, to: peer.node, caller }, request, now);
     try {
       return await forwardToPeer(peer, request, hop);
     } catch (err) {
@@ -140,18 +149,20 @@ export class Cluster {
     }
   }
 
-  /** The hop a forwarded request's header vouches for, or null when it does not verify. */
-  verifyHop(header: string, method: string, path: string): Promise<Hop | null> {
-    return this.#signer.verify(header, method, path, this.#deps.clock.now());
+  /** Whether a hop header can be one for this node, before its request's body is read. */
+  plausibleHop(header: string): boolean {
+    return this.#signer.plausible(header, this.node, this.#deps.clock.now());
   }
 
-  /**
-   * Whether a batch line for `model`, not resident here, is better left to a peer: a live peer
-   * has it ready with a free worker (this node would load it for nothing).
-   */
-  leaveToPeers(model: string): boolean {
+  /** The hop a forwarded request's header vouches for, or null when it does not verify. */
+  verifyHop(header: string, request: HopRequest): Promise<Hop | null> {
+    return this.#signer.verify(header, request, this.node, this.#deps.clock.now());
+  }
+
+  /** Whether a live peer has `model` ready or loading (the batch runner leaves it its lines). */
+  peerHas(model: string): boolean {
     return this.peers().some((p) =>
-      p.freeWorkers > 0 && p.residents.some((r) => r.model === model && r.phase === "ready")
+      p.residents.some((r) => r.model === model && (r.phase === "ready" || r.phase === "starting"))
     );
   }
 
@@ -159,10 +170,19 @@ export class Cluster {
     const { board, clock, config, log } = this.#deps;
     try {
       await board.publish({ ...this.#deps.status(), at: clock.now() }, config.leaseMs);
-      const live = (await board.live()).filter((n) => n.node !== this.node);
+      const all = await board.live();
+      const twin = all.find((n) => n.node === this.node && n.url !== config.advertiseUrl);
+      if (twin !== undefined && !this.#twinSeen) {
+        log.error("cluster_node_name_taken", {
+          node: this.node,
+          other_url: twin.url,
+          note: "two nodes share cluster.node: give each its own name",
+        });
+      }
+      this.#twinSeen = twin !== undefined;
+      const live = all.filter((n) => n.node !== this.node);
       this.#tellChanges(live);
       this.#peers = live;
-      this.#readAt = clock.now();
       if (this.#boardDown) log.info("cluster_board_back", { node: this.node });
       this.#boardDown = false;
     } catch (err) {

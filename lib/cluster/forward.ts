@@ -4,29 +4,26 @@
  * body verbatim, the stream chunk by chunk, the client's leaving passed on as the end of the
  * peer's connection (so its queue drops the request, or its backend sees the disconnect).
  */
+import { forwardedRequestHeaders, relayedResponseHeaders } from "../http_headers.ts";
+import { messageOf } from "../errors.ts";
 import { HOP_HEADER } from "./hop.ts";
 
-/** Headers about one connection, not the request, plus our own credentials. */
-const NOT_FORWARDED = [
-  "connection",
-  "keep-alive",
-  "proxy-connection",
-  "transfer-encoding",
-  "te",
-  "trailer",
-  "upgrade",
-  "host",
-  "content-length",
-  // The first node checked the key; the peer trusts the hop header instead.
-  "authorization",
-  "x-api-key",
-];
-
-/** The peer did not answer at all: nothing reached it, so the request may go elsewhere. */
+/** The peer could not be reached at all: nothing got to it, so the request may go elsewhere. */
 export class PeerUnreachableError extends Error {
   constructor(readonly peer: string, cause: unknown) {
-    super(`Node '${peer}' did not answer`, { cause });
+    super(`Node '${peer}' could not be reached (${messageOf(cause)})`, { cause });
     this.name = "PeerUnreachableError";
+  }
+}
+
+/**
+ * The peer took the request and went away before answering: it may have run it, so the
+ * request is not sent anywhere else.
+ */
+export class PeerFailedError extends Error {
+  constructor(readonly peer: string, cause: unknown) {
+    super(`Node '${peer}' went away before it answered (${messageOf(cause)})`, { cause });
+    this.name = "PeerFailedError";
   }
 }
 
@@ -34,23 +31,33 @@ export interface Forwarded {
   method: string;
   /** Path and query, as the client sent them. */
   path: string;
+  /** The headers to send on (the caller strips the client's key when the proxy checked it). */
   headers: Headers;
   body: Uint8Array<ArrayBuffer>;
-  /** Aborts when the client leaves. */
+  /** Aborts when the client leaves, or the forward must give up. */
   signal: AbortSignal;
 }
 
 /**
+ * A fetch that failed before the connection was made: refused, unknown host, unreachable
+ * network. Deno words these "client error (Connect)" or names DNS.
+ */
+function beforeConnecting(err: unknown): boolean {
+  return /\(Connect\)|dns error|failed to lookup|connection refused|os error 111|os error 113/i
+    .test(messageOf(err) + " " + messageOf((err as Error)?.cause));
+}
+
+/**
  * The peer's answer to `request`.
- * @throws {PeerUnreachableError} when no response came (refused, reset, unknown host).
+ * @throws {PeerUnreachableError} when no connection could be made.
+ * @throws {PeerFailedError} when it broke after the request was on its way.
  */
 export async function forwardToPeer(
   peer: { node: string; url: string },
   request: Forwarded,
   hop: string,
 ): Promise<Response> {
-  const headers = new Headers(request.headers);
-  for (const name of NOT_FORWARDED) headers.delete(name);
+  const headers = forwardedRequestHeaders(request.headers);
   headers.set(HOP_HEADER, hop);
   let res: Response;
   try {
@@ -63,11 +70,10 @@ export async function forwardToPeer(
     });
   } catch (err) {
     if (request.signal.aborted) throw err;
-    throw new PeerUnreachableError(peer.node, err);
+    if (beforeConnecting(err)) throw new PeerUnreachableError(peer.node, err);
+    throw new PeerFailedError(peer.node, err);
   }
-  const out = new Headers(res.headers);
-  // fetch already undid any content-encoding, and the length is the relay's to set.
-  for (const name of [...NOT_FORWARDED, "content-encoding"]) out.delete(name);
+  const out = relayedResponseHeaders(res.headers);
   out.set("x-lqp-node", peer.node);
   return new Response(res.body, { status: res.status, statusText: res.statusText, headers: out });
 }

@@ -1,10 +1,11 @@
 /**
  * @module
- * The hop header of a request one node forwards to another: who forwarded it, for which API
- * caller, when, signed with the secret every node shares (HMAC-SHA256 over those fields and the
- * request's method and path). A peer serves a request that carries a valid one without asking
- * for an API key (the first node checked it) and never forwards it again; a hop header that
- * does not verify (forged by a client, or a node with another secret) is refused.
+ * The hop header of a request one node forwards to another: who forwarded it, to which node,
+ * for which API caller, when, signed with the secret every node shares (HMAC-SHA256 over those
+ * fields, the request's method and path, and a digest of its body). A peer serves a request
+ * that carries a valid one without asking for an API key (the first node checked it) and never
+ * forwards it again; a hop header that does not verify (forged by a client, a node with another
+ * secret, meant for another node or another request) is refused.
  */
 import type { Caller } from "../auth.ts";
 import { PRIORITIES, type Priority } from "../priority.ts";
@@ -13,12 +14,14 @@ export const HOP_HEADER = "x-lqp-hop";
 
 /** How far a hop's time may be from ours: clocks of two hosts, and a slow body. */
 const MAX_SKEW_MS = 60_000;
-const VERSION = "v1";
+const VERSION = "v2";
 
 /** Where a forwarded request comes from. */
 export interface Hop {
   /** The forwarding node. */
   from: string;
+  /** The node it is meant for. */
+  to: string;
   /** The API caller the first node identified, or null without keys. */
   caller: Caller | null;
 }
@@ -41,38 +44,78 @@ export class HopSigner {
     return new HopSigner(key);
   }
 
-  /** The header value for a request forwarded now. */
-  async sign(hop: Hop, method: string, path: string, now: number): Promise<string> {
+  /** The header value for `request`, forwarded now. */
+  async sign(hop: Hop, request: HopRequest, now: number): Promise<string> {
     const fields = [
       VERSION,
       hop.from,
+      hop.to,
       String(now),
       hop.caller?.name ?? "",
       hop.caller?.priority ?? "",
     ].map(encodeURIComponent);
-    const mac = await crypto.subtle.sign("HMAC", this.#key, signed(fields, method, path));
+    const mac = await crypto.subtle.sign("HMAC", this.#key, await signed(fields, request));
     return [...fields, toHex(new Uint8Array(mac))].join(";");
   }
 
-  /** The hop a header vouches for, or null when it is malformed, stale or not ours. */
-  async verify(header: string, method: string, path: string, now: number): Promise<Hop | null> {
+  /**
+   * Whether a header can be a hop to `self` at all (its form, target and time), before the
+   * body it is bound to is read: junk is refused without reading a body for it.
+   */
+  plausible(header: string, self: string, now: number): boolean {
     const parts = header.split(";");
-    if (parts.length !== 6 || parts[0] !== VERSION) return null;
-    const fields = parts.slice(0, 5);
-    const mac = fromHex(parts[5]);
+    if (parts.length !== 7 || parts[0] !== VERSION) return false;
+    const [to, at] = [parts[2], parts[3]].map(decodeURIComponentOrEmpty);
+    return to === self && Math.abs(now - Number(at)) <= MAX_SKEW_MS;
+  }
+
+  /**
+   * The hop a header vouches for, or null when it is malformed, stale, meant for another node
+   * than `self`, or not signed with our secret for this very request.
+   */
+  async verify(
+    header: string,
+    request: HopRequest,
+    self: string,
+    now: number,
+  ): Promise<Hop | null> {
+    const parts = header.split(";");
+    if (parts.length !== 7 || parts[0] !== VERSION) return null;
+    const fields = parts.slice(0, 6);
+    const mac = fromHex(parts[6]);
     if (mac === null) return null;
-    const ok = await crypto.subtle.verify("HMAC", this.#key, mac, signed(fields, method, path));
+    const ok = await crypto.subtle.verify("HMAC", this.#key, mac, await signed(fields, request));
     if (!ok) return null;
-    const [, from, at, name, priority] = fields.map(decodeURIComponent);
-    if (!(Math.abs(now - Number(at)) <= MAX_SKEW_MS)) return null;
-    if (name === "") return { from, caller: null };
+    const [, from, to, at, name, priority] = fields.map(decodeURIComponentOrEmpty);
+    if (to !== self || !(Math.abs(now - Number(at)) <= MAX_SKEW_MS)) return null;
+    if (name === "") return { from, to, caller: null };
     if (!PRIORITIES.includes(priority as Priority)) return null;
-    return { from, caller: { name, priority: priority as Priority } };
+    return { from, to, caller: { name, priority: priority as Priority } };
   }
 }
 
-function signed(fields: readonly string[], method: string, path: string): Uint8Array<ArrayBuffer> {
-  return new TextEncoder().encode([...fields, method, path].join("|"));
+/** What of a request a hop header is bound to. */
+export interface HopRequest {
+  method: string;
+  /** Path and query. */
+  path: string;
+  body: Uint8Array<ArrayBuffer>;
+}
+
+async function signed(
+  fields: readonly string[],
+  request: HopRequest,
+): Promise<Uint8Array<ArrayBuffer>> {
+  const digest = toHex(new Uint8Array(await crypto.subtle.digest("SHA-256", request.body)));
+  return new TextEncoder().encode([...fields, request.method, request.path, digest].join("|"));
+}
+
+function decodeURIComponentOrEmpty(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return "";
+  }
 }
 
 function toHex(bytes: Uint8Array): string {

@@ -37,6 +37,8 @@ export interface NodeBoardOptions {
   token: string;
   /** The store's key prefix: the cluster lives beside the jobs it shares. */
   prefix: string;
+  /** Each call gives up after this long (a gateway that accepts and never answers). */
+  timeoutMs: number;
 }
 
 export class NodeBoard {
@@ -54,6 +56,7 @@ export class NodeBoard {
       readYourWrites: false,
       // A heartbeat comes again in a second; a retried one would arrive stale.
       retry: false,
+      signal: () => AbortSignal.timeout(options.timeoutMs),
     });
     this.#prefix = `${options.prefix}cluster:`;
     this.#members = `${this.#prefix}members`;
@@ -85,6 +88,17 @@ export class NodeBoard {
     });
     if (gone.length > 0) await this.#redis.srem(this.#members, ...gone);
     return live;
+  }
+
+  /**
+   * Settles which node loads `model` when several decide to at once: the first claim within
+   * `ttlMs` wins. Returns the winner, `node` when this claim won.
+   */
+  async claimPlacement(model: string, node: string, ttlMs: number): Promise<string> {
+    const key = `${this.#prefix}placing:${model}`;
+    const set = await this.#redis.set(key, node, { nx: true, px: Math.ceil(ttlMs) });
+    if (set === "OK") return node;
+    return (await this.#redis.get<string>(key)) ?? node;
   }
 
   /** Takes `node` off the board at once (a clean shutdown), instead of after its lease. */

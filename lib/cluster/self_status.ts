@@ -29,7 +29,11 @@ export function selfStatus(
     node: cluster.node,
     url: cluster.advertiseUrl,
     models: config.models.map((m) => ({ id: m.id, aliases: [...m.aliases] })),
-    residents: snap.residents.map((r) => ({ model: r.model, phase: r.phase })),
+    // A resident a placement is about to stop is as good as draining to a router.
+    residents: snap.residents.map((r) => ({
+      model: r.model,
+      phase: r.evicting && r.phase === "ready" ? "draining" : r.phase,
+    })),
     roomFor: config.models.filter((m) =>
       !snap.residents.some((r) => r.model === m.id) && models.victimsFor(m.id).length === 0
     ).map((m) => m.id),
