@@ -430,14 +430,14 @@ export class Dispatcher {
 
   /** Ends a job that never got a response; returns the status the client sees. */
   #fail(job: Job, error: ApiError, state: "failed" | "dead" = "failed"): number {
-    const clientGone = job.signal.aborted && !job.timedOut;
+    const clientGone = leftEarly(job);
     this.#finish(job, clientGone ? "cancelled" : state);
     job.settle({ kind: "error", error });
     return clientGone ? 499 : error.status;
   }
 
   #finish(job: Job, state: "done" | "failed" | "cancelled" | "dead"): void {
-    const clientGone = job.signal.aborted && !job.timedOut;
+    const clientGone = leftEarly(job);
     const final = clientGone ? "cancelled" : state;
     job.transition(final);
     if (final === "done") this.#metrics.successfulRequests++;
@@ -451,4 +451,12 @@ export class Dispatcher {
   #retryAfterS(): number {
     return this.serviceTimes.retryAfterS(this.queue.size, this.#config.numWorkers);
   }
+}
+
+/**
+ * Whether a job ended because its client went away: cancelled after its client left. A job cut
+ * by the shutdown grace or a timeout did not (its client got an answer, and is counted so).
+ */
+function leftEarly(job: Job): boolean {
+  return job.signal.aborted && job.clientLeftAt !== null && !job.timedOut;
 }

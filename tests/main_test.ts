@@ -112,7 +112,7 @@ Deno.test("SIGTERM: queued requests get 503, the one in flight finishes, exit 0"
   }
 });
 
-Deno.test("SIGTERM with requests running past shutdown_grace: they are cut with 503 shutting_down (a final SSE event for a stream), the backend hears it, exit 0, the model's container is left running", async () => {
+Deno.test("SIGTERM with requests running past shutdown_grace: they are cut with 503 shutting_down (a final SSE event for a stream) and logged so, the backend hears it, exit 0, the model's container is left running", async () => {
   const api = await requireDocker();
   try {
     await using lab = await createHomelab(api, [{ id: "a" }]);
@@ -138,6 +138,8 @@ Deno.test("SIGTERM with requests running past shutdown_grace: they are cut with 
     const { code } = await within("the proxy to exit", proxy.child.status);
     assert.equal(code, 0);
     assert.match(proxy.output, /WARN shutdown_grace_expired grace_ms=1000/);
+    // Logged as what the client got, not as a client that left.
+    assert.match(proxy.output, /INFO request .*stream=false .*status=503/);
 
     await waitFor("the backend to see both generations aborted", async () => {
       const backend = await lab.state();
