@@ -1,6 +1,10 @@
 /**
- * LLM Queue Proxy: wiring only. Loads config.yml, builds the Docker client, model manager,
- * dispatcher and routes, serves them, reconciles with Docker, and drains on SIGTERM/SIGINT.
+ * LLM Queue Proxy: wiring only. Loads config.yml, builds the Docker client, swap manager,
+ * dispatcher, cluster and routes, serves them, reconciles with Docker, and drains on
+ * SIGTERM/SIGINT.
+ *
+ * Over 350 lines on purpose: every piece is built here, in the order they depend on each
+ * other, and taken down in the reverse order, which reads best in one place.
  */
 import { messageOf } from "./lib/errors.ts";
 import { type Clock, systemClock } from "./lib/clock.ts";

@@ -4,6 +4,9 @@
  * place that knows the OpenAI error shape `{"error":{"message","type","param","code"}}`.
  * Routes throw; `routes/app.ts` renders. docs/api.md's error table is tested against the
  * catalogue.
+ *
+ * Over 350 lines on purpose: one factory per error, so that every message a client can read
+ * is in this one file.
  */
 
 export type OpenAIErrorType =

@@ -12,6 +12,8 @@
  *
  * The Request handed to the handler carries an AbortSignal that aborts when the client goes
  * before its response ended, and a body that is read only when the handler asks for it.
+ *
+ * Over 350 lines on purpose: the adapter and the connection limits act on the same sockets.
  */
 import { createServer, type IncomingMessage, type ServerResponse, STATUS_CODES } from "node:http";
 import { Buffer } from "node:buffer";

@@ -5,6 +5,9 @@
  * lines are all final is finalized into output and error files. Finalizing writes files with
  * ids derived from the batch, so two nodes (or a node restarted halfway) finishing the same
  * batch write the same files, and the status changes once (compare-and-set).
+ *
+ * Over 350 lines on purpose: files, batches and finalizing share the same records and the
+ * same status rules, which stay right only while they are read in one place.
  */
 import type { Clock } from "../clock.ts";
 import { invalidRequest, resourceNotFound } from "../errors.ts";

@@ -5,7 +5,7 @@
  * job get one winner. KV holds at most 64 KiB per value: texts and blobs above that are
  * split into chunks written before the record that points at them.
  *
- * Longer than our modules usually are: every method is one JobStore operation over the same
+ * Over 350 lines on purpose: every method is one JobStore operation over the same
  * key layout (job, lane, active, count, finished, deadidx, group, blob, doc), and the atomics
  * only stay right while that layout is read in one place.
  */
