@@ -133,7 +133,7 @@ export async function startProxy(
     requestTimeoutMs: () => live.current.requestTimeoutMs,
   });
   // Only on a shared Redis store, which config parsing made sure of.
-  const cluster = config.cluster === null ? null : await Cluster.create({
+  const cluster = config.cluster === null ? null : Cluster.create({
     config: config.cluster,
     board: new NodeBoard({
       url: config.store.url!,
@@ -143,7 +143,7 @@ export async function startProxy(
     }),
     clock,
     log,
-    status: () => selfStatus(live.current, models, dispatcher),
+    status: (only) => selfStatus(live.current, models, dispatcher, only ?? null),
   });
   const upkeep = new StoreUpkeep({
     store,

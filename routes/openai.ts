@@ -119,7 +119,7 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
     const path = url.pathname + url.search;
     const hopHeader = c.get("hop");
     if (hopHeader !== null) {
-      const hop = await cluster.verifyHop(hopHeader, { method: req.method, path, body });
+      const hop = cluster.verifyHop(hopHeader, { method: req.method, path, body });
       if (hop === null) throw invalidHop();
       c.set("caller", hop.caller);
       const firstId = req.headers.get("x-request-id");

@@ -83,42 +83,42 @@ const request = (path = "/v1/chat/completions", text = '{"model":"a"}') => ({
   body: new TextEncoder().encode(text),
 });
 
-Deno.test("hop header: verifies at its target node for the same secret and request, within a minute", async () => {
-  const signer = await HopSigner.create(SECRET);
+Deno.test("hop header: verifies at its target node for the same secret and request, within a minute", () => {
+  const signer = HopSigner.create(SECRET);
   const caller = { name: "alice", priority: "batch" as const };
   const hop = { from: "gpu-1", to: "gpu-2", caller };
-  const header = await signer.sign(hop, request(), 1e6);
+  const header = signer.sign(hop, request(), 1e6);
   assert.equal(signer.plausible(header, "gpu-2", 1e6 + 59_000), true);
-  assert.deepEqual(await signer.verify(header, request(), "gpu-2", 1e6 + 59_000), hop);
-  const anonymous = await signer.sign({ ...hop, caller: null }, request("/v1/x"), 0);
-  assert.deepEqual(await signer.verify(anonymous, request("/v1/x"), "gpu-2", 0), {
+  assert.deepEqual(signer.verify(header, request(), "gpu-2", 1e6 + 59_000), hop);
+  const anonymous = signer.sign({ ...hop, caller: null }, request("/v1/x"), 0);
+  assert.deepEqual(signer.verify(anonymous, request("/v1/x"), "gpu-2", 0), {
     ...hop,
     caller: null,
   });
 });
 
-Deno.test("hop header: another secret, target node, path, body, caller, a stale time or a made-up value do not verify", async () => {
-  const signer = await HopSigner.create(SECRET);
-  const other = await HopSigner.create("another-cluster-secret-456");
-  const header = await signer.sign({ from: "gpu-1", to: "gpu-2", caller: null }, request(), 1e6);
-  assert.equal(await other.verify(header, request(), "gpu-2", 1e6), null);
-  assert.equal(await signer.verify(header, request(), "gpu-3", 1e6), null);
+Deno.test("hop header: another secret, target node, path, body, caller, a stale time or a made-up value do not verify", () => {
+  const signer = HopSigner.create(SECRET);
+  const other = HopSigner.create("another-cluster-secret-456");
+  const header = signer.sign({ from: "gpu-1", to: "gpu-2", caller: null }, request(), 1e6);
+  assert.equal(other.verify(header, request(), "gpu-2", 1e6), null);
+  assert.equal(signer.verify(header, request(), "gpu-3", 1e6), null);
   assert.equal(signer.plausible(header, "gpu-3", 1e6), false);
-  assert.equal(await signer.verify(header, request("/v1/embeddings"), "gpu-2", 1e6), null);
+  assert.equal(signer.verify(header, request("/v1/embeddings"), "gpu-2", 1e6), null);
   assert.equal(
-    await signer.verify(header, request(undefined, '{"model":"b"}'), "gpu-2", 1e6),
+    signer.verify(header, request(undefined, '{"model":"b"}'), "gpu-2", 1e6),
     null,
   );
-  assert.equal(await signer.verify(header, request(), "gpu-2", 1e6 + 61_000), null);
+  assert.equal(signer.verify(header, request(), "gpu-2", 1e6 + 61_000), null);
   assert.equal(signer.plausible(header, "gpu-2", 1e6 + 61_000), false);
   // A client that copies a real header and names itself another caller breaks the signature.
   const parts = header.split(";");
   parts[4] = "admin";
-  assert.equal(await signer.verify(parts.join(";"), request(), "gpu-2", 1e6), null);
+  assert.equal(signer.verify(parts.join(";"), request(), "gpu-2", 1e6), null);
   for (
     const forged of ["1", "v2;gpu-1;gpu-2;0;;;00", `v2;gpu-1;gpu-2;${1e6};;;${"0".repeat(64)}`]
   ) {
-    assert.equal(await signer.verify(forged, request(), "gpu-2", 1e6), null, forged);
+    assert.equal(signer.verify(forged, request(), "gpu-2", 1e6), null, forged);
   }
 });
 

@@ -177,17 +177,17 @@ Deno.test("cluster: a hop header that does not verify (forged, another secret, m
       path,
       body: new TextEncoder().encode(text),
     });
-    const wrong = await HopSigner.create("not-the-cluster-secret-987654");
-    const right = await HopSigner.create(CLUSTER_SECRET);
+    const wrong = HopSigner.create("not-the-cluster-secret-987654");
+    const right = HopSigner.create(CLUSTER_SECRET);
     const alice = { name: "alice", priority: "interactive" as const };
     const hop = { from: "node-2", to: "node-1", caller: alice };
     const now = Date.now();
     const forged = [
       `v2;node-2;node-1;${now};;;${"0".repeat(64)}`,
-      await wrong.sign(hop, signed(body), now),
-      await right.sign({ ...hop, to: "node-2" }, signed(body), now),
+      wrong.sign(hop, signed(body), now),
+      right.sign({ ...hop, to: "node-2" }, signed(body), now),
       // A captured header cannot carry another body.
-      await right.sign(hop, signed(JSON.stringify(chatBody("b"))), now),
+      right.sign(hop, signed(JSON.stringify(chatBody("b"))), now),
     ];
     for (const header of forged) {
       const res = await send(one.url, { "x-lqp-hop": header });
@@ -195,12 +195,12 @@ Deno.test("cluster: a hop header that does not verify (forged, another secret, m
       assert.equal((await res.json()).error.code, "invalid_hop");
     }
     const files = await fetch(`${one.url}/v1/files`, {
-      headers: { "x-lqp-hop": await right.sign(hop, signed(""), now) },
+      headers: { "x-lqp-hop": right.sign(hop, signed(""), now) },
     });
     assert.equal(files.status, 403);
     assert.equal((await files.json()).error.code, "invalid_hop");
     // The real thing: no key needed, served by node 1 itself although node 2 has the model.
-    const res = await send(one.url, { "x-lqp-hop": await right.sign(hop, signed(body), now) });
+    const res = await send(one.url, { "x-lqp-hop": right.sign(hop, signed(body), now) });
     assert.equal(res.status, 200);
     assert.equal(res.headers.get("x-lqp-node"), null);
     assert.equal((await res.json()).model, "a");

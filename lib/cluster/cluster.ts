@@ -20,8 +20,11 @@ export interface ClusterDeps {
   board: NodeBoard;
   clock: Clock;
   log: Logger;
-  /** This node's status now (`at` is added when it is published). */
-  status(): Omit<NodeStatus, "at">;
+  /**
+   * This node's status now (`at` is added when it is published); with `only`, just what
+   * routing a request for that model needs.
+   */
+  status(only?: string): Omit<NodeStatus, "at">;
 }
 
 /** A model served only by peers, by the name a client used. */
@@ -55,8 +58,8 @@ export class Cluster {
     this.node = deps.config.node;
   }
 
-  static async create(deps: ClusterDeps): Promise<Cluster> {
-    return new Cluster(deps, await HopSigner.create(deps.config.secret));
+  static create(deps: ClusterDeps): Cluster {
+    return new Cluster(deps, HopSigner.create(deps.config.secret));
   }
 
   /** Joins: the first heartbeat is written (or its failure logged) before this resolves. */
@@ -92,7 +95,7 @@ export class Cluster {
     const { board, clock, config } = this.#deps;
     const now = clock.now();
     const recent = this.#recent.get(model);
-    const self = { ...this.#deps.status(), at: now };
+    const self = { ...this.#deps.status(model), at: now };
     const peers = this.peers();
     let chosen = route(model, self, peers, recent && recent.until > now ? recent.node : null);
     if (chosen.cold) {
@@ -131,7 +134,7 @@ export class Cluster {
    */
   async forward(peer: NodeStatus, request: Forwarded, caller: Caller | null): Promise<Response> {
     const now = this.#deps.clock.now();
-    const hop = await this.#signer.sign({ from: this.node, to: peer.node, caller }, request, now);
+    const hop = this.#signer.sign({ from: this.node, to: peer.node, caller }, request, now);
     try {
       return await forwardToPeer(peer, request, hop);
     } catch (err) {
@@ -155,7 +158,7 @@ export class Cluster {
   }
 
   /** The hop a forwarded request's header vouches for, or null when it does not verify. */
-  verifyHop(header: string, request: HopRequest): Promise<Hop | null> {
+  verifyHop(header: string, request: HopRequest): Hop | null {
     return this.#signer.verify(header, request, this.node, this.#deps.clock.now());
   }
 
