@@ -117,14 +117,7 @@ Deno.test("Redis restarted mid-run: 503 while it is down, in-flight work finishe
     );
     await using proxy = await within(
       "the proxy to start",
-      startTestProxy(lab.configYaml([
-        "store:",
-        "  type: redis",
-        `  url: ${stack.gateway.url}`,
-        `  token: ${stack.gateway.token}`,
-        "  lease: 2",
-        "num_workers: 1",
-      ].join("\n"))),
+      startTestProxy(lab.configYaml(`${stack.storeYaml(2)}\nnum_workers: 1`)),
     );
     await within("the proxy's start-up reconcile", proxy.reconciled);
     const first = await within("the first request's answer", post(proxy.url, chatBody("a")));

@@ -5,7 +5,8 @@
  * comparing two hosts' clocks), and a set of the names ever seen. Spoken over Upstash REST
  * (or SRH), like the job store.
  */
-import { Redis } from "@upstash/redis";
+import type { Redis } from "@upstash/redis";
+import { upstashClient } from "../store/upstash_client.ts";
 import { z } from "zod";
 
 /** What one node tells its peers on each heartbeat. */
@@ -47,17 +48,8 @@ export class NodeBoard {
   readonly #prefix: string;
 
   constructor(options: NodeBoardOptions) {
-    this.#redis = new Redis({
-      url: options.url,
-      token: options.token,
-      automaticDeserialization: false,
-      enableAutoPipelining: false,
-      enableTelemetry: false,
-      readYourWrites: false,
-      // A heartbeat comes again in a second; a retried one would arrive stale.
-      retry: false,
-      signal: () => AbortSignal.timeout(options.timeoutMs),
-    });
+    // A heartbeat comes again in a second; a retried one would arrive stale.
+    this.#redis = upstashClient({ ...options, retries: 0 });
     this.#prefix = `${options.prefix}cluster:`;
     this.#members = `${this.#prefix}members`;
   }

@@ -71,6 +71,18 @@ export interface StoreStats {
 
 export type GroupCounts = Record<GroupBucket, number>;
 
+/** The stats from a store's counters by name (absent: 0). */
+export function statsOf(counters: ReadonlyMap<string, number>): StoreStats {
+  const n = (name: string) => counters.get(name) ?? 0;
+  return {
+    queued: n("queued"),
+    running: n("running"),
+    dead: n("dead"),
+    abandoned: n("abandoned"),
+    total: n("total"),
+  };
+}
+
 export interface Recovered {
   abandoned: number;
   requeued: number;

@@ -19,6 +19,7 @@ import {
   type NewAsyncJob,
   type Recovered,
   type Retention,
+  statsOf,
   type StoreStats,
   type SyncChange,
   type Versioned,
@@ -285,15 +286,7 @@ export class KvJobStore implements JobStore {
   async stats(): Promise<StoreStats> {
     const names = [...COUNTED_STATES, "total"];
     const values = await this.#kv.getMany<Deno.KvU64[]>(names.map((name) => ["count", name]));
-    const counts = new Map(names.map((name, i) => [name, Number(values[i].value?.value ?? 0n)]));
-    const n = (name: string) => counts.get(name) ?? 0;
-    return {
-      queued: n("queued"),
-      running: n("running"),
-      dead: n("dead"),
-      abandoned: n("abandoned"),
-      total: n("total"),
-    };
+    return statsOf(new Map(names.map((name, i) => [name, Number(values[i].value?.value ?? 0n)])));
   }
 
   async groupCounts(group: string): Promise<GroupCounts> {

@@ -5,7 +5,8 @@
  * script (lib/store/redis_scripts.ts); what comes back is checked before it is used
  * (lib/store/redis_replies.ts).
  */
-import { Redis } from "@upstash/redis";
+import type { Redis } from "@upstash/redis";
+import { upstashClient } from "./upstash_client.ts";
 import { z } from "zod";
 import {
   type AsyncOutcome,
@@ -17,6 +18,7 @@ import {
   type NewAsyncJob,
   type Recovered,
   type Retention,
+  statsOf,
   type StoreStats,
   type SyncChange,
   type Versioned,
@@ -50,18 +52,11 @@ export class RedisJobStore implements JobStore {
 
   constructor(options: RedisStoreOptions) {
     const timeoutMs = options.timeoutMs ?? 5000;
-    this.#redis = new Redis({
+    this.#redis = upstashClient({
       url: options.url,
       token: options.token,
-      // Raw strings back: job JSON is parsed here, not guessed at by the client.
-      automaticDeserialization: false,
-      // Predictable one-request-per-call behaviour; transitions are scripts anyway.
-      enableAutoPipelining: false,
-      enableTelemetry: false,
-      readYourWrites: false,
-      // Fail fast to a 503 instead of retrying for seconds while a client waits.
-      retry: { retries: 1, backoff: () => 50 },
-      signal: () => AbortSignal.timeout(timeoutMs),
+      timeoutMs,
+      retries: 1,
     });
     this.#p = options.prefix ?? "lqp:";
   }
@@ -193,15 +188,7 @@ export class RedisJobStore implements JobStore {
   }
 
   async stats(): Promise<StoreStats> {
-    const counts = await this.#counters(`${this.#p}count`);
-    const n = (key: string) => counts.get(key) ?? 0;
-    return {
-      queued: n("queued"),
-      running: n("running"),
-      dead: n("dead"),
-      abandoned: n("abandoned"),
-      total: n("total"),
-    };
+    return statsOf(await this.#counters(`${this.#p}count`));
   }
 
   async groupCounts(group: string): Promise<GroupCounts> {

@@ -46,12 +46,8 @@ function nodeConfig(
 ): string {
   return node.lab.configYaml(
     [
-      "store:",
-      "  type: redis",
-      `  url: ${stack.gateway.url}`,
-      `  token: ${stack.gateway.token}`,
       // Jobs of a killed node come back within seconds, not the default 15.
-      "  lease: 2",
+      stack.storeYaml(2),
       "cluster:",
       `  node: ${node.name}`,
       `  advertise_url: ${node.url}`,

@@ -22,6 +22,17 @@ export class RedisStack {
     this.gateway = gateway;
   }
 
+  /** config.yml's `store:` block for a proxy on this Redis; `lease` in seconds. */
+  storeYaml(lease: number): string {
+    return [
+      "store:",
+      "  type: redis",
+      `  url: ${this.gateway.url}`,
+      `  token: ${this.gateway.token}`,
+      `  lease: ${lease}`,
+    ].join("\n");
+  }
+
   static async start(): Promise<RedisStack> {
     const redis = await RedisServer.start();
     return new RedisStack(redis, await UpstashGateway.start(redis.port));
