@@ -250,10 +250,11 @@ Deno.test("cluster: kill -9 of node 2 in the middle of a 60-line batch on two mo
   });
 });
 
-Deno.test("cluster: Redis stopped for 10 s under load: clear 503s meanwhile, no request runs twice, both nodes recover by themselves", async () => {
-  await withTwoNodes(AB, "num_workers: 2", async ({ stack, nodes: [one, two] }) => {
+Deno.test("cluster: Redis stopped for 10 s under load: clear 503s meanwhile, no swap on either node, no request runs twice, both nodes recover by themselves", async () => {
+  await withTwoNodes(AB, "num_workers: 2", async ({ api, stack, nodes: [one, two] }) => {
     assert.equal((await post(one.url, chatBody("a"))).status, 200);
     assert.equal((await post(two.url, chatBody("b"))).status, 200);
+    const warm = Date.now();
     let sending = true;
     let n = 0;
     const outcomes: { tag: string; status: number; code: string | null }[] = [];
@@ -289,6 +290,9 @@ Deno.test("cluster: Redis stopped for 10 s under load: clear 503s meanwhile, no 
         `${o.tag}: ${o.status} ${o.code}`,
       );
     }
+    // Neither node loaded a model because the board was away: each kept its own.
+    assert.deepEqual(await containerStarts(api, one.lab.prefix, warm), []);
+    assert.deepEqual(await containerStarts(api, two.lab.prefix, warm), []);
     // No request ran twice, on either node's backends.
     const bodies = [
       ...await receivedBodies(one.lab, "a"),

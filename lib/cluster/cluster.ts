@@ -45,6 +45,8 @@ export class Cluster {
    */
   #peers: NodeStatus[] = [];
   #boardDown = false;
+  /** Until then (clock ms), after an outage of the board, peers missing from it are kept. */
+  #rejoinUntil = -Infinity;
   /** Another node wrote under this node's name (a copied config.yml). */
   #twinSeen = false;
   #timer: ReturnType<typeof setInterval> | null = null;
@@ -184,10 +186,19 @@ export class Cluster {
       }
       this.#twinSeen = twin !== undefined;
       const live = all.filter((n) => n.node !== this.node);
-      this.#tellChanges(live);
-      this.#peers = live;
-      if (this.#boardDown) log.info("cluster_board_back", { node: this.node });
+      if (this.#boardDown) {
+        log.info("cluster_board_back", { node: this.node });
+        // Every key expired while Redis was away: peers write theirs again within a heartbeat,
+        // so for a lease a peer missing from the board is still there, not gone.
+        this.#rejoinUntil = clock.now() + config.leaseMs;
+      }
       this.#boardDown = false;
+      const missing = clock.now() < this.#rejoinUntil
+        ? this.#peers.filter((p) => !live.some((n) => n.node === p.node))
+        : [];
+      const peers = [...live, ...missing];
+      this.#tellChanges(peers);
+      this.#peers = peers;
     } catch (err) {
       if (!this.#boardDown) log.warn("cluster_board_unreachable", { error: messageOf(err) });
       this.#boardDown = true;
