@@ -6,7 +6,6 @@
  * Follows Docker's event stream; after Docker restarts it reconnects and has the swap manager
  * reconcile.
  */
-import type { Clock } from "./clock.ts";
 import type { ModelConfig } from "./config_types.ts";
 import type { ContainerEvent, Docker } from "./docker.ts";
 import { messageOf } from "./errors.ts";
@@ -29,13 +28,11 @@ export interface DriftHost {
 
 export class ContainerDrift {
   readonly #docker: Docker;
-  readonly #clock: Clock;
   readonly #log: Logger;
   readonly #host: DriftHost;
 
-  constructor(docker: Docker, clock: Clock, log: Logger, host: DriftHost) {
+  constructor(docker: Docker, log: Logger, host: DriftHost) {
     this.#docker = docker;
-    this.#clock = clock;
     this.#log = log;
     this.#host = host;
   }
@@ -67,9 +64,10 @@ export class ContainerDrift {
     const model = this.#host.modelOf(modelId);
     if (!model || residents.phaseOf(modelId) !== "ready") return;
     // A process that just died is still "running" to Docker for a moment: wait for its state
-    // to settle (or for the backend to answer again) before deciding.
-    const deadline = this.#clock.now() + 2000;
-    while (residents.phaseOf(modelId) === "ready" && this.#clock.now() < deadline) {
+    // to settle (or for the backend to answer again) before deciding. Real time, as the waits
+    // in between are: a test's frozen clock must not make this loop for ever.
+    const deadline = performance.now() + 2000;
+    while (residents.phaseOf(modelId) === "ready" && performance.now() < deadline) {
       const running = await this.#docker.inspect(model.containerName).then(
         (state) => state.running,
         () => false,

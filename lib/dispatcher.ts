@@ -14,6 +14,7 @@ import type { Clock } from "./clock.ts";
 import type { Config, ModelConfig } from "./config_types.ts";
 import {
   ApiError,
+  messageOf,
   modelRemoved,
   requestTimeout,
   shuttingDown,
@@ -28,7 +29,7 @@ import type { Logger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
 import type { ModelSnapshot, SwapManager } from "./swap_manager.ts";
 import type { Lease } from "./residents.ts";
-import { swapFailureError } from "./swap_failures.ts";
+import { SwapFailedError, swapFailureError } from "./swap_failures.ts";
 import { JobQueue } from "./queue.ts";
 import { ByteBudget } from "./byte_budget.ts";
 import type { Activity } from "./activity.ts";
@@ -339,8 +340,7 @@ export class Dispatcher {
           return;
         case "swap":
           this.#switchingTo = null;
-          // Failures reach the waiting requests through onSwapFailed, under the lock.
-          this.#models.place(action.to).catch(() => {});
+          this.#place(action.to);
           // The lock is held from that call on; a refused placement (a model the manager no
           // longer knows) must not make this loop decide the same swap forever.
           if (!this.#models.busy) return;
@@ -358,6 +358,18 @@ export class Dispatcher {
         }
       }
     }
+  }
+
+  /**
+   * Asks for a placement. A failed load reaches the waiting requests through onSwapFailed,
+   * under the lock; anything else that goes wrong (a bug) is logged and answers them too.
+   */
+  #place(model: string): void {
+    this.#models.place(model).catch((err) => {
+      if (err instanceof SwapFailedError) return;
+      this.#log.error("place_failed", { model, error: messageOf(err) });
+      this.#failWaiting(model, swapFailureError(model, err));
+    });
   }
 
   #wakeAt(at: number): void {

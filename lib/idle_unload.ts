@@ -8,7 +8,7 @@ import type { Logger } from "./log.ts";
 import type { ModelSnapshot, SwapManager } from "./swap_manager.ts";
 
 export interface IdleUnloadDeps {
-  models: SwapManager;
+  models: Pick<SwapManager, "snapshot" | "unload">;
   clock: Clock;
   log: Logger;
   /** A model's `ttl` in ms, or null when it has none. */
@@ -22,6 +22,11 @@ export interface IdleUnloadDeps {
 export class IdleUnload {
   readonly #deps: IdleUnloadDeps;
   #timer: ReturnType<typeof setTimeout> | null = null;
+  /**
+   * Models whose unload was asked and has not settled: it may wait behind the swap lock, and
+   * the model stays ready meanwhile, which must not set the timer again at once.
+   */
+  readonly #pending = new Set<string>();
 
   constructor(deps: IdleUnloadDeps) {
     this.#deps = deps;
@@ -40,9 +45,10 @@ export class IdleUnload {
       for (const { model, at, ttlMs } of this.#expiries(models.snapshot())) {
         if (now < at) continue;
         log.info("idle_unload", { model, ttl_s: ttlMs / 1000 });
+        this.#pending.add(model);
         models.unload("idle", model).catch((err) =>
           log.warn("idle_unload_failed", { model, error: String(err) })
-        );
+        ).finally(() => this.#pending.delete(model));
       }
       this.#deps.pump();
     }, Math.max(0, at - clock.now()));
@@ -58,7 +64,8 @@ export class IdleUnload {
     const expiries: { model: string; at: number; ttlMs: number }[] = [];
     for (const r of snap.residents) {
       const ttlMs = this.#deps.ttlOf(r.model);
-      const idle = r.phase === "ready" && r.inflight === 0 && !this.#deps.hasWaiting(r.model);
+      const idle = r.phase === "ready" && r.inflight === 0 && !this.#pending.has(r.model) &&
+        !this.#deps.hasWaiting(r.model);
       if (ttlMs !== null && idle) expiries.push({ model: r.model, at: r.lastUsed + ttlMs, ttlMs });
     }
     return expiries;

@@ -46,7 +46,8 @@ interface Residency {
   since: number;
   leases: number;
   lastUsed: number;
-  evicting: boolean;
+  /** Placements that will stop it (each marks and unmarks its own). */
+  evicting: number;
   drainWaiters: (() => void)[];
 }
 
@@ -93,7 +94,7 @@ export class ResidentSet {
       since: slot.since,
       inflight: slot.leases,
       lastUsed: slot.lastUsed,
-      evicting: slot.evicting,
+      evicting: slot.evicting > 0,
     }));
   }
 
@@ -108,7 +109,7 @@ export class ResidentSet {
    */
   lease(id: string): Lease | null {
     const slot = this.#residents.get(id);
-    if (slot?.phase !== "ready" || slot.evicting) return null;
+    if (slot?.phase !== "ready" || slot.evicting > 0) return null;
     slot.leases++;
     slot.lastUsed = this.#clock.now();
     let released = false;
@@ -127,23 +128,24 @@ export class ResidentSet {
 
   /**
    * Marks residents a placement will stop, from its decision on: they take no new request
-   * while the placement waits for the lock. Unmarked by `unmarkEvicting()` or their stop.
+   * meanwhile. Each placement unmarks what it marked (`unmarkEvicting()`), or their stop does.
    */
   markEvicting(ids: readonly string[]): void {
-    this.#setEvicting(ids, true);
+    this.#countEvicting(ids, 1);
   }
 
   unmarkEvicting(ids: readonly string[]): void {
-    this.#setEvicting(ids, false);
+    this.#countEvicting(ids, -1);
   }
 
-  #setEvicting(ids: readonly string[], evicting: boolean): void {
+  #countEvicting(ids: readonly string[], by: 1 | -1): void {
     let changed = false;
     for (const id of ids) {
       const slot = this.#residents.get(id);
-      if (slot === undefined || slot.evicting === evicting) continue;
-      slot.evicting = evicting;
-      changed = true;
+      if (slot === undefined) continue;
+      const before = slot.evicting > 0;
+      slot.evicting = Math.max(0, slot.evicting + by);
+      changed ||= before !== slot.evicting > 0;
     }
     if (changed) this.#onChange();
   }
@@ -173,7 +175,7 @@ export class ResidentSet {
         since: now,
         leases: 0,
         lastUsed: now,
-        evicting: false,
+        evicting: 0,
         drainWaiters: [],
       });
     } else {

@@ -103,7 +103,7 @@ export class SwapManager {
     this.#activity = options.activity;
     this.#containers = new ModelContainers(docker, options);
     this.#residents = new ResidentSet(options.clock, () => this.#emit());
-    this.#drift = new ContainerDrift(docker, options.clock, options.log, {
+    this.#drift = new ContainerDrift(docker, options.log, {
       residents: this.#residents,
       ownerOf: (name) => this.#byContainer.get(name),
       modelOf: (id) => this.#models.get(id),
@@ -216,19 +216,22 @@ export class SwapManager {
 
   /**
    * Starts `modelId`, first stopping the residents that must make room (once their requests
-   * finished). Returns null when it already was ready. From this call on, the residents it
-   * would stop take no new request.
+   * finished). Returns null when it already was ready. The residents it will stop take no new
+   * request from the moment it holds the lock, which is this call when nothing else holds it.
    * @throws {SwapFailedError} with a client-facing message (log tail included).
    */
   place(modelId: string, cause: string | null = null): Promise<SwapTimings | null> {
     const model = this.#models.get(modelId);
     if (!model) return Promise.reject(new Error(`Unknown model '${modelId}'`));
-    // A forecast: the placement computes its victims again once it holds the lock.
-    const leaving = this.victimsFor(modelId);
-    this.#residents.markEvicting(leaving);
-    return this.#exclusive(() =>
+    // When nothing holds the lock, this placement starts at once: its victims must take no
+    // new request from now on. It marks its own victims again when it runs (a mark each).
+    const leaving = this.busy ? [] : this.victimsFor(modelId);
+    // Busy from here on, before anyone hears of the marks.
+    const placing = this.#exclusive(() =>
       this.#place(model, cause).finally(() => this.#residents.unmarkEvicting(leaving))
     );
+    this.#residents.markEvicting(leaving);
+    return placing;
   }
 
   /**
@@ -366,6 +369,7 @@ export class SwapManager {
     const from = victims.length === 0 ? null : victims.join(",");
     let kvSaved: KvOutcome | null = null;
     this.#target = model.id;
+    residents.markEvicting(victims);
     try {
       // Never cut a stream: the victims' requests finish first.
       await Promise.all(victims.map((id) => residents.drain(id)));
@@ -413,7 +417,7 @@ export class SwapManager {
       });
       this.#record({ from, to: model.id, began, cause, kvSaved, kvRestored });
       // Before it is ready: the requests that waited for this swap are still waiting then.
-      for (const listener of this.#swapListeners) listener(timings);
+      tellAll(this.#swapListeners, (listener) => listener(timings), this.#log);
       residents.move(model.id, "ready");
       return timings;
     } catch (err) {
@@ -424,6 +428,7 @@ export class SwapManager {
         residents.forget(model.id);
       }
     } finally {
+      residents.unmarkEvicting(victims);
       this.#target = null;
       this.#emit();
     }
@@ -440,7 +445,7 @@ export class SwapManager {
     const failure = await this.#containers.describe(model, err);
     this.#log.error("swap_failed", { from: from ?? "none", to: model.id, error: failure.message });
     this.#record({ from, to: model.id, began, cause, error: failure.message });
-    for (const listener of this.#failureListeners) listener(model.id, failure);
+    tellAll(this.#failureListeners, (listener) => listener(model.id, failure), this.#log);
     return failure;
   }
 
@@ -513,5 +518,16 @@ export class SwapManager {
         residents.forget(model.id);
       }
     }));
+  }
+}
+
+/** Calls every listener; one that throws is logged and does not keep the others from hearing. */
+function tellAll<L>(listeners: Iterable<L>, call: (listener: L) => void, log: Logger): void {
+  for (const listener of listeners) {
+    try {
+      call(listener);
+    } catch (err) {
+      log.error("listener_failed", { error: messageOf(err) });
+    }
   }
 }

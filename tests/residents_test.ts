@@ -1,13 +1,16 @@
 /**
  * The resident set's bookkeeping without Docker: the transition table, leases and drains,
  * the evicting marks a placement sets from its decision on, and one change event per change.
- * Also the waiting client's ETA and wait line (lib/eta.ts), which read the same snapshot.
+ * Also the waiting client's ETA and wait line (lib/eta.ts) and the ttl unloads
+ * (lib/idle_unload.ts), which read the same snapshot.
  */
 import assert from "node:assert/strict";
 import { ResidentSet } from "../lib/residents.ts";
 import { startEstimateMs, waitLine } from "../lib/eta.ts";
 import type { ModelSnapshot } from "../lib/swap_manager.ts";
+import { IdleUnload } from "../lib/idle_unload.ts";
 import { makeJob } from "./support/jobs.ts";
+import { waitFor } from "./support/wait_for.ts";
 
 function residentSet(start = 1000) {
   let now = start;
@@ -99,7 +102,7 @@ Deno.test("ResidentSet: a container gone mid-drain wakes the drain instead of le
   set.forget("a"); // forgetting a stopped model is a no-op
 });
 
-Deno.test("ResidentSet: residents marked evicting refuse new leases until unmarked, and the marks are told once", () => {
+Deno.test("ResidentSet: residents marked evicting refuse new leases until every placement that marked them unmarks; the marks are told once", () => {
   const { set, changes } = residentSet();
   for (const id of ["a", "b"]) {
     set.move(id, "starting");
@@ -108,11 +111,14 @@ Deno.test("ResidentSet: residents marked evicting refuse new leases until unmark
   const before = changes();
   set.markEvicting(["a", "ghost"]);
   assert.equal(changes(), before + 1);
-  set.markEvicting(["a"]); // already marked: nothing changes, nothing is told
+  set.markEvicting(["a"]); // a second placement: still marked, nothing new to tell
   assert.equal(changes(), before + 1);
   assert.equal(set.lease("a"), null);
   assert.notEqual(set.lease("b"), null);
   assert.deepEqual(set.list().map((r) => [r.model, r.evicting]), [["a", true], ["b", false]]);
+  set.unmarkEvicting(["a"]);
+  assert.equal(set.lease("a"), null, "the other placement still stops it");
+  assert.equal(changes(), before + 1);
   set.unmarkEvicting(["a"]);
   assert.equal(changes(), before + 2);
   assert.notEqual(set.lease("a"), null);
@@ -175,4 +181,34 @@ Deno.test("waitLine(): says which model loads, for how long, and the job's place
     waitLine(job, 2, 30_000, loadingOther, 6_000),
     "queued position=2 eta=30s (loading model b 5s)",
   );
+});
+
+Deno.test("IdleUnload: a model whose ttl ran out is unloaded once, even while its unload waits behind the swap lock", async () => {
+  const now = 10_000;
+  let asked = 0;
+  let finish = () => {};
+  const snapshot = (): ModelSnapshot =>
+    snapshotOf([{ ...resident("a", "ready", 0), lastUsed: now - 5_000 }]);
+  const idle = new IdleUnload({
+    models: {
+      snapshot,
+      unload: () => {
+        asked++;
+        return new Promise<string[]>((resolve) => finish = () => resolve(["a"]));
+      },
+    },
+    clock: { now: () => now },
+    log: { info() {}, warn() {}, error() {} },
+    ttlOf: () => 1_000,
+    hasWaiting: () => false,
+    // The dispatcher arms again on every pump; here, at once.
+    pump: () => idle.arm(snapshot()),
+  });
+  idle.arm(snapshot());
+  await waitFor("the unload to be asked", () => asked >= 1);
+  // Many turns of the event loop while the unload is pending: no second unload.
+  for (let i = 0; i < 20; i++) await new Promise((r) => setTimeout(r, 0));
+  assert.equal(asked, 1);
+  finish();
+  idle.stop();
 });
