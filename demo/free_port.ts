@@ -17,6 +17,12 @@ function ephemeralRange(): [number, number] {
 }
 
 /**
+ * Ports fetch refuses to connect to (the Fetch standard's "bad ports"); of that list, only
+ * 10080 is in the range picked from. A test server there could never be reached.
+ */
+const FETCH_BAD_PORTS = new Set([10080]);
+
+/**
  * Picked below the ephemeral range: a port the OS chose (bind to 0) can be handed to an
  * outgoing connection before the container binds it, and Docker then fails with "port is
  * already allocated".
@@ -26,6 +32,7 @@ export function freePort(): number {
   const floor = 10_000;
   for (let tries = 0; tries < 200; tries++) {
     const port = floor + Math.floor(Math.random() * (low - floor));
+    if (FETCH_BAD_PORTS.has(port)) continue;
     try {
       Deno.listen({ hostname: "127.0.0.1", port }).close();
       return port;

@@ -60,6 +60,8 @@ export interface HttpServer {
   shutdown(): Promise<void>;
 }
 
+/** How long a shutdown lets idle connections close by themselves before cutting them. */
+const CLOSE_GRACE_MS = 500;
 /** How often node:http checks its header and body timeouts. */
 const TIMEOUT_CHECK_MS = 500;
 /** Connections past `max_connections` let in for a health check, and for how long. */
@@ -213,8 +215,13 @@ export function serveHttp(handler: FetchHandler, options: ServeOptions): Promise
           const closed = new Promise<void>((done) => server.close(() => done()));
           server.closeIdleConnections();
           if (active > 0) await new Promise<void>((wake) => idleWaiters.push(wake));
-          server.closeAllConnections();
+          // Every response is written; the connections that carried them are idle now and
+          // close with a FIN. Destroying them at once could reset one whose last response
+          // the client had not read yet.
+          server.closeIdleConnections();
+          const cut = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
           await closed;
+          clearTimeout(cut);
         },
       });
     });
