@@ -133,7 +133,7 @@ export async function startProxy(
     requestTimeoutMs: () => live.current.requestTimeoutMs,
   });
   // Only on a shared Redis store, which config parsing made sure of.
-  const cluster = config.cluster === null ? null : Cluster.create({
+  const cluster = config.cluster === null ? null : new Cluster({
     config: config.cluster,
     board: new NodeBoard({
       url: config.store.url!,

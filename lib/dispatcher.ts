@@ -27,7 +27,7 @@ import type { StoreStatus } from "./store/status.ts";
 import type { Job } from "./jobs.ts";
 import type { Logger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
-import type { ModelSnapshot, SwapManager } from "./swap_manager.ts";
+import type { ModelSnapshot, ResidentView, SwapManager } from "./swap_manager.ts";
 import type { Lease } from "./residents.ts";
 import { SwapFailedError, swapFailureError } from "./swap_failures.ts";
 import { JobQueue } from "./queue.ts";
@@ -262,6 +262,12 @@ export class Dispatcher {
     });
   }
 
+  /** Workers free on a resident: none unless it is ready and no placement is stopping it. */
+  freeWorkersOn(r: ResidentView): number {
+    if (r.phase !== "ready" || r.evicting) return 0;
+    return Math.max(0, this.parallelOf(r.model) - r.inflight);
+  }
+
   /** Requests `model` serves at once. */
   parallelOf(model: string): number {
     return this.#modelConfigs.get(model)?.parallel ?? this.#config.numWorkers;
@@ -313,13 +319,12 @@ export class Dispatcher {
       const snap = this.#models.snapshot();
       const residents = new Map<string, Resident>();
       for (const r of snap.residents) {
-        const ready = r.phase === "ready" && !r.evicting;
         residents.set(r.model, {
           model: r.model,
-          ready,
+          ready: r.phase === "ready" && !r.evicting,
           since: r.since,
           inflight: r.inflight,
-          free: ready ? Math.max(0, this.parallelOf(r.model) - r.inflight) : 0,
+          free: this.freeWorkersOn(r),
         });
       }
       const action = step(this.#policy, {

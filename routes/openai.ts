@@ -21,6 +21,8 @@ import {
   unsupportedMediaType,
 } from "../lib/errors.ts";
 import { PeerFailedError, PeerUnreachableError } from "../lib/cluster/forward.ts";
+import type { RemoteModel } from "../lib/cluster/cluster.ts";
+import { serves } from "../lib/cluster/router.ts";
 import { Job } from "../lib/jobs.ts";
 import type { ModelState } from "../lib/swap_manager.ts";
 import type { KvStatus } from "../lib/kv_slots.ts";
@@ -45,10 +47,8 @@ const REQUEST_ID = /^req_[0-9a-f]{16}$/;
 /** How long past request_timeout a forward may take before this node gives up on the peer. */
 const FORWARD_MARGIN_MS = 5000;
 
-function resolveModel(config: Config, name: string): ModelConfig {
-  const model = findModel(config, name);
-  if (!model) throw modelNotFound(name, config.models.map((m) => m.id));
-  return model;
+function notFound(config: Config, name: string) {
+  return modelNotFound(name, config.models.map((m) => m.id));
 }
 
 export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
@@ -69,7 +69,7 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
         n.residents.some((r) => r.model === id && r.phase === "ready")
       )
         .map((n) => n.node),
-      served_by: nodes.filter((n) => n.models.some((m) => m.id === id)).map((n) => n.node),
+      served_by: nodes.filter((n) => serves(n, id)).map((n) => n.node),
     });
     const local = new Set(data.map((m) => m.id));
     const remote = [...new Set(nodes.flatMap((n) => n.models.map((m) => m.id)))]
@@ -96,7 +96,7 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
     const name = c.req.param("id");
     const id = findModel(live.current, name)?.id ?? deps.cluster?.remoteModel(name)?.id;
     const found = id === undefined ? undefined : listing().find((m) => m.id === id);
-    if (found === undefined) throw modelNotFound(name, live.current.models.map((m) => m.id));
+    if (found === undefined) throw notFound(live.current, name);
     return c.json(found);
   });
 
@@ -109,14 +109,15 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
   async function toPeer(
     c: Context<AppEnv>,
     config: Config,
-    name: string,
-    body: Uint8Array<ArrayBuffer>,
-    url: URL,
+    model: string,
+    /** Set when only peers serve `model`. */
+    remote: RemoteModel | null,
+    request: { path: string; headers: Headers; body: Uint8Array<ArrayBuffer> },
   ): Promise<Response | null> {
     const cluster = deps.cluster;
     if (cluster === null) return null;
     const req = c.req.raw;
-    const path = url.pathname + url.search;
+    const { path, body } = request;
     const hopHeader = c.get("hop");
     if (hopHeader !== null) {
       const hop = cluster.verifyHop(hopHeader, { method: req.method, path, body });
@@ -127,14 +128,7 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
       return null;
     }
     if (!dispatcher.accepting) throw shuttingDown();
-    const local = findModel(config, name);
-    const remote = local === undefined ? cluster.remoteModel(name) : null;
-    if (local === undefined && remote === null) return null; // the local 404 lists what exists
-    const model = local?.id ?? remote!.id;
     const caller = c.get("caller");
-    // The backend's own key, if any, passes on unless it was ours to check.
-    const headers = caller ? withoutCredentials(req.headers) : new Headers(req.headers);
-    headers.set("x-request-id", c.get("requestId"));
     // The peer ends a request at its own request_timeout; this only guards against a peer that
     // stops answering altogether, and a shutdown here.
     const timeout = AbortSignal.timeout(config.requestTimeoutMs + FORWARD_MARGIN_MS);
@@ -157,10 +151,9 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
         });
       try {
         const answer = await cluster.forward(route.peer, {
+          ...request,
+          id: c.get("requestId"),
           method: req.method,
-          path,
-          headers,
-          body,
           signal,
         }, caller);
         told(answer.status);
@@ -201,15 +194,26 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
       const url = new URL(req.url);
       chat = url.pathname === "/v1/chat/completions";
       const fields = parseRoutingFields(body, config.maxJsonDepth);
+      const local = findModel(config, fields.model);
+      const remote = local === undefined ? deps.cluster?.remoteModel(fields.model) ?? null : null;
       // An unknown model is a 404 before anything about the body, as with OpenAI.
-      if (deps.cluster?.remoteModel(fields.model) == null) resolveModel(config, fields.model);
+      if (local === undefined && remote === null) throw notFound(config, fields.model);
       checkRequestBody(url.pathname, fields.skeleton, { maxMessages: config.maxMessages });
-      const forwarded = await toPeer(c, config, fields.model, body, url);
+      const path = url.pathname + url.search;
+      // With keys configured, the proxy's key is ours to check, not the backend's to see.
+      const headers = c.get("caller") ? withoutCredentials(req.headers) : req.headers;
+      const forwarded = await toPeer(c, config, local?.id ?? remote!.id, remote, {
+        path,
+        headers,
+        body,
+      });
       if (forwarded !== null) {
         hold.release();
         return forwarded;
       }
-      model = resolveModel(config, fields.model);
+      // Only a request a peer forwarded here can name a model this node does not serve.
+      if (local === undefined) throw notFound(config, fields.model);
+      model = local;
       const priority = effectivePriority(
         c.get("caller")?.priority ?? "interactive",
         readPriority(req.headers),
@@ -218,10 +222,9 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
         id: c.get("requestId"),
         model: model.id,
         method: req.method,
-        path: url.pathname + url.search,
+        path,
         body,
-        // With keys configured, the proxy's key is ours to check, not the backend's to see.
-        headers: c.get("caller") ? withoutCredentials(req.headers) : req.headers,
+        headers,
         stream: fields.stream,
         priority,
         owner: c.get("caller")?.name ?? null,

@@ -126,7 +126,6 @@ function node(name: string, fields: Partial<NodeStatus> = {}): NodeStatus {
   return {
     node: name,
     url: `http://${name}:8888`,
-    at: 0,
     models: [{ id: "a", aliases: [] }, { id: "b", aliases: [] }],
     residents: [],
     roomFor: ["a", "b"],

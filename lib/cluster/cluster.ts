@@ -13,18 +13,15 @@ import type { Logger } from "../log.ts";
 import { type Forwarded, forwardToPeer, PeerUnreachableError } from "./forward.ts";
 import { type Hop, type HopRequest, HopSigner } from "./hop.ts";
 import type { NodeBoard, NodeStatus } from "./node_board.ts";
-import { type Route, route } from "./router.ts";
+import { hasLoaded, type Route, route, serves } from "./router.ts";
 
 export interface ClusterDeps {
   config: ClusterConfig;
   board: NodeBoard;
   clock: Clock;
   log: Logger;
-  /**
-   * This node's status now (`at` is added when it is published); with `only`, just what
-   * routing a request for that model needs.
-   */
-  status(only?: string): Omit<NodeStatus, "at">;
+  /** This node's status now; with `only`, just what routing a request for that model needs. */
+  status(only?: string): NodeStatus;
 }
 
 /** A model served only by peers, by the name a client used. */
@@ -54,14 +51,10 @@ export class Cluster {
   /** The peer each model was last sent to, and until when that counts (a lease). */
   readonly #recent = new Map<string, { node: string; until: number }>();
 
-  private constructor(deps: ClusterDeps, signer: HopSigner) {
+  constructor(deps: ClusterDeps) {
     this.#deps = deps;
-    this.#signer = signer;
+    this.#signer = HopSigner.create(deps.config.secret);
     this.node = deps.config.node;
-  }
-
-  static create(deps: ClusterDeps): Cluster {
-    return new Cluster(deps, HopSigner.create(deps.config.secret));
   }
 
   /** Joins: the first heartbeat is written (or its failure logged) before this resolves. */
@@ -86,7 +79,7 @@ export class Cluster {
 
   /** This node and its live peers, this node first. */
   nodes(): NodeStatus[] {
-    return [{ ...this.#deps.status(), at: this.#deps.clock.now() }, ...this.peers()];
+    return [this.#deps.status(), ...this.peers()];
   }
 
   /**
@@ -97,14 +90,14 @@ export class Cluster {
     const { board, clock, config } = this.#deps;
     const now = clock.now();
     const recent = this.#recent.get(model);
-    const self = { ...this.#deps.status(model), at: now };
+    const self = this.#deps.status(model);
     const peers = this.peers();
     let chosen = route(model, self, peers, recent && recent.until > now ? recent.node : null);
     if (chosen.cold) {
       const want = chosen.kind === "local" ? this.node : chosen.peer.node;
       // Without the board, this node's own decision stands.
       const owner = await board.claimPlacement(model, want, config.leaseMs).catch(() => want);
-      const peer = peers.find((p) => p.node === owner && p.models.some((m) => m.id === model));
+      const peer = peers.find((p) => p.node === owner && serves(p, model));
       if (owner === this.node) chosen = { kind: "local", cold: false };
       else if (peer !== undefined) chosen = { kind: "peer", peer, cold: false };
     }
@@ -166,15 +159,13 @@ export class Cluster {
 
   /** Whether a live peer has `model` ready or loading (the batch runner leaves it its lines). */
   peerHas(model: string): boolean {
-    return this.peers().some((p) =>
-      p.residents.some((r) => r.model === model && (r.phase === "ready" || r.phase === "starting"))
-    );
+    return this.peers().some((p) => hasLoaded(p, model));
   }
 
   async #beat(): Promise<void> {
     const { board, clock, config, log } = this.#deps;
     try {
-      await board.publish({ ...this.#deps.status(), at: clock.now() }, config.leaseMs);
+      await board.publish(this.#deps.status(), config.leaseMs);
       const all = await board.live();
       const twin = all.find((n) => n.node === this.node && n.url !== config.advertiseUrl);
       if (twin !== undefined && !this.#twinSeen) {

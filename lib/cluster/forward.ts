@@ -10,7 +10,7 @@ import { HOP_HEADER } from "./hop.ts";
 
 /** The peer could not be reached at all: nothing got to it, so the request may go elsewhere. */
 export class PeerUnreachableError extends Error {
-  constructor(readonly peer: string, cause: unknown) {
+  constructor(peer: string, cause: unknown) {
     super(`Node '${peer}' could not be reached (${messageOf(cause)})`, { cause });
     this.name = "PeerUnreachableError";
   }
@@ -21,17 +21,19 @@ export class PeerUnreachableError extends Error {
  * request is not sent anywhere else.
  */
 export class PeerFailedError extends Error {
-  constructor(readonly peer: string, cause: unknown) {
+  constructor(peer: string, cause: unknown) {
     super(`Node '${peer}' went away before it answered (${messageOf(cause)})`, { cause });
     this.name = "PeerFailedError";
   }
 }
 
 export interface Forwarded {
+  /** The request's id, kept by the peer for log lines that match. */
+  id: string;
   method: string;
   /** Path and query, as the client sent them. */
   path: string;
-  /** The headers to send on (the caller strips the client's key when the proxy checked it). */
+  /** The headers to send on (without the client's key when the proxy checked it). */
   headers: Headers;
   body: Uint8Array<ArrayBuffer>;
   /** Aborts when the client leaves, or the forward must give up. */
@@ -59,6 +61,7 @@ export async function forwardToPeer(
 ): Promise<Response> {
   const headers = forwardedRequestHeaders(request.headers);
   headers.set(HOP_HEADER, hop);
+  headers.set("x-request-id", request.id);
   let res: Response;
   try {
     res = await fetch(peer.url + request.path, {

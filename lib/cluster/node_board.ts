@@ -14,8 +14,6 @@ export const NodeStatus = z.object({
   node: z.string(),
   /** Where peers reach it. */
   url: z.string(),
-  /** Its clock when written (ms); for display only, never compared across hosts. */
-  at: z.number(),
   /** The models it can serve, with their aliases. */
   models: z.array(z.object({ id: z.string(), aliases: z.array(z.string()) })),
   /** Its models that are not stopped, and their phase. */

@@ -19,18 +19,24 @@ export type Route =
 
 const LOCAL: Route = { kind: "local", cold: false };
 
-function serves(node: NodeStatus, model: string): boolean {
+/** Whether `node`'s config lists `model`. */
+export function serves(node: NodeStatus, model: string): boolean {
   return node.models.some((m) => m.id === model);
 }
 
 /**
- * The model is ready or loading there, or requests wait for it. One being stopped (draining,
- * stopping) does not count: sending more work there would load it back.
+ * The model is ready or loading there. One being stopped (draining, stopping) does not count:
+ * sending more work there would load it back.
  */
-function engaged(node: NodeStatus, model: string): boolean {
+export function hasLoaded(node: NodeStatus, model: string): boolean {
   return node.residents.some((r) =>
     r.model === model && (r.phase === "ready" || r.phase === "starting")
-  ) || (node.waiting[model] ?? 0) > 0;
+  );
+}
+
+/** The model is ready or loading there, or requests wait for it. */
+function engaged(node: NodeStatus, model: string): boolean {
+  return hasLoaded(node, model) || (node.waiting[model] ?? 0) > 0;
 }
 
 /** Work a node has on its hands: requests waiting for any model, and being served. */

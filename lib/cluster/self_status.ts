@@ -10,27 +10,21 @@ import type { NodeStatus } from "./node_board.ts";
 
 /**
  * This node's status. With `only`, just what routing a request for that model reads (its
- * room, not every model's, and no load times): that runs per request, the whole status only
- * per heartbeat.
+ * room, not every model's, and no load times), as that runs per request; the whole status per
+ * heartbeat and per operator view (/health, /metrics, the dashboard, /v1/models).
  */
 export function selfStatus(
   config: Config,
   models: SwapManager,
   dispatcher: Dispatcher,
   only: string | null = null,
-): Omit<NodeStatus, "at"> {
+): NodeStatus {
   const cluster = config.cluster!;
   const listed = only === null ? config.models : config.models.filter((m) => m.id === only);
   const snap = models.snapshot();
   const waiting: Record<string, number> = {};
   for (const [model, line] of dispatcher.queue.waiting().lines()) {
     waiting[model] = line.interactive.length + line.batch.length;
-  }
-  let freeWorkers = 0;
-  for (const r of snap.residents) {
-    if (r.phase === "ready" && !r.evicting) {
-      freeWorkers += Math.max(0, dispatcher.parallelOf(r.model) - r.inflight);
-    }
   }
   return {
     node: cluster.node,
@@ -46,7 +40,7 @@ export function selfStatus(
     ).map((m) => m.id),
     waiting,
     running: dispatcher.active,
-    freeWorkers,
+    freeWorkers: snap.residents.reduce((n, r) => n + dispatcher.freeWorkersOn(r), 0),
     loadS: only !== null ? {} : Object.fromEntries(
       config.models.map((m) => [m.id, Math.round(dispatcher.loadTimes.estimate(m.id) / 100) / 10]),
     ),
