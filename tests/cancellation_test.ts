@@ -135,6 +135,8 @@ Deno.test("request_timeout across a queue wait and a swap: 504 for a plain reque
       await waitFor("b to be loaded", async () => {
         return (await getJson(`${proxy.url}/health`)).body.current_model === "b";
       });
+      // A request after them is answered: anything sent before it has reached b by then.
+      assert.equal((await post(proxy.url, chatBody("b"))).status, 200);
       const received = (await lab.state("b")).received;
       assert.ok(!received.some((r) => r.body.includes("never-forwarded")));
     },

@@ -6,27 +6,28 @@
  */
 import assert from "node:assert/strict";
 import OpenAI from "openai";
-import { chatBody, getJson, post } from "./support/client.ts";
+import { chatBody, getJson, pause, post } from "./support/client.ts";
 import { containerStarts } from "./support/docker_env.ts";
 import { CLUSTER_SECRET, withTwoNodes } from "./support/cluster_nodes.ts";
 import { CancellingClients } from "./support/cancelling_clients.ts";
 import { batchDone, batchFile, fileLines, submitBatch } from "./support/batches.ts";
-import { waitFor } from "./support/wait_for.ts";
+import type { FakeHomelab } from "./support/fake_models.ts";
+import { waitFor, within } from "./support/wait_for.ts";
 import { HopSigner } from "../lib/cluster/hop.ts";
 
 const AB = [{ id: "a", ownPort: true }, { id: "b", ownPort: true }];
-const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Bodies the backend of `model` in `lab` received on its chat route. */
-async function receivedBodies(
-  lab: { state(id?: string): Promise<{ received: { path: string; body: string }[] }> },
-  model: string,
-): Promise<string[]> {
-  const state = await lab.state(model).catch(() => ({ received: [] }));
+/**
+ * Bodies the backend of `model` in `lab` received on its chat route; none when its container
+ * never ran on that node (a backend that should answer and does not fails the test).
+ */
+async function receivedBodies(lab: FakeHomelab, model: string): Promise<string[]> {
+  if (!(await lab.running()).includes(lab.containerOf(model))) return [];
+  const state = await lab.state(model);
   return state.received.filter((r) => r.path === "/v1/chat/completions").map((r) => r.body);
 }
 
-Deno.test("cluster: A and B interleaved at node 1 only: node 1 keeps A, node 2 loads B, no further swap; every answer whole, every body at its backend byte for byte; /v1/models, /health and Prometheus say where each runs", async () => {
+Deno.test("cluster: A and B interleaved at node 1 only: node 1 keeps A, node 2 loads B, no further swap; every answer whole, every plain body at its backend byte for byte; /v1/models, /health and Prometheus say where each runs", async () => {
   await withTwoNodes(AB, "num_workers: 2", async ({ api, nodes: [one, two] }) => {
     const since = Date.now();
     assert.equal((await post(one.url, chatBody("a"))).status, 200);
@@ -80,16 +81,16 @@ Deno.test("cluster: A and B interleaved at node 1 only: node 1 keeps A, node 2 l
     assert.deepEqual(await containerStarts(api, one.lab.prefix, since), [one.lab.containerOf("a")]);
     assert.deepEqual(await containerStarts(api, two.lab.prefix, since), [two.lab.containerOf("b")]);
     // What operators see, at node 1: where each model runs, and the node on every series.
-    await waitFor("node 1 to see B resident on node 2", async () => {
+    const list = await waitFor("node 1 to see B resident on node 2", async () => {
       const list = (await getJson(`${one.url}/v1/models`)).body.data as {
         id: string;
         resident_on: string[];
         served_by: string[];
       }[];
       const where = Object.fromEntries(list.map((m) => [m.id, m.resident_on.join(",")]));
-      assert.deepEqual(list.map((m) => m.served_by.join(",")), ["node-1,node-2", "node-1,node-2"]);
-      return where.a === "node-1" && where.b === "node-2";
+      return where.a === "node-1" && where.b === "node-2" ? list : null;
     });
+    assert.deepEqual(list.map((m) => m.served_by.join(",")), ["node-1,node-2", "node-1,node-2"]);
     const health = (await getJson(`${one.url}/health`)).body.cluster as {
       node: string;
       nodes: { node: string; self: boolean; resident_models: { model: string }[] }[];
@@ -128,8 +129,12 @@ Deno.test("cluster: a client leaving node 1 reaches node 2: its running request'
       "node-openai",
       one.url,
       chatBody("b", { user: "queued-behind" }),
-      800,
+      1500,
     );
+    await waitFor("the Node client's request to wait in node 2's queue", async () => {
+      const queue = (await getJson(`${two.url}/queue`)).body as { jobs: unknown[] };
+      return queue.jobs.length === 1;
+    });
     assert.equal((await queued).outcome, "cancelled");
     assert.equal((await running).outcome, "cancelled");
     const state = await waitFor("node 2's backend to see the disconnect", async () => {
@@ -250,66 +255,69 @@ Deno.test("cluster: kill -9 of node 2 in the middle of a 60-line batch on two mo
   });
 });
 
-Deno.test("cluster: Redis stopped for 10 s under load: clear 503s meanwhile, no swap on either node, no request runs twice, both nodes recover by themselves", async () => {
-  await withTwoNodes(AB, "num_workers: 2", async ({ api, stack, nodes: [one, two] }) => {
-    assert.equal((await post(one.url, chatBody("a"))).status, 200);
-    assert.equal((await post(two.url, chatBody("b"))).status, 200);
-    const warm = Date.now();
-    let sending = true;
-    let n = 0;
-    const outcomes: { tag: string; status: number; code: string | null }[] = [];
-    const load = (async () => {
-      while (sending) {
-        const tag = `load-${n++}`;
-        const node = n % 2 === 0 ? one : two;
-        const model = n % 3 === 0 ? "b" : "a";
-        const res = await post(node.url, chatBody(model, { user: tag })).catch(() => null);
-        await pause(50);
-        if (res === null) continue;
-        const body = await res.json();
-        outcomes.push({ tag, status: res.status, code: body.error?.code ?? null });
+Deno.test("cluster: Redis stopped for 10 s under steady traffic to both nodes: clear 503s meanwhile, no swap on either node, no request runs twice, both nodes recover by themselves", async () => {
+  await withTwoNodes(
+    AB,
+    "num_workers: 2",
+    async ({ api, stack, nodes: [one, two], seeEachOther }) => {
+      assert.equal((await post(one.url, chatBody("a"))).status, 200);
+      assert.equal((await post(two.url, chatBody("b"))).status, 200);
+      const warm = Date.now();
+      let sending = true;
+      let n = 0;
+      const outcomes: { tag: string; status: number; code: string | null }[] = [];
+      const broken: string[] = [];
+      const load = (async () => {
+        while (sending) {
+          const tag = `load-${n++}`;
+          const node = n % 2 === 0 ? one : two;
+          const model = n % 3 === 0 ? "b" : "a";
+          const res = await post(node.url, chatBody(model, { user: tag })).catch((err) => {
+            broken.push(`${tag}: ${err}`);
+            return null;
+          });
+          await pause(50);
+          if (res === null) continue;
+          const body = await res.json();
+          outcomes.push({ tag, status: res.status, code: body.error?.code ?? null });
+        }
+      })();
+      await waitFor("answers before the outage", () => outcomes.length >= 5);
+      await stack.redis.stop();
+      const down = Date.now();
+      await waitFor("a 503 while Redis is down", () => {
+        return outcomes.some((o) => o.status === 503 && o.code === "store_unavailable");
+      });
+      await pause(10_000 - (Date.now() - down));
+      await stack.redis.resume();
+      const upAt = outcomes.length;
+      await waitFor("answers again after Redis came back", () => {
+        return outcomes.slice(upAt).filter((o) => o.status === 200).length >= 10;
+      }, { timeoutMs: 30_000 });
+      sending = false;
+      await within("the traffic to stop", load);
+      assert.deepEqual(broken, [], "a connection broke instead of answering");
+      for (const o of outcomes) {
+        assert.ok(
+          o.status === 200 || (o.status === 503 && o.code === "store_unavailable"),
+          `${o.tag}: ${o.status} ${o.code}`,
+        );
       }
-    })();
-    await waitFor("answers before the outage", () => outcomes.length >= 5);
-    await stack.redis.stop();
-    const down = Date.now();
-    await waitFor("a 503 while Redis is down", () => {
-      return outcomes.some((o) => o.status === 503 && o.code === "store_unavailable");
-    });
-    while (Date.now() - down < 10_000) await pause(200);
-    await stack.redis.resume();
-    const upAt = outcomes.length;
-    await waitFor("answers again after Redis came back", () => {
-      return outcomes.slice(upAt).filter((o) => o.status === 200).length >= 10;
-    }, { timeoutMs: 30_000 });
-    sending = false;
-    await load;
-    for (const o of outcomes) {
-      assert.ok(
-        o.status === 200 || (o.status === 503 && o.code === "store_unavailable"),
-        `${o.tag}: ${o.status} ${o.code}`,
-      );
-    }
-    // Neither node loaded a model because the board was away: each kept its own.
-    assert.deepEqual(await containerStarts(api, one.lab.prefix, warm), []);
-    assert.deepEqual(await containerStarts(api, two.lab.prefix, warm), []);
-    // No request ran twice, on either node's backends.
-    const bodies = [
-      ...await receivedBodies(one.lab, "a"),
-      ...await receivedBodies(one.lab, "b"),
-      ...await receivedBodies(two.lab, "a"),
-      ...await receivedBodies(two.lab, "b"),
-    ];
-    for (const o of outcomes.filter((o) => o.status === 200)) {
-      const runs = bodies.filter((b) => b.includes(`"${o.tag}"`)).length;
-      assert.equal(runs, 1, `${o.tag} ran ${runs} times`);
-    }
-    await waitFor("both nodes to see each other again", async () => {
-      for (const node of [one, two]) {
-        const health = (await getJson(`${node.url}/health`)).body;
-        if ((health.cluster as { nodes: unknown[] }).nodes.length !== 2) return false;
+      // Neither node loaded a model because the board was away: each kept its own.
+      assert.deepEqual(await containerStarts(api, one.lab.prefix, warm), []);
+      assert.deepEqual(await containerStarts(api, two.lab.prefix, warm), []);
+      // No request ran twice, on either node's backends.
+      const bodies = [
+        ...await receivedBodies(one.lab, "a"),
+        ...await receivedBodies(one.lab, "b"),
+        ...await receivedBodies(two.lab, "a"),
+        ...await receivedBodies(two.lab, "b"),
+      ];
+      for (const o of outcomes.filter((o) => o.status === 200)) {
+        const runs = bodies.filter((b) => b.includes(`"${o.tag}"`)).length;
+        assert.equal(runs, 1, `${o.tag} ran ${runs} times`);
       }
-      return true;
-    });
-  });
+      await seeEachOther(2);
+    },
+  );
 });

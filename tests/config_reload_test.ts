@@ -218,7 +218,9 @@ interface SchedulerLab extends HomelabContext {
   reload(scheduler: string): Promise<void>;
   /** The models of the request lines logged so far, in the order they finished. */
   served(): unknown[];
-  queueView(): Promise<{ switching_to: string | null; jobs: { waited_s: number }[] }>;
+  queueView(): Promise<
+    { switching_to: string | null; jobs: { waited_s: number; priority: string }[] }
+  >;
 }
 
 /**
@@ -306,7 +308,10 @@ Deno.test("a reloaded scheduler.min_residency applies to the next decision: an i
         headers: { "content-type": "application/json", "x-priority": "batch" },
         body: JSON.stringify(chatBody("a")),
       });
-      await waitFor("a's batch request queued", async () => (await queueView()).jobs.length === 1);
+      await waitFor("a's batch request queued as batch", async () => {
+        const jobs = (await queueView()).jobs;
+        return jobs.length === 1 && jobs[0].priority === "batch";
+      });
       const forB = post(proxy.url, chatBody("b"));
       await waitFor("b's request queued", async () => (await queueView()).jobs.length === 2);
       // Under min_residency 600 (capped by max_wait, 60) a keeps its batch work for now.
@@ -337,7 +342,8 @@ Deno.test("a reloaded scheduler.batch_aging applies to the next decision: a batc
     const interactive = post(proxy.url, chatBody("a", { marker: "interactive" }));
     await waitFor("the batch request to wait 1 s, the interactive one queued", async () => {
       const view = await queueView();
-      return view.jobs.length === 2 && view.jobs[0].waited_s >= 1;
+      return view.jobs.length === 2 && view.jobs[0].waited_s >= 1 &&
+        view.jobs.map((j) => j.priority).join() === "batch,interactive";
     }, { intervalMs: 100 });
 
     await reload("  batch_aging: 0.5");

@@ -121,8 +121,8 @@ Deno.test("SIGTERM with requests running past shutdown_grace: they are cut with 
       await post(proxy.url, chatBody("a", { stream: true, fake_hold: true })),
     );
     // Past the loading notes: the backend is generating, and holds.
-    while ((await stream.next())?.data === undefined) {
-      // comment lines while a loads
+    for (let event = await stream.next(); event?.data === undefined; event = await stream.next()) {
+      assert.ok(event !== null, "the stream ended before its first data event");
     }
     const plain = post(proxy.url, chatBody("a", { fake_hold: true }));
     await waitFor("both requests at the backend", async () => (await lab.state()).inflight === 2);

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import OpenAI from "openai";
 import { seededRandom } from "../sim/make_traces.ts";
-import { chatBody, getJson, post } from "./support/client.ts";
+import { chatBody, getJson, pause, post } from "./support/client.ts";
 import { containerStarts, followRunning } from "./support/docker_env.ts";
 import type { FakeModelSpec } from "./support/fake_models.ts";
 import { withHomelabProxy } from "./support/proxy.ts";
@@ -20,8 +20,6 @@ const SMALL_AND_BIG: FakeModelSpec[] = [
 ];
 const BUDGET = "memory_budget: 40\nnum_workers: 2";
 const ADMIN_KEY = "resident-admin-key-0123";
-
-const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 Deno.test("budget 40 GB: traffic alternating between two 10 GB models keeps both running, no swap after warm-up", async () => {
   await withHomelabProxy(SMALL_AND_BIG, BUDGET, async ({ api, lab, proxy }) => {

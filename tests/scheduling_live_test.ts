@@ -7,12 +7,10 @@
 import assert from "node:assert/strict";
 import OpenAI from "openai";
 import { CapturedLog } from "./support/log_capture.ts";
-import { chatBody, getJson, post } from "./support/client.ts";
+import { chatBody, getJson, pause, post } from "./support/client.ts";
 import { containerStarts } from "./support/docker_env.ts";
 import { withHomelabProxy } from "./support/proxy.ts";
 import { waitFor } from "./support/wait_for.ts";
-
-const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 Deno.test("A busy, then B,A,B,A,B,A 30 ms apart from the openai client: the A's run on A, then exactly one container start", async () => {
   await withHomelabProxy(

@@ -4,6 +4,9 @@
  * lines (the proxy's waiting notes) apart from data events.
  */
 
+/** Waits `ms`: the gap between staggered arrivals of a test's traffic, never a race's cover. */
+export const pause = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
 export function chatBody(model: string, extra: Record<string, unknown> = {}) {
   return { model, messages: [{ role: "user", content: "hi" }], ...extra };
 }

@@ -69,8 +69,10 @@ export async function withTwoNodes(
   const secretPath = `${dir}/cluster.secret`;
   await Deno.writeTextFile(secretPath, CLUSTER_SECRET);
   const nodes: ClusterNode[] = [];
+  let stack: RedisStack | null = null;
   try {
-    await using stack = await RedisStack.start();
+    stack = await RedisStack.start();
+    const redis = stack;
     for (const name of ["node-1", "node-2"]) {
       const port = freePort();
       const lab = await createHomelab(api, specs);
@@ -78,21 +80,18 @@ export async function withTwoNodes(
     }
     const start = async (i: number) => {
       const node = nodes[i];
-      node.proc = await runProxyProcess(nodeConfig(node, stack, secretPath, extra), {
+      node.proc = await runProxyProcess(nodeConfig(node, redis, secretPath, extra), {
         port: node.port,
       });
     };
     const cluster: TwoNodes = {
       api,
-      stack,
+      stack: redis,
       nodes: nodes as [ClusterNode, ClusterNode],
       start,
       async kill(i) {
-        const proc = nodes[i].proc;
-        if (proc === null) return;
-        proc.child.kill("SIGKILL");
-        await proc.child.status;
-        await proc[Symbol.asyncDispose]();
+        // Disposing a node's process is a SIGKILL, waited for.
+        await nodes[i].proc?.[Symbol.asyncDispose]();
         nodes[i].proc = null;
       },
       async seeEachOther(count) {
@@ -109,10 +108,12 @@ export async function withTwoNodes(
     await cluster.seeEachOther(2);
     await fn(cluster);
   } finally {
+    // The nodes stop before their store does.
     for (const node of nodes) {
       await node.proc?.[Symbol.asyncDispose]();
       await node.lab.remove();
     }
+    await stack?.[Symbol.asyncDispose]();
     await Deno.remove(dir, { recursive: true });
     api.close();
   }
