@@ -27,8 +27,11 @@ const FETCH_BAD_PORTS = new Set([10080]);
  * outgoing connection before the container binds it, and Docker then fails with "port is
  * already allocated".
  */
+/** Read once: the range does not change while a test run lasts. */
+const [EPHEMERAL_LOW] = ephemeralRange();
+
 export function freePort(): number {
-  const [low] = ephemeralRange();
+  const low = EPHEMERAL_LOW;
   const floor = 10_000;
   for (let tries = 0; tries < 200; tries++) {
     const port = floor + Math.floor(Math.random() * (low - floor));

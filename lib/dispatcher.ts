@@ -59,7 +59,7 @@ export class Dispatcher {
   /** Request bodies held by this dispatcher's requests, within `max_queued_bytes`. */
   readonly bodies: ByteBudget;
   readonly loadTimes: LoadTimes;
-  readonly serviceTimes = new ServiceTimes();
+  readonly #serviceTimes = new ServiceTimes();
   #config: Config;
   #modelConfigs: Map<string, ModelConfig>;
   readonly #models: SwapManager;
@@ -155,7 +155,7 @@ export class Dispatcher {
         Math.min(scheduler.minResidencyMs ?? this.loadTimes.estimate(model), maxWaitMs(model)),
       batchAgingMs: scheduler.batchAgingMs,
       loadMs: (model) => this.loadTimes.estimate(model),
-      serviceMs: (model) => this.serviceTimes.of(model),
+      serviceMs: (model) => this.#serviceTimes.of(model),
     };
   }
 
@@ -250,14 +250,13 @@ export class Dispatcher {
 
   /** Estimated ms until `job` starts (lib/eta.ts). */
   estimateStartMs(job: Job, snap: ModelSnapshot = this.#models.snapshot()): number {
-    const inflight = snap.residents.find((r) => r.model === job.model)?.inflight ?? 0;
-    return startEstimateMs(job, {
+    return startEstimateMs({
       now: this.#clock.now(),
-      snapshot: snap,
+      resident: snap.residents.find((r) => r.model === job.model),
       loadMs: this.loadTimes.estimate(job.model),
-      serviceMs: this.serviceTimes.overallMs,
+      serviceMs: this.#serviceTimes.overallMs,
       running: this.#running.size,
-      ahead: this.queue.aheadOf(job) + inflight,
+      ahead: this.queue.aheadOf(job),
       parallel: this.parallelOf(job.model),
     });
   }
@@ -461,12 +460,12 @@ export class Dispatcher {
     else if (final === "cancelled") this.#metrics.cancelledRequests++;
     else this.#metrics.failedRequests++;
     if (job.startedAt !== null) {
-      this.serviceTimes.observe(job.model, this.#clock.now() - job.startedAt);
+      this.#serviceTimes.observe(job.model, this.#clock.now() - job.startedAt);
     }
   }
 
   #retryAfterS(): number {
-    return this.serviceTimes.retryAfterS(this.queue.size, this.#config.numWorkers);
+    return this.#serviceTimes.retryAfterS(this.queue.size, this.#config.numWorkers);
   }
 }
 

@@ -4,18 +4,19 @@
  * SSE comments and reasoning notes carry. Pure: the dispatcher hands in what it knows.
  */
 import type { Job } from "./jobs.ts";
-import type { ModelSnapshot } from "./swap_manager.ts";
+import type { ModelSnapshot, ResidentView } from "./swap_manager.ts";
 
 export interface EtaInputs {
   now: number;
-  snapshot: ModelSnapshot;
+  /** The job's model in the resident set, or undefined when it is stopped. */
+  resident: Pick<ResidentView, "phase" | "since" | "inflight"> | undefined;
   /** The learned load time of the job's model. */
   loadMs: number;
   /** The average time a request holds its backend. */
   serviceMs: number;
   /** Requests running on any model. */
   running: number;
-  /** Requests of the job's model ahead of it: waiting before it, and running. */
+  /** Requests of the job's model waiting before it (its running ones are the resident's). */
   ahead: number;
   /** Requests its model serves at once. */
   parallel: number;
@@ -26,15 +27,15 @@ export interface EtaInputs {
  * learned load after the running requests), then its turn among its model's requests.
  * An estimate: other models' due jobs may still go first.
  */
-export function startEstimateMs(job: Job, inputs: EtaInputs): number {
-  const resident = inputs.snapshot.residents.find((r) => r.model === job.model);
+export function startEstimateMs(inputs: EtaInputs): number {
+  const resident = inputs.resident;
   let ms = 0;
   if (resident?.phase !== "ready") {
     ms += resident?.phase === "starting"
       ? Math.max(0, inputs.loadMs - (inputs.now - resident.since))
       : inputs.loadMs + (inputs.running > 0 ? inputs.serviceMs / 2 : 0);
   }
-  const turns = Math.floor(inputs.ahead / inputs.parallel);
+  const turns = Math.floor((inputs.ahead + (resident?.inflight ?? 0)) / inputs.parallel);
   return Math.round(ms + turns * inputs.serviceMs);
 }
 

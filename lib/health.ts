@@ -10,15 +10,15 @@ export interface PollOptions {
   /** Give up at this time (ms since epoch). */
   deadline: number;
   signal?: AbortSignal;
-  /** Runs between attempts at most every `checkEveryMs`; throwing ends the poll (container died). */
+  /** Runs between attempts at most every CHECK_EVERY_MS; throwing ends the poll (container died). */
   check?: () => Promise<void>;
-  checkEveryMs?: number;
-  attemptTimeoutMs?: number;
 }
 
-export type PollResult =
-  | { ready: true; attempts: number }
-  | { ready: false; attempts: number; lastAnswer: string };
+/** How often `check` runs, and how long one attempt may take at first. */
+const CHECK_EVERY_MS = 250;
+const ATTEMPT_TIMEOUT_MS = 250;
+
+export type PollResult = { ready: true } | { ready: false; lastAnswer: string };
 
 /** Resolves after `ms`, or rejects with the signal's reason when it aborts first. */
 export function delay(ms: number, signal?: AbortSignal): Promise<void> {
@@ -79,16 +79,13 @@ export function pollIntervalMs(elapsedMs: number, minMs = 10, maxMs = 200): numb
  */
 export async function pollUntilHealthy(url: string, options: PollOptions): Promise<PollResult> {
   const { signal, check } = options;
-  const checkEveryMs = options.checkEveryMs ?? 250;
   const began = Date.now();
-  let attemptTimeoutMs = options.attemptTimeoutMs ?? 250;
-  let attempts = 0;
+  let attemptTimeoutMs = ATTEMPT_TIMEOUT_MS;
   let lastAnswer = "no answer yet";
   let lastCheck = Date.now();
 
   while (Date.now() < options.deadline) {
     signal?.throwIfAborted();
-    attempts++;
     const remaining = options.deadline - Date.now();
     const attemptSignal = AbortSignal.timeout(Math.max(1, Math.min(attemptTimeoutMs, remaining)));
     try {
@@ -96,9 +93,9 @@ export async function pollUntilHealthy(url: string, options: PollOptions): Promi
         url,
         signal ? AbortSignal.any([signal, attemptSignal]) : attemptSignal,
       );
-      if (answer.ready) return { ready: true, attempts };
+      if (answer.ready) return { ready: true };
       lastAnswer = answer.text;
-      attemptTimeoutMs = options.attemptTimeoutMs ?? 250;
+      attemptTimeoutMs = ATTEMPT_TIMEOUT_MS;
     } catch (err) {
       signal?.throwIfAborted();
       if (attemptSignal.aborted) {
@@ -109,7 +106,7 @@ export async function pollUntilHealthy(url: string, options: PollOptions): Promi
         lastAnswer = messageOf(err);
       }
     }
-    if (check && Date.now() - lastCheck >= checkEveryMs) {
+    if (check && Date.now() - lastCheck >= CHECK_EVERY_MS) {
       lastCheck = Date.now();
       await check();
     }
@@ -117,5 +114,5 @@ export async function pollUntilHealthy(url: string, options: PollOptions): Promi
     const interval = pollIntervalMs(Date.now() - began);
     await delay(Math.min(interval, Math.max(0, options.deadline - Date.now())), signal);
   }
-  return { ready: false, attempts, lastAnswer };
+  return { ready: false, lastAnswer };
 }

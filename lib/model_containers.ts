@@ -37,7 +37,7 @@ export class ModelContainers {
   readonly #docker: Docker;
   readonly #clock: Clock;
   readonly #log: Logger;
-  readonly stopTimeoutS: number;
+  readonly #stopTimeoutS: number;
   readonly #logTailLines: number;
   readonly #loadProgressMs: number;
   readonly #kv: SlotKeeper | null;
@@ -48,7 +48,7 @@ export class ModelContainers {
     this.#docker = docker;
     this.#clock = options.clock;
     this.#log = options.log;
-    this.stopTimeoutS = options.stopTimeoutS;
+    this.#stopTimeoutS = options.stopTimeoutS;
     this.#logTailLines = options.logTailLines ?? 20;
     this.#loadProgressMs = options.loadProgressMs ?? 10_000;
     this.#kv = options.slots ?? null;
@@ -61,7 +61,7 @@ export class ModelContainers {
 
   /** Stops a container by name (SIGTERM, then SIGKILL after `stop_timeout`). */
   stop(name: string): Promise<void> {
-    return this.#docker.stop(name, this.stopTimeoutS);
+    return this.#docker.stop(name, this.#stopTimeoutS);
   }
 
   /**
@@ -118,7 +118,7 @@ export class ModelContainers {
   describe(model: ModelConfig, err: unknown): Promise<SwapFailedError> {
     return describeFailure(this.#docker, model, err, {
       logTailLines: this.#logTailLines,
-      stopTimeoutS: this.stopTimeoutS,
+      stopTimeoutS: this.#stopTimeoutS,
     });
   }
 
@@ -147,7 +147,7 @@ export class ModelContainers {
   ): Promise<KvOutcome | null> {
     // Off or unsupported (it answered 501): no inspect, no hash, nothing to do.
     const kv = this.#kv;
-    if (kv === null || kv.status(model) !== "on") return null;
+    if (kv === null || this.kvStatus(model) !== "on") return null;
     return await this.#buildOf(model).then((build) => action(kv, build)).catch(() => null);
   }
 

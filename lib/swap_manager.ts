@@ -64,8 +64,6 @@ export interface SwapTimings {
 }
 
 export interface SwapManagerOptions extends ModelContainersOptions {
-  clock: Clock;
-  log: Logger;
   /** Where swaps and unloads are recorded for the dashboard. */
   activity: Activity;
   /** GB the running models may declare together; null: one model at a time. */
@@ -74,9 +72,10 @@ export interface SwapManagerOptions extends ModelContainersOptions {
 
 export class SwapManager {
   readonly #docker: Docker;
-  #models: Map<string, ModelConfig>;
-  #byContainer: Map<string, ModelConfig>;
-  #capacity: Capacity;
+  // Set by #setModels(), from the constructor and on every reload.
+  #models!: Map<string, ModelConfig>;
+  #byContainer!: Map<string, ModelConfig>;
+  #capacity!: Capacity;
   readonly #clock: Clock;
   readonly #log: Logger;
   readonly #activity: Activity;
@@ -95,9 +94,7 @@ export class SwapManager {
 
   constructor(docker: Docker, models: readonly ModelConfig[], options: SwapManagerOptions) {
     this.#docker = docker;
-    this.#models = new Map(models.map((m) => [m.id, m]));
-    this.#byContainer = new Map(models.map((m) => [m.containerName, m]));
-    this.#capacity = capacityOf({ memoryBudgetGb: options.memoryBudgetGb, models });
+    this.#setModels(models, options.memoryBudgetGb);
     this.#clock = options.clock;
     this.#log = options.log;
     this.#activity = options.activity;
@@ -255,9 +252,7 @@ export class SwapManager {
    */
   reconfigure(models: readonly ModelConfig[], memoryBudgetGb: number | null): Promise<void> {
     const previous = this.#models;
-    this.#models = new Map(models.map((m) => [m.id, m]));
-    this.#byContainer = new Map(models.map((m) => [m.containerName, m]));
-    this.#capacity = capacityOf({ memoryBudgetGb, models });
+    this.#setModels(models, memoryBudgetGb);
     // The old containers must stay reachable until they are stopped.
     this.#docker.allow([...previous.values(), ...models].map((m) => m.containerName));
     return this.#exclusive(async () => {
@@ -313,6 +308,12 @@ export class SwapManager {
         })
       );
     }
+  }
+
+  #setModels(models: readonly ModelConfig[], memoryBudgetGb: number | null): void {
+    this.#models = new Map(models.map((m) => [m.id, m]));
+    this.#byContainer = new Map(models.map((m) => [m.containerName, m]));
+    this.#capacity = capacityOf({ memoryBudgetGb, models });
   }
 
   #exclusive<T>(fn: () => Promise<T>): Promise<T> {

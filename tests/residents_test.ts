@@ -9,6 +9,7 @@ import { ResidentSet } from "../lib/residents.ts";
 import { startEstimateMs, waitLine } from "../lib/eta.ts";
 import type { ModelSnapshot } from "../lib/swap_manager.ts";
 import { IdleUnload } from "../lib/idle_unload.ts";
+import { silentLogger } from "../lib/log.ts";
 import { makeJob } from "./support/jobs.ts";
 import { waitFor } from "./support/wait_for.ts";
 
@@ -147,10 +148,9 @@ const resident = (model: string, phase: "ready" | "starting", since: number) => 
 });
 
 Deno.test("startEstimateMs(): the rest of a load under way, then one service time per full turn", () => {
-  const { job } = makeJob("a");
   const inputs = {
     now: 10_000,
-    snapshot: snapshotOf([resident("a", "starting", 4_000)]),
+    resident: resident("a", "starting", 4_000),
     loadMs: 8_000,
     serviceMs: 3_000,
     running: 0,
@@ -158,13 +158,13 @@ Deno.test("startEstimateMs(): the rest of a load under way, then one service tim
     parallel: 2,
   };
   // 2 s of load left, then floor(5 / 2) = 2 turns of 3 s.
-  assert.equal(startEstimateMs(job, inputs), 2_000 + 6_000);
+  assert.equal(startEstimateMs(inputs), 2_000 + 6_000);
   // Ready: no load at all.
-  const ready = { ...inputs, snapshot: snapshotOf([resident("a", "ready", 4_000)]) };
-  assert.equal(startEstimateMs(job, ready), 6_000);
+  const ready = { ...inputs, resident: resident("a", "ready", 4_000) };
+  assert.equal(startEstimateMs(ready), 6_000);
   // Not resident: a whole load, after half a service time when something runs.
-  const cold = { ...inputs, snapshot: snapshotOf([]), running: 1, ahead: 0 };
-  assert.equal(startEstimateMs(job, cold), 8_000 + 1_500);
+  const cold = { ...inputs, resident: undefined, running: 1, ahead: 0 };
+  assert.equal(startEstimateMs(cold), 8_000 + 1_500);
 });
 
 Deno.test("waitLine(): says which model loads, for how long, and the job's place and ETA", () => {
@@ -198,7 +198,7 @@ Deno.test("IdleUnload: a model whose ttl ran out is unloaded once, even while it
       },
     },
     clock: { now: () => now },
-    log: { info() {}, warn() {}, error() {} },
+    log: silentLogger,
     ttlOf: () => 1_000,
     hasWaiting: () => false,
     // The dispatcher arms again on every pump; here, at once.

@@ -71,6 +71,12 @@ export interface StoreStats {
 
 export type GroupCounts = Record<GroupBucket, number>;
 
+/** A batch's counts from a store's counters by bucket (absent: 0). */
+export function groupCountsOf(counters: ReadonlyMap<string, number>): GroupCounts {
+  const n = (bucket: GroupBucket) => counters.get(bucket) ?? 0;
+  return { done: n("done"), failed: n("failed"), cancelled: n("cancelled") };
+}
+
 /** The stats from a store's counters by name (absent: 0). */
 export function statsOf(counters: ReadonlyMap<string, number>): StoreStats {
   const n = (name: string) => counters.get(name) ?? 0;

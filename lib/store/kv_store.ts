@@ -14,6 +14,7 @@ import {
   deadResult,
   type DocKind,
   type GroupCounts,
+  groupCountsOf,
   type JobRecord,
   type JobStore,
   type NewAsyncJob,
@@ -27,7 +28,6 @@ import {
 import {
   COUNTED_STATES,
   GROUP_BUCKETS,
-  type GroupBucket,
   groupBucket,
   isCounted,
   isFinal,
@@ -292,9 +292,9 @@ export class KvJobStore implements JobStore {
   async groupCounts(group: string): Promise<GroupCounts> {
     const keys = GROUP_BUCKETS.map((bucket) => ["group", group, bucket]);
     const values = await this.#kv.getMany<Deno.KvU64[]>(keys);
-    const counts = new Map(GROUP_BUCKETS.map((bucket, i) => [bucket, values[i].value?.value]));
-    const n = (bucket: GroupBucket) => Number(counts.get(bucket) ?? 0n);
-    return { done: n("done"), failed: n("failed"), cancelled: n("cancelled") };
+    return groupCountsOf(
+      new Map(GROUP_BUCKETS.map((bucket, i) => [bucket, Number(values[i].value?.value ?? 0n)])),
+    );
   }
 
   async deadLetters(limit: number): Promise<JobRecord[]> {

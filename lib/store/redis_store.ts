@@ -13,6 +13,7 @@ import {
   deadResult,
   type DocKind,
   type GroupCounts,
+  groupCountsOf,
   type JobRecord,
   type JobStore,
   type NewAsyncJob,
@@ -65,14 +66,17 @@ export class RedisJobStore implements JobStore {
     await this.#redis.ping();
   }
 
-  async #hash(key: string): Promise<Map<string, string>> {
-    const reply: unknown = await this.#redis.hgetall(key);
-    return checked(HashFields, reply, `HGETALL ${key}`);
+  #hash(key: string): Promise<Map<string, string>> {
+    return this.#hgetall(key, HashFields);
   }
 
-  async #counters(key: string): Promise<Map<string, number>> {
+  #counters(key: string): Promise<Map<string, number>> {
+    return this.#hgetall(key, Counters);
+  }
+
+  async #hgetall<T>(key: string, shape: z.ZodType<T>): Promise<T> {
     const reply: unknown = await this.#redis.hgetall(key);
-    return checked(Counters, reply, `HGETALL ${key}`);
+    return checked(shape, reply, `HGETALL ${key}`);
   }
 
   /** Runs one of the scripts and checks that its reply has the script's shape. */
@@ -192,9 +196,7 @@ export class RedisJobStore implements JobStore {
   }
 
   async groupCounts(group: string): Promise<GroupCounts> {
-    const counts = await this.#counters(`${this.#p}group:${group}`);
-    const n = (key: string) => counts.get(key) ?? 0;
-    return { done: n("done"), failed: n("failed"), cancelled: n("cancelled") };
+    return groupCountsOf(await this.#counters(`${this.#p}group:${group}`));
   }
 
   async deadLetters(limit: number): Promise<JobRecord[]> {
