@@ -273,7 +273,7 @@ export const decideGreedy: Policy = Object.assign(
  *     (a) it waited its model's `max_wait` and its victims have been up that long too
  *         (so even adversarial traffic swaps at most once per `max_wait`), and (c) its victims
  *         do not have a backlog they clear within `max_wait` (then it is due `max_wait` later,
- *         unless their line empties first), or
+ *         1.5 `max_wait` if they clear it within half that, unless their line empties first), or
  *     (b) it outranks all its victims' waiting work (interactive behind a batch burst, or
  *         nothing waiting for them) and they have been up their `min_residency`;
  * (4) a ready resident has waiting jobs and a free worker → serve the first (priority, age);
@@ -387,8 +387,12 @@ function dueAt(
   let byWait = Math.max(job.enqueuedAt + maxWait, stayUntil);
   // (3c) A victim's backlog that it clears within max_wait is served first: the swap away would
   // leave it waiting for a whole round trip of loads. Its end (the line empties) pulls the
-  // swap through rule 5; at the latest, the job is due max_wait later.
-  if (backlogMs > 0 && backlogMs <= maxWait && now >= byWait) byWait += maxWait;
+  // swap through rule 5; at the latest, the job is due max_wait later, or 1.5 max_wait later
+  // when the backlog clears within half a max_wait: a burst that is nearly served is not
+  // left behind for a round trip (trace f's worst wait was 1.08x greedy's without it).
+  if (backlogMs > 0 && backlogMs <= maxWait && now >= byWait) {
+    byWait += backlogMs <= maxWait / 2 ? 1.5 * maxWait : maxWait;
+  }
   if (victimsRank === 0) return byWait;
   // (3b): interactive now, or a batch job once it has aged into interactive.
   const outranksFrom = job.priority === "interactive" ? 0 : job.enqueuedAt + rules.batchAgingMs;

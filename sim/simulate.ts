@@ -247,11 +247,11 @@ export function capacityOfTrace(header: TraceHeader): Capacity {
 
 /**
  * The documented wait bound of the affinity policy for a job of class `priority`:
- * W ≤ batch_aging (batch only) + (1 + ⌈Q / N⌉ × M) × (max(max_wait, L) + max_wait + S + L),
+ * W ≤ batch_aging (batch only) + (1 + ⌈Q / N⌉ × M) × (max(max_wait, L) + 1.5 max_wait + S + L),
  * with M models, S the longest service, L the longest stop + load, Q the queue size and
  * N the workers. A due job's model gets a turn within M episodes of at most
- * max(max_wait, L) + max_wait + S + L each (a model stays at least as long as loading it
- * took, plus one max_wait when it clears a short backlog first), and every turn starts at
+ * max(max_wait, L) + 1.5 max_wait + S + L each (a model stays at least as long as loading it
+ * took, plus up to 1.5 max_wait when it clears a short backlog first), and every turn starts at
  * least N of its jobs. See docs/scheduler_design.md.
  */
 export function waitBoundMs(trace: Trace, priority: Priority): number {
@@ -261,7 +261,7 @@ export function waitBoundMs(trace: Trace, priority: Priority): number {
     1000;
   const m = Object.keys(header.models).length;
   const maxWait = header.scheduler.max_wait * 1000;
-  const episode = Math.max(maxWait, l) + maxWait + s + l;
+  const episode = Math.max(maxWait, l) + 1.5 * maxWait + s + l;
   const aging = priority === "batch" ? header.scheduler.batch_aging * 1000 : 0;
   return aging + (1 + Math.ceil(header.queue_size / header.num_workers) * m) * episode;
 }

@@ -275,10 +275,10 @@ Deno.test("a reloaded scheduler.max_wait applies to the next decision: a request
       await waitFor("a's request queued", async () => (await queueView()).jobs.length === 1);
       const forB = post(proxy.url, chatBody("b"));
       await waitFor(
-        "b's request to wait 2 s (past max_wait 1 and its backlog allowance)",
+        "b's request to wait 2.7 s (past max_wait 1 and its backlog allowance, at most 1.5 s)",
         async () => {
           const view = await queueView();
-          return view.jobs.length === 2 && view.jobs[1].waited_s >= 2.2;
+          return view.jobs.length === 2 && view.jobs[1].waited_s >= 2.7;
         },
         { intervalMs: 100 },
       );

@@ -373,16 +373,27 @@ Deno.test("resident sets: greedy places a model only where its victims have noth
   assert.deepEqual(step(decideGreedy, idle, rules), { kind: "drain", to: "big" });
 });
 
-Deno.test("decideAffinity() (3c): a due job waits one more max_wait while the loaded model clears a short backlog", () => {
-  const shortJobs = { ...rules, serviceMs: () => 10 * S }; // 3 waiting × 10 s / 2 workers: 15 s
+Deno.test("decideAffinity() (3c): a due job waits one more max_wait while the loaded model clears a short backlog, 1.5 max_wait for a very short one", () => {
   const waiting = [job("b", 1, 0), job("a", 2, 50 * S), job("a", 3, 50 * S), job("a", 4, 50 * S)];
   const busy = { waiting, loaded: "a", loadedSince: 0, freeWorkers: 0, inflight: 2 };
-  // Due by max_wait at 60 s, but a's backlog is short: b waits until 120 s at the latest.
+  // Due by max_wait at 60 s, but a's backlog (3 waiting × 30 s / 2 workers: 45 s) is short:
+  // b waits until 120 s at the latest.
+  const shortJobs = { ...rules, serviceMs: () => 30 * S };
   assert.deepEqual(decideAffinity(view({ ...busy, now: 61 * S }), shortJobs), {
     kind: "wait",
     until: 120 * S,
   });
   assert.deepEqual(decideAffinity(view({ ...busy, now: 120 * S }), shortJobs), {
+    kind: "swap",
+    to: "b",
+  });
+  // 3 × 10 s / 2 = 15 s clears within half a max_wait: until 150 s at the latest.
+  const veryShortJobs = { ...rules, serviceMs: () => 10 * S };
+  assert.deepEqual(decideAffinity(view({ ...busy, now: 121 * S }), veryShortJobs), {
+    kind: "wait",
+    until: 150 * S,
+  });
+  assert.deepEqual(decideAffinity(view({ ...busy, now: 150 * S }), veryShortJobs), {
     kind: "swap",
     to: "b",
   });

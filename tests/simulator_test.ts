@@ -7,7 +7,12 @@ import { decideAffinity, decideFifo, decideGreedy } from "../lib/scheduler.ts";
 import type { Priority } from "../lib/priority.ts";
 import { seededRandom } from "../sim/make_traces.ts";
 import { runTask } from "./support/deno_task.ts";
-import { maxWaitServiceMs, minLoads, NIGHT_BATCH_INTERRUPTING } from "../sim/bounds.ts";
+import {
+  maxWaitServiceMs,
+  minLoads,
+  minWorstWaitInOrderMs,
+  NIGHT_BATCH_INTERRUPTING,
+} from "../sim/bounds.ts";
 import {
   parseTrace,
   simulate,
@@ -257,6 +262,42 @@ Deno.test("trace (g): with chats served within max_wait, no policy stays within 
   const greedy = simulate(trace, decideGreedy);
   const honoured = maxWaitServiceMs(trace, NIGHT_BATCH_INTERRUPTING[0]);
   assert.ok(minLoads(trace, NIGHT_BATCH_INTERRUPTING, honoured) > 2 * greedy.swaps);
+});
+
+Deno.test("trace (f) agent fan-out: affinity's worst wait is at most greedy's, and no in-order schedule reaches 0.75x greedy's", () => {
+  const trace = shipped("f-agent-fanout");
+  const { greedy, affinity } = all(trace);
+  const greedyWorst = waitStats(greedy.waits.interactive).max;
+  const worst = waitStats(affinity.waits.interactive).max;
+  assert.ok(worst <= greedyWorst, `worst ${worst} vs greedy ${greedyWorst}`);
+  const least = minWorstWaitInOrderMs(trace);
+  assert.ok(least > 0.75 * greedyWorst, `bound ${least} vs greedy ${greedyWorst}`);
+});
+
+Deno.test("property: minWorstWaitInOrderMs() never claims more than a policy achieves on two-model traces", () => {
+  let checked = 0;
+  for (let seed = 1; checked < 60; seed++) {
+    const random = randomTrace(seed);
+    const models = Object.keys(random.header.models).slice(0, 2);
+    const trace: Trace = {
+      header: {
+        ...random.header,
+        queue_size: random.requests.length, // nobody turned away: every request waits
+        models: Object.fromEntries(models.map((m) => [m, random.header.models[m]])),
+      },
+      requests: random.requests.map((r, i) => ({
+        ...r,
+        model: models[i % 2],
+        priority: "interactive",
+      })),
+    };
+    const least = minWorstWaitInOrderMs(trace);
+    for (const [name, result] of Object.entries(all(trace))) {
+      const worst = waitStats(result.waits.interactive).max;
+      assert.ok(least <= worst, `seed ${seed} ${name}: bound ${least} > worst ${worst}`);
+    }
+    checked++;
+  }
 });
 
 Deno.test("simulate() is deterministic", () => {
