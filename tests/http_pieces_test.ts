@@ -126,13 +126,13 @@ Deno.test("isReadyAnswer() follows llama-server: 200 with status ok; 503 loading
   assert.equal(isReadyAnswer(200, "OK"), true);
 });
 
-Deno.test("pollIntervalMs(): 10 ms at first, then a twentieth of the time polled, at most 200 ms", () => {
-  assert.equal(pollIntervalMs(0), 10);
-  assert.equal(pollIntervalMs(300), 15);
-  assert.equal(pollIntervalMs(2000), 100);
+Deno.test("pollIntervalMs(): 5 ms at first, then a fiftieth of the time polled, at most 200 ms", () => {
+  assert.equal(pollIntervalMs(0), 5);
+  assert.equal(pollIntervalMs(700), 14);
+  assert.equal(pollIntervalMs(2000), 40);
   assert.equal(pollIntervalMs(120_000), 200);
-  // The wait the gap adds stays near 5% of the time loaded so far, whatever the model.
-  for (const elapsed of [1000, 3000, 4000]) assert.ok(pollIntervalMs(elapsed) <= elapsed * 0.05);
+  // The wait the gap adds stays near 2% of the time loaded so far, whatever the model.
+  for (const elapsed of [1000, 3000, 9000]) assert.ok(pollIntervalMs(elapsed) <= elapsed * 0.02);
 });
 
 Deno.test("demuxLogs() joins stdout and stderr frames, even when cut short", () => {
