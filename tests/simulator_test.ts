@@ -80,6 +80,34 @@ Deno.test("trace (g) night batch: chats and the giant wait at most 0.55x greedy'
   assert.ok(worst <= 0.55 * greedyWorst, `worst ${worst} vs greedy ${greedyWorst}`);
 });
 
+Deno.test("a bounded wait costs worst wait under overload: two 300-request lines arriving at once", () => {
+  // One worker, 100 s loads, max_wait 10 s: 300 one-second requests for A, then 300 for B.
+  const requests: TraceRequest[] = [];
+  for (const [model, t] of [["a", 0], ["b", 0.001]] as const) {
+    for (let i = 0; i < 300; i++) requests.push({ t, model, priority: "interactive", service: 1 });
+  }
+  const trace: Trace = {
+    header: {
+      name: "two-lines",
+      num_workers: 1,
+      queue_size: 1000,
+      stop_s: 0,
+      models: { a: { load_s: 100 }, b: { load_s: 100 } },
+      scheduler: { max_wait: 10, batch_aging: 600 },
+    },
+    requests,
+  };
+  const { greedy, affinity } = all(trace);
+  // Greedy serves A's line whole, then B's: the last B request starts after 2 loads and 599 s.
+  assert.deepEqual(greedy.loads, ["a", "b"]);
+  assert.equal(Math.round(waitStats(greedy.waits.interactive).max / 1000), 799);
+  // Serving B within its bound means leaving A's line before it is empty, so A loads again:
+  // with 3 loads or more, whatever the order, the last request starts after ≥ 300 s of loads
+  // and 599 s of other requests. Affinity keeps the bound and pays that.
+  assert.ok(affinity.loads.length >= 3, affinity.loads.join(","));
+  assert.ok(waitStats(affinity.waits.interactive).max >= 899_000 - 1);
+});
+
 Deno.test("a bounded wait costs swaps greedy does not make: one B request behind a busy A", () => {
   // One worker; A's line never empties for 10 minutes; one B request at t=1 s.
   const requests: TraceRequest[] = [{ t: 1, model: "b", priority: "interactive", service: 5 }];
