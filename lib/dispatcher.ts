@@ -336,6 +336,9 @@ export class Dispatcher {
       }, this.#rules);
       switch (action.kind) {
         case "wait":
+          // step() says "drain" for as long as a drain goes on: a wait means none does (its
+          // target's requests all left), and /queue must not name a switch that is off.
+          this.#switchingTo = null;
           if (action.until !== undefined) this.#wakeAt(action.until);
           this.#idle.arm(snap);
           return;

@@ -170,6 +170,7 @@ export function simulate(
         now,
       }, rules);
       if (action.kind === "wait") {
+        switchingTo = null;
         wakeAt = action.until ?? Infinity;
         break;
       }

@@ -82,3 +82,35 @@ Deno.test("A streaming with A and B requests arriving every 200 ms: once B waite
     { log },
   );
 });
+
+Deno.test("A busy, B's only request cancelled while the swap to B waits for A: /queue stops naming B and B never starts", async () => {
+  await withHomelabProxy(
+    [{ id: "a" }, { id: "b" }],
+    "num_workers: 1",
+    async ({ api, lab, proxy }) => {
+      assert.equal((await post(proxy.url, chatBody("a"))).status, 200); // A loaded
+      const since = Date.now();
+      const held = post(proxy.url, chatBody("a", { stream: true, fake_hold: true }));
+      await waitFor("A busy", async () => (await lab.state()).inflight === 1);
+      const queue = async () =>
+        (await getJson(`${proxy.url}/queue`)).body as {
+          switching_to: string | null;
+          jobs: unknown[];
+        };
+      const leaving = new AbortController();
+      const forB = post(proxy.url, chatBody("b"), { signal: leaving.signal }).catch(() => null);
+      await waitFor("the swap to B decided, waiting for A", async () => {
+        return (await queue()).switching_to === "b";
+      });
+      leaving.abort();
+      await forB;
+      await waitFor("B's request gone and no switch named", async () => {
+        const view = await queue();
+        return view.jobs.length === 0 && view.switching_to === null;
+      });
+      await lab.release();
+      await held.then((res) => res.text());
+      assert.deepEqual(await containerStarts(api, lab.prefix, since), []);
+    },
+  );
+});
