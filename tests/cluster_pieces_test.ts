@@ -113,13 +113,32 @@ Deno.test("hop header: another secret, target node, path, body, caller, a stale 
   assert.equal(signer.plausible(header, "gpu-2", 1e6 + 61_000), false);
   // A client that copies a real header and names itself another caller breaks the signature.
   const parts = header.split(";");
-  parts[4] = "admin";
+  parts[5] = "admin";
   assert.equal(signer.verify(parts.join(";"), request(), "gpu-2", 1e6), null);
   for (
-    const forged of ["1", "v2;gpu-1;gpu-2;0;;;00", `v2;gpu-1;gpu-2;${1e6};;;${"0".repeat(64)}`]
+    const forged of [
+      "1",
+      "v3;gpu-1;gpu-2;0;n;;;00",
+      `v3;gpu-1;gpu-2;${1e6};n;;;${"0".repeat(64)}`,
+      header.replace("v3;", "v2;"),
+    ]
   ) {
     assert.equal(signer.verify(forged, request(), "gpu-2", 1e6), null, forged);
   }
+});
+
+Deno.test("hop header: a replayed one is refused, in its minute and after; the same request forwarded again verifies", () => {
+  const signer = HopSigner.create(SECRET);
+  const hop = { from: "gpu-1", to: "gpu-2", caller: null };
+  const header = signer.sign(hop, request(), 1e6);
+  assert.deepEqual(signer.verify(header, request(), "gpu-2", 1e6 + 10), hop);
+  assert.equal(signer.verify(header, request(), "gpu-2", 1e6 + 20), null); // the replay
+  // The same request forwarded again is signed with another nonce: it verifies.
+  assert.deepEqual(signer.verify(signer.sign(hop, request(), 1e6), request(), "gpu-2", 1e6), hop);
+  // Past its minute the header is refused for its time (its nonce is no longer kept).
+  const later = signer.sign(hop, request(), 1e6 + 70_000);
+  assert.deepEqual(signer.verify(later, request(), "gpu-2", 1e6 + 70_000), hop);
+  assert.equal(signer.verify(header, request(), "gpu-2", 1e6 + 70_000), null);
 });
 
 function node(name: string, fields: Partial<NodeStatus> = {}): NodeStatus {
