@@ -14,6 +14,7 @@ import { batchDone, batchFile, fileLines, submitBatch } from "./support/batches.
 import type { FakeHomelab } from "./support/fake_models.ts";
 import { waitFor, within } from "./support/wait_for.ts";
 import { HopSigner } from "../lib/cluster/hop.ts";
+import { blackhole, silentPeer } from "./support/dead_peers.ts";
 
 const AB = [{ id: "a", ownPort: true }, { id: "b", ownPort: true }];
 
@@ -154,7 +155,7 @@ Deno.test("cluster: a client leaving node 1 reaches node 2: its running request'
   });
 });
 
-Deno.test("cluster: a hop header that does not verify (forged, another secret, meant for another node or body, on the files route) gets 403 invalid_hop; a valid one is served without an API key and never forwarded again", async () => {
+Deno.test("cluster: a hop header that does not verify (forged, another secret, meant for another node or body, on the files route) or is replayed gets 403 invalid_hop; a valid one is served without an API key and never forwarded again", async () => {
   const key = "cluster-test-api-key-0123456789";
   const keys = `api_keys:\n  - name: alice\n    key: ${key}`;
   await withTwoNodes(AB, keys, async ({ nodes: [one, two] }) => {
@@ -188,7 +189,7 @@ Deno.test("cluster: a hop header that does not verify (forged, another secret, m
     const hop = { from: "node-2", to: "node-1", caller: alice };
     const now = Date.now();
     const forged = [
-      `v2;node-2;node-1;${now};;;${"0".repeat(64)}`,
+      `v3;node-2;node-1;${now};nonce;;;${"0".repeat(64)}`,
       wrong.sign(hop, signed(body), now),
       right.sign({ ...hop, to: "node-2" }, signed(body), now),
       // A captured header cannot carry another body.
@@ -205,10 +206,15 @@ Deno.test("cluster: a hop header that does not verify (forged, another secret, m
     assert.equal(files.status, 403);
     assert.equal((await files.json()).error.code, "invalid_hop");
     // The real thing: no key needed, served by node 1 itself although node 2 has the model.
-    const res = await send(one.url, { "x-lqp-hop": right.sign(hop, signed(body), now) });
+    const real = right.sign(hop, signed(body), now);
+    const res = await send(one.url, { "x-lqp-hop": real });
     assert.equal(res.status, 200);
     assert.equal(res.headers.get("x-lqp-node"), null);
     assert.equal((await res.json()).model, "a");
+    // The same header again is a replay: refused, and the backend saw the request once.
+    const replayed = await send(one.url, { "x-lqp-hop": real });
+    assert.equal(replayed.status, 403);
+    assert.equal((await replayed.json()).error.code, "invalid_hop");
     assert.equal((await receivedBodies(one.lab, "a")).length, 1);
   });
 });
@@ -222,7 +228,10 @@ Deno.test("cluster: kill -9 of node 2 in the middle of a 60-line batch on two mo
     assert.equal((await post(one.url, chatBody("a"))).status, 200);
     assert.equal((await post(one.url, chatBody("b"))).status, 200);
     const total = 60;
-    const models = Array.from({ length: total }, (_, i) => (i % 2 === 0 ? "a" : "b"));
+    // 44 lines for a, 16 for b: b's lane is no longer than two batch windows (2 × 8), so node 1
+    // leaves it to node 2 however late node 2 starts on it. With more, node 1 would rightly
+    // help once its own lane is done, and whether it loads B would depend on timing.
+    const models = Array.from({ length: total }, (_, i) => (i % 15 < 11 ? "a" : "b"));
     const batch = await submitBatch(one.url, batchFile(models, { fake_tokens: 3 }));
     await waitFor("node 2 to run some of the lines", async () => {
       return (await receivedBodies(two.lab, "b")).some((b) => b.includes('"line '));
@@ -319,5 +328,66 @@ Deno.test("cluster: Redis stopped for 10 s under steady traffic to both nodes: c
       }
       await seeEachOther(2);
     },
+  );
+});
+
+/** Waits until node 1 sees `model` ready on node 2. */
+async function seenReadyOnNode2(nodeOneUrl: string, model: string): Promise<void> {
+  await waitFor(`node 1 to see ${model} ready on node 2`, async () => {
+    const health = (await getJson(`${nodeOneUrl}/health`)).body.cluster as {
+      nodes: { node: string; resident_models: { model: string; phase: string }[] }[];
+    };
+    const two = health.nodes.find((n) => n.node === "node-2");
+    return two?.resident_models.some((r) => r.model === model && r.phase === "ready") ?? false;
+  });
+}
+
+// request_timeout 30 s: without a connect timeout of its own, node 1 would wait for the
+// kernel's (over a minute) and answer 504 first.
+const SHORT_TIMEOUT = "request_timeout: 30";
+
+Deno.test("cluster: a peer whose host vanished (connections to it never complete, no reset): node 1 gives up on it after a connect timeout and serves the request itself", async () => {
+  await using gone = await blackhole();
+  await withTwoNodes(
+    [{ id: "b", ownPort: true }],
+    SHORT_TIMEOUT,
+    async ({ nodes: [one, two] }) => {
+      // b runs on node 2, which tells its peers to reach it at an address that is dead.
+      assert.equal((await post(two.url, chatBody("b"))).status, 200);
+      await seenReadyOnNode2(one.url, "b");
+      const res = await post(one.url, chatBody("b"));
+      assert.equal(res.status, 200);
+      assert.equal(res.headers.get("x-lqp-node"), null); // node 1 served it
+      assert.equal((await res.json()).model, "b");
+      assert.equal((await receivedBodies(one.lab, "b")).length, 1);
+      assert.match(
+        one.proc!.output,
+        /cluster_peer_unreachable.*node-2|node-2.*cluster_peer_unreachable/,
+      );
+    },
+    { advertise: [undefined, gone.url] },
+  );
+});
+
+Deno.test("cluster: a peer that took the request and went silent, then left (its lease ran out): the client gets 502 peer_failed, not a wait for request_timeout", async () => {
+  await using silent = silentPeer();
+  await withTwoNodes(
+    [{ id: "b", ownPort: true }],
+    SHORT_TIMEOUT,
+    async (cluster) => {
+      const [one, two] = cluster.nodes;
+      assert.equal((await post(two.url, chatBody("b"))).status, 200);
+      await seenReadyOnNode2(one.url, "b");
+      // Node 2 is reached at an address that takes the request and never answers.
+      const asked = post(one.url, chatBody("b"));
+      await waitFor("the request to reach the silent address", () => silent.requests > 0);
+      await cluster.kill(1);
+      const res = await asked;
+      assert.equal(res.status, 502);
+      assert.equal((await res.json()).error.code, "peer_failed");
+      // It may have run there: node 1 did not run it again.
+      assert.deepEqual(await receivedBodies(one.lab, "b"), []);
+    },
+    { advertise: [undefined, silent.url] },
   );
 });

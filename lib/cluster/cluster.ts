@@ -10,7 +10,13 @@ import type { Clock } from "../clock.ts";
 import type { ClusterConfig } from "../config_types.ts";
 import { messageOf } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { type Forwarded, forwardToPeer, PeerUnreachableError } from "./forward.ts";
+import {
+  type Forwarded,
+  forwardToPeer,
+  PeerFailedError,
+  PeerUnreachableError,
+  probePeer,
+} from "./forward.ts";
 import { type Hop, type HopRequest, HopSigner } from "./hop.ts";
 import type { NodeBoard, NodeStatus } from "./node_board.ts";
 import { hasLoaded, type Route, route, serves } from "./router.ts";
@@ -50,6 +56,10 @@ export class Cluster {
   #beating: Promise<void> | null = null;
   /** The peer each model was last sent to, and until when that counts (a lease). */
   readonly #recent = new Map<string, { node: string; until: number }>();
+  /** When each peer last answered a forward (clock ms): a connection to it worked then. */
+  readonly #answeredAt = new Map<string, number>();
+  /** Forwards waiting for a peer's answer, per peer: aborted when the peer leaves the board. */
+  readonly #waiting = new Map<string, Set<AbortController>>();
 
   constructor(deps: ClusterDeps) {
     this.#deps = deps;
@@ -130,9 +140,24 @@ export class Cluster {
   async forward(peer: NodeStatus, request: Forwarded, caller: Caller | null): Promise<Response> {
     const now = this.#deps.clock.now();
     const hop = this.#signer.sign({ from: this.node, to: peer.node, caller }, request, now);
+    const left = new AbortController();
+    const waiting = this.#waiting.get(peer.node) ?? new Set();
+    this.#waiting.set(peer.node, waiting.add(left));
     try {
-      return await forwardToPeer(peer, request, hop);
+      // A peer that answered moments ago is reached on a pooled connection; one that has not
+      // is tried first with a connect timeout (fetch has none).
+      if (now - (this.#answeredAt.get(peer.node) ?? -Infinity) > this.#deps.config.leaseMs) {
+        await probePeer(peer);
+      }
+      const signal = AbortSignal.any([request.signal, left.signal]);
+      const answer = await forwardToPeer(peer, { ...request, signal }, hop);
+      this.#answeredAt.set(peer.node, this.#deps.clock.now());
+      return answer;
     } catch (err) {
+      if (left.signal.aborted && !request.signal.aborted) {
+        // It may have run there: not sent anywhere else.
+        throw new PeerFailedError(peer.node, left.signal.reason);
+      }
       if (err instanceof PeerUnreachableError) {
         this.#peers = this.#peers.filter((p) => p.node !== peer.node);
         for (const [model, recent] of this.#recent) {
@@ -144,6 +169,9 @@ export class Cluster {
         });
       }
       throw err;
+    } finally {
+      waiting.delete(left);
+      if (waiting.size === 0) this.#waiting.delete(peer.node);
     }
   }
 
@@ -205,7 +233,12 @@ export class Cluster {
       }
     }
     for (const node of before) {
-      if (!now.has(node)) this.#deps.log.warn("cluster_node_left", { node });
+      if (now.has(node)) continue;
+      this.#deps.log.warn("cluster_node_left", { node });
+      // Its lease ran out: a request waiting for its answer would wait for request_timeout.
+      for (const forward of this.#waiting.get(node) ?? []) {
+        forward.abort(new Error("it left the cluster (its heartbeat lease ran out)"));
+      }
     }
   }
 }

@@ -49,6 +49,42 @@ function beforeConnecting(err: unknown): boolean {
     .test(messageOf(err) + " " + messageOf((err as Error)?.cause));
 }
 
+/** How long a connection to a peer may take before the peer counts as unreachable. */
+const CONNECT_TIMEOUT_MS = 3000;
+
+/**
+ * Opens and closes a TCP connection to `peer`. fetch has no connect timeout: a peer whose host
+ * vanished without a trace (powered off, unplugged, dropped by a firewall: no RST comes back)
+ * would hold a forward until the kernel gives up on the connection, about two minutes.
+ * @throws {PeerUnreachableError} when no connection is made within `timeoutMs`.
+ */
+export async function probePeer(
+  peer: { node: string; url: string },
+  timeoutMs = CONNECT_TIMEOUT_MS,
+): Promise<void> {
+  const url = new URL(peer.url);
+  const connecting = Deno.connect({
+    hostname: url.hostname.replace(/^\[(.*)\]$/, "$1"),
+    port: Number(url.port || (url.protocol === "https:" ? 443 : 80)),
+  });
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`no connection within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+  });
+  try {
+    (await Promise.race([connecting, late])).close();
+  } catch (err) {
+    // A connection made after all is closed when it comes.
+    connecting.then((conn) => conn.close(), () => {});
+    throw new PeerUnreachableError(peer.node, err);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /**
  * The peer's answer to `request`.
  * @throws {PeerUnreachableError} when no connection could be made.

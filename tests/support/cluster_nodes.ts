@@ -43,6 +43,7 @@ function nodeConfig(
   stack: RedisStack,
   secretPath: string,
   extra: string,
+  advertiseUrl: string,
 ): string {
   return node.lab.configYaml(
     [
@@ -50,7 +51,7 @@ function nodeConfig(
       stack.storeYaml(2),
       "cluster:",
       `  node: ${node.name}`,
-      `  advertise_url: ${node.url}`,
+      `  advertise_url: ${advertiseUrl}`,
       `  secret_file: ${secretPath}`,
       "  heartbeat: 0.2",
       "  lease: 1.5",
@@ -63,6 +64,12 @@ export async function withTwoNodes(
   specs: FakeModelSpec[],
   extra: string,
   fn: (cluster: TwoNodes) => Promise<void>,
+  {
+    advertise = [],
+  }: {
+    /** Where each node tells its peers to reach it, when not its own URL (a dead address). */
+    advertise?: (string | undefined)[];
+  } = {},
 ): Promise<void> {
   const api = await requireDocker();
   const dir = await Deno.makeTempDir({ prefix: "lqp-cluster-" });
@@ -80,9 +87,8 @@ export async function withTwoNodes(
     }
     const start = async (i: number) => {
       const node = nodes[i];
-      node.proc = await runProxyProcess(nodeConfig(node, redis, secretPath, extra), {
-        port: node.port,
-      });
+      const config = nodeConfig(node, redis, secretPath, extra, advertise[i] ?? node.url);
+      node.proc = await runProxyProcess(config, { port: node.port });
     };
     const cluster: TwoNodes = {
       api,
