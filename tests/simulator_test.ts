@@ -80,23 +80,31 @@ Deno.test("trace (g) night batch: chats and the giant wait at most 0.55x greedy'
   assert.ok(worst <= 0.55 * greedyWorst, `worst ${worst} vs greedy ${greedyWorst}`);
 });
 
+/** Models a and b on one worker, with one load time, stop time and max_wait. */
+function oneWorkerAB(
+  requests: TraceRequest[],
+  { loadS, stopS, maxWaitS }: { loadS: number; stopS: number; maxWaitS: number },
+): Trace {
+  return {
+    header: {
+      name: "a-and-b",
+      num_workers: 1,
+      queue_size: 1000,
+      stop_s: stopS,
+      models: { a: { load_s: loadS }, b: { load_s: loadS } },
+      scheduler: { max_wait: maxWaitS, batch_aging: 600 },
+    },
+    requests,
+  };
+}
+
 Deno.test("a bounded wait costs worst wait under overload: two 300-request lines arriving at once", () => {
   // One worker, 100 s loads, max_wait 10 s: 300 one-second requests for A, then 300 for B.
   const requests: TraceRequest[] = [];
   for (const [model, t] of [["a", 0], ["b", 0.001]] as const) {
     for (let i = 0; i < 300; i++) requests.push({ t, model, priority: "interactive", service: 1 });
   }
-  const trace: Trace = {
-    header: {
-      name: "two-lines",
-      num_workers: 1,
-      queue_size: 1000,
-      stop_s: 0,
-      models: { a: { load_s: 100 }, b: { load_s: 100 } },
-      scheduler: { max_wait: 10, batch_aging: 600 },
-    },
-    requests,
-  };
+  const trace = oneWorkerAB(requests, { loadS: 100, stopS: 0, maxWaitS: 10 });
   const { greedy, affinity } = all(trace);
   // Greedy serves A's line whole, then B's: the last B request starts after 2 loads and 599 s.
   assert.deepEqual(greedy.loads, ["a", "b"]);
@@ -114,17 +122,11 @@ Deno.test("a bounded wait costs swaps greedy does not make: one B request behind
   for (let t = 0; t < 600; t += 5) {
     requests.push({ t, model: "a", priority: "interactive", service: 8 });
   }
-  const trace: Trace = {
-    header: {
-      name: "busy-a",
-      num_workers: 1,
-      queue_size: 1000,
-      stop_s: 1,
-      models: { a: { load_s: 10 }, b: { load_s: 10 } },
-      scheduler: { max_wait: 60, batch_aging: 600 },
-    },
-    requests: requests.sort((x, y) => x.t - y.t),
-  };
+  const trace = oneWorkerAB(requests.sort((x, y) => x.t - y.t), {
+    loadS: 10,
+    stopS: 1,
+    maxWaitS: 60,
+  });
   const { greedy, affinity } = all(trace);
   const waitOfB = (r: ReturnType<typeof simulate>) => r.waits.interactive[r.servedOrder.indexOf(1)];
   assert.deepEqual(greedy.loads, ["a", "b"]); // B served after the whole stream
