@@ -179,7 +179,7 @@ export class BatchRunner {
     // Earlier claims count toward max_attempts (the node running them died).
     job.attempts = record.attempts - 1;
     // The request timeout covers the request, not the wait behind interactive work.
-    job.observe((from) => {
+    job.observe((_, from) => {
       if (from === "queued" && job.state === "running") {
         timer ??= setTimeout(() => job.expire(), this.#deps.requestTimeoutMs());
       }
