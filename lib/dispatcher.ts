@@ -223,6 +223,7 @@ export class Dispatcher {
     const storeError = this.#storeStatus.error;
     if (storeError !== null) throw storeUnavailable(storeError.message);
     this.queue.admit(job);
+    this.bodies.memory.admitted(this.queue.size);
     this.#metrics.totalRequests++;
     this.#journal.add(job).catch((err) => {
       if (job.state === "queued") job.cancel(storeUnavailable(String(err?.message ?? err)));
@@ -297,6 +298,7 @@ export class Dispatcher {
     this.#closed = true;
     if (this.#wake !== null) clearTimeout(this.#wake.timer);
     this.#idle.stop();
+    this.bodies.memory.stop();
     for (const job of this.queue.failAll(shuttingDown())) {
       this.#metrics.failedRequests++;
       this.#requests.ended(job, 503, "shutting_down");

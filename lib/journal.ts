@@ -52,6 +52,10 @@ export class SyncJournal {
   #writing: Promise<void> | null = null;
   #scheduled = false;
   #dropped = 0;
+  /** One observer for every job: no closure per waiting job. */
+  readonly #observer = (job: Job, from: JobState) => {
+    this.#put(job, from);
+  };
 
   constructor(deps: {
     store: JobStore;
@@ -71,7 +75,7 @@ export class SyncJournal {
   /** Records a new job and follows its state changes. Resolves once the store has it. */
   add(job: Job): Promise<void> {
     const written = this.#put(job, null);
-    job.observe((from) => this.#put(job, from));
+    job.observe(this.#observer);
     return written;
   }
 

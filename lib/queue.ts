@@ -4,7 +4,7 @@
  * client left or whose time ran out. It never talks to a backend.
  */
 import { ApiError, clientClosed, queueFull, queueShareFull, requestTimeout } from "./errors.ts";
-import type { Job } from "./jobs.ts";
+import type { CancelHook, Job } from "./jobs.ts";
 import { WaitingJobs, type WaitingView } from "./waiting.ts";
 
 export interface QueueHooks {
@@ -22,7 +22,8 @@ export class JobQueue {
   readonly #hooks: QueueHooks;
   readonly #retryAfterS: () => number;
   readonly #waiting = new WaitingJobs<Job>();
-  #detach = new Map<Job, () => void>();
+  /** One hook for every waiting job: no closure or map entry per job. */
+  readonly #abandoning: CancelHook = (job) => this.#abandon(job);
   readonly #listeners = new Set<() => void>();
 
   /** Most places one API key may hold, so one script cannot fill the whole queue. */
@@ -151,8 +152,8 @@ export class JobQueue {
     this.#waiting.add(job);
     if (this.#batchLines.has(job)) this.#waitingBatchLines++;
     if (job.owner !== null) this.#owned.set(job.owner, (this.#owned.get(job.owner) ?? 0) + 1);
-    if (job.signal.aborted) return this.#abandon(job);
-    this.#detach.set(job, job.onCancel(() => this.#abandon(job)));
+    if (job.cancelled) return this.#abandon(job);
+    job.onCancel(this.#abandoning);
     this.#changed();
   }
 
@@ -160,8 +161,7 @@ export class JobQueue {
     if (!this.#waiting.remove(job)) return;
     if (this.#batchLines.has(job)) this.#waitingBatchLines--;
     if (job.owner !== null) this.#owned.set(job.owner, this.#owned.get(job.owner)! - 1);
-    this.#detach.get(job)?.();
-    this.#detach.delete(job);
+    job.offCancel(this.#abandoning);
     this.#changed();
   }
 
@@ -180,7 +180,7 @@ export class JobQueue {
     } else {
       job.transition("cancelled");
       // An operator's cancel carries the error its client should see.
-      const reason = job.signal.reason;
+      const reason = job.cancelReason;
       const error = reason instanceof ApiError ? reason : clientClosed();
       job.settle({ kind: "error", error });
       this.#hooks.onCancelled?.(job, error);

@@ -4,6 +4,7 @@ import { checkRequestBody } from "../lib/request_checks.ts";
 import { demuxLogs } from "../lib/docker.ts";
 import { ApiError } from "../lib/errors.ts";
 import { isReadyAnswer, pollIntervalMs } from "../lib/health.ts";
+import { MemoryRelease } from "../lib/memory_release.ts";
 import { countEventEnds, sseComment, sseError } from "../lib/sse.ts";
 import { targetUrl } from "../lib/upstream.ts";
 
@@ -163,4 +164,32 @@ Deno.test("countEventEnds() counts the events a chunk completes, for the request
   assert.equal(countEventEnds(bytes('data: {"a":1}\n\ndata: {"b":2}\n\n')), 2);
   assert.equal(countEventEnds(bytes(": queued\n\ndata: {")), 1);
   assert.equal(countEventEnds(bytes('data: {"a":1}\n')), 0);
+});
+
+Deno.test("MemoryRelease: a burst of 2,000 waiting requests is followed by one shrinking collection once arrivals stop for a second", async () => {
+  const calls: unknown[] = [];
+  const memory = new MemoryRelease((options) => calls.push(options));
+  const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  try {
+    memory.admitted(1999);
+    await pause(1100);
+    assert.deepEqual(calls, [], "a short queue asks for nothing");
+    memory.admitted(2000);
+    await pause(600);
+    memory.admitted(2001); // still arriving: the quiet second starts again
+    await pause(600);
+    assert.deepEqual(calls, []);
+    await pause(1000);
+    assert.deepEqual(calls, [{ type: "major", execution: "sync", flavor: "last-resort" }]);
+    memory.admitted(2002);
+    await pause(1100);
+    assert.equal(calls.length, 1, "once per burst, not once per arrival into a long queue");
+    memory.admitted(10); // the queue was short again: the next burst may release
+    memory.admitted(2000);
+    memory.stop();
+    await pause(1100);
+    assert.equal(calls.length, 1, "stop() forgets the pending collection");
+  } finally {
+    memory.stop();
+  }
 });

@@ -164,6 +164,29 @@ for (const kind of STORE_KINDS) {
     });
   });
 
+  Deno.test(`${kind} store: recovery finds dead nodes among live ones by name`, async () => {
+    await withStore(kind, async (store) => {
+      // Names that sort next to each other: one a prefix of another, a control character.
+      const nodes = ["a", "a\u0001", "aa", "ab", "b"];
+      const dead = new Set(["a\u0001", "ab"]);
+      for (const node of nodes) {
+        await store.heartbeat(node, LEASE, dead.has(node) ? 0 : 5000);
+        await store.record([0, 1, 2].map((i) => ({
+          job: syncJob(`${node}-${i}`, node, "queued", 1),
+          from: null,
+        })));
+      }
+      assert.deepEqual(await store.recover(2000, 3), { abandoned: 6, requeued: 0, dead: 0 });
+      for (const node of nodes) {
+        const states = await Promise.all(
+          [0, 1, 2].map(async (i) => (await store.get(`${node}-${i}`))?.state),
+        );
+        assert.deepEqual(states, Array(3).fill(dead.has(node) ? "abandoned" : "queued"), node);
+      }
+      assert.deepEqual(await store.recover(3000, 3), { abandoned: 0, requeued: 0, dead: 0 });
+    });
+  });
+
   Deno.test(`${kind} store: attempts run out into the dead letters`, async () => {
     await withStore(kind, async (store) => {
       await store.enqueue(asyncJobs("b4", 1), 0);

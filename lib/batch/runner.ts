@@ -18,8 +18,14 @@ import type { Dispatcher } from "../dispatcher.ts";
 import { answerBody, type LineResult, outputLine } from "./lines.ts";
 import { allLinesFinal, type BatchService, type BatchStatus } from "./service.ts";
 
-/** How often the store is looked at for work other nodes queued or a recovery put back. */
+/** How often a shared store (Redis) is looked at for work other nodes queued. */
 const POLL_MS = 2000;
+/**
+ * The same for a store only this node uses (Deno KV, memory): its lines come from this node's
+ * uploads and recoveries, which wake the runner themselves, so the poll is only a safety net.
+ * Every 2 s it cost a store read per lane, ~1 ms/s of an otherwise idle process's CPU.
+ */
+const LOCAL_POLL_MS = 30_000;
 /** How long a batch's status and size are trusted without reading them again. */
 const BATCH_INFO_MS = 1000;
 
@@ -68,7 +74,8 @@ export class BatchRunner {
   }
 
   start(): void {
-    this.#poll = setInterval(() => this.wake(), POLL_MS);
+    const shared = this.#deps.store.name === "redis";
+    this.#poll = setInterval(() => this.wake(), shared ? POLL_MS : LOCAL_POLL_MS);
     this.#deps.models.onChange(() => this.wake());
     this.#deps.status.onUp(() => {
       this.#recordLate().then(() => this.wake());
@@ -179,7 +186,7 @@ export class BatchRunner {
     // Earlier claims count toward max_attempts (the node running them died).
     job.attempts = record.attempts - 1;
     // The request timeout covers the request, not the wait behind interactive work.
-    job.observe((from) => {
+    job.observe((_, from) => {
       if (from === "queued" && job.state === "running") {
         timer ??= setTimeout(() => job.expire(), this.#deps.requestTimeoutMs());
       }

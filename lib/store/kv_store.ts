@@ -215,9 +215,44 @@ export class KvJobStore implements JobStore {
     for await (const lease of this.#kv.list<number>({ prefix: ["node"] })) {
       leases.set(lease.key[1] as string, lease.value);
     }
-    for await (const active of this.#kv.list<true>({ prefix: ["active"] })) {
-      const node = active.key[1] as string;
+    for (const node of await this.#activeNodes()) {
       if ((leases.get(node) ?? 0) > now) continue;
+      await this.#recoverNode(node, now, maxAttempts, recovered);
+    }
+    for (const [node, until] of leases) {
+      if (until <= now) await this.#kv.delete(["node", node]);
+    }
+    return recovered;
+  }
+
+  /**
+   * The nodes that hold active jobs, one read per node: the jobs of a live node are never
+   * walked. (Walking every active job made each round, every lease/2, read all 10,000 jobs
+   * waiting on this node: ~100 ms of CPU in an otherwise idle process.)
+   */
+  async #activeNodes(): Promise<string[]> {
+    const nodes: string[] = [];
+    let selector: Deno.KvListSelector = { prefix: ["active"] };
+    for (;;) {
+      let node: string | undefined;
+      for await (const first of this.#kv.list<true>(selector, { limit: 1 })) {
+        node = first.key[1] as string;
+      }
+      if (node === undefined) return nodes;
+      nodes.push(node);
+      // The first key after every ["active", node, id]: KV orders a string's keys before
+      // those of any longer string it begins, and "\0" is the smallest continuation.
+      selector = { prefix: ["active"], start: ["active", node + "\0"] };
+    }
+  }
+
+  async #recoverNode(
+    node: string,
+    now: number,
+    maxAttempts: number,
+    recovered: Recovered,
+  ): Promise<void> {
+    for await (const active of this.#kv.list<true>({ prefix: ["active", node] })) {
       const id = active.key[2] as string;
       const entry = await this.#kv.get<StoredJob>(["job", id]);
       const held = entry.value;
@@ -243,10 +278,6 @@ export class KvJobStore implements JobStore {
       else if (job.state === "dead") recovered.dead++;
       else recovered.requeued++;
     }
-    for (const [node, until] of leases) {
-      if (until <= now) await this.#kv.delete(["node", node]);
-    }
-    return recovered;
   }
 
   async get(id: string): Promise<JobRecord | null> {
