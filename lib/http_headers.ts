@@ -23,9 +23,26 @@ const HOP_BY_HOP = new Set([
 /** fetch already decoded the body, so the length and encoding no longer describe it. */
 const DROP_FROM_RESPONSE = new Set([...HOP_BY_HOP, "content-encoding"]);
 
+// forEach, not for…of: Deno's Headers iterator costs several times more per header (the same
+// lowercased, combined list, set-cookie kept apart, either way).
 function copyHeaders(from: Headers, drop: Set<string>): Headers {
   const out = new Headers();
-  for (const [name, value] of from) if (!drop.has(name)) out.append(name, value);
+  from.forEach((value, name) => {
+    if (!drop.has(name)) out.append(name, value);
+  });
+  return out;
+}
+
+/** A name-value list for a RequestInit or ResponseInit: cheaper for fetch to take than Headers. */
+export type HeaderList = [string, string][];
+
+/** `from` without `drop` and without the names `set` gives, then `set` (replacing those). */
+function headerList(from: Headers, drop: Set<string>, set: HeaderList): HeaderList {
+  const out: HeaderList = [];
+  from.forEach((value, name) => {
+    if (!drop.has(name) && !set.some(([replaced]) => replaced === name)) out.push([name, value]);
+  });
+  out.push(...set);
   return out;
 }
 
@@ -37,4 +54,22 @@ export function forwardedRequestHeaders(from: Headers): Headers {
 /** An answer's headers as the client should get them, its body decoded by fetch. */
 export function relayedResponseHeaders(from: Headers): Headers {
   return copyHeaders(from, DROP_FROM_RESPONSE);
+}
+
+/**
+ * A request's headers as the next hop should get them, as a list, with `set` (lowercase names)
+ * in place of any the client sent under those names.
+ */
+export function forwardedRequestHeaderList(from: Headers, set: HeaderList): HeaderList {
+  return headerList(from, HOP_BY_HOP, set);
+}
+
+/** An answer's headers as the client should get them, as a list, with `set` added or replaced. */
+export function relayedResponseHeaderList(from: Headers, set: HeaderList): HeaderList {
+  return headerList(from, DROP_FROM_RESPONSE, set);
+}
+
+/** Whether an answer is an event stream (relayed chunk by chunk, never read whole). */
+export function isEventStream(headers: Headers): boolean {
+  return (headers.get("content-type") ?? "").toLowerCase().startsWith("text/event-stream");
 }

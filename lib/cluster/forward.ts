@@ -4,7 +4,7 @@
  * body verbatim, the stream chunk by chunk, the client's leaving passed on as the end of the
  * peer's connection (so its queue drops the request, or its backend sees the disconnect).
  */
-import { forwardedRequestHeaders, relayedResponseHeaders } from "../http_headers.ts";
+import { forwardedRequestHeaderList, relayedResponseHeaderList } from "../http_headers.ts";
 import { messageOf } from "../errors.ts";
 import { HOP_HEADER } from "./hop.ts";
 
@@ -95,9 +95,11 @@ export async function forwardToPeer(
   request: Forwarded,
   hop: string,
 ): Promise<Response> {
-  const headers = forwardedRequestHeaders(request.headers);
-  headers.set(HOP_HEADER, hop);
-  headers.set("x-request-id", request.id);
+  // Name-value lists, not Headers: fetch and Response take them without a second copy.
+  const headers = forwardedRequestHeaderList(request.headers, [
+    [HOP_HEADER, hop],
+    ["x-request-id", request.id],
+  ]);
   let res: Response;
   try {
     res = await fetch(peer.url + request.path, {
@@ -112,7 +114,10 @@ export async function forwardToPeer(
     if (beforeConnecting(err)) throw new PeerUnreachableError(peer.node, err);
     throw new PeerFailedError(peer.node, err);
   }
-  const out = relayedResponseHeaders(res.headers);
-  out.set("x-lqp-node", peer.node);
-  return new Response(res.body, { status: res.status, statusText: res.statusText, headers: out });
+  const relayed = relayedResponseHeaderList(res.headers, [["x-lqp-node", peer.node]]);
+  return new Response(res.body, {
+    status: res.status,
+    statusText: res.statusText,
+    headers: relayed,
+  });
 }
