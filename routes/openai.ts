@@ -129,13 +129,33 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
     }
     if (!dispatcher.accepting) throw shuttingDown();
     const caller = c.get("caller");
-    // The peer ends a request at its own request_timeout; this only guards against a peer that
-    // stops answering altogether, and a shutdown here.
-    const timeout = AbortSignal.timeout(config.requestTimeoutMs + FORWARD_MARGIN_MS);
-    const signal = AbortSignal.any([req.signal, deps.closing, timeout]);
+    // Ends the forward when the client leaves, at a shutdown here, or past a timeout: the peer
+    // ends a request at its own request_timeout, so this only guards against a peer that stops
+    // answering altogether. One controller and plain callbacks, released when the answer is
+    // through: AbortSignal.any and AbortSignal.timeout cost a WeakRef, a finalizer and a timer
+    // left queued for request_timeout per request.
+    const cut = new AbortController();
+    const signal = cut.signal;
+    let timedOut = false;
+    const clientGone = () => cut.abort(req.signal.reason);
+    const closing = () => cut.abort(deps.closing.reason);
+    const timer = setTimeout(() => {
+      timedOut = true;
+      cut.abort(new DOMException("Signal timed out.", "TimeoutError"));
+    }, config.requestTimeoutMs + FORWARD_MARGIN_MS);
+    const release = () => {
+      clearTimeout(timer);
+      deps.closing.removeEventListener("abort", closing);
+    };
+    signal.addEventListener("abort", release, { once: true });
+    req.signal.addEventListener("abort", clientGone, { once: true });
+    deps.closing.addEventListener("abort", closing, { once: true });
+    if (req.signal.aborted) clientGone();
+    else if (deps.closing.aborted) closing();
     for (;;) {
       const route = await cluster.routeOf(model);
       if (route.kind === "local") {
+        release();
         if (remote !== null) throw peerUnreachable(remote.id, remote.nodes);
         return null;
       }
@@ -155,19 +175,21 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
           id: c.get("requestId"),
           method: req.method,
           signal,
+          onEnd: release,
         }, caller);
         told(answer.status);
         return answer;
       } catch (err) {
         // Nothing reached that peer, and it is out of the routing now: decide again.
         if (err instanceof PeerUnreachableError) continue;
+        release();
         const error = err instanceof PeerFailedError
           ? peerFailed(route.peer.node)
           : req.signal.aborted
           ? clientClosed()
           : deps.closing.aborted
           ? shuttingDown()
-          : timeout.aborted
+          : timedOut
           ? requestTimeout(config.requestTimeoutMs / 1000)
           : null;
         if (error === null) throw err;

@@ -133,14 +133,20 @@ export class Cluster {
   }
 
   /**
-   * Sends `request` to `peer` with a hop header for `caller`.
+   * Sends `request` to `peer` with a hop header for `caller`. `request.signal` is the request's
+   * own (it gets a listener for as long as it lives), not a long-lived one such as a shutdown's.
    * @throws {PeerUnreachableError} when the peer did not answer; it is then not routed to
    * again until its next heartbeat.
    */
   async forward(peer: NodeStatus, request: Forwarded, caller: Caller | null): Promise<Response> {
     const now = this.#deps.clock.now();
     const hop = this.#signer.sign({ from: this.node, to: peer.node, caller }, request, now);
+    // Aborts when the peer leaves the board, or with `request.signal` (a plain callback: a
+    // dependent signal from AbortSignal.any costs a WeakRef and a finalizer per request).
     const left = new AbortController();
+    const follow = () => left.abort(request.signal.reason);
+    if (request.signal.aborted) follow();
+    else request.signal.addEventListener("abort", follow, { once: true });
     const waiting = this.#waiting.get(peer.node) ?? new Set();
     this.#waiting.set(peer.node, waiting.add(left));
     try {
@@ -149,8 +155,7 @@ export class Cluster {
       if (now - (this.#answeredAt.get(peer.node) ?? -Infinity) > this.#deps.config.leaseMs) {
         await probePeer(peer);
       }
-      const signal = AbortSignal.any([request.signal, left.signal]);
-      const answer = await forwardToPeer(peer, { ...request, signal }, hop);
+      const answer = await forwardToPeer(peer, { ...request, signal: left.signal }, hop);
       this.#answeredAt.set(peer.node, this.#deps.clock.now());
       return answer;
     } catch (err) {

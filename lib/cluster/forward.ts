@@ -4,7 +4,11 @@
  * body verbatim, the stream chunk by chunk, the client's leaving passed on as the end of the
  * peer's connection (so its queue drops the request, or its backend sees the disconnect).
  */
-import { forwardedRequestHeaderList, relayedResponseHeaderList } from "../http_headers.ts";
+import {
+  forwardedRequestHeaderList,
+  isEventStream,
+  relayedResponseHeaderList,
+} from "../http_headers.ts";
 import { messageOf } from "../errors.ts";
 import { HOP_HEADER } from "./hop.ts";
 
@@ -38,6 +42,11 @@ export interface Forwarded {
   body: Uint8Array<ArrayBuffer>;
   /** Aborts when the client leaves, or the forward must give up. */
   signal: AbortSignal;
+  /**
+   * Called once the answer is through: a document read whole, a stream ended, broken or
+   * cancelled. Not called when the forward throws.
+   */
+  onEnd?: () => void;
 }
 
 /**
@@ -114,10 +123,55 @@ export async function forwardToPeer(
     if (beforeConnecting(err)) throw new PeerUnreachableError(peer.node, err);
     throw new PeerFailedError(peer.node, err);
   }
-  const relayed = relayedResponseHeaderList(res.headers, [["x-lqp-node", peer.node]]);
-  return new Response(res.body, {
+  const init = {
     status: res.status,
     statusText: res.statusText,
-    headers: relayed,
-  });
+    headers: relayedResponseHeaderList(res.headers, [["x-lqp-node", peer.node]]),
+  };
+  if (res.body !== null && isEventStream(res.headers)) {
+    const { onEnd } = request;
+    return new Response(onEnd ? untilEnd(res.body, onEnd) : res.body, init);
+  }
+  // A document goes to the client in one write once complete (lib/http_server.ts): read
+  // natively here, it is done when this returns, and the forward with it.
+  let body: ArrayBuffer | null = null;
+  try {
+    if (res.body !== null) body = await res.arrayBuffer();
+  } catch (err) {
+    if (request.signal.aborted) throw err;
+    throw new PeerFailedError(peer.node, err);
+  }
+  request.onEnd?.();
+  return new Response(body, init);
+}
+
+/**
+ * `body` as it comes, with `done` called when it ends, breaks or is cancelled. Pull-based
+ * with no buffer of its own, so a stream keeps its pacing.
+ */
+function untilEnd(
+  body: ReadableStream<Uint8Array>,
+  done: () => void,
+): ReadableStream<Uint8Array> {
+  const reader = body.getReader();
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      try {
+        const chunk = await reader.read();
+        if (chunk.done) {
+          controller.close();
+          done();
+        } else {
+          controller.enqueue(chunk.value);
+        }
+      } catch (err) {
+        controller.error(err);
+        done();
+      }
+    },
+    async cancel(reason) {
+      done();
+      await reader.cancel(reason);
+    },
+  }, { highWaterMark: 0 });
 }
