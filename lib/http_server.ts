@@ -335,15 +335,9 @@ async function send(req: IncomingMessage, res: ServerResponse, response: Respons
   };
   res.once("close", onClose);
   try {
-    // Chunked encoding framed here, in one buffer and one socket write per chunk: res.write()
-    // would cork the socket, queue the size line, the chunk and the CRLF, and writev them from
-    // a nextTick.
-    const socket = res.chunkedEncoding ? res.socket : null;
     for (let chunk = await source.read(); chunk !== null; chunk = await source.read()) {
       if (res.destroyed) return;
-      if (socket === null) {
-        if (!res.write(chunk)) await drained(res);
-      } else if (chunk.byteLength > 0 && !socket.write(framed(chunk))) await drained(socket);
+      if (!res.write(chunk)) await drained(res);
     }
     if (!res.destroyed) res.end();
   } catch {
@@ -354,20 +348,7 @@ async function send(req: IncomingMessage, res: ServerResponse, response: Respons
   }
 }
 
-/** `chunk` as one piece of a chunked body: its length in hex, CRLF, the bytes, CRLF. */
-function framed(chunk: Uint8Array): Uint8Array {
-  const size = chunk.byteLength.toString(16);
-  const frame = new Uint8Array(size.length + chunk.byteLength + 4);
-  for (let i = 0; i < size.length; i++) frame[i] = size.charCodeAt(i);
-  frame[size.length] = 13;
-  frame[size.length + 1] = 10;
-  frame.set(chunk, size.length + 2);
-  frame[frame.length - 2] = 13;
-  frame[frame.length - 1] = 10;
-  return frame;
-}
-
-function drained(res: ServerResponse | Socket): Promise<void> {
+function drained(res: ServerResponse): Promise<void> {
   return new Promise((resolve) => {
     const done = () => {
       res.off("drain", done);
