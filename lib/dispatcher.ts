@@ -398,11 +398,11 @@ export class Dispatcher {
     let status = 0;
     let retry = false;
     try {
-      const { response, done } = await forward(job, model);
+      const { response, events, done } = await forward(job, model);
       // fetch sent a copy of the body (a Request copies its bytes): that copy is garbage now.
       this.bodies.memory.freshGarbage(job.body.byteLength);
       status = response.status;
-      job.settle({ kind: "response", response });
+      job.settle({ kind: "response", response, events });
       await done;
       this.#finish(job, response.ok && !job.signal.aborted ? "done" : "failed");
     } catch (err) {

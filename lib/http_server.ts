@@ -27,6 +27,7 @@ import {
   tooManyConnections,
 } from "./errors.ts";
 import type { Logger } from "./log.ts";
+import { chunkSourceOf, readerSource } from "./chunk_source.ts";
 
 export type FetchHandler = (request: Request) => Response | Promise<Response>;
 
@@ -298,8 +299,9 @@ function bodyOf(req: IncomingMessage): ReadableStream<Uint8Array> {
 }
 
 /**
- * Writes `response`. Event streams go out chunk by chunk as they come (with backpressure);
- * anything else is a complete document and goes out in one write with its length.
+ * Writes `response`. Event streams go out chunk by chunk as they come (with backpressure), read
+ * from the relay's ChunkSource directly when it made the response; anything else is a complete
+ * document and goes out in one write with its length.
  */
 async function send(req: IncomingMessage, res: ServerResponse, response: Response): Promise<void> {
   if (res.destroyed) {
@@ -327,17 +329,15 @@ async function send(req: IncomingMessage, res: ServerResponse, response: Respons
   }
   res.writeHead(response.status, head);
   res.flushHeaders();
-  const reader = body!.getReader();
+  const source = chunkSourceOf(response) ?? readerSource(body!);
   const onClose = () => {
-    if (!res.writableFinished) reader.cancel(new ClientGoneError()).catch(() => {});
+    if (!res.writableFinished) source.cancel(new ClientGoneError()).catch(() => {});
   };
   res.once("close", onClose);
   try {
-    while (true) {
-      const { done, value } = await reader.read();
-      if (done) break;
+    for (let chunk = await source.read(); chunk !== null; chunk = await source.read()) {
       if (res.destroyed) return;
-      if (!res.write(value)) await drained(res);
+      if (!res.write(chunk)) await drained(res);
     }
     if (!res.destroyed) res.end();
   } catch {

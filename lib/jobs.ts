@@ -6,6 +6,7 @@
 import type { ApiError } from "./errors.ts";
 import type { Priority } from "./priority.ts";
 import type { TokenUsage } from "./usage.ts";
+import type { EventStream } from "./upstream.ts";
 
 export type JobState = "queued" | "running" | "done" | "failed" | "cancelled" | "dead";
 
@@ -20,9 +21,12 @@ const NEXT: Record<JobState, readonly JobState[]> = {
   dead: [],
 };
 
-/** What the route receives: the backend's response (body still streaming) or an error. */
+/**
+ * What the route receives: the backend's response (body still streaming) or an error. An event
+ * stream comes as `events` too, which the relay reads instead of `response.body`.
+ */
 export type JobOutcome =
-  | { kind: "response"; response: Response }
+  | { kind: "response"; response: Response; events?: EventStream | null }
   | { kind: "error"; error: ApiError };
 
 export interface JobInit {

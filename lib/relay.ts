@@ -2,8 +2,10 @@
  * @module
  * Turns a job's outcome into the client's response, in one place. Non-streaming requests get
  * the backend's response as is. Streaming requests that must wait get an SSE response at
- * once, with comment lines (or `reasoning_content` chunks) while they wait; any failure after that point becomes a final
- * SSE error event, because the status line is already sent.
+ * once, with comment lines (or `reasoning_content` chunks) while they wait; any failure after
+ * that point becomes a final SSE error event, because the status line is already sent. A
+ * stream's body is a ChunkSource the server reads directly: each backend chunk goes from
+ * fetch's read to the socket write with no web stream in between.
  */
 import {
   ApiError,
@@ -14,6 +16,7 @@ import {
 } from "./errors.ts";
 import type { Job, JobOutcome } from "./jobs.ts";
 import { countEventEnds, sseComment, sseError, sseReasoning } from "./sse.ts";
+import { type ChunkSource, readerSource, sourcedResponse } from "./chunk_source.ts";
 
 export interface RelayOptions {
   keepaliveMs: number;
@@ -44,17 +47,24 @@ const SSE_HEADERS = {
 export async function respond(job: Job, options: RelayOptions): Promise<Response> {
   if (!job.stream) return unwrap(await job.outcome);
   if (job.state === "queued") {
-    return new Response(waitingStream(job, options), {
+    return sourcedResponse(new SseRelay(job, options, null), {
       headers: { ...SSE_HEADERS, ...options.waitHeaders(job) },
     });
   }
   // Already dispatched: the backend's status line is seconds away at most, so keep it.
-  const response = unwrap(await job.outcome);
+  const outcome = await job.outcome;
+  if (outcome.kind === "error") throw outcome.error;
+  const { response } = outcome;
   if (!response.ok || response.body === null) return response;
-  return new Response(relayStream(job, response.body, options), {
+  return sourcedResponse(new SseRelay(job, options, sourceOf(outcome)), {
     status: response.status,
     headers: response.headers,
   });
+}
+
+/** The backend's chunks: its event stream read directly, or whatever body it sent. */
+function sourceOf(outcome: Extract<JobOutcome, { kind: "response" }>): ChunkSource {
+  return outcome.events ?? readerSource(outcome.response.body!);
 }
 
 function unwrap(outcome: JobOutcome): Response {
@@ -106,79 +116,72 @@ function waitNotes(job: Job, options: RelayOptions): () => Uint8Array {
   };
 }
 
-function waitingStream(job: Job, options: RelayOptions): ReadableStream<Uint8Array> {
-  let reader: ReadableStreamDefaultReader<Uint8Array> | null = null;
-  const note = waitNotes(job, options);
-  return new ReadableStream<Uint8Array>({
-    start(controller) {
-      controller.enqueue(note());
-    },
-    async pull(controller) {
-      if (reader === null) {
-        const next = await nextTick(job.outcome, options.keepaliveMs);
-        if (next === TICK) return controller.enqueue(note());
-        if (next.kind === "error") {
-          controller.enqueue(sseError(next.error));
-          return controller.close();
-        }
-        if (!next.response.ok || next.response.body === null) {
-          controller.enqueue(sseError(await upstreamErrorEvent(next.response)));
-          return controller.close();
-        }
-        reader = next.response.body.getReader();
-      }
-      await pipeOne(job, reader, controller, options.timeoutS);
-    },
-    async cancel(reason) {
-      options.onClientGone();
-      if (reader) await letGo(job, reader, reason);
-    },
-  }, { highWaterMark: 0 });
-}
-
-function relayStream(
-  job: Job,
-  body: ReadableStream<Uint8Array>,
-  options: RelayOptions,
-): ReadableStream<Uint8Array> {
-  const reader = body.getReader();
-  return new ReadableStream<Uint8Array>({
-    pull: (controller) => pipeOne(job, reader, controller, options.timeoutS),
-    async cancel(reason) {
-      options.onClientGone();
-      await letGo(job, reader, reason);
-    },
-  }, { highWaterMark: 0 });
-}
-
 /**
- * The client left mid-stream: abort the backend's generation (frees its slot), or, for a
- * model set to `on_disconnect: finish` (some backends crash on aborts), read it to the end.
+ * A streaming job's body, read by the server one chunk at a time: "still waiting" notes every
+ * `keepaliveMs` while the job waits (none once it was dispatched), then the backend's chunks
+ * as they come, and a final error event if it must end badly (the status line is sent).
  */
-async function letGo(
-  job: Job,
-  reader: ReadableStreamDefaultReader<Uint8Array>,
-  reason: unknown,
-): Promise<void> {
-  if (!job.finishOnDisconnect || job.signal.aborted) return await reader.cancel(reason);
-  while (!(await reader.read().catch(() => ({ done: true }))).done) {
-    // discard: nobody is listening any more
-  }
-}
+class SseRelay implements ChunkSource {
+  readonly #job: Job;
+  readonly #options: RelayOptions;
+  #source: ChunkSource | null;
+  #note: (() => Uint8Array) | null = null;
+  /** The read in progress, which a let-go that reads on must wait for. */
+  #reading: Promise<Uint8Array | null> | null = null;
+  #ended = false;
 
-async function pipeOne(
-  job: Job,
-  reader: ReadableStreamDefaultReader<Uint8Array>,
-  controller: ReadableStreamDefaultController<Uint8Array>,
-  timeoutS: number,
-): Promise<void> {
-  try {
-    const chunk = await reader.read();
-    if (chunk.done) return controller.close();
-    controller.enqueue(chunk.value);
-    job.chunksSent += countEventEnds(chunk.value);
-  } catch (err) {
-    controller.enqueue(sseError(streamFailure(job, err, timeoutS)));
-    controller.close();
+  constructor(job: Job, options: RelayOptions, source: ChunkSource | null) {
+    this.#job = job;
+    this.#options = options;
+    this.#source = source;
+  }
+
+  read(): Promise<Uint8Array | null> {
+    if (this.#ended) return Promise.resolve(null);
+    return this.#reading = this.#next();
+  }
+
+  async #next(): Promise<Uint8Array | null> {
+    if (this.#source === null) {
+      // The first note goes out with the headers, at once.
+      if (this.#note === null) return (this.#note = waitNotes(this.#job, this.#options))();
+      const next = await nextTick(this.#job.outcome, this.#options.keepaliveMs);
+      if (this.#ended) return null;
+      if (next === TICK) return this.#note();
+      if (next.kind === "error") return this.#last(sseError(next.error));
+      if (!next.response.ok || next.response.body === null) {
+        return this.#last(sseError(await upstreamErrorEvent(next.response)));
+      }
+      this.#source = sourceOf(next);
+    }
+    try {
+      const chunk = await this.#source.read();
+      if (chunk === null) this.#ended = true;
+      else this.#job.chunksSent += countEventEnds(chunk);
+      return chunk;
+    } catch (err) {
+      if (this.#ended) return null;
+      return this.#last(sseError(streamFailure(this.#job, err, this.#options.timeoutS)));
+    }
+  }
+
+  #last(event: Uint8Array): Uint8Array {
+    this.#ended = true;
+    return event;
+  }
+
+  async cancel(reason: unknown): Promise<void> {
+    this.#ended = true;
+    this.#options.onClientGone();
+    const source = this.#source;
+    if (source === null) return;
+    const job = this.#job;
+    // The client left mid-stream: abort the backend's generation (frees its slot), or, for a
+    // model set to `on_disconnect: finish` (some backends crash on aborts), read it to the end.
+    if (!job.finishOnDisconnect || job.signal.aborted) return await source.cancel(reason);
+    await this.#reading?.catch(() => null);
+    while (await source.read().catch(() => null) !== null) {
+      // discard: nobody is listening any more
+    }
   }
 }

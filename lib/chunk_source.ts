@@ -1,0 +1,60 @@
+/**
+ * @module
+ * A response body read chunk by chunk with one call per chunk, not through a web stream: the
+ * relay hands the server an event stream this way, so a backend's chunk goes from its read
+ * straight to the socket write without crossing two more ReadableStreams and a second
+ * Response. The Response still has a `body` reading the same chunks, for anyone else.
+ */
+
+export interface ChunkSource {
+  /**
+   * The next chunk, or null at the end. One call at a time.
+   * @throws when the body broke; the response then ends abruptly.
+   */
+  read(): Promise<Uint8Array | null>;
+  /** The reader leaves before the end (the client went away). */
+  cancel(reason: unknown): Promise<void>;
+}
+
+const sources = new WeakMap<Response, ChunkSource>();
+
+/** A Response whose body is `source`: the server reads it directly (`chunkSourceOf`). */
+export function sourcedResponse(source: ChunkSource, init: ResponseInit): Response {
+  const response = new Response(streamOf(source), init);
+  sources.set(response, source);
+  return response;
+}
+
+/** The source a Response was made from, unless its body was taken by someone else meanwhile. */
+export function chunkSourceOf(response: Response): ChunkSource | null {
+  const source = sources.get(response);
+  return source === undefined || response.bodyUsed || response.body?.locked ? null : source;
+}
+
+/** A web stream as a source. */
+export function readerSource(body: ReadableStream<Uint8Array>): ChunkSource {
+  const reader = body.getReader();
+  return {
+    async read() {
+      const chunk = await reader.read();
+      return chunk.done ? null : chunk.value;
+    },
+    cancel: (reason) => reader.cancel(reason),
+  };
+}
+
+/** A source as a web stream that reads only when asked (no buffer of its own). */
+export function streamOf(source: ChunkSource): ReadableStream<Uint8Array> {
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      try {
+        const chunk = await source.read();
+        if (chunk === null) controller.close();
+        else controller.enqueue(chunk);
+      } catch (err) {
+        controller.error(err);
+      }
+    },
+    cancel: (reason) => source.cancel(reason),
+  }, { highWaterMark: 0 });
+}
