@@ -525,9 +525,14 @@ async function main() {
     results.kv_cache = await kvCacheBench(api, startProxyProcess, SETTINGS.kvWords);
     await proxy.stop();
     proxy = null;
-    // Its own process: one worker to hold, and room for every big body.
+    // Its own process: one worker to hold, and room for every big body. Generous header and
+    // body timeouts: this part measures memory, and this process's fetch blocks its own event
+    // loop for 15-30 s while it starts 40 uploads of 60 MB, so some connections send their
+    // headers more than the default 10 s after connecting; the proxy then rightly answers 408,
+    // which fetch reports as "received unexpected message from connection".
     proxy = await startProxyProcess(lab.configYaml(
-      "num_workers: 1\nmax_queued_bytes: 16gb\nstore:\n  type: memory",
+      "num_workers: 1\nmax_queued_bytes: 16gb\nheader_timeout: 120\nbody_timeout: 600\n" +
+        "store:\n  type: memory",
     ));
     await (await fetch(`${proxy.url}/v1/chat/completions`, { method: "POST", body: chat("a") }))
       .text();
