@@ -10,6 +10,7 @@ import {
   relayedResponseHeaderList,
 } from "../http_headers.ts";
 import { messageOf } from "../errors.ts";
+import { readerSource, streamOf } from "../chunk_source.ts";
 import { HOP_HEADER } from "./hop.ts";
 
 /** The peer could not be reached at all: nothing got to it, so the request may go elsewhere. */
@@ -147,31 +148,27 @@ export async function forwardToPeer(
 
 /**
  * `body` as it comes, with `done` called when it ends, breaks or is cancelled. Pull-based
- * with no buffer of its own, so a stream keeps its pacing.
+ * with no buffer of its own (`streamOf`), so a stream keeps its pacing.
  */
 function untilEnd(
   body: ReadableStream<Uint8Array>,
   done: () => void,
 ): ReadableStream<Uint8Array> {
-  const reader = body.getReader();
-  return new ReadableStream<Uint8Array>({
-    async pull(controller) {
+  const source = readerSource(body);
+  return streamOf({
+    async read() {
       try {
-        const chunk = await reader.read();
-        if (chunk.done) {
-          controller.close();
-          done();
-        } else {
-          controller.enqueue(chunk.value);
-        }
+        const chunk = await source.read();
+        if (chunk === null) done();
+        return chunk;
       } catch (err) {
-        controller.error(err);
         done();
+        throw err;
       }
     },
-    async cancel(reason) {
+    cancel(reason) {
       done();
-      await reader.cancel(reason);
+      return source.cancel(reason);
     },
-  }, { highWaterMark: 0 });
+  });
 }
