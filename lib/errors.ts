@@ -73,6 +73,7 @@ export const ERROR_CATALOGUE = {
   queue_share_exceeded: { 429: RATE_LIMIT },
   headers_too_large: { 431: INVALID },
   client_closed_request: { 499: INVALID },
+  not_implemented: { 501: INVALID },
   internal_error: { 500: SERVER },
   upstream_unreachable: { 502: SERVER },
   upstream_stream_broken: { 502: SERVER },
@@ -342,10 +343,10 @@ export function tooManyConnections(max: number) {
 }
 
 /** A request the HTTP parser could not read. */
-export function malformedHttp(status: 400 | 431, detail: string) {
-  return status === 431
-    ? new ApiError(431, "headers_too_large", detail)
-    : new ApiError(400, "bad_request", detail);
+export function malformedHttp(status: 400 | 431 | 501, detail: string) {
+  if (status === 431) return new ApiError(431, "headers_too_large", detail);
+  if (status === 501) return new ApiError(501, "not_implemented", detail);
+  return new ApiError(400, "bad_request", detail);
 }
 
 export function bodyTooLarge(limitBytes: number) {

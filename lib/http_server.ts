@@ -1,23 +1,24 @@
 /**
  * @module
- * The proxy's HTTP/1.1 server: a fetch handler (Hono's) served on Deno's `node:http`.
+ * The proxy's HTTP/1.1 server: a fetch handler (Hono's) served on plain TCP connections from
+ * `Deno.listen`, with the framing in lib/http1.ts.
  *
  * Not `Deno.serve`, for two reasons (docs/client_disconnects.md has the reproduction):
  * - Deno.serve stops watching a connection for the client's FIN or RST while no response has
  *   started, once the request body arrived in a later read than its head, which is what
  *   httpx, the Python openai client and Node's clients do. A client that left while queued
- *   stayed queued and reached a backend. node:http sees every close.
- * - Deno.serve has no connection-level limits; node:http has header, body and idle timeouts
- *   and a connection count, which a proxy open to a LAN needs.
+ *   stayed queued and reached a backend.
+ * - Deno.serve has no connection-level limits (header, body and idle timeouts, a connection
+ *   count), which a proxy open to a LAN needs.
+ * Not Deno's `node:http` either, which has both: turning its IncomingMessage into a Request and
+ * the Response back through web streams cost more CPU per request than all of Deno.serve.
  *
- * The Request handed to the handler carries an AbortSignal that aborts when the client goes
- * before its response ended, and a body that is read only when the handler asks for it.
+ * Owning the connection, the server keeps one read open on it while a request is handled: EOF
+ * or a reset there is the client leaving, and the request's signal aborts. Bytes that arrive
+ * meanwhile (a pipelined request) are kept for after the answer.
  *
- * Over 350 lines on purpose: the adapter and the connection limits act on the same sockets.
+ * Over 350 lines on purpose: the connection's reads, writes and limits act on the same socket.
  */
-import { createServer, type IncomingMessage, type ServerResponse, STATUS_CODES } from "node:http";
-import { Buffer } from "node:buffer";
-import type { Socket } from "node:net";
 import {
   type ApiError,
   clientTooSlow,
@@ -28,6 +29,15 @@ import {
 } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import { chunkSourceOf, readerSource } from "./chunk_source.ts";
+import {
+  ChunkedDecoder,
+  headEnd,
+  latin1,
+  MalformedRequest,
+  parseHead,
+  type RequestHead,
+  statusLine,
+} from "./http1.ts";
 
 export type FetchHandler = (request: Request) => Response | Promise<Response>;
 
@@ -61,33 +71,6 @@ export interface HttpServer {
   shutdown(): Promise<void>;
 }
 
-/** How long a shutdown lets idle connections close by themselves before cutting them. */
-const CLOSE_GRACE_MS = 500;
-/** How often node:http checks its header and body timeouts. */
-const TIMEOUT_CHECK_MS = 500;
-/** Connections past `max_connections` let in for a health check, and for how long. */
-const HEALTH_RESERVE = 16;
-const HEALTH_RESERVE_MS = 2000;
-const HEALTH_PATHS = new Set(["/health", "/metrics", "/metrics?format=prometheus"]);
-
-/** An error response written straight to a socket, for requests no handler sees. */
-function rawError(error: ApiError): string {
-  const body = JSON.stringify(error.toJSON());
-  return `HTTP/1.1 ${error.status} ${STATUS_CODES[error.status]}\r\n` +
-    `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
-    `connection: close\r\n\r\n${body}`;
-}
-
-/** An error response for a request the routes never see; the connection closes after it. */
-function writeError(res: ServerResponse, error: ApiError): void {
-  res.writeHead(error.status, {
-    ...error.headers,
-    "content-type": "application/json",
-    connection: "close",
-  });
-  res.end(JSON.stringify(error.toJSON()));
-}
-
 /** Connections as the server sees them, for /metrics. */
 export class ConnectionStats {
   /** Open right now. */
@@ -98,137 +81,6 @@ export class ConnectionStats {
   timedOut = 0;
 }
 
-export function serveHttp(handler: FetchHandler, options: ServeOptions): Promise<HttpServer> {
-  const { log } = options;
-  const server = createServer({
-    connectionsCheckingInterval: TIMEOUT_CHECK_MS,
-    headersTimeout: options.headerTimeoutMs,
-    // node:http's requestTimeout covers the headers and the body together.
-    requestTimeout: options.headerTimeoutMs + options.bodyTimeoutMs,
-    keepAliveTimeout: options.idleTimeoutMs,
-  }, (req, res) => handle(req, res));
-  const stats = options.stats ?? new ConnectionStats();
-  let active = 0;
-  /** Start of the current stretch at the connection cap, and how many were closed in it. */
-  let refusedSince: number | null = null;
-  let refused = 0;
-  const idleWaiters: (() => void)[] = [];
-
-  // Past the cap, a few more connections are let in for health checks only, each for a
-  // moment: /health stays answerable while stalled clients hold every regular place.
-  const overflow = new WeakSet<Socket>();
-  server.on("connection", (socket: Socket) => {
-    if (stats.open >= options.maxConnections) {
-      if (refusedSince === null) {
-        refusedSince = Date.now();
-        log.warn("max_connections_reached", {
-          max_connections: options.maxConnections,
-          note: "new connections are closed until some end; /health and /metrics still answer",
-        });
-      }
-      if (stats.open >= options.maxConnections + HEALTH_RESERVE) {
-        stats.refused++;
-        refused++;
-        return socket.destroy();
-      }
-      overflow.add(socket);
-      socket.setTimeout(HEALTH_RESERVE_MS, () => socket.destroy());
-    } else if (refusedSince !== null) {
-      log.info("connections_below_cap", {
-        max_connections: options.maxConnections,
-        refused,
-        refused_for_ms: Date.now() - refusedSince,
-      });
-      refusedSince = null;
-      refused = 0;
-    }
-    stats.open++;
-    socket.once("close", () => stats.open--);
-  });
-  server.on("clientError", (err: Error & { code?: string }, socket: Socket) => {
-    if (!socket.writable) return socket.destroy();
-    if (err.code === "ERR_HTTP_REQUEST_TIMEOUT") {
-      stats.timedOut++;
-      const { headerTimeoutMs, bodyTimeoutMs } = options;
-      return socket.end(rawError(clientTooSlow(headerTimeoutMs / 1000, bodyTimeoutMs / 1000)));
-    }
-    socket.end(rawError(
-      err.code === "HPE_HEADER_OVERFLOW"
-        ? malformedHttp(431, "Request headers are too large")
-        : malformedHttp(400, `Malformed HTTP request (${err.code ?? err.message})`),
-    ));
-  });
-
-  function handle(req: IncomingMessage, res: ServerResponse): void {
-    if (overflow.has(req.socket) && !HEALTH_PATHS.has(req.url ?? "")) {
-      stats.refused++;
-      refused++;
-      return writeError(res, tooManyConnections(options.maxConnections));
-    }
-    active++;
-    const gone = new AbortController();
-    res.once("close", () => {
-      if (!res.writableFinished) gone.abort(new ClientGoneError());
-      if (--active === 0) { for (const wake of idleWaiters.splice(0)) wake(); }
-    });
-    let request: Request;
-    try {
-      request = toRequest(req, origin, gone.signal);
-    } catch (err) {
-      const detail = messageOf(err);
-      return writeError(res, malformedHttp(400, `Malformed request: ${detail}`));
-    }
-    let answer: Promise<Response> | Response;
-    try {
-      answer = handler(request);
-    } catch (err) {
-      answer = Promise.reject(err);
-    }
-    Promise.resolve(answer)
-      .then((response) => send(req, res, response))
-      .catch((err) => {
-        log.error("response_failed", { error: err instanceof Error ? err.stack : String(err) });
-        try {
-          if (res.headersSent) res.destroy();
-          else writeError(res, toApiError(err, "unknown"));
-        } catch {
-          res.destroy();
-        }
-      });
-  }
-
-  let origin = "";
-
-  return new Promise((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(options.port, options.hostname, () => {
-      server.off("error", reject);
-      const address = server.address();
-      const port = typeof address === "object" && address !== null ? address.port : options.port;
-      // Routes see this origin; the client's Host header stays in the headers.
-      origin = `http://${
-        options.hostname.includes(":") ? `[${options.hostname}]` : options.hostname
-      }:${port}`;
-      resolve({
-        hostname: options.hostname,
-        port,
-        async shutdown() {
-          const closed = new Promise<void>((done) => server.close(() => done()));
-          server.closeIdleConnections();
-          if (active > 0) await new Promise<void>((wake) => idleWaiters.push(wake));
-          // Every response is written; the connections that carried them are idle now and
-          // close with a FIN. Destroying them at once could reset one whose last response
-          // the client had not read yet.
-          server.closeIdleConnections();
-          const cut = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
-          await closed;
-          clearTimeout(cut);
-        },
-      });
-    });
-  });
-}
-
 /** The reason a request's signal aborts with when its client went away. */
 export class ClientGoneError extends Error {
   constructor() {
@@ -237,125 +89,679 @@ export class ClientGoneError extends Error {
   }
 }
 
-function toRequest(req: IncomingMessage, origin: string, signal: AbortSignal): Request {
-  const headers = new Headers();
-  const raw = req.rawHeaders;
-  for (let i = 0; i < raw.length; i += 2) headers.append(raw[i], raw[i + 1]);
-  const method = req.method ?? "GET";
-  const path = req.url ?? "/";
-  if (!path.startsWith("/")) throw new Error(`unsupported request target '${path.slice(0, 100)}'`);
-  // HTTP/1.1: a request has a body only when it says so (RFC 9112 §6.3).
-  const declared = req.headers["content-length"];
-  const hasBody = req.headers["transfer-encoding"] !== undefined ||
-    (declared !== undefined && declared !== "0");
-  return new Request(origin + path, {
-    method,
-    headers,
-    signal,
-    body: hasBody && method !== "GET" && method !== "HEAD" ? bodyOf(req) : null,
-    // @ts-expect-error: Deno's RequestInit takes `duplex` for stream bodies; lib.dom lacks it.
-    duplex: "half",
-  });
+/** How long a shutdown lets connections finish their last answer before cutting them. */
+const CLOSE_GRACE_MS = 500;
+/** How often the header, body and idle deadlines are checked. */
+const TIMEOUT_CHECK_MS = 500;
+/** Connections past `max_connections` let in for a health check, and for how long. */
+const HEALTH_RESERVE = 16;
+const HEALTH_RESERVE_MS = 2000;
+const HEALTH_PATHS = new Set(["/health", "/metrics", "/metrics?format=prometheus"]);
+/** The largest request head taken (as node:http's default): more is 431. */
+const MAX_HEAD_BYTES = 16 * 1024;
+/** A connection's read buffer to begin with; heads and small bodies fit. */
+const FIRST_BUFFER = 4096;
+/** Reads of a large body (and a chunked one's buffer) go up to this size. */
+const BODY_READ = 64 * 1024;
+/** Pipelined bytes held while an answer is written; past this the connection is not read. */
+const MAX_PIPELINED = 64 * 1024;
+/** After an answer given before the body arrived, unread bytes are drained this long. */
+const LINGER_MS = 2000;
+
+const CONTINUE = new TextEncoder().encode("HTTP/1.1 100 Continue\r\n\r\n");
+const LAST_CHUNK = new TextEncoder().encode("0\r\n\r\n");
+const EMPTY = new Uint8Array(0);
+const encoder = new TextEncoder();
+
+/** What a connection is waiting for, if anything with a deadline. */
+type Wait = "header" | "body" | "idle" | "reserve";
+
+export function serveHttp(handler: FetchHandler, options: ServeOptions): Promise<HttpServer> {
+  try {
+    const server = new Server(handler, options);
+    return Promise.resolve(server.start());
+  } catch (err) {
+    return Promise.reject(err);
+  }
 }
 
-/**
- * The request body as a web stream that reads from the socket only when asked: nothing is
- * read before the handler wants it (an API key is checked first), and one chunk at a time.
- */
-function bodyOf(req: IncomingMessage): ReadableStream<Uint8Array> {
-  let listening = false;
-  // Events can still come after the reader gave up (cancel) or the stream ended: a
-  // controller call then would throw from an event listener and take the process down.
-  let open = true;
-  const end = (how: () => void) => {
-    if (!open) return;
-    open = false;
-    how();
-  };
-  return new ReadableStream<Uint8Array>({
-    pull(controller) {
-      if (!listening) {
-        listening = true;
-        req.on("data", (chunk: Uint8Array) => {
-          req.pause();
-          if (open) {
-            controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
-          }
-        });
-        req.once("end", () => end(() => controller.close()));
-        req.once("error", (err) => end(() => controller.error(err)));
-        req.once("close", () => {
-          if (!req.complete) end(() => controller.error(new ClientGoneError()));
+class Server {
+  readonly stats: ConnectionStats;
+  readonly origin: string;
+  readonly #listener: Deno.TcpListener;
+  readonly #connections = new Set<Connection>();
+  /** Connections with a deadline; checked every TIMEOUT_CHECK_MS while any. */
+  readonly #timed = new Set<Connection>();
+  #timer: ReturnType<typeof setInterval> | null = null;
+  /** Requests handed to the handler whose answer is not written yet. */
+  #active = 0;
+  #idleWaiters: (() => void)[] = [];
+  #closedWaiters: (() => void)[] = [];
+  closing = false;
+  /** Start of the current stretch at the connection cap, and how many were closed in it. */
+  #refusedSince: number | null = null;
+  #refused = 0;
+
+  constructor(readonly handler: FetchHandler, readonly options: ServeOptions) {
+    this.stats = options.stats ?? new ConnectionStats();
+    this.#listener = Deno.listen({ hostname: options.hostname, port: options.port });
+    const { hostname, port } = this.#listener.addr;
+    // Routes see this origin; the client's Host header stays in the headers.
+    this.origin = `http://${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
+  }
+
+  start(): HttpServer {
+    this.#accept();
+    return {
+      hostname: this.options.hostname,
+      port: this.#listener.addr.port,
+      shutdown: () => this.#shutdown(),
+    };
+  }
+
+  async #accept(): Promise<void> {
+    while (!this.closing) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await this.#listener.accept();
+      } catch (err) {
+        if (this.closing) return;
+        // Out of descriptors, say: the connections that hold them end by their deadlines.
+        this.options.log.warn("accept_failed", { error: messageOf(err) });
+        await new Promise((wake) => setTimeout(wake, 100));
+        continue;
+      }
+      this.#admit(conn);
+    }
+  }
+
+  #admit(conn: Deno.TcpConn): void {
+    const { maxConnections } = this.options;
+    let overflow = false;
+    // Past the cap, a few more connections are let in for health checks only, each for a
+    // moment: /health stays answerable while stalled clients hold every regular place.
+    if (this.stats.open >= maxConnections) {
+      if (this.#refusedSince === null) {
+        this.#refusedSince = Date.now();
+        this.options.log.warn("max_connections_reached", {
+          max_connections: maxConnections,
+          note: "new connections are closed until some end; /health and /metrics still answer",
         });
       }
-      req.resume();
-    },
-    cancel() {
-      // The handler answered without the rest of the body: stop reading it.
-      open = false;
-      req.pause();
-    },
-  }, { highWaterMark: 0 });
-}
-
-/**
- * Writes `response`. Event streams go out chunk by chunk as they come (with backpressure), read
- * from the relay's ChunkSource directly when it made the response; anything else is a complete
- * document and goes out in one write with its length.
- */
-async function send(req: IncomingMessage, res: ServerResponse, response: Response): Promise<void> {
-  if (res.destroyed) {
-    await response.body?.cancel(new ClientGoneError());
-    return;
-  }
-  // One flat list for writeHead: set-cookie stays several headers, nothing is validated twice.
-  const head: string[] = [];
-  let eventStream = false;
-  response.headers.forEach((value, name) => {
-    if (name === "content-length") return;
-    if (name === "content-type") eventStream = value.toLowerCase().startsWith("text/event-stream");
-    head.push(name, value);
-  });
-  // Unread body left on the socket (an answer given before it arrived): do not read on.
-  if (!req.complete) head.push("connection", "close");
-  const body = response.body;
-  if (!eventStream) {
-    const bytes = body === null ? null : new Uint8Array(await response.arrayBuffer());
-    if (res.destroyed) return;
-    head.push("content-length", String(bytes?.byteLength ?? 0));
-    res.writeHead(response.status, head);
-    res.end(bytes);
-    return;
-  }
-  res.writeHead(response.status, head);
-  res.flushHeaders();
-  const source = chunkSourceOf(response) ?? readerSource(body!);
-  const onClose = () => {
-    if (!res.writableFinished) source.cancel(new ClientGoneError()).catch(() => {});
-  };
-  res.once("close", onClose);
-  try {
-    for (let chunk = await source.read(); chunk !== null; chunk = await source.read()) {
-      if (res.destroyed) return;
-      if (!res.write(chunk)) await drained(res);
+      if (this.stats.open >= maxConnections + HEALTH_RESERVE) {
+        this.stats.refused++;
+        this.#refused++;
+        conn.close();
+        return;
+      }
+      overflow = true;
+    } else if (this.#refusedSince !== null) {
+      this.options.log.info("connections_below_cap", {
+        max_connections: maxConnections,
+        refused: this.#refused,
+        refused_for_ms: Date.now() - this.#refusedSince,
+      });
+      this.#refusedSince = null;
+      this.#refused = 0;
     }
-    if (!res.destroyed) res.end();
-  } catch {
-    // The body broke or was cancelled because the client left; nothing more to send.
-    res.destroy();
-  } finally {
-    res.off("close", onClose);
+    this.stats.open++;
+    try {
+      // Each event of a stream goes out as it is written, not held for the next.
+      conn.setNoDelay(true);
+    } catch {
+      // already reset by the client; the first read says so
+    }
+    const connection = new Connection(conn, this, overflow);
+    this.#connections.add(connection);
+    connection.run();
+  }
+
+  /** A connection closed: by either side, possibly before its handler finished. */
+  closed(connection: Connection): void {
+    this.#connections.delete(connection);
+    this.#timed.delete(connection);
+    this.stats.open--;
+    if (this.#connections.size === 0) { for (const wake of this.#closedWaiters.splice(0)) wake(); }
+  }
+
+  /** Refuses a request from a connection let in past the cap, unless it asks for health. */
+  refuses(head: RequestHead): ApiError | null {
+    if (HEALTH_PATHS.has(head.target)) return null;
+    this.stats.refused++;
+    this.#refused++;
+    return tooManyConnections(this.options.maxConnections);
+  }
+
+  requestStarted(): void {
+    this.#active++;
+  }
+
+  requestEnded(): void {
+    if (--this.#active === 0) { for (const wake of this.#idleWaiters.splice(0)) wake(); }
+  }
+
+  /** Sets or clears when `connection` must have moved on from what it waits for. */
+  deadline(connection: Connection, wait: Wait | null): void {
+    if (wait === null) {
+      this.#timed.delete(connection);
+      return;
+    }
+    const { headerTimeoutMs, bodyTimeoutMs, idleTimeoutMs } = this.options;
+    const ms = wait === "header"
+      ? headerTimeoutMs
+      : wait === "body"
+      ? bodyTimeoutMs
+      : wait === "idle"
+      ? idleTimeoutMs
+      : HEALTH_RESERVE_MS;
+    connection.wait = wait;
+    connection.deadlineAt = Date.now() + ms;
+    this.#timed.add(connection);
+    this.#timer ??= setInterval(() => this.#checkDeadlines(), TIMEOUT_CHECK_MS);
+  }
+
+  #checkDeadlines(): void {
+    const now = Date.now();
+    for (const connection of this.#timed) {
+      if (now < connection.deadlineAt) continue;
+      this.#timed.delete(connection);
+      connection.expire();
+    }
+    if (this.#timed.size === 0 && this.#timer !== null) {
+      clearInterval(this.#timer);
+      this.#timer = null;
+    }
+  }
+
+  tooSlow(): ApiError {
+    this.stats.timedOut++;
+    const { headerTimeoutMs, bodyTimeoutMs } = this.options;
+    return clientTooSlow(headerTimeoutMs / 1000, bodyTimeoutMs / 1000);
+  }
+
+  async #shutdown(): Promise<void> {
+    this.closing = true;
+    this.#listener.close();
+    // Connections between requests close now; the others close after their answer.
+    for (const connection of this.#connections) connection.closeIfIdle();
+    if (this.#active > 0) await new Promise<void>((wake) => this.#idleWaiters.push(wake));
+    if (this.#connections.size > 0) {
+      // Every answer is written and its connection closing with a FIN. Cutting them at once
+      // could reset one whose last answer the client had not read yet.
+      const closed = new Promise<void>((wake) => this.#closedWaiters.push(wake));
+      let cut: ReturnType<typeof setTimeout> | undefined;
+      const grace = new Promise<void>((wake) => cut = setTimeout(wake, CLOSE_GRACE_MS));
+      await Promise.race([closed, grace]);
+      clearTimeout(cut);
+      for (const connection of this.#connections) connection.destroy();
+      if (this.#connections.size > 0) await closed;
+    }
+    if (this.#timer !== null) clearInterval(this.#timer);
+    this.#timer = null;
   }
 }
 
-function drained(res: ServerResponse): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      res.off("drain", done);
-      res.off("close", done);
-      resolve();
+/** One client connection: its requests one after another, each answered before the next. */
+class Connection {
+  wait: Wait | null = null;
+  deadlineAt = 0;
+  #buf = new Uint8Array(FIRST_BUFFER);
+  /** Unread bytes are `#buf[#start, #end)`. */
+  #start = 0;
+  #end = 0;
+  /** The read in flight, if any: true when bytes came, false at EOF or an error. */
+  #reading: Promise<boolean> | null = null;
+  /** The client closed its side, reset, or the server closed the connection. */
+  #ended = false;
+  #closed = false;
+  /** The request being handled: its signal aborts when the client leaves. */
+  #gone: AbortController | null = null;
+  /** The current request's body was read to its end (or it had none). */
+  #bodyDone = true;
+  /** The server answered (408) on its own; the handler's answer is dropped. */
+  #answeredBySelf = false;
+  #onEnd: (() => void) | null = null;
+
+  constructor(
+    readonly conn: Deno.TcpConn,
+    readonly server: Server,
+    readonly overflow: boolean,
+  ) {}
+
+  async run(): Promise<void> {
+    this.server.deadline(this, this.overflow ? "reserve" : "header");
+    try {
+      let first = true;
+      while (!this.#closed) {
+        let head: RequestHead | null;
+        try {
+          head = await this.#readHead(first);
+        } catch (err) {
+          if (!(err instanceof MalformedRequest)) throw err;
+          await this.#writeError(malformedHttp(err.status, err.message));
+          return;
+        }
+        first = false;
+        if (head === null) return;
+        if (!(await this.#handle(head))) return;
+      }
+    } catch (err) {
+      this.server.options.log.error("connection_failed", { error: messageOf(err) });
+    } finally {
+      this.#close();
+    }
+  }
+
+  /** Called by the server when this connection's deadline passed. */
+  expire(): void {
+    if (this.wait === "header" || this.wait === "body") {
+      // A request on its way too slowly gets 408; one the handler holds is answered here
+      // and the handler's own answer (a broken body's 400) dropped. Everything the client
+      // sent was read, so the close that follows is a clean FIN.
+      if (this.wait === "body") this.#answeredBySelf = true;
+      this.#writeError(this.server.tooSlow(), false);
+    } else {
+      this.#close();
+    }
+  }
+
+  closeIfIdle(): void {
+    if (this.#gone === null && this.#start === this.#end) this.#close();
+  }
+
+  destroy(): void {
+    this.#close();
+  }
+
+  /** Waits for a whole head; null when the connection ended before one began. */
+  async #readHead(first: boolean): Promise<RequestHead | null> {
+    if (!first && !this.overflow) {
+      this.server.deadline(this, this.#start < this.#end ? "header" : "idle");
+    }
+    let scanned = this.#start;
+    for (;;) {
+      const end = headEnd(this.#buf, Math.max(this.#start, scanned - 3), this.#end);
+      if (end !== -1) {
+        const text = latin1(this.#buf.subarray(this.#start, end - 4));
+        this.#start = end;
+        this.server.deadline(this, null);
+        return parseHead(text);
+      }
+      if (this.#end - this.#start > MAX_HEAD_BYTES) {
+        throw new MalformedRequest(431, "Request headers are too large");
+      }
+      scanned = this.#end;
+      const before = this.#end - this.#start;
+      if (!(await this.#fill(MAX_HEAD_BYTES + 4))) return null;
+      if (before === 0 && this.wait === "idle" && !this.overflow) {
+        this.server.deadline(this, "header");
+      }
+    }
+  }
+
+  /**
+   * Reads more into the buffer (growing it up to `cap` bytes when full); the read in flight is
+   * shared, so watching for the client's close and reading the next request use one read.
+   */
+  #fill(cap: number): Promise<boolean> {
+    if (this.#reading !== null) return this.#reading;
+    if (this.#ended) return Promise.resolve(false);
+    if (this.#start === this.#end) {
+      this.#start = this.#end = 0;
+    } else if (this.#end === this.#buf.length) {
+      const live = this.#end - this.#start;
+      const size = live < this.#buf.length
+        ? this.#buf.length
+        : Math.max(this.#buf.length, Math.min(cap, live * 2));
+      const buf = size === this.#buf.length ? this.#buf : new Uint8Array(size);
+      buf.set(this.#buf.subarray(this.#start, this.#end));
+      this.#buf = buf;
+      this.#start = 0;
+      this.#end = live;
+      if (live === buf.length) return Promise.resolve(false);
+    }
+    return this.#reading = this.conn.read(this.#buf.subarray(this.#end)).then((n) => {
+      this.#reading = null;
+      if (n === null) return this.#endedByClient();
+      this.#end += n;
+      return true;
+    }, () => {
+      this.#reading = null;
+      return this.#endedByClient();
+    });
+  }
+
+  /** The client closed or reset the connection: nothing more can go either way. */
+  #endedByClient(): false {
+    this.#close();
+    return false;
+  }
+
+  /** Keeps a read open while the answer is prepared: the client's close aborts the request. */
+  #watch(): void {
+    if (this.#reading !== null || this.#ended || this.#end - this.#start >= MAX_PIPELINED) return;
+    this.#fill(MAX_PIPELINED).then((more) => {
+      if (more && this.#gone !== null) this.#watch();
+    });
+  }
+
+  /** Hands one request to the handler and writes its answer; false when the connection ends. */
+  async #handle(head: RequestHead): Promise<boolean> {
+    const refused = this.overflow ? this.server.refuses(head) : null;
+    if (refused !== null) {
+      await this.#writeError(refused);
+      return false;
+    }
+    if (!head.target.startsWith("/")) {
+      const target = head.target.slice(0, 100);
+      await this.#writeError(malformedHttp(400, `Unsupported request target '${target}'`));
+      return false;
+    }
+    const gone = this.#gone = new AbortController();
+    this.#answeredBySelf = false;
+    let request: Request;
+    try {
+      const bodied = head.body !== 0 && head.method !== "GET" && head.method !== "HEAD";
+      request = new Request(this.server.origin + head.target, {
+        method: head.method,
+        headers: head.headers,
+        signal: gone.signal,
+        body: bodied ? this.#body(head) : null,
+        // @ts-expect-error: Deno's RequestInit takes `duplex` for stream bodies; lib.dom lacks it.
+        duplex: "half",
+      });
+      // A body not handed on is not read: the connection cannot carry another request.
+      if (!bodied) this.#bodyDone = head.body === 0;
+    } catch (err) {
+      this.#gone = null;
+      await this.#writeError(malformedHttp(400, `Malformed request: ${messageOf(err)}`));
+      return false;
+    }
+    if (this.#bodyDone) this.#watch();
+    this.server.requestStarted();
+    try {
+      let response: Response;
+      try {
+        response = await this.server.handler(request);
+      } catch (err) {
+        this.server.options.log.error("response_failed", {
+          error: err instanceof Error ? err.stack : String(err),
+        });
+        response = toApiError(err, "unknown").toResponse();
+      }
+      if (this.#answeredBySelf || this.#ended) {
+        await response.body?.cancel(new ClientGoneError()).catch(() => {});
+        return false;
+      }
+      return await this.#send(head, response);
+    } finally {
+      this.#gone = null;
+      this.server.requestEnded();
+    }
+  }
+
+  /**
+   * The request body, read from the connection only when the handler asks for it (an API key
+   * is checked first): what already arrived with the head is handed over at once.
+   */
+  #body(head: RequestHead): Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array> {
+    const length = head.body;
+    if (length !== "chunked" && this.#end - this.#start >= length && !head.expectContinue) {
+      const bytes = this.#buf.slice(this.#start, this.#start + length);
+      this.#start += length;
+      this.#bodyDone = true;
+      return bytes;
+    }
+    this.#bodyDone = false;
+    this.server.deadline(this, "body");
+    let left = length === "chunked" ? Infinity : length;
+    const chunked = length === "chunked" ? new ChunkedDecoder() : null;
+    let askContinue = head.expectContinue;
+    let readBuf: Uint8Array | null = null;
+    const finished = () => {
+      this.#bodyDone = true;
+      this.server.deadline(this, null);
+      this.#watch();
     };
-    res.once("drain", done);
-    res.once("close", done);
-  });
+    const incomplete = () =>
+      this.#answeredBySelf ? new Error("it took longer than body_timeout") : new ClientGoneError();
+    return new ReadableStream<Uint8Array>({
+      pull: async (controller) => {
+        if (askContinue) {
+          askContinue = false;
+          if (!(await this.#write(CONTINUE))) return controller.error(new ClientGoneError());
+        }
+        try {
+          for (;;) {
+            if (this.#start < this.#end) {
+              if (chunked !== null) {
+                const { used, data } = chunked.feed(this.#buf, this.#start, this.#end);
+                this.#start += used;
+                for (const piece of data) controller.enqueue(piece.slice());
+                if (chunked.done) {
+                  finished();
+                  return controller.close();
+                }
+                if (data.length > 0) return;
+              } else {
+                const take = Math.min(left, this.#end - this.#start);
+                controller.enqueue(this.#buf.slice(this.#start, this.#start + take));
+                this.#start += take;
+                left -= take;
+                if (left === 0) {
+                  finished();
+                  controller.close();
+                }
+                return;
+              }
+            }
+            if (chunked === null && !this.#ended && this.#reading === null) {
+              // A large body is read in big pieces beside the head buffer, not through it;
+              // still as the one read in flight, which a linger after an early answer shares.
+              const into = readBuf ??= new Uint8Array(Math.min(BODY_READ, left));
+              let n = 0;
+              const read = this.#reading = this.conn.read(
+                into.subarray(0, Math.min(left, into.length)),
+              )
+                .then((got) => {
+                  this.#reading = null;
+                  if (got === null) return this.#endedByClient();
+                  n = got;
+                  return true;
+                }, () => {
+                  this.#reading = null;
+                  return this.#endedByClient();
+                });
+              if (!(await read)) return controller.error(incomplete());
+              controller.enqueue(into.slice(0, n));
+              left -= n;
+              if (left === 0) {
+                readBuf = null;
+                finished();
+                controller.close();
+              }
+              return;
+            }
+            if (!(await this.#fill(BODY_READ))) return controller.error(incomplete());
+          }
+        } catch (err) {
+          controller.error(err);
+        }
+      },
+    }, { highWaterMark: 0 });
+  }
+
+  /**
+   * Writes `response`. Event streams go out chunk by chunk as they come, read from the relay's
+   * ChunkSource directly when it made the response; anything else is a complete document and
+   * goes out in one write with its length. True when the connection can take another request.
+   */
+  async #send(head: RequestHead, response: Response): Promise<boolean> {
+    // An answer given before the body arrived: no 408 from the body's deadline on top of it.
+    this.server.deadline(this, null);
+    let text = statusLine(response.status);
+    let eventStream = false;
+    let dated = false;
+    response.headers.forEach((value, name) => {
+      if (
+        name === "content-length" || name === "transfer-encoding" || name === "connection" ||
+        name === "keep-alive"
+      ) return;
+      if (name === "content-type") {
+        eventStream = value.toLowerCase().startsWith("text/event-stream");
+      } else if (name === "date") dated = true;
+      text += `${name}: ${value}\r\n`;
+    });
+    // A backend's answer carries its own.
+    if (!dated) text += `date: ${httpDate()}\r\n`;
+    const status = response.status;
+    const bodiless = head.method === "HEAD" || status === 204 || status === 304;
+    if (!eventStream || bodiless) {
+      if (eventStream) await response.body?.cancel();
+      const bytes = response.body === null || eventStream
+        ? EMPTY
+        : new Uint8Array(await response.arrayBuffer());
+      if (this.#ended || this.#answeredBySelf) return false;
+      // Unread body left on the socket (an answer given before it arrived): no reading on.
+      const keep = this.#keepAlive(head);
+      if (status !== 204 && status !== 304) text += `content-length: ${bytes.byteLength}\r\n`;
+      text += keep
+        ? (head.http11 ? "\r\n" : "connection: keep-alive\r\n\r\n")
+        : "connection: close\r\n\r\n";
+      if (!(await this.#write(withHead(text, bodiless ? EMPTY : bytes)))) return false;
+      if (!keep) this.#linger();
+      return keep;
+    }
+    // HTTP/1.0 has no chunked coding: its stream ends when the connection does.
+    const keep = head.http11 && this.#keepAlive(head);
+    text += head.http11 ? "transfer-encoding: chunked\r\n" : "";
+    text += keep ? "\r\n" : "connection: close\r\n\r\n";
+    const source = chunkSourceOf(response) ?? readerSource(response.body!);
+    const leave = () => source.cancel(new ClientGoneError()).catch(() => {});
+    this.#onEnd = leave;
+    try {
+      if (!(await this.#write(withHead(text, EMPTY)))) {
+        leave();
+        return false;
+      }
+      for (let chunk = await source.read(); chunk !== null; chunk = await source.read()) {
+        if (this.#ended) return false;
+        if (chunk.byteLength === 0) continue;
+        if (!(await this.#write(head.http11 ? chunkFrame(chunk) : chunk))) return false;
+      }
+      if (head.http11 && !(await this.#write(LAST_CHUNK))) return false;
+    } catch {
+      // The body broke, or was cancelled because the client left: nothing more to send, and
+      // an abrupt close tells the client the stream did not end well.
+      this.#close();
+      return false;
+    } finally {
+      this.#onEnd = null;
+    }
+    if (!keep) this.#linger();
+    return keep;
+  }
+
+  #keepAlive(head: RequestHead): boolean {
+    return head.keepAlive && this.#bodyDone && !this.server.closing && !this.#ended;
+  }
+
+  /** Writes all of `bytes`; false when the connection broke. */
+  async #write(bytes: Uint8Array): Promise<boolean> {
+    try {
+      for (let at = 0; at < bytes.byteLength;) {
+        at += await this.conn.write(at === 0 ? bytes : bytes.subarray(at));
+      }
+      return true;
+    } catch {
+      this.#endedByClient();
+      return false;
+    }
+  }
+
+  /** An error answer for a request no handler sees; the connection closes after it. */
+  async #writeError(error: ApiError, linger = true): Promise<void> {
+    const body = JSON.stringify(error.toJSON());
+    let text = statusLine(error.status);
+    for (const [name, value] of Object.entries(error.headers)) text += `${name}: ${value}\r\n`;
+    text += `content-type: application/json\r\ndate: ${httpDate()}\r\n` +
+      `content-length: ${encoder.encode(body).byteLength}\r\nconnection: close\r\n\r\n`;
+    await this.#write(withHead(text, encoder.encode(body)));
+    if (linger) this.#linger();
+    else this.#close();
+  }
+
+  /**
+   * Closes after an answer: our side first (FIN), then the rest of what the client sends is
+   * read and dropped for a moment, so that closing with unread bytes does not reset the
+   * connection before the client read its answer.
+   */
+  #linger(): void {
+    if (this.#closed) return;
+    this.server.deadline(this, null);
+    try {
+      this.conn.closeWrite();
+    } catch {
+      return this.#close();
+    }
+    const cut = setTimeout(() => this.#close(), LINGER_MS);
+    const drain = async () => {
+      do this.#start = this.#end; while (!this.#closed && (await this.#fill(FIRST_BUFFER)));
+      clearTimeout(cut);
+      this.#close();
+    };
+    drain();
+  }
+
+  #close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#ended = true;
+    this.server.closed(this);
+    this.#gone?.abort(new ClientGoneError());
+    this.#onEnd?.();
+    try {
+      this.conn.close();
+    } catch {
+      // already closed
+    }
+  }
+}
+
+/** `head` and `body` in one buffer, for one write. */
+function withHead(head: string, body: Uint8Array): Uint8Array {
+  // Header values are byte strings: one byte per char, which UTF-8 keeps only for ASCII.
+  // deno-lint-ignore no-control-regex -- the test is for bytes past ASCII, controls included
+  const ascii = !/[^\x00-\x7f]/.test(head);
+  const out = new Uint8Array(head.length + body.byteLength);
+  if (ascii) encoder.encodeInto(head, out);
+  else for (let i = 0; i < head.length; i++) out[i] = head.charCodeAt(i);
+  out.set(body, head.length);
+  return out;
+}
+
+/** A chunk of a chunked answer: its size in hex, the bytes, CRLF; one buffer for one write. */
+function chunkFrame(chunk: Uint8Array): Uint8Array {
+  const size = chunk.byteLength.toString(16);
+  const out = new Uint8Array(size.length + chunk.byteLength + 4);
+  for (let i = 0; i < size.length; i++) out[i] = size.charCodeAt(i);
+  out[size.length] = 13;
+  out[size.length + 1] = 10;
+  out.set(chunk, size.length + 2);
+  out[out.length - 2] = 13;
+  out[out.length - 1] = 10;
+  return out;
+}
+
+let dateText = "";
+let dateSecond = 0;
+
+/** The Date header's value, made once a second. */
+function httpDate(): string {
+  const second = Math.floor(Date.now() / 1000);
+  if (second !== dateSecond) {
+    dateSecond = second;
+    dateText = new Date(second * 1000).toUTCString();
+  }
+  return dateText;
 }

@@ -1,0 +1,209 @@
+/**
+ * The proxy's own HTTP/1.1 server: the framing functions on their own, then the server with
+ * the ways real clients send requests that fetch never does (curl's chunked uploads and
+ * `Expect: 100-continue`, pipelining, HTTP/1.0) and smuggling attempts it must refuse.
+ */
+import assert from "node:assert/strict";
+import { ChunkedDecoder, headEnd, MalformedRequest, parseHead } from "../lib/http1.ts";
+import { chatBody, post } from "./support/client.ts";
+import { withHomelabProxy } from "./support/proxy.ts";
+
+const bytes = (text: string) => new TextEncoder().encode(text);
+
+function refusal(fn: () => unknown): number {
+  try {
+    fn();
+  } catch (err) {
+    assert.ok(err instanceof MalformedRequest, String(err));
+    return err.status;
+  }
+  assert.fail("accepted");
+}
+
+Deno.test("headEnd() finds the blank line that ends a head, also across reads", () => {
+  const text = bytes("GET / HTTP/1.1\r\nHost: x\r\n\r\nrest");
+  assert.equal(headEnd(text, 0, text.length), text.length - 4);
+  assert.equal(headEnd(text, 0, text.length - 6), -1); // the blank line not yet arrived
+  assert.equal(headEnd(bytes("GET / HTTP/1.1\nHost: x\n\n"), 0, 24), -1); // bare LFs end nothing
+});
+
+Deno.test("parseHead() reads method, target, headers in order, body framing and keep-alive", () => {
+  const head = parseHead(
+    "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-A:  one \r\nx-a: two\r\n" +
+      "Content-Length: 42\r\nExpect: 100-continue",
+  );
+  assert.equal(head.method, "POST");
+  assert.equal(head.target, "/v1/chat/completions");
+  assert.deepEqual(head.headers.slice(1, 3), [["X-A", "one"], ["x-a", "two"]]);
+  assert.equal(head.body, 42);
+  assert.equal(head.expectContinue, true);
+  assert.equal(head.keepAlive, true);
+  assert.equal(parseHead("GET / HTTP/1.1\r\nConnection: close").keepAlive, false);
+  assert.equal(parseHead("GET / HTTP/1.0").keepAlive, false);
+  assert.equal(parseHead("GET / HTTP/1.0\r\nConnection: Keep-Alive").keepAlive, true);
+  assert.equal(parseHead("POST / HTTP/1.1\r\nTransfer-Encoding: chunked").body, "chunked");
+  assert.equal(parseHead("POST / HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 5").body, 5);
+});
+
+Deno.test("parseHead() refuses what request smuggling is made of, with 400 or 501", () => {
+  const cases: [string, number][] = [
+    ["POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked", 400],
+    ["POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6", 400],
+    ["POST / HTTP/1.1\r\nContent-Length: -1", 400],
+    ["POST / HTTP/1.1\r\nContent-Length: 1e3", 400],
+    ["POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked", 501],
+    ["POST / HTTP/1.1\r\nTransfer-Encoding: identity", 501],
+    ["POST / HTTP/1.1\r\nContent-Length : 5", 400], // space before the colon
+    ["POST / HTTP/1.1\r\nX-A: 1\r\n folded", 400], // obsolete line folding
+    ["POST / HTTP/1.1\r\nX-A: 1\n2", 400], // a bare LF inside a field
+    ["POST / HTTP/1.1\r\nX-A: a\x00b", 400],
+    ["POST / HTTP/2.0", 400],
+    ["POST /a b HTTP/1.1", 400],
+    ["GET", 400],
+  ];
+  for (const [text, status] of cases) assert.equal(refusal(() => parseHead(text)), status, text);
+});
+
+Deno.test("ChunkedDecoder takes a body in any cut, with extensions and trailers, and stops at its end", () => {
+  const wire = bytes("5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nTrailer: x\r\n\r\nNEXT");
+  for (let cut = 1; cut < wire.length; cut++) {
+    const decoder = new ChunkedDecoder();
+    let text = "";
+    let at = 0;
+    // Bytes arrive in two reads split at `cut`; what a feed leaves unused is offered again.
+    for (const end of [cut, wire.length]) {
+      const { used, data } = decoder.feed(wire, at, end);
+      at += used;
+      for (const piece of data) text += new TextDecoder().decode(piece);
+    }
+    assert.equal(text, "hello, world", `cut at ${cut}`);
+    assert.ok(decoder.done);
+    assert.equal(new TextDecoder().decode(wire.subarray(at)), "NEXT", `cut at ${cut}`);
+  }
+  const bad = ["zz\r\n", "5\r\nhello!!\r\n", "5\nhello\r\n"];
+  for (const text of bad) {
+    const wire = bytes(text);
+    assert.equal(refusal(() => new ChunkedDecoder().feed(wire, 0, wire.length)), 400, text);
+  }
+});
+
+/** Raw bytes to the proxy; everything it sends until it closes the connection. */
+async function exchange(port: number, ...writes: string[]): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  for (const text of writes) await conn.write(bytes(text));
+  let out = "";
+  const buf = new Uint8Array(65536);
+  try {
+    for (let n = await conn.read(buf); n !== null; n = await conn.read(buf)) {
+      out += new TextDecoder().decode(buf.subarray(0, n));
+    }
+  } catch {
+    // reset after the answer: what arrived is the answer
+  } finally {
+    conn.close();
+  }
+  return out;
+}
+
+async function curl(args: string[]): Promise<{ status: number; body: string; trace: string }> {
+  const out = await new Deno.Command("curl", {
+    args: ["-sS", "-v", "-o", "-", "-w", "\n%{http_code}", ...args],
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  const cut = text.lastIndexOf("\n");
+  return {
+    status: Number(text.slice(cut + 1)),
+    body: text.slice(0, cut),
+    trace: new TextDecoder().decode(out.stderr),
+  };
+}
+
+Deno.test("curl's chunked upload and Expect: 100-continue reach the backend byte-identical", async () => {
+  await withHomelabProxy([{ id: "a" }], "", async ({ lab, proxy }) => {
+    const body = JSON.stringify(chatBody("a", { note: "x".repeat(300_000) }));
+    const file = await Deno.makeTempFile();
+    try {
+      await Deno.writeTextFile(file, body);
+      const url = `${proxy.url}/v1/chat/completions`;
+      const json = ["-H", "content-type: application/json"];
+      const chunked = await curl([
+        ...json,
+        "-H",
+        "transfer-encoding: chunked",
+        "--data-binary",
+        `@${file}`,
+        url,
+      ]);
+      assert.equal(chunked.status, 200, chunked.body);
+      assert.match(chunked.trace, /transfer-encoding: chunked/i);
+      const continued = await curl([
+        ...json,
+        "-H",
+        "expect: 100-continue",
+        "--data-binary",
+        `@${file}`,
+        url,
+      ]);
+      assert.equal(continued.status, 200, continued.body);
+      assert.match(continued.trace, /HTTP\/1\.1 100 Continue/);
+    } finally {
+      await Deno.remove(file);
+    }
+    const received = (await lab.state()).received.filter((r) => r.path === "/v1/chat/completions");
+    assert.equal(received.length, 2);
+    for (const r of received) assert.equal(r.body, body);
+  });
+});
+
+Deno.test("pipelined requests on one connection are answered in order; HTTP/1.0 gets an answer and a close", async () => {
+  await withHomelabProxy([{ id: "a" }], "", async ({ proxy }) => {
+    const port = Number(new URL(proxy.url).port);
+    const body = JSON.stringify(chatBody("a"));
+    const request = (close: boolean) =>
+      `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n` +
+      `Content-Length: ${body.length}\r\n${close ? "Connection: close\r\n" : ""}\r\n${body}`;
+    // Three requests in one write, then the health check in a later one.
+    const text = await exchange(
+      port,
+      request(false) + request(false) + request(false),
+      "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    const statuses = [...text.matchAll(/HTTP\/1\.1 (\d+) /g)].map((m) => m[1]);
+    assert.deepEqual(statuses, ["200", "200", "200", "200"]);
+    assert.equal(text.match(/"object":"chat\.completion"/g)?.length, 3);
+    assert.match(text.slice(text.lastIndexOf("HTTP/1.1")), /"status"/);
+
+    const old = await exchange(port, "GET /health HTTP/1.0\r\n\r\n");
+    assert.match(old, /^HTTP\/1\.1 200 [\s\S]*connection: close[\s\S]*"status"/i);
+    // Still serving after all of it.
+    assert.equal((await post(proxy.url, chatBody("a"))).status, 200);
+  });
+});
+
+Deno.test("smuggling attempts get 400 or 501 in the OpenAI shape and the connection closes; nothing queued", async () => {
+  await withHomelabProxy([{ id: "a" }], "", async ({ lab, proxy }) => {
+    const port = Number(new URL(proxy.url).port);
+    const body = JSON.stringify(chatBody("a"));
+    const head =
+      "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n";
+    const cases: [string, string, string][] = [
+      [`Content-Length: ${body.length}\r\nTransfer-Encoding: chunked\r\n`, "400", "bad_request"],
+      [`Transfer-Encoding: gzip\r\n`, "501", "not_implemented"],
+      [`Content-Length: ${body.length}\r\nContent-Length: 3\r\n`, "400", "bad_request"],
+      [`Content-Length : ${body.length}\r\n`, "400", "bad_request"],
+    ];
+    for (const [fields, status, code] of cases) {
+      // A second request follows in the same write: it must not be read as one.
+      const text = await exchange(
+        port,
+        `${head}${fields}\r\n${body}${head}Content-Length: 2\r\n\r\n{}`,
+      );
+      assert.match(text, new RegExp(`^HTTP/1\\.1 ${status} `), fields);
+      assert.equal(text.match(/HTTP\/1\.1 /g)?.length, 1, `one answer only: ${fields}`);
+      assert.equal(JSON.parse(text.slice(text.indexOf("\r\n\r\n") + 4)).error.code, code);
+    }
+    const metrics = await (await fetch(`${proxy.url}/metrics`)).json();
+    assert.equal(metrics.total_requests, 0);
+    assert.deepEqual(await lab.running(), []);
+  });
+});
