@@ -51,7 +51,7 @@ class ArrivingBody {
     } else {
       this.tally.take(chunk.byteLength);
       if (this.#buffer !== null) {
-        // More than declared (not from node:http, whose parser stops at the length).
+        // More than declared (not from lib/http_server.ts, which stops at the length).
         this.#chunks = [this.#buffer.subarray(0, this.#length)];
         this.#buffer = null;
       }
@@ -79,6 +79,16 @@ class ArrivingBody {
   }
 }
 
+const arrivedWhole = new WeakMap<Request, Uint8Array<ArrayBuffer>>();
+
+/**
+ * Says that `request`'s body is `bytes`, all of which arrived with its head: readBody() takes
+ * them as they are instead of reading them back through a stream made for them.
+ */
+export function arrivedWithHead(request: Request, bytes: Uint8Array<ArrayBuffer>): void {
+  arrivedWhole.set(request, bytes);
+}
+
 /**
  * Reads the whole body as it arrives, stopping as soon as it passes `limit` bytes, counting
  * what it holds in `tally`.
@@ -95,6 +105,12 @@ export async function readBody(
   if (declared !== null && declared > limit) {
     await req.body?.cancel();
     throw bodyTooLarge(limit);
+  }
+  const whole = arrivedWhole.get(req);
+  if (whole !== undefined && !req.bodyUsed) {
+    if (whole.byteLength > limit) throw bodyTooLarge(limit);
+    tally.take(whole.byteLength);
+    return whole;
   }
   if (req.body === null) return new Uint8Array(0);
   const body = new ArrivingBody(

@@ -28,7 +28,8 @@ import {
   tooManyConnections,
 } from "./errors.ts";
 import type { Logger } from "./log.ts";
-import { chunkSourceOf, readerSource } from "./chunk_source.ts";
+import { chunkSourceOf, documentOf, readerSource } from "./chunk_source.ts";
+import { arrivedWithHead } from "./body.ts";
 import {
   ChunkedDecoder,
   headEnd,
@@ -462,14 +463,16 @@ class Connection {
     let request: Request;
     try {
       const bodied = head.body !== 0 && head.method !== "GET" && head.method !== "HEAD";
+      const body = bodied ? this.#body(head) : null;
       request = new Request(this.server.origin + head.target, {
         method: head.method,
         headers: head.headers,
         signal: gone.signal,
-        body: bodied ? this.#body(head) : null,
+        body,
         // @ts-expect-error: Deno's RequestInit takes `duplex` for stream bodies; lib.dom lacks it.
         duplex: "half",
       });
+      if (body instanceof Uint8Array) arrivedWithHead(request, body);
       // A body not handed on is not read: the connection cannot carry another request.
       if (!bodied) this.#bodyDone = head.body === 0;
     } catch (err) {
@@ -620,7 +623,7 @@ class Connection {
       if (eventStream) await response.body?.cancel();
       const bytes = response.body === null || eventStream
         ? EMPTY
-        : new Uint8Array(await response.arrayBuffer());
+        : documentOf(response) ?? new Uint8Array(await response.arrayBuffer());
       if (this.#ended || this.#answeredBySelf) return false;
       // Unread body left on the socket (an answer given before it arrived): no reading on.
       const keep = this.#keepAlive(head);

@@ -10,7 +10,7 @@ import { forwardedRequestHeaders, relayedResponseHeaders } from "./http_headers.
 import type { ModelConfig } from "./config_types.ts";
 import type { Job } from "./jobs.ts";
 import { messageOf } from "./errors.ts";
-import { type ChunkSource, streamOf } from "./chunk_source.ts";
+import { type ChunkSource, documentResponse, streamOf } from "./chunk_source.ts";
 import { StreamTail, type TokenUsage, USAGE_TAIL_BYTES, usageIn } from "./usage.ts";
 
 /** The backend could not be reached, so no byte went to the client: safe to retry. */
@@ -72,9 +72,9 @@ export async function forward(job: Job, model: ModelConfig): Promise<Forwarded> 
   if (!isEventStream(upstream.headers) || upstream.body === null) {
     // A JSON answer is complete only at its end anyway; reading it natively here frees the
     // worker the moment the backend is done and keeps per-chunk JS off the hot path.
-    const bytes = await upstream.arrayBuffer();
-    job.usage = usageIn(new TextDecoder().decode(bytes.slice(-USAGE_TAIL_BYTES)));
-    return { response: new Response(bytes, init), events: null, done: Promise.resolve() };
+    const bytes = new Uint8Array(await upstream.arrayBuffer());
+    job.usage = usageIn(new TextDecoder().decode(bytes.subarray(-USAGE_TAIL_BYTES)));
+    return { response: documentResponse(bytes, init), events: null, done: Promise.resolve() };
   }
   const events = new EventStream(upstream.body, job.signal);
   return {

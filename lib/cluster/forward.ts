@@ -10,7 +10,7 @@ import {
   relayedResponseHeaderList,
 } from "../http_headers.ts";
 import { messageOf } from "../errors.ts";
-import { readerSource, streamOf } from "../chunk_source.ts";
+import { documentResponse, readerSource, streamOf } from "../chunk_source.ts";
 import { HOP_HEADER } from "./hop.ts";
 
 /** The peer could not be reached at all: nothing got to it, so the request may go elsewhere. */
@@ -135,15 +135,15 @@ export async function forwardToPeer(
   }
   // A document goes to the client in one write once complete (lib/http_server.ts): read
   // natively here, it is done when this returns, and the forward with it.
-  let body: ArrayBuffer | null = null;
+  let body: Uint8Array<ArrayBuffer> | null = null;
   try {
-    if (res.body !== null) body = await res.arrayBuffer();
+    if (res.body !== null) body = new Uint8Array(await res.arrayBuffer());
   } catch (err) {
     if (request.signal.aborted) throw err;
     throw new PeerFailedError(peer.node, err);
   }
   request.onEnd?.();
-  return new Response(body, init);
+  return body === null ? new Response(null, init) : documentResponse(body, init);
 }
 
 /**
