@@ -376,8 +376,9 @@ class Connection {
 
   /** Waits for a whole head; null when the connection ended before one began. */
   async #readHead(first: boolean): Promise<RequestHead | null> {
-    if (!first && !this.overflow) {
-      this.server.deadline(this, this.#start < this.#end ? "header" : "idle");
+    if (!first) {
+      const wait = this.overflow ? "reserve" : this.#start < this.#end ? "header" : "idle";
+      this.server.deadline(this, wait);
     }
     let scanned = this.#start;
     for (;;) {
@@ -482,21 +483,31 @@ class Connection {
     }
     if (this.#bodyDone) this.#watch();
     this.server.requestStarted();
+    const failed = (err: unknown) => {
+      this.server.options.log.error("response_failed", {
+        error: err instanceof Error ? err.stack : String(err),
+      });
+      return toApiError(err, "unknown");
+    };
     try {
       let response: Response;
       try {
         response = await this.server.handler(request);
       } catch (err) {
-        this.server.options.log.error("response_failed", {
-          error: err instanceof Error ? err.stack : String(err),
-        });
-        response = toApiError(err, "unknown").toResponse();
+        response = failed(err).toResponse();
       }
       if (this.#answeredBySelf || this.#ended) {
         await response.body?.cancel(new ClientGoneError()).catch(() => {});
         return false;
       }
-      return await this.#send(head, response);
+      try {
+        return await this.#send(head, response);
+      } catch (err) {
+        // A document whose body broke before a byte of the answer was written (a stream's
+        // breaks are handled as it goes).
+        await this.#writeError(failed(err));
+        return false;
+      }
     } finally {
       this.#gone = null;
       this.server.requestEnded();
