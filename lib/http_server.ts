@@ -106,6 +106,11 @@ const FIRST_BUFFER = 4096;
 const BODY_READ = 64 * 1024;
 /** Pipelined bytes held while an answer is written; past this the connection is not read. */
 const MAX_PIPELINED = 64 * 1024;
+/**
+ * How long an event stream's head waits for its first chunk to go out with it. Headers alone
+ * tell a client nothing; a backend that takes longer (a long prompt) gets them sent at once.
+ */
+const FIRST_CHUNK_MS = 2;
 /** After an answer given before the body arrived, unread bytes are drained this long. */
 const LINGER_MS = 2000;
 
@@ -654,16 +659,31 @@ class Connection {
     const leave = () => source.cancel(new ClientGoneError()).catch(() => {});
     this.#onEnd = leave;
     try {
-      if (!(await this.#write(withHead(text, EMPTY)))) {
-        leave();
-        return false;
+      // A backend's first chunk mostly comes in the same read as its status line: when it is
+      // here within FIRST_CHUNK_MS, the head and it go out in one write.
+      let unsent: string | null = text;
+      const first = source.read();
+      const early = await within(first, FIRST_CHUNK_MS);
+      if (early === LATE) {
+        if (!(await this.#write(withHead(text, EMPTY)))) {
+          leave();
+          return false;
+        }
+        unsent = null;
       }
-      for (let chunk = await source.read(); chunk !== null; chunk = await source.read()) {
+      for (
+        let chunk = early === LATE ? await first : early;
+        chunk !== null;
+        chunk = await source.read()
+      ) {
         if (this.#ended) return false;
         if (chunk.byteLength === 0) continue;
-        if (!(await this.#write(head.http11 ? chunkFrame(chunk) : chunk))) return false;
+        const framed = head.http11 ? chunkFrame(chunk) : chunk;
+        if (!(await this.#write(unsent === null ? framed : withHead(unsent, framed)))) return false;
+        unsent = null;
       }
-      if (head.http11 && !(await this.#write(LAST_CHUNK))) return false;
+      const end = head.http11 ? LAST_CHUNK : EMPTY;
+      if (!(await this.#write(unsent === null ? end : withHead(unsent, end)))) return false;
     } catch {
       // The body broke, or was cancelled because the client left: nothing more to send, and
       // an abrupt close tells the client the stream did not end well.
@@ -739,6 +759,19 @@ class Connection {
     } catch {
       // already closed
     }
+  }
+}
+
+const LATE = Symbol("late");
+
+/** What `promise` gives if it settles within `ms`, else LATE (it is still pending then). */
+async function within<T>(promise: Promise<T>, ms: number): Promise<T | typeof LATE> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<typeof LATE>((wake) => timer = setTimeout(() => wake(LATE), ms));
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 
