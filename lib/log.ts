@@ -23,8 +23,41 @@ function formatValue(value: string | number | boolean | null): string {
   return /[\s"=]/.test(text) || text === "" ? JSON.stringify(text) : text;
 }
 
-export function formatLine(level: string, event: string, fields: LogFields, now: Date): string {
-  let line = `${now.toISOString()} ${level} ${event}`;
+/** Where isoTime()'s cached minute begins (ms since the epoch), and its "YYYY-MM-DDTHH:MM:". */
+let minuteStart = NaN;
+let minutePrefix = "";
+/** Year 10000: from here on toISOString() writes six-digit years. */
+const YEAR_10000 = 253_402_300_800_000;
+
+/**
+ * `new Date(ms).toISOString()` for a whole number of ms, formatting only the seconds and ms of
+ * the minute it last saw: a Date and its toISOString() were ~7 us of a request line's ~14 in the
+ * proxy (once per request, on cold code).
+ */
+export function isoTime(ms: number): string {
+  if (!Number.isSafeInteger(ms) || ms < 0 || ms >= YEAR_10000) return new Date(ms).toISOString();
+  let into = ms - minuteStart;
+  if (!(into >= 0 && into < 60_000)) {
+    into = ms % 60_000;
+    minuteStart = ms - into;
+    minutePrefix = new Date(minuteStart).toISOString().slice(0, 17);
+  }
+  const seconds = Math.floor(into / 1000);
+  const milli = into % 1000;
+  return `${minutePrefix}${seconds < 10 ? "0" : ""}${seconds}.${
+    milli < 10 ? "00" : milli < 100 ? "0" : ""
+  }${milli}Z`;
+}
+
+/** `now`: a Date, or ms since the epoch (the logger's own lines, through isoTime()). */
+export function formatLine(
+  level: string,
+  event: string,
+  fields: LogFields,
+  now: Date | number,
+): string {
+  const time = typeof now === "number" ? isoTime(now) : now.toISOString();
+  let line = `${time} ${level} ${event}`;
   // for…in, not Object.entries: no array of pairs per line (a request's line has 15 fields).
   for (const key in fields) {
     const value = fields[key];
@@ -37,9 +70,10 @@ export function formatJsonLine(
   level: string,
   event: string,
   fields: LogFields,
-  now: Date,
+  now: Date | number,
 ): string {
-  return JSON.stringify({ time: now.toISOString(), level, event, ...fields });
+  const time = typeof now === "number" ? isoTime(now) : now.toISOString();
+  return JSON.stringify({ time, level, event, ...fields });
 }
 
 export type LogFormat = "text" | "json";
@@ -98,7 +132,7 @@ export function consoleLogger(format: LogFormat = "text"): ConsoleLogger {
     writeAll(Deno.stdout, encoder.encode(text));
   };
   const info = (event: string, fields: LogFields = {}) => {
-    gathered += render("INFO", event, fields, new Date()) + "\n";
+    gathered += render("INFO", event, fields, Date.now()) + "\n";
     if (gathered.length >= BATCH_MAX_CHARS) flush();
     else if (timer === null) {
       // node:timers' for unref(): gathered lines never keep a process alive (its end, "unload",
@@ -108,7 +142,7 @@ export function consoleLogger(format: LogFormat = "text"): ConsoleLogger {
   };
   const now = (level: string) => (event: string, fields: LogFields = {}) => {
     flush();
-    writeAll(Deno.stderr, encoder.encode(render(level, event, fields, new Date()) + "\n"));
+    writeAll(Deno.stderr, encoder.encode(render(level, event, fields, Date.now()) + "\n"));
   };
   // None of these stops the default (exit, or the uncaught error's report): they only flush.
   for (const event of ["unload", "error", "unhandledrejection"]) {
