@@ -40,16 +40,6 @@ function headerList(from: Headers, drop: Set<string>, set: HeaderList = []): Hea
   return out;
 }
 
-/** A request's headers as the next hop should get them. */
-export function forwardedRequestHeaders(from: Headers): Headers {
-  return new Headers(headerList(from, HOP_BY_HOP));
-}
-
-/** An answer's headers as the client should get them, its body decoded by fetch. */
-export function relayedResponseHeaders(from: Headers): Headers {
-  return new Headers(headerList(from, DROP_FROM_RESPONSE));
-}
-
 /**
  * A request's headers as the next hop should get them, as a list, with `set` (lowercase names)
  * in place of any the client sent under those names.

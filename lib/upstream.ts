@@ -6,7 +6,12 @@
  * other answers (complete JSON documents) are read whole, natively. Either way the answer's
  * token counts are read from its end into `job.usage`.
  */
-import { forwardedRequestHeaders, relayedResponseHeaders } from "./http_headers.ts";
+import {
+  forwardedRequestHeaderList,
+  type HeaderList,
+  isEventStream,
+  relayedResponseHeaderList,
+} from "./http_headers.ts";
 import type { ModelConfig } from "./config_types.ts";
 import type { Job } from "./jobs.ts";
 import { messageOf } from "./errors.ts";
@@ -55,7 +60,9 @@ export async function forward(job: Job, model: ModelConfig): Promise<Forwarded> 
   try {
     upstream = await fetch(url, {
       method: job.method,
-      headers: forwardedRequestHeaders(job.headers),
+      // Name-value lists, not Headers: fetch and Response take a list in one pass, while a
+      // Headers given to them is walked again through its (slow) iterator.
+      headers: forwardedRequestHeaderList(job.headers, NO_HEADERS),
       body: job.method === "GET" || job.method === "HEAD" ? undefined : job.body,
       signal: job.signal,
       redirect: "manual",
@@ -67,13 +74,14 @@ export async function forward(job: Job, model: ModelConfig): Promise<Forwarded> 
   const init = {
     status: upstream.status,
     statusText: upstream.statusText,
-    headers: relayedResponseHeaders(upstream.headers),
+    headers: relayedResponseHeaderList(upstream.headers, NO_HEADERS),
   };
   if (!isEventStream(upstream.headers) || upstream.body === null) {
     // A JSON answer is complete only at its end anyway; reading it natively here frees the
     // worker the moment the backend is done and keeps per-chunk JS off the hot path.
     const bytes = new Uint8Array(await upstream.arrayBuffer());
-    job.usage = usageIn(new TextDecoder().decode(bytes.subarray(-USAGE_TAIL_BYTES)));
+    // A view of the tail, not a copy of it.
+    job.usage = usageIn(decoder.decode(bytes.subarray(-USAGE_TAIL_BYTES)));
     return { response: documentResponse(bytes, init), events: null, done: Promise.resolve() };
   }
   const events = new EventStream(upstream.body, job.signal);
@@ -84,9 +92,11 @@ export async function forward(job: Job, model: ModelConfig): Promise<Forwarded> 
   };
 }
 
-function isEventStream(headers: Headers): boolean {
-  return (headers.get("content-type") ?? "").toLowerCase().startsWith("text/event-stream");
-}
+/** Nothing to add to a forwarded message's headers. */
+const NO_HEADERS: HeaderList = [];
+
+/** One decoder for every answer's tail: decode() without `stream` keeps no state between calls. */
+const decoder = new TextDecoder();
 
 /** The first read buffer of an event stream; one that fills it gets a bigger one, up to the max. */
 const FIRST_READ_BYTES = 4096;

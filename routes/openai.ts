@@ -27,6 +27,7 @@ import { Job } from "../lib/jobs.ts";
 import type { ModelState } from "../lib/swap_manager.ts";
 import type { KvStatus } from "../lib/kv_slots.ts";
 import { respond } from "../lib/relay.ts";
+import { Deadlines } from "../lib/deadlines.ts";
 import type { AppDeps, AppEnv } from "./app.ts";
 
 function modelEntry(model: ModelConfig, created: number, state: ModelState, kvCache: KvStatus) {
@@ -55,6 +56,8 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
   const { live, dispatcher, clock } = deps;
   const created = Math.floor(deps.metrics.startedAt / 1000);
   const app = new Hono<AppEnv>();
+  // Every request's request_timeout, on one shared timer.
+  const timeouts = new Deadlines();
   const entry = (model: ModelConfig) =>
     modelEntry(model, created, deps.models.stateOf(model.id), deps.models.kvStatus(model));
 
@@ -210,7 +213,7 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
     let job: Job;
     let model: ModelConfig;
     let chat: boolean;
-    let timer: ReturnType<typeof setTimeout> | undefined;
+    let stopTimer: (() => void) | undefined;
     try {
       const body = await readBody(req, config.maxBodyBytes, hold);
       const url = new URL(req.url);
@@ -253,17 +256,17 @@ export function openaiRoutes(deps: AppDeps): Hono<AppEnv> {
         finishOnDisconnect: model.onDisconnect === "finish",
         enqueuedAt: clock.now(),
       });
-      // A timer of our own, cleared when the job ends: nothing keeps the job alive after.
+      // A deadline cancelled when the job ends: nothing keeps the job alive after.
       const expiring = job;
-      timer = setTimeout(() => expiring.expire(), config.requestTimeoutMs);
+      stopTimer = timeouts.after(config.requestTimeoutMs, () => expiring.expire());
       dispatcher.submit(job);
     } catch (err) {
-      clearTimeout(timer);
+      stopTimer?.();
       hold.release();
       throw err;
     }
     job.onFinished(() => {
-      clearTimeout(timer);
+      stopTimer?.();
       hold.release();
     });
     const clientGone = () => job.clientGone(clock.now());
