@@ -61,6 +61,44 @@ Deno.test("dockerForContainers(): logTail() demultiplexes stdout and stderr", as
   }
 });
 
+Deno.test("dockerForContainers(): events() brings the allowed containers' only, and follows allow()", async () => {
+  const api = await requireDocker();
+  const stop = new AbortController();
+  try {
+    // Containers that exit at once: each start is a start and a die, with no stop to wait for.
+    await using lab = await createHomelab(api, [
+      { id: "x", mode: "exit", ownPort: true },
+      { id: "y", mode: "exit", ownPort: true },
+    ]);
+    const [x, y] = [lab.containerOf("x"), lab.containerOf("y")];
+    const docker = dockerForContainers(api, [x]);
+    const seen: string[] = [];
+    const following = (async () => {
+      for await (const event of docker.events(stop.signal)) {
+        seen.push(`${event.action} ${event.name}`);
+      }
+    })().catch(() => {});
+    // The stream opens in the background: start again until it saw one.
+    await waitFor("x's events", async () => {
+      if (seen.includes(`die ${x}`)) return true;
+      await docker.start(y).catch(() => {}); // refused: y is not allowed yet
+      await api.call("POST", `/containers/${y}/start`).then((res) => res.body?.cancel());
+      await docker.start(x);
+      return false;
+    }, { intervalMs: 200 });
+    assert.ok(!seen.some((event) => event.endsWith(y)), `y is not allowed: ${seen}`);
+    // Once: the stream reopened for the new names must not miss what happened meanwhile.
+    docker.allow([x, y]);
+    await docker.start(y);
+    await waitFor("y's events", () => Promise.resolve(seen.includes(`die ${y}`)));
+    stop.abort();
+    await following;
+  } finally {
+    stop.abort();
+    api.close();
+  }
+});
+
 Deno.test("dockerForContainers(): a missing container is 'Container not found: NAME'", async () => {
   const api = await requireDocker();
   try {
