@@ -1,9 +1,9 @@
 /**
- * The floor for a proxy that serves on Deno's `node:http` (as ours must, to see a client's
- * close while its request waits: docs/client_disconnects.md) and forwards with fetch: the
- * body read whole, the answer written with its length, event streams chunk by chunk. Nothing
- * else: no routing, queue or checks. The benchmark runs it beside the bare Deno.serve floor,
- * so the table shows what the server choice costs and what the proxy adds on top of it.
+ * The floor for a proxy that serves on Deno's `node:http` and forwards with fetch: the body
+ * read whole, the answer written with its length, event streams chunk by chunk. Nothing else:
+ * no routing, queue or checks. The proxy served on `node:http` until it got its own HTTP/1.1
+ * server (lib/http_server.ts; docs/client_disconnects.md says why not Deno.serve); the column
+ * stays beside the bare Deno.serve floor to show what that server choice would cost.
  * Usage: deno run --allow-net bench/floor_node_proxy.ts UPSTREAM_ORIGIN PORT
  */
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
