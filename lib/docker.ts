@@ -3,6 +3,9 @@
  * Docker Engine REST API over its unix socket with `fetch` (no CLI). `DockerApi` is the
  * transport with version negotiation; `dockerForContainers()` is the only face the proxy
  * uses, and it refuses any container name that is not in config.yml.
+ *
+ * Over 350 lines on purpose: the face's calls (and its filtered event stream, reopened when the
+ * allowed names change) are thin over the transport, and apart they would share its internals.
  */
 import { messageOf } from "./errors.ts";
 import { z } from "zod";

@@ -10,6 +10,8 @@
  * KEPT_STRING_BYTES bytes. Longer strings become "", deeper containers {} or [], deeper
  * numbers 0. Everything is still validated: it accepts exactly what `JSON.parse` of the
  * UTF-8 text accepts (a leading byte-order mark included, as TextDecoder drops it).
+ *
+ * Over 350 lines on purpose: one scanner whose methods share its cursor over the bytes.
  */
 
 /** Why a body is not JSON: bad UTF-8, nesting past the limit, or a syntax error. */
