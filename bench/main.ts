@@ -284,6 +284,10 @@ export async function manyStreams(api: DockerApi, settings = SETTINGS.manyStream
       });
     // The same clients straight to the look-alike first: what the machine itself adds.
     const direct = await all(`http://127.0.0.1:${lab.hostPort}`);
+    // Then through the bare Deno.serve + fetch passthrough: what any proxy on this runtime adds
+    // when a thousand requests arrive within a few hundred milliseconds.
+    const floor = await startFloor("bench/floor_proxy.ts", `http://127.0.0.1:${lab.hostPort}`);
+    const floored = await all(floor.url).finally(() => floor.stop());
     const sampler = setInterval(() => {
       rssKb(pid).then((kb) => peakKb = Math.max(peakKb, kb), () => {});
     }, 100);
@@ -296,6 +300,9 @@ export async function manyStreams(api: DockerApi, settings = SETTINGS.manyStream
       direct_complete: direct.complete,
       direct_chunk_delay_p50_ms: round(pct(direct.delays, 0.5)),
       direct_chunk_delay_p99_ms: round(pct(direct.delays, 0.99)),
+      deno_floor_complete: floored.complete,
+      deno_floor_chunk_delay_p50_ms: round(pct(floored.delays, 0.5)),
+      deno_floor_chunk_delay_p99_ms: round(pct(floored.delays, 0.99)),
       client_cpu_ms: proxied.clientCpuMs,
       direct_client_cpu_ms: direct.clientCpuMs,
       rss_before_mb: round(startKb / 1024, 1),
@@ -657,7 +664,9 @@ function report(r: Record<string, unknown>): string {
     `${many.clients} streams at once on one model: ${many.complete} complete, chunk delay p50 ` +
       `${many.chunk_delay_p50_ms} ms, p99 ${many.chunk_delay_p99_ms} ms (straight to the backend: ` +
       `${many.direct_complete} complete, p50 ${many.direct_chunk_delay_p50_ms} ms, p99 ` +
-      `${many.direct_chunk_delay_p99_ms} ms); proxy RSS ` +
+      `${many.direct_chunk_delay_p99_ms} ms; through the Deno floor: ` +
+      `${many.deno_floor_complete} complete, p50 ${many.deno_floor_chunk_delay_p50_ms} ms, p99 ` +
+      `${many.deno_floor_chunk_delay_p99_ms} ms); proxy RSS ` +
       `${many.rss_before_mb} → peak ${many.rss_peak_mb} MB (${many.rss_kb_per_stream} KB per stream)`,
   );
   // The target below is the issue's, on the whole delay; on a busy 2-core machine that holds
