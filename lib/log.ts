@@ -49,32 +49,25 @@ export function isoTime(ms: number): string {
   }${milli}Z`;
 }
 
-/** `now`: a Date, or ms since the epoch (the logger's own lines, through isoTime()). */
-export function formatLine(
-  level: string,
-  event: string,
-  fields: LogFields,
-  now: Date | number,
-): string {
-  const time = typeof now === "number" ? isoTime(now) : now.toISOString();
-  let line = `${time} ${level} ${event}`;
+/** Renders one line; `now` is a Date, or ms since the epoch (the logger's own lines). */
+type LineFormat = (level: string, event: string, fields: LogFields, now: Date | number) => string;
+
+function timeOf(now: Date | number): string {
+  return typeof now === "number" ? isoTime(now) : now.toISOString();
+}
+
+export const formatLine: LineFormat = (level, event, fields, now) => {
+  let line = `${timeOf(now)} ${level} ${event}`;
   // for…in, not Object.entries: no array of pairs per line (a request's line has 15 fields).
   for (const key in fields) {
     const value = fields[key];
     if (value !== undefined) line += ` ${key}=${formatValue(value)}`;
   }
   return line;
-}
+};
 
-export function formatJsonLine(
-  level: string,
-  event: string,
-  fields: LogFields,
-  now: Date | number,
-): string {
-  const time = typeof now === "number" ? isoTime(now) : now.toISOString();
-  return JSON.stringify({ time, level, event, ...fields });
-}
+export const formatJsonLine: LineFormat = (level, event, fields, now) =>
+  JSON.stringify({ time: timeOf(now), level, event, ...fields });
 
 export type LogFormat = "text" | "json";
 
