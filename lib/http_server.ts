@@ -29,6 +29,7 @@ import {
 } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import { chunkSourceOf, documentOf, readerSource } from "./chunk_source.ts";
+import { Deadlines } from "./deadlines.ts";
 import { arrivedWithHead } from "./body.ts";
 import {
   ChunkedDecoder,
@@ -92,8 +93,6 @@ export class ClientGoneError extends Error {
 
 /** How long a shutdown lets connections finish their last answer before cutting them. */
 const CLOSE_GRACE_MS = 500;
-/** How often the header, body and idle deadlines are checked. */
-const TIMEOUT_CHECK_MS = 500;
 /** Connections past `max_connections` let in for a health check, and for how long. */
 const HEALTH_RESERVE = 16;
 const HEALTH_RESERVE_MS = 2000;
@@ -136,9 +135,8 @@ class Server {
   readonly origin: string;
   readonly #listener: Deno.TcpListener;
   readonly #connections = new Set<Connection>();
-  /** Connections with a deadline; checked every TIMEOUT_CHECK_MS while any. */
-  readonly #timed = new Set<Connection>();
-  #timer: ReturnType<typeof setInterval> | null = null;
+  /** The header, body and idle deadlines of every connection, on one timer. */
+  readonly #deadlines = new Deadlines();
   /** Requests handed to the handler whose answer is not written yet. */
   #active = 0;
   #idleWaiters: (() => void)[] = [];
@@ -225,7 +223,7 @@ class Server {
   /** A connection closed: by either side, possibly before its handler finished. */
   closed(connection: Connection): void {
     this.#connections.delete(connection);
-    this.#timed.delete(connection);
+    connection.cancelDeadline?.();
     this.stats.open--;
     if (this.#connections.size === 0) { for (const wake of this.#closedWaiters.splice(0)) wake(); }
   }
@@ -248,10 +246,9 @@ class Server {
 
   /** Sets or clears when `connection` must have moved on from what it waits for. */
   deadline(connection: Connection, wait: Wait | null): void {
-    if (wait === null) {
-      this.#timed.delete(connection);
-      return;
-    }
+    connection.cancelDeadline?.();
+    connection.cancelDeadline = null;
+    if (wait === null) return;
     const { headerTimeoutMs, bodyTimeoutMs, idleTimeoutMs } = this.options;
     const ms = wait === "header"
       ? headerTimeoutMs
@@ -261,22 +258,10 @@ class Server {
       ? idleTimeoutMs
       : HEALTH_RESERVE_MS;
     connection.wait = wait;
-    connection.deadlineAt = Date.now() + ms;
-    this.#timed.add(connection);
-    this.#timer ??= setInterval(() => this.#checkDeadlines(), TIMEOUT_CHECK_MS);
-  }
-
-  #checkDeadlines(): void {
-    const now = Date.now();
-    for (const connection of this.#timed) {
-      if (now < connection.deadlineAt) continue;
-      this.#timed.delete(connection);
+    connection.cancelDeadline = this.#deadlines.after(ms, () => {
+      connection.cancelDeadline = null;
       connection.expire();
-    }
-    if (this.#timed.size === 0 && this.#timer !== null) {
-      clearInterval(this.#timer);
-      this.#timer = null;
-    }
+    });
   }
 
   tooSlow(): ApiError {
@@ -302,15 +287,14 @@ class Server {
       for (const connection of this.#connections) connection.destroy();
       if (this.#connections.size > 0) await closed;
     }
-    if (this.#timer !== null) clearInterval(this.#timer);
-    this.#timer = null;
   }
 }
 
 /** One client connection: its requests one after another, each answered before the next. */
 class Connection {
   wait: Wait | null = null;
-  deadlineAt = 0;
+  /** Cancels the pending deadline, if any (Server.deadline() sets it). */
+  cancelDeadline: (() => void) | null = null;
   #buf = new Uint8Array(FIRST_BUFFER);
   /** Unread bytes are `#buf[#start, #end)`. */
   #start = 0;
@@ -427,10 +411,18 @@ class Connection {
       this.#end = live;
       if (live === buf.length) return Promise.resolve(false);
     }
-    return this.#reading = this.conn.read(this.#buf.subarray(this.#end)).then((n) => {
+    return this.#read(this.#buf.subarray(this.#end), (n) => this.#end += n);
+  }
+
+  /**
+   * One read into `into` as the connection's read in flight: `got` is told how many bytes
+   * came; false at EOF or a reset, and the connection is closed.
+   */
+  #read(into: Uint8Array, got: (n: number) => void): Promise<boolean> {
+    return this.#reading = this.conn.read(into).then((n) => {
       this.#reading = null;
       if (n === null) return this.#endedByClient();
-      this.#end += n;
+      got(n);
       return true;
     }, () => {
       this.#reading = null;
@@ -583,17 +575,9 @@ class Connection {
               // one read in flight, which a linger after an early answer shares.
               const into = new Uint8Array(Math.min(readSize, left));
               let n = 0;
-              const read = this.#reading = this.conn.read(into)
-                .then((got) => {
-                  this.#reading = null;
-                  if (got === null) return this.#endedByClient();
-                  n = got;
-                  return true;
-                }, () => {
-                  this.#reading = null;
-                  return this.#endedByClient();
-                });
-              if (!(await read)) return controller.error(incomplete());
+              if (!(await this.#read(into, (got) => n = got))) {
+                return controller.error(incomplete());
+              }
               controller.enqueue(n === into.length ? into : into.subarray(0, n));
               left -= n;
               if (n === into.length && readSize < BODY_READ) readSize *= 2;
