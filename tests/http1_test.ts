@@ -155,7 +155,7 @@ Deno.test("curl's chunked upload and Expect: 100-continue reach the backend byte
   });
 });
 
-Deno.test("pipelined requests on one connection are answered in order; HTTP/1.0 gets an answer and a close", async () => {
+Deno.test("pipelined requests on one connection each get an answer, the later health check last; HTTP/1.0 gets an answer and a close", async () => {
   await withHomelabProxy([{ id: "a" }], "", async ({ proxy }) => {
     const port = Number(new URL(proxy.url).port);
     const body = JSON.stringify(chatBody("a"));
