@@ -50,7 +50,7 @@ export async function clusterForwarding(
   requests: number,
   runs: number,
 ): Promise<Record<string, number>[]> {
-  const model = { ownPort: true, tokenMs: 0, loadMs: 100, record: false } as const;
+  const model = { ownPort: true, tokenMs: 0, loadMs: 100, record: false, watch: false } as const;
   const rows: Record<string, number>[] = [];
   await withTwoNodes([{ id: "a", ...model }, { id: "b", ...model }], "", async ({ nodes }) => {
     const [one, two] = nodes;

@@ -263,6 +263,7 @@ export async function manyStreams(api: DockerApi, settings = SETTINGS.manyStream
     tokenMs,
     loadMs: 300,
     record: false,
+    watch: false,
   }]);
   let proxy: ProxyProcess | null = null;
   try {
@@ -510,7 +511,7 @@ async function queueScale(configYaml: string, lab: FakeHomelab) {
 async function main() {
   await ensureTools();
   const api = await requireDocker();
-  const fast = { slots: 4, tokenMs: 0, loadMs: 300, record: false } as const;
+  const fast = { slots: 4, tokenMs: 0, loadMs: 300, record: false, watch: false } as const;
   const lab = await createHomelab(api, [{ id: "a", ...fast }, { id: "b", ...fast }]);
   const baseline = await createHomelab(api, [{ id: "c", ...fast }, { id: "d", ...fast }]);
   // The default store (KV on disk), in a temp dir rather than the source tree's data/.

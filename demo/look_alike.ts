@@ -13,6 +13,8 @@
  * their interval, and `"fake_stamp": true` makes each chunk's content its send time (epoch
  * ms, fractional) so a benchmark can measure what a proxy adds per chunk.
  * FAKE_RECORD=0 stops recording requests (benchmarks send hundreds of thousands).
+ * A client that closes its connection mid-request is noticed at once, as llama-server does
+ * (FAKE_WATCH=0 turns that off for benchmarks; see `relay`).
  * `"fake_crash": true` kills the server before it answers; `"fake_crash_once": true` only
  * the first time.
  *
@@ -33,6 +35,7 @@ const slots = Number(env("FAKE_SLOTS", "2"));
 const tokenMs = Number(env("FAKE_TOKEN_MS", "2"));
 const port = Number(env("FAKE_PORT", "8080"));
 const record = env("FAKE_RECORD", "1") !== "0";
+const watch = env("FAKE_WATCH", "1") !== "0";
 /** Slow slot saves and restores (timeouts), and prompt processing per uncached token. */
 const slotSaveMs = Number(env("FAKE_SLOT_SAVE_MS", "0"));
 const slotRestoreMs = Number(env("FAKE_SLOT_RESTORE_MS", "0"));
@@ -225,7 +228,12 @@ function chunk(id: string, created: number, delta: unknown, finish: string | nul
   };
 }
 
-async function generate(req: Request, body: Record<string, unknown>, kind: "chat" | "text") {
+async function generate(
+  req: Request,
+  body: Record<string, unknown>,
+  kind: "chat" | "text",
+  gone: Set<() => void> | undefined,
+) {
   const tokens = Number(body.fake_tokens ?? body.max_tokens ?? 4);
   const interval = Number(body.fake_token_ms ?? tokenMs);
   const stamp = body.fake_stamp === true;
@@ -246,8 +254,11 @@ async function generate(req: Request, body: Record<string, unknown>, kind: "chat
     freeSlot();
     if (ok) completed++;
     else disconnects++;
+    gone?.delete(left);
   };
-  req.signal.addEventListener("abort", () => end(false), { once: true });
+  const left = () => end(false);
+  req.signal.addEventListener("abort", left, { once: true });
+  gone?.add(left);
   await takeSlot();
   const { id: slotId, shared } = pickSlot(prompt);
   const slot = slotCache[slotId];
@@ -330,11 +341,67 @@ async function generate(req: Request, body: Record<string, unknown>, kind: "chat
   });
 }
 
-Deno.serve({
-  hostname: "0.0.0.0",
-  port,
-  onListen: () => console.log(`main: HTTP server is listening, hostname: 0.0.0.0, port: ${port}`),
-}, async (req) => {
+/**
+ * Requests to end when their client leaves, by the port of the relay's connection they came
+ * on (see `relay`).
+ */
+const leaving = new Map<number, Set<() => void>>();
+
+/** Copies `from` to `to` until `from` ends or either side breaks. */
+async function copy(from: Deno.Conn, to: Deno.Conn): Promise<void> {
+  const buf = new Uint8Array(65536);
+  try {
+    for (let n = await from.read(buf); n !== null; n = await from.read(buf)) {
+      for (let at = 0; at < n;) at += await to.write(buf.subarray(at, n));
+    }
+  } catch {
+    // either side closed
+  }
+}
+
+function closeQuietly(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch {
+    // already closed
+  }
+}
+
+/**
+ * One client connection, relayed byte for byte to the Deno.serve below. Deno.serve's own
+ * request signal misses a client's close when the request's body arrived in a later read than
+ * its head (docs/client_disconnects.md): its first read takes 512 bytes, so any request whose
+ * head ends before byte 512 and whose body crosses it. llama-server notices those; the relay
+ * always reads the client, so it does too, and ends the requests that came through it.
+ */
+async function relay(client: Deno.TcpConn, innerPort: number): Promise<void> {
+  let inner: Deno.TcpConn;
+  try {
+    inner = await Deno.connect({ hostname: "127.0.0.1", port: innerPort });
+  } catch {
+    return closeQuietly(client);
+  }
+  client.setNoDelay(true);
+  inner.setNoDelay(true);
+  const key = inner.localAddr.port;
+  const gone = new Set<() => void>();
+  leaving.set(key, gone);
+  const answers = copy(inner, client).finally(() => closeQuietly(client));
+  await copy(client, inner);
+  for (const leave of gone) leave();
+  leaving.delete(key);
+  closeQuietly(inner);
+  closeQuietly(client);
+  await answers;
+}
+
+const listening = () =>
+  console.log(`main: HTTP server is listening, hostname: 0.0.0.0, port: ${port}`);
+const server = Deno.serve({
+  hostname: watch ? "127.0.0.1" : "0.0.0.0",
+  port: watch ? 0 : port,
+  onListen: watch ? () => {} : listening,
+}, async (req, info) => {
   const url = new URL(req.url);
   if (url.pathname === "/_fake/state") {
     return json(200, {
@@ -401,10 +468,10 @@ Deno.serve({
   switch (url.pathname) {
     case "/v1/chat/completions":
     case "/chat/completions":
-      return generate(req, body, "chat");
+      return generate(req, body, "chat", leaving.get(info.remoteAddr.port));
     case "/v1/completions":
     case "/completions":
-      return generate(req, body, "text");
+      return generate(req, body, "text", leaving.get(info.remoteAddr.port));
     case "/v1/embeddings":
       return json(200, {
         model: alias,
@@ -416,3 +483,9 @@ Deno.serve({
       return json(200, { object: "fake.echo", path: url.pathname, model: alias });
   }
 });
+
+if (watch) {
+  const front = Deno.listen({ hostname: "0.0.0.0", port });
+  listening();
+  for await (const client of front) relay(client, server.addr.port);
+}

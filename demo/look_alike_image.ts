@@ -24,6 +24,11 @@ export interface LookAlikeSettings {
   tokenMs?: number;
   /** Keep a log of received requests for `/_fake/state`. */
   record?: boolean;
+  /**
+   * Notice a client's close through a relay in front of the server (default), as llama-server
+   * does; benchmarks turn it off so the backend costs what Deno.serve alone does.
+   */
+  watch?: boolean;
   /** How long a slot save / restore takes (ms), and prompt processing per uncached token (µs). */
   slotSaveMs?: number;
   slotRestoreMs?: number;
@@ -54,6 +59,7 @@ export function lookAlikeEnv(settings: LookAlikeSettings): Record<string, string
     FAKE_SLOTS: String(settings.slots ?? 2),
     FAKE_TOKEN_MS: String(settings.tokenMs ?? 2),
     FAKE_RECORD: settings.record === false ? "0" : "1",
+    FAKE_WATCH: settings.watch === false ? "0" : "1",
     FAKE_SLOT_SAVE_MS: String(settings.slotSaveMs ?? 0),
     FAKE_SLOT_RESTORE_MS: String(settings.slotRestoreMs ?? 0),
     FAKE_PROMPT_US: String(settings.promptUs ?? 0),
