@@ -21,6 +21,7 @@ import { SwapManager } from "./lib/swap_manager.ts";
 import { sharedEndpoints } from "./lib/placement.ts";
 import { SlotKeeper } from "./lib/kv_slots.ts";
 import { Dispatcher } from "./lib/dispatcher.ts";
+import { BackendClient } from "./lib/backend_client.ts";
 import { SyncJournal } from "./lib/journal.ts";
 import { openStore } from "./lib/store/open.ts";
 import { StoreStatus } from "./lib/store/status.ts";
@@ -87,6 +88,7 @@ export async function startProxy(
   });
   const storeStatus = new StoreStatus(store, log);
   const journal = new SyncJournal({ store, status: storeStatus, node, clock, log });
+  const backends = new BackendClient();
   const dispatcher = new Dispatcher({
     config,
     models,
@@ -96,6 +98,7 @@ export async function startProxy(
     journal,
     storeStatus,
     activity,
+    backends,
   });
   const batches = new BatchService({
     store,
@@ -269,6 +272,7 @@ export async function startProxy(
     if (!drained) log.warn("shutdown_grace_expired", { grace_ms: graceMs });
     closing.abort();
     await server.shutdown();
+    backends.close();
     models.close();
     stopWatching.abort();
     await reconciled;

@@ -39,6 +39,7 @@ import { RequestLog } from "./request_log.ts";
 import { ServiceTimes } from "./service_times.ts";
 import { POLICIES, type Policy, type Resident, type SchedulerRules, step } from "./scheduler.ts";
 import { forward, UpstreamUnreachableError } from "./upstream.ts";
+import type { BackendClient } from "./backend_client.ts";
 
 export interface DispatcherDeps {
   config: Config;
@@ -51,6 +52,8 @@ export interface DispatcherDeps {
   storeStatus: StoreStatus;
   /** Finished requests, for the dashboard. */
   activity: Activity;
+  /** The connections jobs are forwarded on. */
+  backends: BackendClient;
   policy?: Policy;
 }
 
@@ -67,6 +70,7 @@ export class Dispatcher {
   readonly #log: Logger;
   readonly #clock: Clock;
   readonly #journal: SyncJournal;
+  readonly #backends: BackendClient;
   readonly #storeStatus: StoreStatus;
   readonly #requests: RequestLog;
   readonly #idle: IdleUnload;
@@ -92,6 +96,7 @@ export class Dispatcher {
     this.#log = deps.log;
     this.#clock = deps.clock;
     this.#journal = deps.journal;
+    this.#backends = deps.backends;
     this.#storeStatus = deps.storeStatus;
     this.#requests = new RequestLog(deps);
     this.#fixedPolicy = deps.policy ?? null;
@@ -398,9 +403,7 @@ export class Dispatcher {
     let status = 0;
     let retry = false;
     try {
-      const { response, events, done } = await forward(job, model);
-      // fetch sent a copy of the body (a Request copies its bytes): that copy is garbage now.
-      this.bodies.memory.freshGarbage(job.body.byteLength);
+      const { response, events, done } = await forward(this.#backends, job, model);
       status = response.status;
       job.settle({ kind: "response", response, events });
       await done;

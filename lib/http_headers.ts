@@ -18,7 +18,14 @@ const HOP_BY_HOP = new Set([
   "upgrade",
   "host",
   "content-length",
+  // The proxy read the whole body already; a next hop must not wait to be asked for it.
+  "expect",
 ]);
+
+/** Whether a header describes one hop (the connection, its framing), not the message. */
+export function isHopByHop(name: string): boolean {
+  return HOP_BY_HOP.has(name);
+}
 
 /** fetch already decoded the body, so the length and encoding no longer describe it. */
 const DROP_FROM_RESPONSE = new Set([...HOP_BY_HOP, "content-encoding"]);
@@ -55,5 +62,10 @@ export function relayedResponseHeaderList(from: Headers, set: HeaderList): Heade
 
 /** Whether an answer is an event stream (relayed chunk by chunk, never read whole). */
 export function isEventStream(headers: Headers): boolean {
-  return (headers.get("content-type") ?? "").toLowerCase().startsWith("text/event-stream");
+  return isEventStreamType(headers.get("content-type") ?? "");
+}
+
+/** Whether a content-type is an event stream's. */
+export function isEventStreamType(contentType: string): boolean {
+  return contentType.toLowerCase().startsWith("text/event-stream");
 }
