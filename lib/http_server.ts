@@ -623,9 +623,9 @@ class Connection {
     const bodiless = head.method === "HEAD" || status === 204 || status === 304;
     if (!eventStream || bodiless) {
       if (eventStream) await response.body?.cancel();
-      const bytes = response.body === null || eventStream
-        ? EMPTY
-        : documentOf(response) ?? new Uint8Array(await response.arrayBuffer());
+      // documentOf first: asking a Response for its body builds a stream for it.
+      const bytes = eventStream ? EMPTY : documentOf(response) ??
+        (response.body === null ? EMPTY : new Uint8Array(await response.arrayBuffer()));
       if (this.#ended || this.#answeredBySelf) return false;
       // Unread body left on the socket (an answer given before it arrived): no reading on.
       const keep = this.#keepAlive(head);
