@@ -44,28 +44,31 @@ export interface SwapRecord {
 }
 
 export class Activity {
-  readonly #requests: RequestRecord[] = [];
-  readonly #swaps: SwapRecord[] = [];
+  readonly #requests: Ring<RequestRecord>;
+  readonly #swaps: Ring<SwapRecord>;
   readonly #listeners = new Set<() => void>();
 
-  constructor(readonly keepRequests = 50, readonly keepSwaps = 30) {}
+  constructor(readonly keepRequests = 50, readonly keepSwaps = 30) {
+    this.#requests = new Ring(keepRequests);
+    this.#swaps = new Ring(keepSwaps);
+  }
 
   request(record: RequestRecord): void {
-    this.#push(this.#requests, record, this.keepRequests);
+    this.#push(this.#requests, record);
   }
 
   swap(record: SwapRecord): void {
-    this.#push(this.#swaps, record, this.keepSwaps);
+    this.#push(this.#swaps, record);
   }
 
   /** Newest first. */
   recentRequests(): readonly RequestRecord[] {
-    return this.#requests;
+    return this.#requests.newestFirst();
   }
 
   /** Newest first. */
   recentSwaps(): readonly SwapRecord[] {
-    return this.#swaps;
+    return this.#swaps.newestFirst();
   }
 
   /** Subscribes to every new record; returns the unsubscribe function. */
@@ -74,9 +77,37 @@ export class Activity {
     return () => this.#listeners.delete(listener);
   }
 
-  #push<T>(list: T[], record: T, keep: number): void {
-    list.unshift(record);
-    if (list.length > keep) list.length = keep;
+  #push<T>(ring: Ring<T>, record: T): void {
+    ring.push(record);
     for (const listener of this.#listeners) listener();
+  }
+}
+
+/**
+ * The last `size` records, overwritten in place: every request adds one, and an array kept
+ * newest-first by unshift and cut by length reallocated its store twice per request.
+ */
+class Ring<T> {
+  readonly #slots: (T | undefined)[];
+  #next = 0;
+  #count = 0;
+
+  constructor(readonly size: number) {
+    this.#slots = new Array(size);
+  }
+
+  push(record: T): void {
+    if (this.size === 0) return;
+    this.#slots[this.#next] = record;
+    this.#next = (this.#next + 1) % this.size;
+    this.#count = Math.min(this.#count + 1, this.size);
+  }
+
+  newestFirst(): T[] {
+    const out: T[] = [];
+    for (let i = 1; i <= this.#count; i++) {
+      out.push(this.#slots[(this.#next - i + this.size) % this.size]!);
+    }
+    return out;
   }
 }
