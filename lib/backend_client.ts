@@ -261,10 +261,16 @@ function requestHead(req: BackendRequest, origin: Origin): string {
   return text + "\r\n";
 }
 
+const encoder = new TextEncoder();
+// deno-lint-ignore no-control-regex -- any char below 0x80 is one byte either way
+const ASCII = /^[\x00-\x7f]*$/;
+
 async function sendRequest(conn: Connection, head: string, body: Uint8Array | null) {
   const small = body === null || body.byteLength <= COALESCE_BODY;
   const bytes = new Uint8Array(head.length + (small && body !== null ? body.byteLength : 0));
-  for (let i = 0; i < head.length; i++) bytes[i] = head.charCodeAt(i);
+  // Header values are bytes, one per char: UTF-8 would turn one above 0x7f into two.
+  if (ASCII.test(head)) encoder.encodeInto(head, bytes);
+  else for (let i = 0; i < head.length; i++) bytes[i] = head.charCodeAt(i);
   if (small && body !== null) bytes.set(body, head.length);
   try {
     await conn.write(bytes);
