@@ -56,6 +56,8 @@ const FIRST_BUFFER = 4096;
 const MAX_BUFFER = 65536;
 /** A response head larger than this is not HTTP we want. */
 const MAX_HEAD = 65536;
+/** A kept connection that fails this soon after the request was written had gone stale. */
+const STALE_WITHIN_MS = 250;
 /** Bodies up to this size go out in the same write as the head. */
 const COALESCE_BODY = 65536;
 
@@ -78,9 +80,17 @@ class Connection {
 
   constructor(readonly origin: Origin, readonly conn: Deno.Conn) {}
 
+  /** The last read filled all the room it had: the backend writes more at once. */
+  #filled = false;
+
   /** Reads more into the buffer (growing or compacting it); false at EOF. */
   async fill(): Promise<boolean> {
-    if (this.start === this.end) this.start = this.end = 0;
+    if (this.start === this.end) {
+      this.start = this.end = 0;
+      if (this.#filled && this.buf.length < MAX_BUFFER) {
+        this.buf = new Uint8Array(this.buf.length * 2);
+      }
+    }
     if (this.end === this.buf.length) {
       if (this.start > 0) {
         this.buf.copyWithin(0, this.start, this.end);
@@ -92,8 +102,10 @@ class Connection {
         this.buf = bigger;
       }
     }
+    const room = this.buf.length - this.end;
     const n = await this.conn.read(this.buf.subarray(this.end));
     if (n === null) return false;
+    this.#filled = n === room;
     this.end += n;
     return true;
   }
@@ -132,11 +144,16 @@ export class BackendClient {
     const head = requestHead(req, origin);
     for (let attempt = 0;; attempt++) {
       req.signal.throwIfAborted();
-      const reused = this.#take(origin);
+      // A retry takes a new connection: the others kept may be as stale as the one that failed.
+      const reused = attempt === 0 ? this.#take(origin) : null;
       const conn = reused ?? await this.#connect(origin, req.signal);
       const onAbort = () => conn.close();
       req.signal.addEventListener("abort", onAbort, { once: true });
+      let sentAt = 0;
       try {
+        // An abort while connecting (connectTls takes no signal) found no listener yet.
+        req.signal.throwIfAborted();
+        sentAt = performance.now();
         await sendRequest(conn, head, req.body);
         const response = await readResponseHead(conn, req.method);
         const body = new BackendBody(conn, response.framing, req.signal, onAbort, this);
@@ -151,8 +168,15 @@ export class BackendClient {
         conn.close();
         if (req.signal.aborted) throw req.signal.reason;
         // A kept connection the backend closed meanwhile (its keep-alive timeout, a new
-        // container on the port) fails before any answer: that request never ran there.
-        if (reused !== null && attempt === 0 && err instanceof StaleConnection) continue;
+        // container on the port) fails at once, before any answer: that request never ran
+        // there. One that fails later may have (a backend that died mid-answer): that is the
+        // dispatcher's to retry or not, as for any unreachable backend.
+        const stale = reused !== null && err instanceof StaleConnection &&
+          performance.now() - sentAt < STALE_WITHIN_MS;
+        if (stale) {
+          this.#dropIdle(origin);
+          continue;
+        }
         throw err instanceof StaleConnection ? err.cause : err;
       }
     }
@@ -177,6 +201,12 @@ export class BackendClient {
     list.push(conn);
     this.#idle.set(conn.origin.key, list);
     this.#sweeper ??= this.#startSweeper();
+  }
+
+  /** Closes `origin`'s idle connections. */
+  #dropIdle(origin: Origin): void {
+    for (const conn of this.#idle.get(origin.key) ?? []) conn.close();
+    this.#idle.delete(origin.key);
   }
 
   #take(origin: Origin): Connection | null {
@@ -282,7 +312,7 @@ async function sendRequest(conn: Connection, head: string, body: Uint8Array | nu
 
 /** How an answer's body ends. */
 type Framing =
-  | { kind: "none" }
+  | { kind: "none"; keep: boolean }
   | { kind: "length"; length: number; keep: boolean }
   | { kind: "chunked"; keep: boolean }
   | { kind: "close" };
@@ -295,6 +325,9 @@ interface ResponseHead {
 }
 
 const STATUS_LINE = /^HTTP\/1\.([01]) (\d{3})(?: (.*))?$/;
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
+// deno-lint-ignore no-control-regex -- a field value holds no controls but tab
+const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
 
 async function readResponseHead(conn: Connection, method: string): Promise<ResponseHead> {
   for (let first = true;; first = false) {
@@ -325,6 +358,8 @@ async function readResponseHead(conn: Connection, method: string): Promise<Respo
     const status = Number(line[2]);
     // An interim answer (100 Continue, 103 Early Hints): the real one follows.
     if (status < 200) continue;
+    // Beyond what a Response can carry: refused here, where the connection is closed for it.
+    if (status > 599) throw new BackendProtocolError(`status ${status} is not HTTP`);
     const http11 = line[1] === "1";
     const headers: HeaderList = [];
     let length = -1;
@@ -337,11 +372,12 @@ async function readResponseHead(conn: Connection, method: string): Promise<Respo
         continue;
       }
       const colon = text.indexOf(":");
-      if (colon <= 0) {
+      const name = text.slice(0, Math.max(colon, 0)).toLowerCase();
+      const value = text.slice(colon + 1).trim();
+      // What a Response would refuse later, when nothing would close the connection.
+      if (!TOKEN.test(name) || BAD_VALUE.test(value)) {
         throw new BackendProtocolError(`malformed header line '${text.slice(0, 60)}'`);
       }
-      const name = text.slice(0, colon).toLowerCase();
-      const value = text.slice(colon + 1).trim();
       if (name === "content-length") {
         length = Number(value);
         if (!Number.isSafeInteger(length) || length < 0) {
@@ -350,7 +386,7 @@ async function readResponseHead(conn: Connection, method: string): Promise<Respo
       } else if (name === "transfer-encoding") {
         chunked = value.toLowerCase().split(",").map((v) => v.trim()).includes("chunked");
       } else if (name === "connection") {
-        const tokens = value.toLowerCase();
+        const tokens = value.toLowerCase().split(",").map((token) => token.trim());
         if (tokens.includes("close")) close = true;
         else if (tokens.includes("keep-alive")) close = false;
       } else if (!isHopByHop(name)) {
@@ -359,7 +395,7 @@ async function readResponseHead(conn: Connection, method: string): Promise<Respo
     }
     const bodiless = method === "HEAD" || status === 204 || status === 304;
     const framing: Framing = bodiless
-      ? { kind: "none" }
+      ? { kind: "none", keep: !close }
       : chunked
       ? { kind: "chunked", keep: !close }
       : length >= 0
@@ -382,8 +418,8 @@ export class BackendBody {
   readonly #client: BackendClient;
   #left: number;
   readonly #decoder: ChunkedDecoder | null;
-  /** Decoded pieces of the last read not handed out yet. */
-  #pieces: Uint8Array[] = [];
+  /** What the last read decoded, not handed out yet. */
+  #pending: Uint8Array | null = null;
 
   constructor(
     conn: Connection,
@@ -400,7 +436,7 @@ export class BackendBody {
     this.#left = framing.kind === "length" ? framing.length : Infinity;
     this.#decoder = framing.kind === "chunked" ? new ChunkedDecoder() : null;
     if (framing.kind === "none" || (framing.kind === "length" && framing.length === 0)) {
-      this.#finish(true);
+      this.#finish(framing.keep);
     }
   }
 
@@ -410,7 +446,7 @@ export class BackendBody {
     if (conn === null) return new Uint8Array(0);
     if (this.#framing.kind === "length") {
       // One array of the announced size: what came with the head, then reads straight into it.
-      const out = new Uint8Array(this.#left);
+      const out = this.#guardSync(() => new Uint8Array(this.#left));
       const have = Math.min(this.#left, conn.end - conn.start);
       out.set(conn.buf.subarray(conn.start, conn.start + have));
       conn.start += have;
@@ -441,7 +477,11 @@ export class BackendBody {
   /** The next piece of the body as it came, or null at its end. */
   async read(): Promise<Uint8Array | null> {
     for (;;) {
-      if (this.#pieces.length > 0) return this.#pieces.shift()!;
+      if (this.#pending !== null) {
+        const piece = this.#pending;
+        this.#pending = null;
+        return piece;
+      }
       const conn = this.#conn;
       if (conn === null) {
         this.#signal.throwIfAborted();
@@ -449,16 +489,21 @@ export class BackendBody {
       }
       if (conn.start < conn.end) {
         if (this.#decoder !== null) {
-          const { used, data } = this.#guardSync(() =>
-            this.#decoder!.feed(conn.buf, conn.start, conn.end)
-          );
-          conn.start += used;
-          // Views of the read buffer, which the next read reuses: copies go out.
-          for (const piece of data) this.#pieces.push(piece.slice());
+          let fed: { used: number; data: Uint8Array[] };
+          try {
+            fed = this.#decoder.feed(conn.buf, conn.start, conn.end);
+          } catch (err) {
+            this.#finish(false);
+            throw new BackendProtocolError(`malformed chunked answer (${(err as Error).message})`);
+          }
+          conn.start += fed.used;
+          // Views of the read buffer, which the next read reuses: a copy goes out, one for
+          // all the pieces one read brought (sent together, they go on together).
+          if (fed.data.length > 0) this.#pending = joined(fed.data);
           if (this.#decoder.done) {
             this.#finish(this.#framing.kind === "chunked" && this.#framing.keep);
           }
-          if (this.#pieces.length > 0 || this.#conn === null) continue;
+          if (this.#pending !== null || this.#conn === null) continue;
         } else {
           const take = Math.min(this.#left, conn.end - conn.start);
           const piece = conn.buf.slice(conn.start, conn.start + take);
@@ -467,12 +512,6 @@ export class BackendBody {
           if (this.#left === 0) this.#finish(this.#framing.kind === "length" && this.#framing.keep);
           return piece;
         }
-      }
-      // A buffer filled by one read is too small for what the backend writes at once.
-      if (conn.start === 0 && conn.end === conn.buf.length && conn.buf.length < MAX_BUFFER) {
-        const bigger = new Uint8Array(conn.buf.length * 2);
-        bigger.set(conn.buf);
-        conn.buf = bigger;
       }
       const more = await this.#guard(() => conn.fill());
       if (!more) {
@@ -501,12 +540,13 @@ export class BackendBody {
     }
   }
 
+  /** `work`, closing the connection if it throws. */
   #guardSync<T>(work: () => T): T {
     try {
       return work();
     } catch (err) {
       this.#finish(false);
-      throw new BackendProtocolError(`malformed chunked answer (${(err as Error).message})`);
+      throw new BackendProtocolError(`unreadable answer (${(err as Error).message})`);
     }
   }
 
@@ -524,4 +564,16 @@ export class BackendBody {
     if (reusable && !this.#signal.aborted) this.#client.release(conn);
     else conn.close();
   }
+}
+
+/** The pieces as one array (the piece itself when it is one, copied off the read buffer). */
+function joined(pieces: Uint8Array[]): Uint8Array {
+  if (pieces.length === 1) return pieces[0].slice();
+  const out = new Uint8Array(pieces.reduce((sum, piece) => sum + piece.byteLength, 0));
+  let at = 0;
+  for (const piece of pieces) {
+    out.set(piece, at);
+    at += piece.byteLength;
+  }
+  return out;
 }

@@ -74,6 +74,10 @@ export async function forward(
     statusText: upstream.statusText,
     headers: upstream.headers,
   };
+  if (NULL_BODY.has(upstream.status)) {
+    await upstream.body.cancel();
+    return { response: new Response(null, init), events: null, done: Promise.resolve() };
+  }
   if (!isEventStreamType(contentTypeOf(upstream.headers))) {
     // A JSON answer is complete only at its end anyway; reading it whole here frees the
     // worker the moment the backend is done and keeps per-chunk JS off the hot path.
@@ -83,12 +87,23 @@ export async function forward(
     return { response: documentResponse(bytes, init), events: null, done: Promise.resolve() };
   }
   const events = new EventStream(upstream.body, job.signal);
+  let response: Response;
+  try {
+    response = new Response(streamOf(events), init);
+  } catch (err) {
+    // Nobody will read or cancel it: its connection must close here.
+    await events.cancel(err);
+    throw err;
+  }
   return {
-    response: new Response(streamOf(events), init),
+    response,
     events,
     done: events.done.then(() => void (job.usage = events.usage())),
   };
 }
+
+/** Statuses whose answers have no body (a Response with one is refused). */
+const NULL_BODY = new Set([101, 103, 204, 205, 304]);
 
 /**
  * Asks the backend for an uncompressed answer (the proxy reads its token counts), whatever
@@ -119,9 +134,11 @@ export class EventStream implements ChunkSource {
 
   constructor(body: BackendBody, signal: AbortSignal) {
     this.done = new Promise<void>((resolve) => this.#finish = resolve);
+    this.#body = body;
     // If nobody ever reads the body (client gone before it did), the abort still frees the slot.
     signal.addEventListener("abort", () => this.#finish(), { once: true });
-    this.#body = body;
+    // An abort before this listener was added (between the answer's head and here) fired none.
+    if (signal.aborted) void this.cancel(signal.reason);
   }
 
   /**

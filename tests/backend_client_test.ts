@@ -183,7 +183,8 @@ Deno.test("a chunked answer is handed over piece by piece as the backend sends i
       for (let piece = await res.body.read(); piece !== null; piece = await res.body.read()) {
         pieces.push(decode(piece));
       }
-      assert.deepEqual(pieces, ["one", " two"]);
+      // The two chunks left were written at once: they come on as one piece.
+      assert.deepEqual(pieces, ["one two"]);
       // Read to its end, the connection carries the next request.
       await (await post(client, backend.url, "next")).body.bytes();
       assert.equal(backend.connections, 1);
@@ -269,6 +270,95 @@ Deno.test("interim answers are skipped and the hop's own headers are not handed 
       assert.equal(decode(await res.body.bytes()), "{}");
     },
   );
+});
+
+Deno.test("a connection the backend says it closes is never reused, even after an empty answer", async () => {
+  const answers = [
+    "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+    "HTTP/1.1 204 No Content\r\nConnection: Close\r\n\r\n",
+    "HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n",
+  ];
+  await withBackend(
+    async (conn, seen) => {
+      await write(conn, answers[Number(seen.body)]);
+      conn.close();
+    },
+    async (backend, client) => {
+      const ask = async (i: number) => {
+        const res = await post(client, backend.url, String(i));
+        assert.equal((await res.body.bytes()).byteLength, 0);
+      };
+      // Two at once, then one: had the two gone back to the pool, the one would find only
+      // dead connections, its retry included.
+      for (const i of [0, 1, 2]) {
+        await Promise.all([ask(i), ask(i)]);
+        await ask(i);
+      }
+      // Each on its own connection: none was taken from the pool dead.
+      assert.equal(backend.connections, 9);
+      assert.equal(backend.seen.length, 9);
+    },
+  );
+});
+
+Deno.test("when every kept connection went stale at once, the retry takes a new one", async () => {
+  let release!: () => void;
+  const both = new Promise<void>((resolve) => release = resolve);
+  const closing: Promise<void>[] = [];
+  await withBackend(
+    async (conn, seen) => {
+      if (seen.body === "held") {
+        if (backendHeld++ === 1) release();
+        await both;
+      }
+      await write(conn, json("{}"));
+      // Every connection closed after its answer, as a restarted backend would find them.
+      if (seen.body === "held") closing.push(Promise.resolve(conn.close()));
+    },
+    async (backend, client) => {
+      // Two at once: two connections, both kept.
+      await Promise.all([post(client, backend.url, "held"), post(client, backend.url, "held")]
+        .map(async (res) => (await res).body.bytes()));
+      await Promise.all(closing);
+      const res = await post(client, backend.url, "after");
+      assert.equal(res.status, 200);
+      await res.body.bytes();
+      assert.equal(backend.connections, 3);
+      assert.deepEqual(backend.seen.map((s) => s.body), ["held", "held", "after"]);
+    },
+  );
+});
+let backendHeld = 0;
+
+Deno.test("a kept connection that fails long after the request was sent is not sent it again", async () => {
+  await withBackend(
+    async (conn, seen) => {
+      if (seen.body === "first") return await write(conn, json("{}"));
+      // Worked on it a while, then died without an answer.
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      conn.close();
+    },
+    async (backend, client) => {
+      await (await post(client, backend.url, "first")).body.bytes();
+      await assert.rejects(post(client, backend.url, "second"), BackendProtocolError);
+      assert.deepEqual(backend.seen.map((s) => s.body), ["first", "second"]);
+    },
+  );
+});
+
+Deno.test("an answer a Response could not carry is refused, and its connection closed", async () => {
+  for (const head of ["HTTP/1.1 200 OK\r\nbad name: x", "HTTP/1.1 600 Odd\r\nx-a: 1"]) {
+    await withBackend(
+      (conn) => write(conn, `${head}\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n`),
+      async (backend, client) => {
+        await assert.rejects(post(client, backend.url, "x"), BackendProtocolError);
+        await waitFor(
+          "the backend to see the connection close",
+          () => backend.closedByClient === 1,
+        );
+      },
+    );
+  }
 });
 
 Deno.test("a refused connection and an answer that is not HTTP reject the request", async () => {
