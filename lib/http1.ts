@@ -180,6 +180,21 @@ export class ChunkedDecoder {
       if (eol === at || buf[eol - 1] !== CR) {
         throw new MalformedRequest(400, "A chunked body line does not end in CRLF");
       }
+      // The usual lines, a bare CRLF after data and a size alone, are read off the bytes.
+      if (this.#phase === "data-end" && eol === at + 1) {
+        at = eol + 1;
+        this.#phase = "size";
+        continue;
+      }
+      if (this.#phase === "size") {
+        const size = hexAt(buf, at, eol - 1);
+        if (size >= 0) {
+          at = eol + 1;
+          this.#left = size;
+          this.#phase = size === 0 ? "trailer" : "data";
+          continue;
+        }
+      }
       const line = latin1(buf.subarray(at, eol - 1));
       at = eol + 1;
       if (this.#phase === "data-end") {
@@ -198,6 +213,25 @@ export class ChunkedDecoder {
     }
     return { used: at - from, data };
   }
+}
+
+/** The number `buf[from, to)` writes in 1 to 12 hex digits and nothing else, or -1. */
+function hexAt(buf: Uint8Array, from: number, to: number): number {
+  if (to <= from || to - from > 12) return -1;
+  let value = 0;
+  for (let i = from; i < to; i++) {
+    const c = buf[i];
+    const digit = c >= 48 && c <= 57
+      ? c - 48
+      : c >= 97 && c <= 102
+      ? c - 87
+      : c >= 65 && c <= 70
+      ? c - 55
+      : -1;
+    if (digit < 0) return -1;
+    value = value * 16 + digit;
+  }
+  return value;
 }
 
 /** Reason phrases for the status lines this server writes. */
