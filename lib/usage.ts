@@ -12,18 +12,21 @@ export interface TokenUsage {
   cached: number | null;
 }
 
+const BACKSLASH = 92, QUOTE = 34, OPEN = 123, CLOSE = 125;
+
 /** The JSON object that starts at `text[start]` (`{`), or null when it is cut off. */
 function objectAt(text: string, start: number): Record<string, unknown> | null {
   let depth = 0;
   let inString = false;
+  // Char codes, not one-char strings: this walks every character of the object.
   for (let i = start; i < text.length; i++) {
-    const ch = text[i];
+    const ch = text.charCodeAt(i);
     if (inString) {
-      if (ch === "\\") i++;
-      else if (ch === '"') inString = false;
-    } else if (ch === '"') inString = true;
-    else if (ch === "{") depth++;
-    else if (ch === "}" && --depth === 0) {
+      if (ch === BACKSLASH) i++;
+      else if (ch === QUOTE) inString = false;
+    } else if (ch === QUOTE) inString = true;
+    else if (ch === OPEN) depth++;
+    else if (ch === CLOSE && --depth === 0) {
       try {
         return JSON.parse(text.slice(start, i + 1));
       } catch {
@@ -108,7 +111,14 @@ export class StreamTail {
   }
 
   usage(): TokenUsage | null {
-    const decoder = new TextDecoder();
-    return usageIn(this.#chunks.map((c) => decoder.decode(c, { stream: true })).join(""));
+    // One decode of the joined bytes: a decode per chunk (with `stream` for characters cut
+    // between chunks) was an op call each, most of what reading a stream's counts cost.
+    const joined = new Uint8Array(this.#bytes);
+    let at = 0;
+    for (const chunk of this.#chunks) {
+      joined.set(chunk, at);
+      at += chunk.byteLength;
+    }
+    return usageIn(new TextDecoder().decode(joined));
   }
 }
