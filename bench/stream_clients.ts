@@ -16,6 +16,7 @@
  * host's clock), so the two compare.
  */
 import process from "node:process";
+import { concatBytes } from "../lib/bytes.ts";
 
 export interface StreamClientsOptions {
   /** The server, e.g. `http://127.0.0.1:8080`. */
@@ -153,7 +154,7 @@ async function oneStream(
         head.push(buf.slice(0, i));
         if (headAt < HEAD_END.length) continue;
         inBody = true;
-        const text = new TextDecoder().decode(concat(head)).toLowerCase();
+        const text = new TextDecoder().decode(concatBytes(head)).toLowerCase();
         if (!text.startsWith("http/1.1 200")) throw new Error(text.split("\r\n")[0]);
         chunked = /\r\ntransfer-encoding:\s*chunked/.test(text);
       }
@@ -212,16 +213,6 @@ async function oneStream(
   }
 }
 
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((sum, p) => sum + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-
 /** Every client at once, in this process. */
 export async function runClients(opts: StreamClientsOptions): Promise<StreamClientsResult> {
   const { hostname, port } = new URL(opts.url);
@@ -233,7 +224,7 @@ export async function runClients(opts: StreamClientsOptions): Promise<StreamClie
     fake_tokens: opts.tokens,
     fake_token_ms: opts.tokenMs,
   }));
-  const request = concat([
+  const request = concatBytes([
     encoder.encode(
       `POST /v1/chat/completions HTTP/1.1\r\nhost: ${hostname}:${port}\r\n` +
         `content-type: application/json\r\ncontent-length: ${body.length}\r\n` +

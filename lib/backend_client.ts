@@ -18,6 +18,7 @@
  * Over 350 lines on purpose: the pool, the exchange and the body reader share one connection's
  * state and its failure modes.
  */
+import { concatBytes } from "./bytes.ts";
 import { ChunkedDecoder, headEnd, latin1 } from "./http1.ts";
 import { type HeaderList, isHopByHop } from "./http_headers.ts";
 
@@ -460,18 +461,10 @@ export class BackendBody {
       return out;
     }
     const parts: Uint8Array[] = [];
-    let total = 0;
     for (let chunk = await this.read(); chunk !== null; chunk = await this.read()) {
       parts.push(chunk);
-      total += chunk.byteLength;
     }
-    const out = new Uint8Array(total);
-    let at = 0;
-    for (const part of parts) {
-      out.set(part, at);
-      at += part.byteLength;
-    }
-    return out;
+    return concatBytes(parts);
   }
 
   /** The next piece of the body as it came, or null at its end. */
@@ -499,7 +492,7 @@ export class BackendBody {
           conn.start += fed.used;
           // Views of the read buffer, which the next read reuses: a copy goes out, one for
           // all the pieces one read brought (sent together, they go on together).
-          if (fed.data.length > 0) this.#pending = joined(fed.data);
+          if (fed.data.length > 0) this.#pending = concatBytes(fed.data);
           if (this.#decoder.done) {
             this.#finish(this.#framing.kind === "chunked" && this.#framing.keep);
           }
@@ -564,16 +557,4 @@ export class BackendBody {
     if (reusable && !this.#signal.aborted) this.#client.release(conn);
     else conn.close();
   }
-}
-
-/** The pieces as one array (the piece itself when it is one, copied off the read buffer). */
-function joined(pieces: Uint8Array[]): Uint8Array {
-  if (pieces.length === 1) return pieces[0].slice();
-  const out = new Uint8Array(pieces.reduce((sum, piece) => sum + piece.byteLength, 0));
-  let at = 0;
-  for (const piece of pieces) {
-    out.set(piece, at);
-    at += piece.byteLength;
-  }
-  return out;
 }

@@ -5,6 +5,8 @@
  * `stream_options.include_usage`). Pure; no I/O.
  */
 
+import { concatBytes } from "./bytes.ts";
+
 export interface TokenUsage {
   prompt: number;
   completion: number;
@@ -113,12 +115,6 @@ export class StreamTail {
   usage(): TokenUsage | null {
     // One decode of the joined bytes: a decode per chunk (with `stream` for characters cut
     // between chunks) was an op call each, most of what reading a stream's counts cost.
-    const joined = new Uint8Array(this.#bytes);
-    let at = 0;
-    for (const chunk of this.#chunks) {
-      joined.set(chunk, at);
-      at += chunk.byteLength;
-    }
-    return usageIn(new TextDecoder().decode(joined));
+    return usageIn(new TextDecoder().decode(concatBytes(this.#chunks)));
   }
 }
