@@ -457,7 +457,7 @@ export class BackendBody {
         at += n;
       }
       this.#left = 0;
-      this.#finish(true);
+      this.#finish(this.#framing.keep);
       return out;
     }
     const parts: Uint8Array[] = [];

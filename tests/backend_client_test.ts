@@ -301,6 +301,26 @@ Deno.test("a connection the backend says it closes is never reused, even after a
   );
 });
 
+Deno.test("a connection the backend says it closes carries no second request, whatever the answer", async () => {
+  const answers = [
+    "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
+    "HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\n{}",
+    "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+    "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: keep-alive, close\r\n\r\n",
+  ];
+  // The backend leaves its side open: a reuse would reach it as a second request.
+  await withBackend(
+    (conn, seen) => write(conn, answers[Number(seen.body)]),
+    async (backend, client) => {
+      for (const i of [0, 0, 1, 1, 2, 2, 3, 3]) {
+        await (await post(client, backend.url, String(i))).body.bytes();
+      }
+      assert.equal(backend.connections, 8);
+      assert.deepEqual(backend.seen.map((s) => s.connection), [1, 2, 3, 4, 5, 6, 7, 8]);
+    },
+  );
+});
+
 Deno.test("when every kept connection went stale at once, the retry takes a new one", async () => {
   let release!: () => void;
   const both = new Promise<void>((resolve) => release = resolve);
