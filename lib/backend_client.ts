@@ -19,7 +19,15 @@
  * state and its failure modes.
  */
 import { concatBytes } from "./bytes.ts";
-import { ChunkedDecoder, headEnd, latin1 } from "./http1.ts";
+import {
+  ChunkedDecoder,
+  FIELD_NAME,
+  FIELD_VALUE_CONTROL,
+  headEnd,
+  keepsAlive,
+  latin1,
+  withHead,
+} from "./http1.ts";
 import { type HeaderList, isHopByHop } from "./http_headers.ts";
 
 export interface BackendRequest {
@@ -141,8 +149,9 @@ export class BackendClient {
    * @throws the signal's reason when it aborted first.
    */
   async send(req: BackendRequest): Promise<BackendResponse> {
-    const origin = this.#origin(req.url);
-    const head = requestHead(req, origin);
+    const path = req.url.indexOf("/", req.url.indexOf("//") + 2);
+    const origin = this.#origin(req.url, path === -1 ? req.url.length : path);
+    const head = requestHead(req, origin, path === -1 ? "/" : req.url.slice(path));
     for (let attempt = 0;; attempt++) {
       req.signal.throwIfAborted();
       // A retry takes a new connection: the others kept may be as stale as the one that failed.
@@ -215,8 +224,7 @@ export class BackendClient {
     const now = performance.now();
     while (list !== undefined && list.length > 0) {
       const conn = list.pop()!;
-      if (now - conn.idleSince < IDLE_MS) return conn;
-      conn.close();
+      if (usable(conn, now)) return conn;
     }
     return null;
   }
@@ -227,11 +235,7 @@ export class BackendClient {
       const now = performance.now();
       let left = 0;
       for (const [key, list] of this.#idle) {
-        const fresh = list.filter((conn) => {
-          if (now - conn.idleSince < IDLE_MS) return true;
-          conn.close();
-          return false;
-        });
+        const fresh = list.filter((conn) => usable(conn, now));
         if (fresh.length === 0) this.#idle.delete(key);
         else this.#idle.set(key, fresh);
         left += fresh.length;
@@ -252,8 +256,9 @@ export class BackendClient {
     return new Connection(origin, conn);
   }
 
-  #origin(url: string): Origin {
-    const key = url.slice(0, url.indexOf("/", url.indexOf("//") + 2) >>> 0);
+  /** The origin `url` names before `pathAt`, parsed once per origin. */
+  #origin(url: string, pathAt: number): Origin {
+    const key = url.slice(0, pathAt);
     let origin = this.#origins.get(key);
     if (origin === undefined) {
       const parsed = new URL(url);
@@ -275,6 +280,13 @@ export class BackendClient {
   }
 }
 
+/** Whether an idle connection may still be used at `now`; one idle too long is closed. */
+function usable(conn: Connection, now: number): boolean {
+  if (now - conn.idleSince < IDLE_MS) return true;
+  conn.close();
+  return false;
+}
+
 /** The connection failed before the answer started; the cause says how. */
 class StaleConnection extends Error {
   constructor(cause: unknown) {
@@ -283,28 +295,17 @@ class StaleConnection extends Error {
 }
 
 /** The request line and headers, as bytes (header values are bytes, one per char). */
-function requestHead(req: BackendRequest, origin: Origin): string {
-  const q = req.url.indexOf("/", req.url.indexOf("//") + 2);
-  const target = q === -1 ? "/" : req.url.slice(q);
+function requestHead(req: BackendRequest, origin: Origin, target: string): string {
   let text = `${req.method} ${target} HTTP/1.1\r\nhost: ${origin.host}\r\n`;
   for (const [name, value] of req.headers) text += `${name}: ${value}\r\n`;
   if (req.body !== null) text += `content-length: ${req.body.byteLength}\r\n`;
   return text + "\r\n";
 }
 
-const encoder = new TextEncoder();
-// deno-lint-ignore no-control-regex -- any char below 0x80 is one byte either way
-const ASCII = /^[\x00-\x7f]*$/;
-
 async function sendRequest(conn: Connection, head: string, body: Uint8Array | null) {
   const small = body === null || body.byteLength <= COALESCE_BODY;
-  const bytes = new Uint8Array(head.length + (small && body !== null ? body.byteLength : 0));
-  // Header values are bytes, one per char: UTF-8 would turn one above 0x7f into two.
-  if (ASCII.test(head)) encoder.encodeInto(head, bytes);
-  else for (let i = 0; i < head.length; i++) bytes[i] = head.charCodeAt(i);
-  if (small && body !== null) bytes.set(body, head.length);
   try {
-    await conn.write(bytes);
+    await conn.write(withHead(head, small && body !== null ? body : NO_BYTES));
     if (!small) await conn.write(body!);
   } catch (err) {
     throw new StaleConnection(err);
@@ -326,9 +327,7 @@ interface ResponseHead {
 }
 
 const STATUS_LINE = /^HTTP\/1\.([01]) (\d{3})(?: (.*))?$/;
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
-// deno-lint-ignore no-control-regex -- a field value holds no controls but tab
-const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
+const NO_BYTES = new Uint8Array(0);
 
 async function readResponseHead(conn: Connection, method: string): Promise<ResponseHead> {
   for (let first = true;; first = false) {
@@ -365,7 +364,7 @@ async function readResponseHead(conn: Connection, method: string): Promise<Respo
     const headers: HeaderList = [];
     let length = -1;
     let chunked = false;
-    let close = !http11;
+    let connection = "";
     for (let i = 1; i < lines.length; i++) {
       const text = lines[i];
       if ((text[0] === " " || text[0] === "\t") && headers.length > 0) {
@@ -376,7 +375,7 @@ async function readResponseHead(conn: Connection, method: string): Promise<Respo
       const name = text.slice(0, Math.max(colon, 0)).toLowerCase();
       const value = text.slice(colon + 1).trim();
       // What a Response would refuse later, when nothing would close the connection.
-      if (!TOKEN.test(name) || BAD_VALUE.test(value)) {
+      if (!FIELD_NAME.test(name) || FIELD_VALUE_CONTROL.test(value)) {
         throw new BackendProtocolError(`malformed header line '${text.slice(0, 60)}'`);
       }
       if (name === "content-length") {
@@ -387,20 +386,19 @@ async function readResponseHead(conn: Connection, method: string): Promise<Respo
       } else if (name === "transfer-encoding") {
         chunked = value.toLowerCase().split(",").map((v) => v.trim()).includes("chunked");
       } else if (name === "connection") {
-        const tokens = value.toLowerCase().split(",").map((token) => token.trim());
-        if (tokens.includes("close")) close = true;
-        else if (tokens.includes("keep-alive")) close = false;
+        connection += `,${value.toLowerCase()}`;
       } else if (!isHopByHop(name)) {
         headers.push([name, value]);
       }
     }
+    const keep = keepsAlive(http11, connection);
     const bodiless = method === "HEAD" || status === 204 || status === 304;
     const framing: Framing = bodiless
-      ? { kind: "none", keep: !close }
+      ? { kind: "none", keep }
       : chunked
-      ? { kind: "chunked", keep: !close }
+      ? { kind: "chunked", keep }
       : length >= 0
-      ? { kind: "length", length, keep: !close }
+      ? { kind: "length", length, keep }
       : { kind: "close" };
     return { status, statusText: line[3] ?? "", headers, framing };
   }

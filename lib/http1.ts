@@ -53,12 +53,36 @@ export function latin1(bytes: Uint8Array): string {
   return out;
 }
 
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** A field name (a token, RFC 9110 §5.1). */
+export const FIELD_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 // deno-lint-ignore no-control-regex -- a target holds no controls or spaces (RFC 9112 §3.2)
 const REQUEST_LINE = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([^\x00-\x20\x7f]+) HTTP\/1\.([01])$/;
 /** Control characters a field value may not hold (tab is allowed). */
 // deno-lint-ignore no-control-regex -- naming the controls is the point
-const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
+export const FIELD_VALUE_CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/;
+
+/**
+ * Whether a connection stays open after this message, from its version and its Connection
+ * values joined by commas (lowercase): HTTP/1.1 unless `close`, HTTP/1.0 only with `keep-alive`.
+ */
+export function keepsAlive(http11: boolean, connection: string): boolean {
+  const tokens = connection.split(",").map((token) => token.trim());
+  return http11 ? !tokens.includes("close") : tokens.includes("keep-alive");
+}
+
+const encoder = new TextEncoder();
+
+/** `head` and `body` in one buffer, for one write. */
+export function withHead(head: string, body: Uint8Array): Uint8Array {
+  // Header values are byte strings: one byte per char, which UTF-8 keeps only for ASCII.
+  // deno-lint-ignore no-control-regex -- the test is for bytes past ASCII, controls included
+  const ascii = !/[^\x00-\x7f]/.test(head);
+  const out = new Uint8Array(head.length + body.byteLength);
+  if (ascii) encoder.encodeInto(head, out);
+  else for (let i = 0; i < head.length; i++) out[i] = head.charCodeAt(i);
+  out.set(body, head.length);
+  return out;
+}
 
 /** Reads a head: the bytes from the request line up to and without the blank line. */
 export function parseHead(text: string): RequestHead {
@@ -79,11 +103,11 @@ export function parseHead(text: string): RequestHead {
     const field = lines[i];
     const colon = field.indexOf(":");
     const name = colon > 0 ? field.slice(0, colon) : "";
-    if (!TOKEN.test(name)) {
+    if (!FIELD_NAME.test(name)) {
       throw new MalformedRequest(400, `Malformed header line '${field.slice(0, 100)}'`);
     }
     const value = field.slice(colon + 1).trim();
-    if (BAD_VALUE.test(value)) {
+    if (FIELD_VALUE_CONTROL.test(value)) {
       throw new MalformedRequest(400, `Header '${name}' holds a control character`);
     }
     headers.push([name, value]);
@@ -122,7 +146,6 @@ export function parseHead(text: string): RequestHead {
     }
     body = Number(length);
   }
-  const tokens = connection.split(",").map((t) => t.trim());
   return {
     method: line[1],
     target: line[2],
@@ -130,7 +153,7 @@ export function parseHead(text: string): RequestHead {
     headers,
     body,
     expectContinue: http11 && expect === "100-continue",
-    keepAlive: http11 ? !tokens.includes("close") : tokens.includes("keep-alive"),
+    keepAlive: keepsAlive(http11, connection),
   };
 }
 

@@ -39,7 +39,9 @@ import {
   parseHead,
   type RequestHead,
   statusLine,
+  withHead,
 } from "./http1.ts";
+import { isEventStreamType } from "./http_headers.ts";
 
 export type FetchHandler = (request: Request) => Response | Promise<Response>;
 
@@ -615,7 +617,7 @@ class Connection {
         name === "keep-alive"
       ) return;
       if (name === "content-type") {
-        eventStream = value.toLowerCase().startsWith("text/event-stream");
+        eventStream = isEventStreamType(value);
       } else if (name === "date") dated = true;
       text += `${name}: ${value}\r\n`;
     });
@@ -760,18 +762,6 @@ function atHand<T>(promise: Promise<T>, turns: number): Promise<T | typeof LATE>
 }
 
 const same = <T>(value: T) => value;
-
-/** `head` and `body` in one buffer, for one write. */
-function withHead(head: string, body: Uint8Array): Uint8Array {
-  // Header values are byte strings: one byte per char, which UTF-8 keeps only for ASCII.
-  // deno-lint-ignore no-control-regex -- the test is for bytes past ASCII, controls included
-  const ascii = !/[^\x00-\x7f]/.test(head);
-  const out = new Uint8Array(head.length + body.byteLength);
-  if (ascii) encoder.encodeInto(head, out);
-  else for (let i = 0; i < head.length; i++) out[i] = head.charCodeAt(i);
-  out.set(body, head.length);
-  return out;
-}
 
 /** A chunk of a chunked answer: its size in hex, the bytes, CRLF; one buffer for one write. */
 function chunkFrame(chunk: Uint8Array): Uint8Array {

@@ -102,8 +102,11 @@ export async function forward(
   };
 }
 
-/** Statuses whose answers have no body (a Response with one is refused). */
-const NULL_BODY = new Set([101, 103, 204, 205, 304]);
+/**
+ * Final statuses whose answers have no body (a Response with one is refused); interim ones
+ * never come this far.
+ */
+const NULL_BODY = new Set([204, 205, 304]);
 
 /**
  * Asks the backend for an uncompressed answer (the proxy reads its token counts), whatever

@@ -301,7 +301,7 @@ Deno.test("a connection the backend says it closes is never reused, even after a
   );
 });
 
-Deno.test("a connection the backend says it closes carries no second request, whatever the answer", async () => {
+Deno.test("a connection the backend says it closes carries no second request, after a length, chunked, HTTP/1.0 or empty answer", async () => {
   const answers = [
     "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
     "HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\n{}",
