@@ -22,6 +22,7 @@ import type { Cluster } from "../lib/cluster/cluster.ts";
 import { HOP_HEADER } from "../lib/cluster/hop.ts";
 import type { Logger } from "../lib/log.ts";
 import type { Metrics } from "../lib/metrics.ts";
+import { newRequestId } from "../lib/request_id.ts";
 import type { SwapManager } from "../lib/swap_manager.ts";
 import type { Dispatcher } from "../lib/dispatcher.ts";
 import type { BatchService } from "../lib/batch/service.ts";
@@ -66,25 +67,6 @@ export type AppEnv = {
     hop: string | null;
   };
 };
-
-/**
- * Random bytes for request ids, drawn 4 KB at a time: one getRandomValues call per 512 ids
- * instead of a randomUUID (an op call and two string copies) per request. Still 16 hex digits
- * from the system's CSPRNG, all 64 bits random (a UUID's version digit was fixed).
- */
-const idBytes = new Uint8Array(4096);
-let idAt = idBytes.length;
-const HEX = Array.from({ length: 256 }, (_, byte) => byte.toString(16).padStart(2, "0"));
-
-function newRequestId(): string {
-  if (idAt === idBytes.length) {
-    crypto.getRandomValues(idBytes);
-    idAt = 0;
-  }
-  let id = "req_";
-  for (const end = idAt + 8; idAt < end; idAt++) id += HEX[idBytes[idAt]];
-  return id;
-}
 
 export function createApp(deps: AppDeps): Hono<AppEnv> {
   const app = new Hono<AppEnv>();

@@ -10,6 +10,7 @@ import { findModel } from "../lib/config.ts";
 import type { Config, ModelConfig } from "../lib/config_types.ts";
 import { withoutCredentials } from "../lib/auth.ts";
 import { checkRequestBody } from "../lib/request_checks.ts";
+import { REQUEST_ID } from "../lib/request_id.ts";
 import {
   clientClosed,
   invalidHop,
@@ -41,9 +42,6 @@ function modelEntry(model: ModelConfig, created: number, state: ModelState, kvCa
     kv_cache: kvCache,
   };
 }
-
-/** The ids app.ts gives requests: a forwarded request may keep its first node's. */
-const REQUEST_ID = /^req_[0-9a-f]{16}$/;
 
 /** How long past request_timeout a forward may take before this node gives up on the peer. */
 const FORWARD_MARGIN_MS = 5000;

@@ -14,7 +14,7 @@ async function expectError(res: Response, status: number, code: string) {
   assert.deepEqual(Object.keys(body), ["error"]);
   assert.deepEqual(Object.keys(body.error).sort(), ["code", "message", "param", "type"]);
   assert.equal(body.error.code, code);
-  assert.match(res.headers.get("x-request-id") ?? "", /^req_[0-9a-f]{16}$/);
+  assert.match(res.headers.get("x-request-id") ?? "", /^req_[0-9a-f]{24}$/);
   return body.error as { message: string; type: string; param: string | null; code: string };
 }
 

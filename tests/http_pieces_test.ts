@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { parseRoutingFields, readBody } from "../lib/body.ts";
 import { checkRequestBody } from "../lib/request_checks.ts";
+import { newRequestId, REQUEST_ID } from "../lib/request_id.ts";
 import { demuxLogs } from "../lib/docker.ts";
 import { ApiError } from "../lib/errors.ts";
 import { isReadyAnswer, pollIntervalMs } from "../lib/health.ts";
@@ -86,6 +87,18 @@ Deno.test("parseRoutingFields() checks what the OpenAI routes require, naming th
     "/v1/chat/completions",
   );
   assert.equal(ok.model, "m"); // brackets inside strings are not nesting
+});
+
+Deno.test("newRequestId(): ids sort in arrival order and stay distinct within one millisecond", () => {
+  const now = Date.UTC(2026, 11, 2);
+  const sameMs = Array.from({ length: 10_000 }, () => newRequestId(now));
+  assert.equal(new Set(sameMs).size, sameMs.length);
+  for (const id of sameMs) assert.match(id, REQUEST_ID);
+  const later = [newRequestId(now + 1), newRequestId(now + 1000), newRequestId(now + 86_400_000)];
+  const max = sameMs.reduce((a, b) => (a > b ? a : b));
+  assert.ok(max < later[0] && later[0] < later[1] && later[1] < later[2]);
+  // A peer's id from before the time prefix is still one of ours.
+  assert.match("req_fc71ed15f4414ecd", REQUEST_ID);
 });
 
 Deno.test("readBody() stops a chunked body that passes the limit with 413", async () => {
