@@ -26,8 +26,16 @@ export interface ConfigReloaderDeps {
   log: Logger;
 }
 
-/** Editors save in several steps (write, rename, chmod): wait for the burst to end. */
-const SETTLE_MS = 250;
+/**
+ * How often the watch looks at the file. A change is taken once the file looked the same at two
+ * looks in a row, since editors save in several steps (write, rename, chmod).
+ */
+const POLL_MS = 500;
+
+/** What tells one version of the file from another without reading it. */
+function versionOf(info: Deno.FileInfo): string {
+  return `${info.ino}:${info.size}:${info.mtime?.getTime()}`;
+}
 
 export class ConfigReloader {
   readonly #deps: ConfigReloaderDeps;
@@ -45,37 +53,31 @@ export class ConfigReloader {
   }
 
   /**
-   * Reloads whenever `path` changes, until `signal` aborts. Watches the directory, since
-   * many editors replace the file rather than write into it.
+   * Reloads whenever `path` changes, until `signal` aborts. The file is polled (a stat every
+   * POLL_MS), not watched: a watch is on the directory, since many editors replace the file
+   * rather than write into it, and woke the proxy for every write beside the file, such as its
+   * own log when started with `> proxy.log` next to config.yml (several syscalls per line).
    */
   async watch(path: string, signal: AbortSignal): Promise<void> {
-    const absolute = await Deno.realPath(path);
-    const dir = absolute.slice(0, absolute.lastIndexOf("/")) || "/";
-    const watcher = Deno.watchFs(dir, { recursive: false });
-    signal.addEventListener("abort", () => watcher.close(), { once: true });
-    let timer: ReturnType<typeof setTimeout> | null = null;
-    let lastText = await Deno.readTextFile(absolute).catch(() => "");
-    try {
-      for await (const event of watcher) {
-        if (!event.paths.some((p) => p === absolute)) continue;
-        if (timer !== null) clearTimeout(timer);
-        timer = setTimeout(async () => {
-          timer = null;
-          // Saving without a change, or a half-written file's second event: nothing to do.
-          const text = await Deno.readTextFile(absolute).catch(() => null);
-          if (text === null || text === lastText) return;
-          lastText = text;
-          // Nobody awaits a timer: an unexpected error is logged, not left to end the process.
-          await this.reload("file").catch((err) =>
-            this.#deps.log.error("config_reload_failed", {
-              trigger: "file",
-              error: messageOf(err),
-            })
-          );
-        }, SETTLE_MS);
-      }
-    } finally {
-      if (timer !== null) clearTimeout(timer);
+    const look = () => Deno.stat(path).then(versionOf, () => null);
+    let loaded = await look();
+    let lastText = await Deno.readTextFile(path).catch(() => "");
+    let seen = loaded;
+    while (!signal.aborted) {
+      await pause(POLL_MS, signal);
+      const now = await look();
+      const settled = now === seen;
+      seen = now;
+      if (now === null || now === loaded || !settled) continue;
+      loaded = now;
+      // Saving without a change: nothing to do.
+      const text = await Deno.readTextFile(path).catch(() => null);
+      if (text === null || text === lastText) continue;
+      lastText = text;
+      // An unexpected error is logged: the watch goes on.
+      await this.reload("file").catch((err) =>
+        this.#deps.log.error("config_reload_failed", { trigger: "file", error: messageOf(err) })
+      );
     }
   }
 
@@ -112,4 +114,18 @@ export class ConfigReloader {
     });
     return { ok: true, changes };
   }
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts; never keeps the process alive. */
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    Deno.unrefTimer(timer);
+    signal.addEventListener("abort", done, { once: true });
+  });
 }
