@@ -198,7 +198,7 @@ export async function startProxy(
     reload: reloader === null ? null : (trigger) => reloader.reload(trigger),
   });
 
-  const server = await serveHttp(app.fetch, {
+  const server = await serveHttp(app, {
     hostname: config.host,
     port: config.port,
     log,

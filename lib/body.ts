@@ -79,6 +79,18 @@ class ArrivingBody {
   }
 }
 
+/**
+ * A request's body as the server hands it over: the bytes, when all of them came with the head;
+ * a stream, read as it arrives; or none.
+ */
+export type IncomingBody = Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array> | null;
+
+/** What reading a body needs of a request: a web Request is one. */
+export interface BodiedRequest {
+  readonly headers: Headers;
+  readonly body: IncomingBody;
+}
+
 const arrivedWhole = new WeakMap<Request, Uint8Array<ArrayBuffer>>();
 
 /**
@@ -89,6 +101,12 @@ export function arrivedWithHead(request: Request, bytes: Uint8Array<ArrayBuffer>
   arrivedWhole.set(request, bytes);
 }
 
+function bodyOf(req: BodiedRequest): IncomingBody {
+  if (!(req instanceof Request)) return req.body;
+  const whole = arrivedWhole.get(req);
+  return whole !== undefined && !req.bodyUsed ? whole : req.body;
+}
+
 /**
  * Reads the whole body as it arrives, stopping as soon as it passes `limit` bytes, counting
  * what it holds in `tally`.
@@ -96,28 +114,28 @@ export function arrivedWithHead(request: Request, bytes: Uint8Array<ArrayBuffer>
  * connection broke or timed out first; whatever `tally` throws (429) when memory is spent.
  */
 export async function readBody(
-  req: Request,
+  req: BodiedRequest,
   limit: number,
   tally: ByteTally = noTally,
 ): Promise<Uint8Array<ArrayBuffer>> {
   const header = req.headers.get("content-length");
   const declared = header === null ? null : Number(header);
+  const incoming = bodyOf(req);
   if (declared !== null && declared > limit) {
-    await req.body?.cancel();
+    if (incoming instanceof ReadableStream) await incoming.cancel();
     throw bodyTooLarge(limit);
   }
-  const whole = arrivedWhole.get(req);
-  if (whole !== undefined && !req.bodyUsed) {
-    if (whole.byteLength > limit) throw bodyTooLarge(limit);
-    tally.take(whole.byteLength);
-    return whole;
+  if (incoming instanceof Uint8Array) {
+    if (incoming.byteLength > limit) throw bodyTooLarge(limit);
+    tally.take(incoming.byteLength);
+    return incoming;
   }
-  if (req.body === null) return new Uint8Array(0);
+  if (incoming === null) return new Uint8Array(0);
   const body = new ArrivingBody(
     declared !== null && Number.isSafeInteger(declared) ? declared : null,
     tally,
   );
-  const reader = req.body.getReader();
+  const reader = incoming.getReader();
   try {
     while (true) {
       let chunk: ReadableStreamReadResult<Uint8Array>;
