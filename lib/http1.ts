@@ -84,6 +84,20 @@ export function withHead(head: string, body: Uint8Array): Uint8Array {
   return out;
 }
 
+/**
+ * A target taken as it is: letters, digits, `_`, `-` and `/` in the path, and a plain query. Any
+ * other is parsed as a URL, as a web Request would (dot segments, a bare `?`, `#`).
+ */
+const PLAIN_TARGET = /^(\/[\w\-/]*)(\?[\w\-.~=&%+,:]+)?$/;
+
+/** An origin-form target's path and query (with its `?`, or empty), as a URL gives them. */
+export function targetParts(target: string): { pathname: string; search: string } {
+  const plain = PLAIN_TARGET.exec(target);
+  if (plain !== null) return { pathname: plain[1], search: plain[2] ?? "" };
+  const url = new URL("http://proxy" + target);
+  return { pathname: url.pathname, search: url.search };
+}
+
 /** Reads a head: the bytes from the request line up to and without the blank line. */
 export function parseHead(text: string): RequestHead {
   const lines = text.split("\r\n");

@@ -30,7 +30,7 @@ import {
 import type { Logger } from "./log.ts";
 import { chunkSourceOf, documentOf, readerSource } from "./chunk_source.ts";
 import { Deadlines } from "./deadlines.ts";
-import { arrivedWithHead, type BodiedRequest, type IncomingBody } from "./body.ts";
+import { arrivedWithHead, type BodiedRequest } from "./body.ts";
 import {
   ChunkedDecoder,
   headEnd,
@@ -39,6 +39,7 @@ import {
   parseHead,
   type RequestHead,
   statusLine,
+  targetParts,
   withHead,
 } from "./http1.ts";
 import { isEventStreamType } from "./http_headers.ts";
@@ -47,17 +48,19 @@ export type FetchHandler = (request: Request) => Response | Promise<Response>;
 
 /** A request handed to a direct route: what the server read, with no web Request built. */
 export interface DirectRequest extends BodiedRequest {
+  /** As sent (a web Request would upper-case `post`). */
   readonly method: string;
-  /** The request target as sent: path and query. */
-  readonly target: string;
+  /** The target's path as a URL reads it (dot segments resolved; escapes kept). */
+  readonly pathname: string;
+  /** The query with its `?`, or empty. */
+  readonly search: string;
   /** Aborts (with a ClientGoneError) when the client leaves. */
   readonly signal: AbortSignal;
-  readonly body: IncomingBody;
 }
 
 /** Requests a handler answers without a web Request being built for them. */
 export interface DirectRoute {
-  takes(method: string, target: string): boolean;
+  takes(method: string, pathname: string): boolean;
   answer(request: DirectRequest): Promise<Response>;
 }
 
@@ -493,10 +496,12 @@ class Connection {
     try {
       const bodied = head.body !== 0 && head.method !== "GET" && head.method !== "HEAD";
       const body = bodied ? this.#body(head) : null;
-      if (direct?.takes(head.method, head.target)) {
+      const parts = direct === undefined ? null : targetParts(head.target);
+      if (direct !== undefined && parts !== null && direct.takes(head.method, parts.pathname)) {
         const request: DirectRequest = {
           method: head.method,
-          target: head.target,
+          pathname: parts.pathname,
+          search: parts.search,
           headers: new Headers(head.headers),
           signal: gone.signal,
           body,

@@ -32,11 +32,12 @@ const OPEN: Admission = Object.freeze({ caller: null, hop: null });
 export async function admit(
   deps: Pick<AppDeps, "live" | "cluster">,
   headers: Headers,
-  modelRoute: boolean,
+  /** A model request: the only kind a peer forwards. */
+  hopAllowed: boolean,
 ): Promise<Admission> {
   const hop = headers.get(HOP_HEADER);
   if (hop !== null) {
-    if (!modelRoute || !deps.cluster?.plausibleHop(hop)) throw invalidHop();
+    if (!hopAllowed || !deps.cluster?.plausibleHop(hop)) throw invalidHop();
     return { caller: null, hop };
   }
   const keys = deps.live.keys;

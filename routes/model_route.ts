@@ -34,26 +34,22 @@ import { admit, errorResponse } from "./gate.ts";
 /** How long past request_timeout a forward may take before this node gives up on the peer. */
 const FORWARD_MARGIN_MS = 5000;
 
-/**
- * A target taken as it is: letters, digits, `_`, `-` and `/` in the path, and a plain query. The
- * rest is parsed as a URL first, as a web Request would (dot segments, escapes).
- */
-const PLAIN_TARGET = /^(\/v1\/[\w\-/]*)(\?[\w\-.~=&%+,:]+)?$/;
+/** Routes of their own under /v1, for Hono. */
 const NOT_MODELS = /^\/v1\/(files|batches)(\/|$)/;
 
-/** The target's path and query (with its `?`, or empty), as a URL would give them. */
-function partsOf(target: string): { pathname: string; search: string } {
-  const plain = PLAIN_TARGET.exec(target);
-  if (plain !== null) return { pathname: plain[1], search: plain[2] ?? "" };
-  const url = new URL("http://proxy" + target);
-  return { pathname: url.pathname, search: url.search };
+/** The path as routes match it: escapes decoded (as Hono does), unless they do not decode. */
+function routedPath(pathname: string): string {
+  if (!pathname.includes("%")) return pathname;
+  try {
+    return decodeURI(pathname);
+  } catch {
+    return pathname;
+  }
 }
 
 /** One model request on its way through: what the client sent and what was learnt of it. */
 interface ModelRequest {
   readonly http: DirectRequest;
-  readonly pathname: string;
-  readonly search: string;
   /** Shown to the client; a request a peer forwarded takes its first node's. */
   id: string;
   /** Who sent it: a key's owner, or the caller a peer's hop vouches for. */
@@ -90,7 +86,7 @@ export function modelRoute(deps: AppDeps): DirectRoute {
     const req = r.http;
     const { path, body } = request;
     if (r.hop !== null) {
-      const hop = cluster.verifyHop(r.hop, { method: req.method, path, body });
+      const hop = cluster.verifyHop(r.hop, { method: "POST", path, body });
       if (hop === null) throw invalidHop();
       r.caller = hop.caller;
       const firstId = req.headers.get("x-request-id");
@@ -142,7 +138,7 @@ export function modelRoute(deps: AppDeps): DirectRoute {
         const answer = await cluster.forward(route.peer, {
           ...request,
           id: r.id,
-          method: req.method,
+          method: "POST",
           signal,
           onEnd: release,
         }, r.caller);
@@ -186,8 +182,8 @@ export function modelRoute(deps: AppDeps): DirectRoute {
       const remote = local === undefined ? deps.cluster?.remoteModel(fields.model) ?? null : null;
       // An unknown model is a 404 before anything about the body, as with OpenAI.
       if (local === undefined && remote === null) throw notFound(config, fields.model);
-      checkRequestBody(r.pathname, fields.skeleton, { maxMessages: config.maxMessages });
-      const path = r.pathname + r.search;
+      checkRequestBody(req.pathname, fields.skeleton, { maxMessages: config.maxMessages });
+      const path = req.pathname + req.search;
       // With keys configured, the proxy's key is ours to check, not the backend's to see.
       const headers = r.caller ? withoutCredentials(req.headers) : req.headers;
       const forwarded = await toPeer(r, config, local?.id ?? remote!.id, remote, {
@@ -209,7 +205,7 @@ export function modelRoute(deps: AppDeps): DirectRoute {
       job = new Job({
         id: r.id,
         model: model.id,
-        method: req.method,
+        method: "POST",
         path,
         body,
         headers,
@@ -236,7 +232,7 @@ export function modelRoute(deps: AppDeps): DirectRoute {
     req.signal.addEventListener("abort", clientGone, { once: true });
     // The client may have gone while its body was parsed: the event fired before we listened.
     if (req.signal.aborted) clientGone();
-    const chat = r.pathname === "/v1/chat/completions";
+    const chat = req.pathname === "/v1/chat/completions";
     return await respond(job, {
       keepaliveMs: config.keepaliveMs,
       timeoutS: config.requestTimeoutMs / 1000,
@@ -251,20 +247,14 @@ export function modelRoute(deps: AppDeps): DirectRoute {
   }
 
   return {
-    takes(method, target) {
-      if (method !== "POST" || !target.startsWith("/v1/")) return false;
-      return !NOT_MODELS.test(partsOf(target).pathname);
+    takes(method, pathname) {
+      // Any case: a web Request upper-cases `post`, and Hono then routed it here.
+      if (method !== "POST" && method.toUpperCase() !== "POST") return false;
+      const path = routedPath(pathname);
+      return (path === "/v1" || path.startsWith("/v1/")) && !NOT_MODELS.test(path);
     },
     async answer(http) {
-      const { pathname, search } = partsOf(http.target);
-      const r: ModelRequest = {
-        http,
-        pathname,
-        search,
-        id: newRequestId(),
-        caller: null,
-        hop: null,
-      };
+      const r: ModelRequest = { http, id: newRequestId(), caller: null, hop: null };
       let response: Response;
       try {
         const admission = await admit(deps, http.headers, true);
@@ -272,7 +262,7 @@ export function modelRoute(deps: AppDeps): DirectRoute {
         r.hop = admission.hop;
         response = await serve(r);
       } catch (err) {
-        response = errorResponse(deps, err, { id: r.id, path: pathname });
+        response = errorResponse(deps, err, { id: r.id, path: http.pathname });
       }
       response.headers.set("x-request-id", r.id);
       return response;

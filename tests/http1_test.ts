@@ -180,23 +180,33 @@ Deno.test("pipelined requests on one connection each get an answer, the later he
   });
 });
 
-Deno.test("a model request's target is read as a URL would read it: dot segments and escapes reach the model, a path that resolves to /v1/files does not", async () => {
+Deno.test("a model request's target is read as a URL would read it: dot segments and escapes reach the model, paths that resolve elsewhere get those routes' answers", async () => {
   await withHomelabProxy([{ id: "a" }], "", async ({ lab, proxy }) => {
     const port = Number(new URL(proxy.url).port);
     const body = JSON.stringify(chatBody("a"));
-    const request = (target: string) =>
-      `POST ${target} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n` +
+    const request = (target: string, method = "POST") =>
+      `${method} ${target} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n` +
       `Content-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`;
-    for (const target of ["/v1/chat/completions?trace=1", "/v1/./chat/x/../completions?q=%41"]) {
-      const text = await exchange(port, request(target));
+    const served: [string, string][] = [
+      ["POST", "/v1/chat/completions?trace=1"],
+      ["POST", "/v1/./chat/x/../completions?q=%41"],
+      ["POST", "/./v1/chat/completions"],
+      ["post", "/v1/chat/completions"],
+    ];
+    for (const [method, target] of served) {
+      const text = await exchange(port, request(target, method));
       assert.match(text, /^HTTP\/1\.1 200 [\s\S]*"object":"chat\.completion"/, target);
     }
-    const files = await exchange(port, request("/v1/chat/../files"));
+    const files = await exchange(port, request("/v1/chat/../fil%65s"));
     assert.match(files, /^HTTP\/1\.1 415 [\s\S]*"code":"unsupported_media_type"/);
+    const health = await exchange(port, request("/v1/../health"));
+    assert.match(health, /^HTTP\/1\.1 404 [\s\S]*No route for POST \/health/);
     const paths = (await lab.state()).received.map((r) => r.path);
     assert.deepEqual(paths.filter((p) => p.startsWith("/v1/")), [
       "/v1/chat/completions?trace=1",
       "/v1/chat/completions?q=%41",
+      "/v1/chat/completions",
+      "/v1/chat/completions",
     ]);
   });
 });
