@@ -4,8 +4,7 @@
  * relay hands the server an event stream this way, so a backend's chunk goes from its read
  * straight to the socket write without crossing two more ReadableStreams and a second
  * Response. The Response still has a `body` reading the same chunks, for anyone else.
- * A complete document (a backend's JSON answer) is handed over as its bytes the same way:
- * reading a Response's body back whole builds a stream for bytes that are already at hand.
+ * (A complete answer is a Document, lib/document.ts: no Response at all.)
  */
 
 export interface ChunkSource {
@@ -19,24 +18,6 @@ export interface ChunkSource {
 }
 
 const sources = new WeakMap<Response, ChunkSource>();
-
-const documents = new WeakMap<Response, Uint8Array>();
-
-/** A Response holding the complete document `bytes`: the server writes them as they are. */
-export function documentResponse(bytes: Uint8Array<ArrayBuffer>, init: ResponseInit): Response {
-  const response = new Response(bytes, init);
-  documents.set(response, bytes);
-  return response;
-}
-
-/**
- * The bytes a Response was made from, unless its body was read by someone else meanwhile.
- * Not `body.locked`: the getter builds a web stream for the body, the cost this avoids.
- */
-export function documentOf(response: Response): Uint8Array | null {
-  const bytes = documents.get(response);
-  return bytes === undefined || response.bodyUsed ? null : bytes;
-}
 
 /** A Response whose body is `source`: the server reads it directly (`chunkSourceOf`). */
 export function sourcedResponse(source: ChunkSource, init: ResponseInit): Response {

@@ -28,7 +28,8 @@ import {
   tooManyConnections,
 } from "./errors.ts";
 import type { Logger } from "./log.ts";
-import { chunkSourceOf, documentOf, readerSource } from "./chunk_source.ts";
+import { chunkSourceOf, readerSource } from "./chunk_source.ts";
+import { type Answer, Document } from "./document.ts";
 import { Deadlines } from "./deadlines.ts";
 import { arrivedWithHead, type BodiedRequest } from "./body.ts";
 import {
@@ -61,7 +62,7 @@ export interface DirectRequest extends BodiedRequest {
 /** Requests a handler answers without a web Request being built for them. */
 export interface DirectRoute {
   takes(method: string, pathname: string): boolean;
-  answer(request: DirectRequest): Promise<Response>;
+  answer(request: DirectRequest): Promise<Answer>;
 }
 
 export interface Handler {
@@ -492,7 +493,7 @@ class Connection {
     const gone = this.#gone = new AbortController();
     this.#answeredBySelf = false;
     const direct = this.server.handler.direct;
-    let answer: () => Response | Promise<Response>;
+    let answer: () => Answer | Promise<Answer>;
     try {
       const bodied = head.body !== 0 && head.method !== "GET" && head.method !== "HEAD";
       const body = bodied ? this.#body(head) : null;
@@ -535,14 +536,16 @@ class Connection {
       return toApiError(err, "unknown");
     };
     try {
-      let response: Response;
+      let response: Answer;
       try {
         response = await answer();
       } catch (err) {
         response = failed(err).toResponse();
       }
       if (this.#answeredBySelf || this.#ended) {
-        await response.body?.cancel(new ClientGoneError()).catch(() => {});
+        if (response instanceof Response) {
+          await response.body?.cancel(new ClientGoneError()).catch(() => {});
+        }
         return false;
       }
       try {
@@ -649,13 +652,13 @@ class Connection {
    * ChunkSource directly when it made the response; anything else is a complete document and
    * goes out in one write with its length. True when the connection can take another request.
    */
-  async #send(head: RequestHead, response: Response): Promise<boolean> {
+  async #send(head: RequestHead, response: Answer): Promise<boolean> {
     // An answer given before the body arrived: no 408 from the body's deadline on top of it.
     this.server.deadline(this, null);
     let text = statusLine(response.status);
     let eventStream = false;
     let dated = false;
-    response.headers.forEach((value, name) => {
+    const add = (value: string, name: string) => {
       if (
         name === "content-length" || name === "transfer-encoding" || name === "connection" ||
         name === "keep-alive"
@@ -664,26 +667,23 @@ class Connection {
         eventStream = isEventStreamType(value);
       } else if (name === "date") dated = true;
       text += `${name}: ${value}\r\n`;
-    });
+    };
+    if (response instanceof Document) {
+      for (const [name, value] of response.headers) add(value, name);
+    } else response.headers.forEach(add);
     // A backend's answer carries its own.
     if (!dated) text += `date: ${httpDate()}\r\n`;
     const status = response.status;
+    if (response instanceof Document) {
+      return await this.#sendDocument(head, text, status, response.bytes);
+    }
     const bodiless = head.method === "HEAD" || status === 204 || status === 304;
     if (!eventStream || bodiless) {
       if (eventStream) await response.body?.cancel();
-      // documentOf first: asking a Response for its body builds a stream for it.
-      const bytes = eventStream ? EMPTY : documentOf(response) ??
-        (response.body === null ? EMPTY : new Uint8Array(await response.arrayBuffer()));
-      if (this.#ended || this.#answeredBySelf) return false;
-      // Unread body left on the socket (an answer given before it arrived): no reading on.
-      const keep = this.#keepAlive(head);
-      if (status !== 204 && status !== 304) text += `content-length: ${bytes.byteLength}\r\n`;
-      text += keep
-        ? (head.http11 ? "\r\n" : "connection: keep-alive\r\n\r\n")
-        : "connection: close\r\n\r\n";
-      if (!(await this.#write(withHead(text, bodiless ? EMPTY : bytes)))) return false;
-      if (!keep) this.#linger();
-      return keep;
+      const bytes = eventStream || response.body === null
+        ? EMPTY
+        : new Uint8Array(await response.arrayBuffer());
+      return await this.#sendDocument(head, text, status, bytes);
     }
     // HTTP/1.0 has no chunked coding: its stream ends when the connection does.
     const keep = head.http11 && this.#keepAlive(head);
@@ -726,6 +726,26 @@ class Connection {
     } finally {
       this.#onEnd = null;
     }
+    if (!keep) this.#linger();
+    return keep;
+  }
+
+  /** Writes a complete answer with its length, in one write with its head. */
+  async #sendDocument(
+    head: RequestHead,
+    text: string,
+    status: number,
+    bytes: Uint8Array,
+  ): Promise<boolean> {
+    if (this.#ended || this.#answeredBySelf) return false;
+    // Unread body left on the socket (an answer given before it arrived): no reading on.
+    const keep = this.#keepAlive(head);
+    const bodiless = head.method === "HEAD" || status === 204 || status === 304;
+    if (status !== 204 && status !== 304) text += `content-length: ${bytes.byteLength}\r\n`;
+    text += keep
+      ? (head.http11 ? "\r\n" : "connection: keep-alive\r\n\r\n")
+      : "connection: close\r\n\r\n";
+    if (!(await this.#write(withHead(text, bodiless ? EMPTY : bytes)))) return false;
     if (!keep) this.#linger();
     return keep;
   }

@@ -3,6 +3,7 @@
  * A job is one client request on its way to a backend. Its state changes only through the
  * transition table below; an illegal move is a bug and throws.
  */
+import type { Answer } from "./document.ts";
 import type { ApiError } from "./errors.ts";
 import type { Priority } from "./priority.ts";
 import type { TokenUsage } from "./usage.ts";
@@ -22,11 +23,12 @@ const NEXT: Record<JobState, readonly JobState[]> = {
 };
 
 /**
- * What the route receives: the backend's response (body still streaming) or an error. An event
- * stream comes as `events` too, which the relay reads instead of `response.body`.
+ * What the route receives: the backend's answer (a Document when it was read whole; a Response
+ * whose body is still streaming) or an error. An event stream comes as `events` too, which the
+ * relay reads instead of `response.body`.
  */
 export type JobOutcome =
-  | { kind: "response"; response: Response; events?: EventStream | null }
+  | { kind: "response"; response: Answer; events?: EventStream | null }
   | { kind: "error"; error: ApiError };
 
 export interface JobInit {

@@ -17,6 +17,7 @@ import {
 import type { Job, JobOutcome } from "./jobs.ts";
 import { countEventEnds, sseComment, sseError, sseReasoning } from "./sse.ts";
 import { type ChunkSource, readerSource, sourcedResponse } from "./chunk_source.ts";
+import { type Answer, bodiless, Document } from "./document.ts";
 
 export interface RelayOptions {
   keepaliveMs: number;
@@ -44,7 +45,7 @@ const SSE_HEADERS = {
  * Waits as long as needed for `job` and builds the response.
  * @throws {ApiError} for a non-streaming job that failed (rendered by the route layer).
  */
-export async function respond(job: Job, options: RelayOptions): Promise<Response> {
+export async function respond(job: Job, options: RelayOptions): Promise<Answer> {
   if (!job.stream) return unwrap(await job.outcome);
   if (job.state === "queued") {
     return sourcedResponse(new SseRelay(job, options, null), {
@@ -55,7 +56,8 @@ export async function respond(job: Job, options: RelayOptions): Promise<Response
   const outcome = await job.outcome;
   if (outcome.kind === "error") throw outcome.error;
   const { response } = outcome;
-  if (!response.ok || response.body === null) return response;
+  // A document (an error, or JSON where a stream was asked for) goes out as it is.
+  if (response instanceof Document || !response.ok || bodiless(response)) return response;
   return sourcedResponse(new SseRelay(job, options, sourceOf(outcome)), {
     status: response.status,
     headers: response.headers,
@@ -64,10 +66,28 @@ export async function respond(job: Job, options: RelayOptions): Promise<Response
 
 /** The backend's chunks: its event stream read directly, or whatever body it sent. */
 function sourceOf(outcome: Extract<JobOutcome, { kind: "response" }>): ChunkSource {
-  return outcome.events ?? readerSource(outcome.response.body!);
+  const { response } = outcome;
+  if (response instanceof Document) return documentSource(response.bytes);
+  return outcome.events ?? readerSource(response.body!);
 }
 
-function unwrap(outcome: JobOutcome): Response {
+/** A document's bytes as one chunk. */
+function documentSource(bytes: Uint8Array): ChunkSource {
+  let left: Uint8Array | null = bytes;
+  return {
+    read() {
+      const chunk = left;
+      left = null;
+      return Promise.resolve(chunk);
+    },
+    cancel() {
+      left = null;
+      return Promise.resolve();
+    },
+  };
+}
+
+function unwrap(outcome: JobOutcome): Answer {
   if (outcome.kind === "error") throw outcome.error;
   return outcome.response;
 }
@@ -88,7 +108,7 @@ function streamFailure(job: Job, err: unknown, timeoutS: number): ApiError {
 }
 
 /** Backend answered an error status after our SSE headers went out: say it as an event. */
-async function upstreamErrorEvent(response: Response): Promise<ApiError> {
+async function upstreamErrorEvent(response: Answer): Promise<ApiError> {
   const text = await response.text().catch(() => "");
   let message = text.slice(0, 2000) || response.statusText;
   try {
@@ -149,7 +169,7 @@ class SseRelay implements ChunkSource {
       if (this.#ended) return null;
       if (next === TICK) return this.#note();
       if (next.kind === "error") return this.#last(sseError(next.error));
-      if (!next.response.ok || next.response.body === null) {
+      if (!next.response.ok || bodiless(next.response)) {
         return this.#last(sseError(await upstreamErrorEvent(next.response)));
       }
       this.#source = sourceOf(next);

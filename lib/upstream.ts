@@ -11,7 +11,8 @@ import type { BackendBody, BackendClient, BackendResponse } from "./backend_clie
 import type { ModelConfig } from "./config_types.ts";
 import type { Job } from "./jobs.ts";
 import { messageOf } from "./errors.ts";
-import { type ChunkSource, documentResponse, streamOf } from "./chunk_source.ts";
+import { type ChunkSource, streamOf } from "./chunk_source.ts";
+import { type Answer, Document, NO_BODY } from "./document.ts";
 import { StreamTail, type TokenUsage, USAGE_TAIL_BYTES, usageIn } from "./usage.ts";
 
 /** The backend could not be reached, so no byte went to the client: safe to retry. */
@@ -38,7 +39,7 @@ export function targetUrl(backendUrl: string, pathAndQuery: string): string {
 }
 
 export interface Forwarded {
-  response: Response;
+  response: Answer;
   /** The backend's event stream, for the relay to read without `response.body`; else null. */
   events: EventStream | null;
   /** Settles when the body was fully read, cancelled, broke, or the job was aborted. */
@@ -69,14 +70,11 @@ export async function forward(
     if (job.signal.aborted) throw job.signal.reason;
     throw new UpstreamUnreachableError(url, err);
   }
-  const init = {
-    status: upstream.status,
-    statusText: upstream.statusText,
-    headers: upstream.headers,
-  };
-  if (NULL_BODY.has(upstream.status)) {
+  const { status, statusText, headers } = upstream;
+  if (NO_BODY.has(status)) {
     await upstream.body.cancel();
-    return { response: new Response(null, init), events: null, done: Promise.resolve() };
+    const response = new Document(status, statusText, headers, EMPTY);
+    return { response, events: null, done: Promise.resolve() };
   }
   if (!isEventStreamType(contentTypeOf(upstream.headers))) {
     // A JSON answer is complete only at its end anyway; reading it whole here frees the
@@ -84,12 +82,13 @@ export async function forward(
     const bytes = await upstream.body.bytes();
     // A view of the tail, not a copy of it.
     job.usage = usageIn(decoder.decode(bytes.subarray(-USAGE_TAIL_BYTES)));
-    return { response: documentResponse(bytes, init), events: null, done: Promise.resolve() };
+    const response = new Document(status, statusText, headers, bytes);
+    return { response, events: null, done: Promise.resolve() };
   }
   const events = new EventStream(upstream.body, job.signal);
   let response: Response;
   try {
-    response = new Response(streamOf(events), init);
+    response = new Response(streamOf(events), { status, statusText, headers });
   } catch (err) {
     // Nobody will read or cancel it: its connection must close here.
     await events.cancel(err);
@@ -102,11 +101,7 @@ export async function forward(
   };
 }
 
-/**
- * Final statuses whose answers have no body (a Response with one is refused); interim ones
- * never come this far.
- */
-const NULL_BODY = new Set([204, 205, 304]);
+const EMPTY = new Uint8Array(0);
 
 /**
  * Asks the backend for an uncompressed answer (the proxy reads its token counts), whatever

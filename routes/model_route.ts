@@ -26,6 +26,7 @@ import type { DirectRequest, DirectRoute } from "../lib/http_server.ts";
 import { Job } from "../lib/jobs.ts";
 import { respond } from "../lib/relay.ts";
 import { Deadlines } from "../lib/deadlines.ts";
+import { type Answer, setHeader } from "../lib/document.ts";
 import { checkRequestBody } from "../lib/request_checks.ts";
 import { newRequestId, REQUEST_ID } from "../lib/request_id.ts";
 import type { AppDeps } from "./app.ts";
@@ -80,7 +81,7 @@ export function modelRoute(deps: AppDeps): DirectRoute {
     /** Set when only peers serve `model`. */
     remote: RemoteModel | null,
     request: { path: string; headers: Headers; body: Uint8Array<ArrayBuffer> },
-  ): Promise<Response | null> {
+  ): Promise<Answer | null> {
     const cluster = deps.cluster;
     if (cluster === null) return null;
     const req = r.http;
@@ -164,7 +165,7 @@ export function modelRoute(deps: AppDeps): DirectRoute {
     }
   }
 
-  async function serve(r: ModelRequest): Promise<Response> {
+  async function serve(r: ModelRequest): Promise<Answer> {
     // One config for the whole request, even if a reload lands while it is read.
     const config = live.current;
     const req = r.http;
@@ -255,7 +256,7 @@ export function modelRoute(deps: AppDeps): DirectRoute {
     },
     async answer(http) {
       const r: ModelRequest = { http, id: newRequestId(), caller: null, hop: null };
-      let response: Response;
+      let response: Answer;
       try {
         const admission = await admit(deps, http.headers, true);
         r.caller = admission.caller;
@@ -264,7 +265,7 @@ export function modelRoute(deps: AppDeps): DirectRoute {
       } catch (err) {
         response = errorResponse(deps, err, { id: r.id, path: http.pathname });
       }
-      response.headers.set("x-request-id", r.id);
+      setHeader(response, "x-request-id", r.id);
       return response;
     },
   };

@@ -5,6 +5,7 @@
  * forwarding with a signed hop header (lib/cluster/hop.ts), and checking the hop header of a
  * request a peer forwarded here.
  */
+import type { Answer } from "../document.ts";
 import type { Caller } from "../auth.ts";
 import type { Clock } from "../clock.ts";
 import type { ClusterConfig } from "../config_types.ts";
@@ -138,7 +139,7 @@ export class Cluster {
    * @throws {PeerUnreachableError} when the peer did not answer; it is then not routed to
    * again until its next heartbeat.
    */
-  async forward(peer: NodeStatus, request: Forwarded, caller: Caller | null): Promise<Response> {
+  async forward(peer: NodeStatus, request: Forwarded, caller: Caller | null): Promise<Answer> {
     const now = this.#deps.clock.now();
     const hop = this.#signer.sign({ from: this.node, to: peer.node, caller }, request, now);
     // Aborts when the peer leaves the board, or with `request.signal` (a plain callback: a

@@ -10,7 +10,8 @@ import {
   relayedResponseHeaderList,
 } from "../http_headers.ts";
 import { messageOf } from "../errors.ts";
-import { documentResponse, readerSource, streamOf } from "../chunk_source.ts";
+import { readerSource, streamOf } from "../chunk_source.ts";
+import { type Answer, Document } from "../document.ts";
 import { HOP_HEADER } from "./hop.ts";
 
 /** The peer could not be reached at all: nothing got to it, so the request may go elsewhere. */
@@ -104,7 +105,7 @@ export async function forwardToPeer(
   peer: { node: string; url: string },
   request: Forwarded,
   hop: string,
-): Promise<Response> {
+): Promise<Answer> {
   // Name-value lists, not Headers: fetch and Response take them without a second copy.
   const headers = forwardedRequestHeaderList(request.headers, [
     [HOP_HEADER, hop],
@@ -124,18 +125,19 @@ export async function forwardToPeer(
     if (beforeConnecting(err)) throw new PeerUnreachableError(peer.node, err);
     throw new PeerFailedError(peer.node, err);
   }
-  const init = {
-    status: res.status,
-    statusText: res.statusText,
-    headers: relayedResponseHeaderList(res.headers, [["x-lqp-node", peer.node]]),
-  };
+  const { status, statusText } = res;
+  const answerHeaders = relayedResponseHeaderList(res.headers, [["x-lqp-node", peer.node]]);
   if (res.body !== null && isEventStream(res.headers)) {
     const { onEnd } = request;
-    return new Response(onEnd ? untilEnd(res.body, onEnd) : res.body, init);
+    return new Response(onEnd ? untilEnd(res.body, onEnd) : res.body, {
+      status,
+      statusText,
+      headers: answerHeaders,
+    });
   }
   // A document goes to the client in one write once complete (lib/http_server.ts): read
   // natively here, it is done when this returns, and the forward with it.
-  let body: Uint8Array<ArrayBuffer> | null = null;
+  let body = new Uint8Array(0);
   try {
     if (res.body !== null) body = new Uint8Array(await res.arrayBuffer());
   } catch (err) {
@@ -143,7 +145,7 @@ export async function forwardToPeer(
     throw new PeerFailedError(peer.node, err);
   }
   request.onEnd?.();
-  return body === null ? new Response(null, init) : documentResponse(body, init);
+  return new Document(status, statusText, answerHeaders, body);
 }
 
 /**
