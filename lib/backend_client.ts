@@ -365,12 +365,21 @@ async function readResponseHead(conn: Connection, method: string): Promise<Respo
     let length = -1;
     let chunked = false;
     let connection = "";
+    /** Whether the line before was kept: an obsolete folded line continues it. */
+    let kept = false;
     for (let i = 1; i < lines.length; i++) {
       const text = lines[i];
-      if ((text[0] === " " || text[0] === "\t") && headers.length > 0) {
-        headers[headers.length - 1][1] += " " + text.trim();
+      if (text[0] === " " || text[0] === "\t") {
+        // A fold continues a value a Response would have checked: checked here, as nothing
+        // builds a Response for a complete answer. One on a header not kept is refused.
+        const more = text.trim();
+        if (!kept || FIELD_VALUE_CONTROL.test(more)) {
+          throw new BackendProtocolError(`malformed folded line '${text.slice(0, 60)}'`);
+        }
+        headers[headers.length - 1][1] += " " + more;
         continue;
       }
+      kept = false;
       const colon = text.indexOf(":");
       const name = text.slice(0, Math.max(colon, 0)).toLowerCase();
       const value = text.slice(colon + 1).trim();
@@ -389,6 +398,7 @@ async function readResponseHead(conn: Connection, method: string): Promise<Respo
         connection += `,${value.toLowerCase()}`;
       } else if (!isHopByHop(name)) {
         headers.push([name, value]);
+        kept = true;
       }
     }
     const keep = keepsAlive(http11, connection);

@@ -4,7 +4,7 @@
  * relay hands the server an event stream this way, so a backend's chunk goes from its read
  * straight to the socket write without crossing two more ReadableStreams and a second
  * Response. The Response still has a `body` reading the same chunks, for anyone else.
- * (A complete answer is a Document, lib/document.ts: no Response at all.)
+ * (A complete answer is a CompleteAnswer, lib/answer.ts: no Response at all.)
  */
 
 export interface ChunkSource {
@@ -30,6 +30,22 @@ export function sourcedResponse(source: ChunkSource, init: ResponseInit): Respon
 export function chunkSourceOf(response: Response): ChunkSource | null {
   const source = sources.get(response);
   return source === undefined || response.bodyUsed || response.body?.locked ? null : source;
+}
+
+/** `bytes` as one chunk. */
+export function bytesSource(bytes: Uint8Array): ChunkSource {
+  let left: Uint8Array | null = bytes;
+  return {
+    read() {
+      const chunk = left;
+      left = null;
+      return Promise.resolve(chunk);
+    },
+    cancel() {
+      left = null;
+      return Promise.resolve();
+    },
+  };
 }
 
 /** A web stream as a source. */

@@ -29,7 +29,7 @@ import {
 } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import { chunkSourceOf, readerSource } from "./chunk_source.ts";
-import { type Answer, Document } from "./document.ts";
+import { type Answer, CompleteAnswer } from "./answer.ts";
 import { Deadlines } from "./deadlines.ts";
 import { arrivedWithHead, type BodiedRequest } from "./body.ts";
 import {
@@ -551,7 +551,7 @@ class Connection {
       try {
         return await this.#send(head, response);
       } catch (err) {
-        // A document whose body broke before a byte of the answer was written (a stream's
+        // A Response whose complete body broke before a byte of it was written (a stream's
         // breaks are handled as it goes).
         await this.#writeError(failed(err));
         return false;
@@ -649,8 +649,8 @@ class Connection {
 
   /**
    * Writes `response`. Event streams go out chunk by chunk as they come, read from the relay's
-   * ChunkSource directly when it made the response; anything else is a complete document and
-   * goes out in one write with its length. True when the connection can take another request.
+   * ChunkSource directly when it made the response; anything else is complete and goes out in
+   * one write with its length. True when the connection can take another request.
    */
   async #send(head: RequestHead, response: Answer): Promise<boolean> {
     // An answer given before the body arrived: no 408 from the body's deadline on top of it.
@@ -668,22 +668,22 @@ class Connection {
       } else if (name === "date") dated = true;
       text += `${name}: ${value}\r\n`;
     };
-    if (response instanceof Document) {
+    if (response instanceof CompleteAnswer) {
       for (const [name, value] of response.headers) add(value, name);
     } else response.headers.forEach(add);
     // A backend's answer carries its own.
     if (!dated) text += `date: ${httpDate()}\r\n`;
     const status = response.status;
-    if (response instanceof Document) {
-      return await this.#sendDocument(head, text, status, response.bytes);
-    }
     const bodiless = head.method === "HEAD" || status === 204 || status === 304;
+    if (response instanceof CompleteAnswer) {
+      return await this.#sendWhole(head, text, status, response.bytes);
+    }
     if (!eventStream || bodiless) {
       if (eventStream) await response.body?.cancel();
       const bytes = eventStream || response.body === null
         ? EMPTY
         : new Uint8Array(await response.arrayBuffer());
-      return await this.#sendDocument(head, text, status, bytes);
+      return await this.#sendWhole(head, text, status, bytes);
     }
     // HTTP/1.0 has no chunked coding: its stream ends when the connection does.
     const keep = head.http11 && this.#keepAlive(head);
@@ -730,8 +730,11 @@ class Connection {
     return keep;
   }
 
-  /** Writes a complete answer with its length, in one write with its head. */
-  async #sendDocument(
+  /**
+   * Writes a complete answer after `text` (its status line and headers), in one write with its
+   * length (a HEAD answer's length, without its bytes).
+   */
+  async #sendWhole(
     head: RequestHead,
     text: string,
     status: number,
@@ -740,12 +743,13 @@ class Connection {
     if (this.#ended || this.#answeredBySelf) return false;
     // Unread body left on the socket (an answer given before it arrived): no reading on.
     const keep = this.#keepAlive(head);
-    const bodiless = head.method === "HEAD" || status === 204 || status === 304;
-    if (status !== 204 && status !== 304) text += `content-length: ${bytes.byteLength}\r\n`;
+    const noBody = status === 204 || status === 304;
+    if (!noBody) text += `content-length: ${bytes.byteLength}\r\n`;
     text += keep
       ? (head.http11 ? "\r\n" : "connection: keep-alive\r\n\r\n")
       : "connection: close\r\n\r\n";
-    if (!(await this.#write(withHead(text, bodiless ? EMPTY : bytes)))) return false;
+    const sent = noBody || head.method === "HEAD" ? EMPTY : bytes;
+    if (!(await this.#write(withHead(text, sent)))) return false;
     if (!keep) this.#linger();
     return keep;
   }

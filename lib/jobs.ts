@@ -3,7 +3,7 @@
  * A job is one client request on its way to a backend. Its state changes only through the
  * transition table below; an illegal move is a bug and throws.
  */
-import type { Answer } from "./document.ts";
+import type { Answer } from "./answer.ts";
 import type { ApiError } from "./errors.ts";
 import type { Priority } from "./priority.ts";
 import type { TokenUsage } from "./usage.ts";
@@ -23,8 +23,8 @@ const NEXT: Record<JobState, readonly JobState[]> = {
 };
 
 /**
- * What the route receives: the backend's answer (a Document when it was read whole; a Response
- * whose body is still streaming) or an error. An event stream comes as `events` too, which the
+ * What the route receives: the backend's answer (a CompleteAnswer when it was read whole, a
+ * Response whose body is still streaming) or an error. An event stream comes as `events` too, which the
  * relay reads instead of `response.body`.
  */
 export type JobOutcome =

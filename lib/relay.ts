@@ -16,8 +16,8 @@ import {
 } from "./errors.ts";
 import type { Job, JobOutcome } from "./jobs.ts";
 import { countEventEnds, sseComment, sseError, sseReasoning } from "./sse.ts";
-import { type ChunkSource, readerSource, sourcedResponse } from "./chunk_source.ts";
-import { type Answer, bodiless, Document } from "./document.ts";
+import { bytesSource, type ChunkSource, readerSource, sourcedResponse } from "./chunk_source.ts";
+import { type Answer, CompleteAnswer, hasNoBody } from "./answer.ts";
 
 export interface RelayOptions {
   keepaliveMs: number;
@@ -56,8 +56,8 @@ export async function respond(job: Job, options: RelayOptions): Promise<Answer> 
   const outcome = await job.outcome;
   if (outcome.kind === "error") throw outcome.error;
   const { response } = outcome;
-  // A document (an error, or JSON where a stream was asked for) goes out as it is.
-  if (response instanceof Document || !response.ok || bodiless(response)) return response;
+  // A complete answer (an error, or JSON where a stream was asked for) goes out as it is.
+  if (response instanceof CompleteAnswer || !response.ok || hasNoBody(response)) return response;
   return sourcedResponse(new SseRelay(job, options, sourceOf(outcome)), {
     status: response.status,
     headers: response.headers,
@@ -67,24 +67,8 @@ export async function respond(job: Job, options: RelayOptions): Promise<Answer> 
 /** The backend's chunks: its event stream read directly, or whatever body it sent. */
 function sourceOf(outcome: Extract<JobOutcome, { kind: "response" }>): ChunkSource {
   const { response } = outcome;
-  if (response instanceof Document) return documentSource(response.bytes);
+  if (response instanceof CompleteAnswer) return bytesSource(response.bytes);
   return outcome.events ?? readerSource(response.body!);
-}
-
-/** A document's bytes as one chunk. */
-function documentSource(bytes: Uint8Array): ChunkSource {
-  let left: Uint8Array | null = bytes;
-  return {
-    read() {
-      const chunk = left;
-      left = null;
-      return Promise.resolve(chunk);
-    },
-    cancel() {
-      left = null;
-      return Promise.resolve();
-    },
-  };
 }
 
 function unwrap(outcome: JobOutcome): Answer {
@@ -169,7 +153,7 @@ class SseRelay implements ChunkSource {
       if (this.#ended) return null;
       if (next === TICK) return this.#note();
       if (next.kind === "error") return this.#last(sseError(next.error));
-      if (!next.response.ok || bodiless(next.response)) {
+      if (!next.response.ok || hasNoBody(next.response)) {
         return this.#last(sseError(await upstreamErrorEvent(next.response)));
       }
       this.#source = sourceOf(next);

@@ -12,7 +12,7 @@ import type { ModelConfig } from "./config_types.ts";
 import type { Job } from "./jobs.ts";
 import { messageOf } from "./errors.ts";
 import { type ChunkSource, streamOf } from "./chunk_source.ts";
-import { type Answer, Document, NO_BODY } from "./document.ts";
+import { type Answer, CompleteAnswer, NO_BODY } from "./answer.ts";
 import { StreamTail, type TokenUsage, USAGE_TAIL_BYTES, usageIn } from "./usage.ts";
 
 /** The backend could not be reached, so no byte went to the client: safe to retry. */
@@ -73,7 +73,7 @@ export async function forward(
   const { status, statusText, headers } = upstream;
   if (NO_BODY.has(status)) {
     await upstream.body.cancel();
-    const response = new Document(status, statusText, headers, EMPTY);
+    const response = new CompleteAnswer(status, statusText, headers, EMPTY);
     return { response, events: null, done: Promise.resolve() };
   }
   if (!isEventStreamType(contentTypeOf(upstream.headers))) {
@@ -82,7 +82,7 @@ export async function forward(
     const bytes = await upstream.body.bytes();
     // A view of the tail, not a copy of it.
     job.usage = usageIn(decoder.decode(bytes.subarray(-USAGE_TAIL_BYTES)));
-    const response = new Document(status, statusText, headers, bytes);
+    const response = new CompleteAnswer(status, statusText, headers, bytes);
     return { response, events: null, done: Promise.resolve() };
   }
   const events = new EventStream(upstream.body, job.signal);

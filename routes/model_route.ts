@@ -26,7 +26,7 @@ import type { DirectRequest, DirectRoute } from "../lib/http_server.ts";
 import { Job } from "../lib/jobs.ts";
 import { respond } from "../lib/relay.ts";
 import { Deadlines } from "../lib/deadlines.ts";
-import { type Answer, setHeader } from "../lib/document.ts";
+import { type Answer, setHeader } from "../lib/answer.ts";
 import { checkRequestBody } from "../lib/request_checks.ts";
 import { newRequestId, REQUEST_ID } from "../lib/request_id.ts";
 import type { AppDeps } from "./app.ts";

@@ -255,18 +255,18 @@ Deno.test("aborting mid-answer closes the connection: the backend sees its clien
   );
 });
 
-Deno.test("interim answers are skipped and the hop's own headers are not handed on", async () => {
+Deno.test("interim answers are skipped, the hop's own headers are not handed on, a folded value is joined", async () => {
   await withBackend(
     (conn) =>
       write(
         conn,
         "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nConnection: keep-alive\r\n" +
-          "Keep-Alive: timeout=5\r\nX-Model: a\r\nContent-Length: 2\r\n\r\n{}",
+          "Keep-Alive: timeout=5\r\nX-Model: a\r\n  folded\r\nContent-Length: 2\r\n\r\n{}",
       ),
     async (backend, client) => {
       const res = await post(client, backend.url, "x");
       assert.equal(res.status, 200);
-      assert.deepEqual(res.headers, [["x-model", "a"]]);
+      assert.deepEqual(res.headers, [["x-model", "a folded"]]);
       assert.equal(decode(await res.body.bytes()), "{}");
     },
   );
@@ -366,8 +366,14 @@ Deno.test("a kept connection that fails long after the request was sent is not s
   );
 });
 
-Deno.test("an answer a Response could not carry is refused, and its connection closed", async () => {
-  for (const head of ["HTTP/1.1 200 OK\r\nbad name: x", "HTTP/1.1 600 Odd\r\nx-a: 1"]) {
+Deno.test("an answer a Response could not carry is refused, and its connection closed: a bad name, status 600, a control character in a folded value, a fold of a dropped header", async () => {
+  const heads = [
+    "HTTP/1.1 200 OK\r\nbad name: x",
+    "HTTP/1.1 600 Odd\r\nx-a: 1",
+    "HTTP/1.1 200 OK\r\nx-a: 1\r\n evil\nset-cookie: injected=1",
+    "HTTP/1.1 200 OK\r\nconnection: keep-alive\r\n x-b: 2",
+  ];
+  for (const head of heads) {
     await withBackend(
       (conn) => write(conn, `${head}\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n`),
       async (backend, client) => {

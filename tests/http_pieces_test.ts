@@ -3,6 +3,7 @@ import { parseRoutingFields, readBody } from "../lib/body.ts";
 import { checkRequestBody } from "../lib/request_checks.ts";
 import { newRequestId, REQUEST_ID } from "../lib/request_id.ts";
 import { demuxLogs } from "../lib/docker.ts";
+import { CompleteAnswer, hasNoBody, setHeader } from "../lib/answer.ts";
 import { ApiError } from "../lib/errors.ts";
 import { isReadyAnswer, pollIntervalMs } from "../lib/health.ts";
 import { MemoryRelease } from "../lib/memory_release.ts";
@@ -99,6 +100,22 @@ Deno.test("newRequestId(): ids sort in arrival order and stay distinct within on
   assert.ok(max < later[0] && later[0] < later[1] && later[1] < later[2]);
   // A peer's id from before the time prefix is still one of ours.
   assert.match("req_fc71ed15f4414ecd", REQUEST_ID);
+});
+
+Deno.test("a complete answer: setHeader() replaces the backend's header of that name, 204/205/304 have no body", () => {
+  const answer = new CompleteAnswer(
+    200,
+    "OK",
+    [["x-request-id", "theirs"], ["x-a", "1"]],
+    new Uint8Array(2),
+  );
+  setHeader(answer, "x-request-id", "req_1");
+  assert.deepEqual(answer.headers, [["x-a", "1"], ["x-request-id", "req_1"]]);
+  assert.ok(answer.ok);
+  for (const status of [204, 205, 304]) {
+    assert.ok(hasNoBody(new CompleteAnswer(status, "", [], new Uint8Array(0))));
+  }
+  assert.ok(!hasNoBody(new CompleteAnswer(200, "", [], new Uint8Array(0))));
 });
 
 Deno.test("readBody() stops a chunked body that passes the limit with 413", async () => {

@@ -5,7 +5,7 @@
  * forwarding with a signed hop header (lib/cluster/hop.ts), and checking the hop header of a
  * request a peer forwarded here.
  */
-import type { Answer } from "../document.ts";
+import type { Answer } from "../answer.ts";
 import type { Caller } from "../auth.ts";
 import type { Clock } from "../clock.ts";
 import type { ClusterConfig } from "../config_types.ts";

@@ -11,7 +11,7 @@ import {
 } from "../http_headers.ts";
 import { messageOf } from "../errors.ts";
 import { readerSource, streamOf } from "../chunk_source.ts";
-import { type Answer, Document } from "../document.ts";
+import { type Answer, CompleteAnswer } from "../answer.ts";
 import { HOP_HEADER } from "./hop.ts";
 
 /** The peer could not be reached at all: nothing got to it, so the request may go elsewhere. */
@@ -145,7 +145,7 @@ export async function forwardToPeer(
     throw new PeerFailedError(peer.node, err);
   }
   request.onEnd?.();
-  return new Document(status, statusText, answerHeaders, body);
+  return new CompleteAnswer(status, statusText, answerHeaders, body);
 }
 
 /**

@@ -1,16 +1,20 @@
 /**
  * @module
- * A complete answer held as its bytes: a backend's or a peer's JSON, read whole before it is
- * relayed. The server writes it in one go, and nothing builds a web Response for it: a Response,
- * its Headers and the header copying were ~7% of a model request's CPU.
+ * What a route answers with: a web Response (Hono's routes, streams), or a CompleteAnswer, a
+ * backend's or a peer's JSON read whole before it is relayed. The server writes a complete
+ * answer in one go, and nothing builds a Response for it: a Response, its Headers and the header
+ * copying were ~7% of a model request's CPU.
  */
 import type { HeaderList } from "./http_headers.ts";
 
-export class Document {
+/** A route's answer. */
+export type Answer = Response | CompleteAnswer;
+
+export class CompleteAnswer {
   constructor(
     readonly status: number,
     readonly statusText: string,
-    /** Lower-case names, without framing or hop-by-hop headers. */
+    /** Lower-case names, without framing or hop-by-hop headers; values checked as a Response would. */
     readonly headers: HeaderList,
     readonly bytes: Uint8Array<ArrayBuffer>,
   ) {}
@@ -30,13 +34,10 @@ export class Document {
  */
 export const NO_BODY = new Set([204, 205, 304]);
 
-/** Whether `answer` has no body to relay (a status that has none). */
-export function bodiless(answer: Answer): boolean {
+/** Whether `answer` has no body to relay (its status has none). */
+export function hasNoBody(answer: Answer): boolean {
   return answer instanceof Response ? answer.body === null : NO_BODY.has(answer.status);
 }
-
-/** What a route answers with. */
-export type Answer = Response | Document;
 
 /** Sets header `name` (lower-case) on `answer`, replacing any it had. */
 export function setHeader(answer: Answer, name: string, value: string): void {
