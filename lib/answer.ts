@@ -1,30 +1,73 @@
 /**
  * @module
- * What a route answers with: a web Response (Hono's routes, streams), or a CompleteAnswer, a
- * backend's or a peer's JSON read whole before it is relayed. The server writes a complete
- * answer in one go, and nothing builds a Response for it: a Response, its Headers and the header
- * copying were ~7% of a model request's CPU.
+ * What a route answers with: a web Response (Hono's routes, a peer's stream), a CompleteAnswer,
+ * a backend's or a peer's JSON read whole before it is relayed, or a StreamAnswer, a backend's
+ * event stream read chunk by chunk. The server writes a complete answer in one go and a stream
+ * chunk by chunk as it reads it, and nothing builds a Response for either: a Response, its
+ * Headers and the header copying were ~7% of a model request's CPU, and a stream's two
+ * Responses and two web streams (the backend's, then the relay's) were most of what a thousand
+ * streams arriving at once kept the event loop busy with and the collector copying.
  */
 import type { HeaderList } from "./http_headers.ts";
+import type { ChunkSource } from "./chunk_source.ts";
+import { concatBytes } from "./bytes.ts";
 
 /** A route's answer. */
-export type Answer = Response | CompleteAnswer;
+export type Answer = Response | CompleteAnswer | StreamAnswer;
 
-export class CompleteAnswer {
+/** What the server needs of an answer it writes itself: its status line and header list. */
+abstract class ListedAnswer {
   constructor(
     readonly status: number,
     readonly statusText: string,
     /** Lower-case names, without framing or hop-by-hop headers; values checked as a Response would. */
     readonly headers: HeaderList,
-    readonly bytes: Uint8Array<ArrayBuffer>,
   ) {}
 
   get ok(): boolean {
     return this.status >= 200 && this.status <= 299;
   }
+}
+
+/** An answer whose bytes are all at hand. */
+export class CompleteAnswer extends ListedAnswer {
+  constructor(
+    status: number,
+    statusText: string,
+    headers: HeaderList,
+    readonly bytes: Uint8Array<ArrayBuffer>,
+  ) {
+    super(status, statusText, headers);
+  }
 
   text(): Promise<string> {
     return Promise.resolve(new TextDecoder().decode(this.bytes));
+  }
+}
+
+/** An answer whose body is read one chunk at a time from `source`, by one reader. */
+export class StreamAnswer extends ListedAnswer {
+  constructor(
+    status: number,
+    statusText: string,
+    headers: HeaderList,
+    readonly source: ChunkSource,
+  ) {
+    super(status, statusText, headers);
+  }
+
+  /** The whole body, read to its end. */
+  async bytes(): Promise<Uint8Array<ArrayBuffer>> {
+    const chunks: Uint8Array[] = [];
+    for (let chunk = await this.source.read(); chunk !== null; chunk = await this.source.read()) {
+      chunks.push(chunk);
+    }
+    return concatBytes(chunks);
+  }
+
+  /** The whole body as text (an error status's message). */
+  async text(): Promise<string> {
+    return new TextDecoder().decode(await this.bytes());
   }
 }
 
@@ -45,4 +88,20 @@ export function setHeader(answer: Answer, name: string, value: string): void {
   const headers = answer.headers;
   for (let i = headers.length - 1; i >= 0; i--) if (headers[i][0] === name) headers.splice(i, 1);
   headers.push([name, value]);
+}
+
+/** All of `answer`'s body. */
+export async function answerBytes(answer: Answer): Promise<Uint8Array<ArrayBuffer>> {
+  if (answer instanceof CompleteAnswer) return answer.bytes;
+  if (answer instanceof StreamAnswer) return await answer.bytes();
+  return answer.body === null ? new Uint8Array(0) : new Uint8Array(await answer.arrayBuffer());
+}
+
+/** Lets go of `answer`'s body unread: a stream's backend request is aborted. Never throws. */
+export async function cancelAnswer(answer: Answer, reason?: unknown): Promise<void> {
+  if (answer instanceof CompleteAnswer) return;
+  const cancelled = answer instanceof StreamAnswer
+    ? answer.source.cancel(reason)
+    : answer.body?.cancel(reason);
+  await cancelled?.catch(() => {});
 }

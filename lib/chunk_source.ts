@@ -1,10 +1,9 @@
 /**
  * @module
- * A response body read chunk by chunk with one call per chunk, not through a web stream: the
- * relay hands the server an event stream this way, so a backend's chunk goes from its read
- * straight to the socket write without crossing two more ReadableStreams and a second
- * Response. The Response still has a `body` reading the same chunks, for anyone else.
- * (A complete answer is a CompleteAnswer, lib/answer.ts: no Response at all.)
+ * A response body read chunk by chunk with one call per chunk, not through a web stream: a
+ * backend's event stream reaches the server this way (a StreamAnswer, lib/answer.ts), so each
+ * chunk goes from its read straight to the socket write. `streamOf` and `readerSource` cross
+ * to web streams and back where a Response is on the other side (a peer's stream).
  */
 
 export interface ChunkSource {
@@ -15,21 +14,6 @@ export interface ChunkSource {
   read(): Promise<Uint8Array | null>;
   /** The reader leaves before the end (the client went away). */
   cancel(reason: unknown): Promise<void>;
-}
-
-const sources = new WeakMap<Response, ChunkSource>();
-
-/** A Response whose body is `source`: the server reads it directly (`chunkSourceOf`). */
-export function sourcedResponse(source: ChunkSource, init: ResponseInit): Response {
-  const response = new Response(streamOf(source), init);
-  sources.set(response, source);
-  return response;
-}
-
-/** The source a Response was made from, unless its body was taken by someone else meanwhile. */
-export function chunkSourceOf(response: Response): ChunkSource | null {
-  const source = sources.get(response);
-  return source === undefined || response.bodyUsed || response.body?.locked ? null : source;
 }
 
 /** `bytes` as one chunk. */

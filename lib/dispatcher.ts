@@ -403,9 +403,9 @@ export class Dispatcher {
     let status = 0;
     let retry = false;
     try {
-      const { response, events, done } = await forward(this.#backends, job, model);
+      const { response, done } = await forward(this.#backends, job, model);
       status = response.status;
-      job.settle({ kind: "response", response, events });
+      job.settle({ kind: "response", response });
       await done;
       this.#finish(job, response.ok && !job.signal.aborted ? "done" : "failed");
     } catch (err) {

@@ -28,8 +28,8 @@ import {
   tooManyConnections,
 } from "./errors.ts";
 import type { Logger } from "./log.ts";
-import { chunkSourceOf, readerSource } from "./chunk_source.ts";
-import { type Answer, CompleteAnswer } from "./answer.ts";
+import { readerSource } from "./chunk_source.ts";
+import { type Answer, answerBytes, cancelAnswer, CompleteAnswer, StreamAnswer } from "./answer.ts";
 import { Deadlines } from "./deadlines.ts";
 import { arrivedWithHead, type BodiedRequest } from "./body.ts";
 import {
@@ -543,9 +543,7 @@ class Connection {
         response = failed(err).toResponse();
       }
       if (this.#answeredBySelf || this.#ended) {
-        if (response instanceof Response) {
-          await response.body?.cancel(new ClientGoneError()).catch(() => {});
-        }
+        await cancelAnswer(response, new ClientGoneError());
         return false;
       }
       try {
@@ -668,9 +666,8 @@ class Connection {
       } else if (name === "date") dated = true;
       text += `${name}: ${value}\r\n`;
     };
-    if (response instanceof CompleteAnswer) {
-      for (const [name, value] of response.headers) add(value, name);
-    } else response.headers.forEach(add);
+    if (response instanceof Response) response.headers.forEach(add);
+    else for (const [name, value] of response.headers) add(value, name);
     // A backend's answer carries its own.
     if (!dated) text += `date: ${httpDate()}\r\n`;
     const status = response.status;
@@ -679,17 +676,17 @@ class Connection {
       return await this.#sendWhole(head, text, status, response.bytes);
     }
     if (!eventStream || bodiless) {
-      if (eventStream) await response.body?.cancel();
-      const bytes = eventStream || response.body === null
-        ? EMPTY
-        : new Uint8Array(await response.arrayBuffer());
+      if (eventStream) await cancelAnswer(response);
+      const bytes = eventStream ? EMPTY : await answerBytes(response);
       return await this.#sendWhole(head, text, status, bytes);
     }
     // HTTP/1.0 has no chunked coding: its stream ends when the connection does.
     const keep = head.http11 && this.#keepAlive(head);
     text += head.http11 ? "transfer-encoding: chunked\r\n" : "";
     text += keep ? "\r\n" : "connection: close\r\n\r\n";
-    const source = chunkSourceOf(response) ?? readerSource(response.body!);
+    const source = response instanceof StreamAnswer
+      ? response.source
+      : readerSource(response.body!);
     const leave = () => source.cancel(new ClientGoneError()).catch(() => {});
     this.#onEnd = leave;
     try {

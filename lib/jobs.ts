@@ -7,7 +7,6 @@ import type { Answer } from "./answer.ts";
 import type { ApiError } from "./errors.ts";
 import type { Priority } from "./priority.ts";
 import type { TokenUsage } from "./usage.ts";
-import type { EventStream } from "./upstream.ts";
 
 export type JobState = "queued" | "running" | "done" | "failed" | "cancelled" | "dead";
 
@@ -24,11 +23,10 @@ const NEXT: Record<JobState, readonly JobState[]> = {
 
 /**
  * What the route receives: the backend's answer (a CompleteAnswer when it was read whole, a
- * Response whose body is still streaming) or an error. An event stream comes as `events` too, which the
- * relay reads instead of `response.body`.
+ * StreamAnswer whose chunks are still coming) or an error.
  */
 export type JobOutcome =
-  | { kind: "response"; response: Answer; events?: EventStream | null }
+  | { kind: "response"; response: Answer }
   | { kind: "error"; error: ApiError };
 
 export interface JobInit {

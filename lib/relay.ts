@@ -4,8 +4,8 @@
  * the backend's response as is. Streaming requests that must wait get an SSE response at
  * once, with comment lines (or `reasoning_content` chunks) while they wait; any failure after
  * that point becomes a final SSE error event, because the status line is already sent. A
- * stream's body is a ChunkSource the server reads directly: each backend chunk goes from
- * fetch's read to the socket write with no web stream in between.
+ * stream is a StreamAnswer whose ChunkSource the server reads directly: each backend chunk goes
+ * from the backend's read to the client's socket write with no web stream in between.
  */
 import {
   ApiError,
@@ -16,8 +16,9 @@ import {
 } from "./errors.ts";
 import type { Job, JobOutcome } from "./jobs.ts";
 import { countEventEnds, sseComment, sseError, sseReasoning } from "./sse.ts";
-import { bytesSource, type ChunkSource, readerSource, sourcedResponse } from "./chunk_source.ts";
-import { type Answer, CompleteAnswer, hasNoBody } from "./answer.ts";
+import { bytesSource, type ChunkSource, readerSource } from "./chunk_source.ts";
+import { type Answer, CompleteAnswer, hasNoBody, StreamAnswer } from "./answer.ts";
+import type { HeaderList } from "./http_headers.ts";
 
 export interface RelayOptions {
   keepaliveMs: number;
@@ -35,11 +36,11 @@ export interface RelayOptions {
   waitFeedback: "comment" | "reasoning";
 }
 
-const SSE_HEADERS = {
-  "content-type": "text/event-stream",
-  "cache-control": "no-cache",
-  "x-accel-buffering": "no",
-};
+const SSE_HEADERS: HeaderList = [
+  ["content-type", "text/event-stream"],
+  ["cache-control", "no-cache"],
+  ["x-accel-buffering", "no"],
+];
 
 /**
  * Waits as long as needed for `job` and builds the response.
@@ -48,9 +49,8 @@ const SSE_HEADERS = {
 export async function respond(job: Job, options: RelayOptions): Promise<Answer> {
   if (!job.stream) return unwrap(await job.outcome);
   if (job.state === "queued") {
-    return sourcedResponse(new SseRelay(job, options, null), {
-      headers: { ...SSE_HEADERS, ...options.waitHeaders(job) },
-    });
+    const headers = [...SSE_HEADERS, ...Object.entries(options.waitHeaders(job))];
+    return new StreamAnswer(200, "", headers, new SseRelay(job, options, null));
   }
   // Already dispatched: the backend's status line is seconds away at most, so keep it.
   const outcome = await job.outcome;
@@ -58,17 +58,18 @@ export async function respond(job: Job, options: RelayOptions): Promise<Answer> 
   const { response } = outcome;
   // A complete answer (an error, or JSON where a stream was asked for) goes out as it is.
   if (response instanceof CompleteAnswer || !response.ok || hasNoBody(response)) return response;
-  return sourcedResponse(new SseRelay(job, options, sourceOf(outcome)), {
-    status: response.status,
-    headers: response.headers,
-  });
+  // A Response's Headers iterate lower-case, as a list has them.
+  const headers = response instanceof StreamAnswer ? response.headers : [...response.headers];
+  const relay = new SseRelay(job, options, sourceOf(outcome));
+  return new StreamAnswer(response.status, response.statusText, headers, relay);
 }
 
 /** The backend's chunks: its event stream read directly, or whatever body it sent. */
 function sourceOf(outcome: Extract<JobOutcome, { kind: "response" }>): ChunkSource {
   const { response } = outcome;
   if (response instanceof CompleteAnswer) return bytesSource(response.bytes);
-  return outcome.events ?? readerSource(response.body!);
+  if (response instanceof StreamAnswer) return response.source;
+  return readerSource(response.body!);
 }
 
 function unwrap(outcome: JobOutcome): Answer {

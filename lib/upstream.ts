@@ -11,8 +11,8 @@ import type { BackendBody, BackendClient, BackendResponse } from "./backend_clie
 import type { ModelConfig } from "./config_types.ts";
 import type { Job } from "./jobs.ts";
 import { messageOf } from "./errors.ts";
-import { type ChunkSource, streamOf } from "./chunk_source.ts";
-import { type Answer, CompleteAnswer, NO_BODY } from "./answer.ts";
+import type { ChunkSource } from "./chunk_source.ts";
+import { CompleteAnswer, NO_BODY, StreamAnswer } from "./answer.ts";
 import { StreamTail, type TokenUsage, USAGE_TAIL_BYTES, usageIn } from "./usage.ts";
 
 /** The backend could not be reached, so no byte went to the client: safe to retry. */
@@ -39,9 +39,7 @@ export function targetUrl(backendUrl: string, pathAndQuery: string): string {
 }
 
 export interface Forwarded {
-  response: Answer;
-  /** The backend's event stream, for the relay to read without `response.body`; else null. */
-  events: EventStream | null;
+  response: CompleteAnswer | StreamAnswer;
   /** Settles when the body was fully read, cancelled, broke, or the job was aborted. */
   done: Promise<void>;
 }
@@ -74,7 +72,7 @@ export async function forward(
   if (NO_BODY.has(status)) {
     await upstream.body.cancel();
     const response = new CompleteAnswer(status, statusText, headers, EMPTY);
-    return { response, events: null, done: Promise.resolve() };
+    return { response, done: Promise.resolve() };
   }
   if (!isEventStreamType(contentTypeOf(upstream.headers))) {
     // A JSON answer is complete only at its end anyway; reading it whole here frees the
@@ -83,20 +81,11 @@ export async function forward(
     // A view of the tail, not a copy of it.
     job.usage = usageIn(decoder.decode(bytes.subarray(-USAGE_TAIL_BYTES)));
     const response = new CompleteAnswer(status, statusText, headers, bytes);
-    return { response, events: null, done: Promise.resolve() };
+    return { response, done: Promise.resolve() };
   }
   const events = new EventStream(upstream.body, job.signal);
-  let response: Response;
-  try {
-    response = new Response(streamOf(events), { status, statusText, headers });
-  } catch (err) {
-    // Nobody will read or cancel it: its connection must close here.
-    await events.cancel(err);
-    throw err;
-  }
   return {
-    response,
-    events,
+    response: new StreamAnswer(status, statusText, headers, events),
     done: events.done.then(() => void (job.usage = events.usage())),
   };
 }
@@ -121,7 +110,7 @@ function contentTypeOf(headers: HeaderList): string {
  * A backend's event stream, read chunk by chunk as the backend sent it. It knows when the body
  * ended (`done`) and keeps the tail the token counts are read from.
  *
- * One consumer reads it: through `read()`, or as a web stream through `streamOf()`.
+ * One consumer reads it, through `read()`.
  */
 export class EventStream implements ChunkSource {
   /** Settles when the body was fully read, cancelled, broke, or the job was aborted. */
