@@ -25,6 +25,7 @@ import type { RemoteModel } from "../lib/cluster/cluster.ts";
 import type { DirectRequest, DirectRoute } from "../lib/http_server.ts";
 import { Job } from "../lib/jobs.ts";
 import { respond } from "../lib/relay.ts";
+import { ArrivalGate } from "../lib/arrival_gate.ts";
 import { Deadlines } from "../lib/deadlines.ts";
 import { type Answer, setHeader } from "../lib/answer.ts";
 import { checkRequestBody } from "../lib/request_checks.ts";
@@ -67,6 +68,8 @@ export function modelRoute(deps: AppDeps): DirectRoute {
   const { live, dispatcher, clock } = deps;
   // Every request's request_timeout, on one shared timer.
   const timeouts = new Deadlines();
+  // A burst of arrivals comes in a few per turn, so running streams keep their pace.
+  const arrivals = new ArrivalGate();
 
   /**
    * In a cluster: checks the hop header of a request a peer forwarded here (served here, never
@@ -255,6 +258,8 @@ export function modelRoute(deps: AppDeps): DirectRoute {
       return (path === "/v1" || path.startsWith("/v1/")) && !NOT_MODELS.test(path);
     },
     async answer(http) {
+      const held = arrivals.pass();
+      if (held !== null) await held;
       const r: ModelRequest = { http, id: newRequestId(), caller: null, hop: null };
       let response: Answer;
       try {
