@@ -9,8 +9,7 @@
  * streams arriving at once kept the event loop busy with and the collector copying.
  */
 import type { HeaderList } from "./http_headers.ts";
-import type { ChunkSource } from "./chunk_source.ts";
-import { concatBytes } from "./bytes.ts";
+import { type ChunkSource, readAll } from "./chunk_source.ts";
 
 /** A route's answer. */
 export type Answer = Response | CompleteAnswer | StreamAnswer;
@@ -57,12 +56,8 @@ export class StreamAnswer extends ListedAnswer {
   }
 
   /** The whole body, read to its end. */
-  async bytes(): Promise<Uint8Array<ArrayBuffer>> {
-    const chunks: Uint8Array[] = [];
-    for (let chunk = await this.source.read(); chunk !== null; chunk = await this.source.read()) {
-      chunks.push(chunk);
-    }
-    return concatBytes(chunks);
+  bytes(): Promise<Uint8Array<ArrayBuffer>> {
+    return readAll(this.source);
   }
 
   /** The whole body as text (an error status's message). */

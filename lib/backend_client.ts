@@ -19,6 +19,7 @@
  * state and its failure modes.
  */
 import { concatBytes } from "./bytes.ts";
+import { readAll } from "./chunk_source.ts";
 import {
   ChunkedDecoder,
   FIELD_NAME,
@@ -468,11 +469,7 @@ export class BackendBody {
       this.#finish(this.#framing.keep);
       return out;
     }
-    const parts: Uint8Array[] = [];
-    for (let chunk = await this.read(); chunk !== null; chunk = await this.read()) {
-      parts.push(chunk);
-    }
-    return concatBytes(parts);
+    return await readAll(this);
   }
 
   /** The next piece of the body as it came, or null at its end. */

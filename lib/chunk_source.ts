@@ -5,6 +5,7 @@
  * chunk goes from its read straight to the socket write. `streamOf` and `readerSource` cross
  * to web streams and back where a Response is on the other side (a peer's stream).
  */
+import { concatBytes } from "./bytes.ts";
 
 export interface ChunkSource {
   /**
@@ -14,6 +15,17 @@ export interface ChunkSource {
   read(): Promise<Uint8Array | null>;
   /** The reader leaves before the end (the client went away). */
   cancel(reason: unknown): Promise<void>;
+}
+
+/** Everything `source` still has, read to its end. */
+export async function readAll(
+  source: Pick<ChunkSource, "read">,
+): Promise<Uint8Array<ArrayBuffer>> {
+  const parts: Uint8Array[] = [];
+  for (let chunk = await source.read(); chunk !== null; chunk = await source.read()) {
+    parts.push(chunk);
+  }
+  return concatBytes(parts);
 }
 
 /** `bytes` as one chunk. */
