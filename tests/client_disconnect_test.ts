@@ -8,6 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { chatBody, getJson, post } from "./support/client.ts";
+import { type Counts, countsOf, unfinished } from "./support/request_counts.ts";
 import {
   CancellingClients,
   type CancelResult,
@@ -18,40 +19,6 @@ import { withHomelabProxy } from "./support/proxy.ts";
 import { waitFor } from "./support/wait_for.ts";
 
 const CANCEL_AFTER_MS = [5, 50, 500];
-
-interface Counts {
-  total: number;
-  successful: number;
-  failed: number;
-  cancelled: number;
-  pending: number;
-  active: number;
-  /** lqp_requests_total{status="499"}, summed over models. */
-  logged499: number;
-}
-
-async function countsOf(url: string): Promise<Counts> {
-  const m = (await getJson(`${url}/metrics`)).body as Record<string, number> & {
-    queue_stats: { pending_jobs: number };
-  };
-  const text = await (await fetch(`${url}/metrics?format=prometheus`)).text();
-  let logged499 = 0;
-  for (const match of text.matchAll(/^lqp_requests_total\{[^}]*status="499"[^}]*\} (\d+)$/gm)) {
-    logged499 += Number(match[1]);
-  }
-  return {
-    total: m.total_requests,
-    successful: m.successful_requests,
-    failed: m.failed_requests,
-    cancelled: m.cancelled_requests,
-    pending: m.queue_stats.pending_jobs,
-    active: m.active_workers,
-    logged499,
-  };
-}
-
-/** Requests the proxy received that have not ended yet. */
-const unfinished = (c: Counts) => c.total - c.successful - c.failed - c.cancelled;
 
 /** Each client at each moment, with a marker in its body to find it at the backend. */
 function* scenarios(moment: string): Generator<{ client: ClientName; ms: number; marker: string }> {
