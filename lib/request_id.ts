@@ -31,3 +31,10 @@ export function newRequestId(now = Date.now()): string {
   for (const end = idAt + RANDOM_BYTES; idAt < end; idAt++) id += HEX[idBytes[idAt]];
   return id;
 }
+
+/** The arrival time (ms) an id carries, or null for one without (an older node's, a test's). */
+export function arrivalOf(id: string): number | null {
+  if (id.length !== 28 || !id.startsWith("req_")) return null;
+  const ms = parseInt(id.slice(4, 16), 16);
+  return Number.isNaN(ms) ? null : ms;
+}

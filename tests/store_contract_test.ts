@@ -4,6 +4,7 @@
  */
 import assert from "node:assert/strict";
 import type { JobRecord, JobStore, NewAsyncJob, SyncChange } from "../lib/store/contract.ts";
+import { newRequestId } from "../lib/request_id.ts";
 import { STORE_KINDS, withStore } from "./support/stores.ts";
 
 const LEASE = 1000;
@@ -80,6 +81,49 @@ for (const kind of STORE_KINDS) {
       assert.deepEqual((await store.get("s1"))?.state, "done");
       // Finished jobs are not active: a later lease expiry does not touch them.
       assert.deepEqual(await store.recover(10 * LEASE, 3), { abandoned: 0, requeued: 0, dead: 0 });
+    });
+  });
+
+  Deno.test(`${kind} store: sync jobs that arrive and finish within one write are found by id, counted, and expire after retention`, async () => {
+    await withStore(kind, async (store) => {
+      await store.heartbeat("n1", LEASE, 0);
+      const arrived = Date.UTC(2026, 11, 3);
+      // Real request ids (they carry their arrival time), some within the same millisecond.
+      const ids = Array.from({ length: 150 }, (_, i) => newRequestId(arrived + (i >> 2)));
+      const finished = (id: string, i: number): JobRecord => ({
+        ...syncJob(id, "n1", (["done", "failed", "cancelled"] as const)[i % 3], arrived + 200),
+        createdAt: arrived + (i >> 2),
+      });
+      await store.record(ids.map((id, i) => ({ job: finished(id, i), from: null })));
+      // The next write's jobs arrived after this one began, as the journal's do.
+      const next = newRequestId(arrived + 300);
+      await store.record([{ job: finished(next, 0), from: null }]);
+      assert.deepEqual(await store.stats(), {
+        queued: 0,
+        running: 0,
+        dead: 0,
+        abandoned: 0,
+        total: 151,
+      });
+      for (const [i, id] of [...ids.entries()].filter(([i]) => i % 7 === 0)) {
+        assert.deepEqual(await store.get(id), finished(id, i), `record ${i}`);
+      }
+      assert.deepEqual(await store.get(next), finished(next, 0));
+      assert.deepEqual(
+        (await store.getMany([ids[3], next, newRequestId(arrived + 5)])).map((job) => job?.id),
+        [ids[3], next, undefined],
+      );
+      assert.deepEqual(await store.get(newRequestId(arrived + 2)), null, "an id never recorded");
+      const retention = { finishedMs: 1000, deadMs: 1000 };
+      assert.deepEqual(await store.purge(arrived + 1000, retention), 0);
+      assert.deepEqual(await store.purge(arrived + 1250, retention), 151);
+      assert.deepEqual(await store.get(ids[0]), null);
+      assert.deepEqual((await store.stats()).total, 151, "the total counts every job ever");
+      assert.deepEqual(await store.recover(arrived + 10 * LEASE, 3), {
+        abandoned: 0,
+        requeued: 0,
+        dead: 0,
+      });
     });
   });
 

@@ -6,8 +6,9 @@
  * split into chunks written before the record that points at them.
  *
  * Over 350 lines on purpose: every method is one JobStore operation over the same
- * key layout (job, lane, active, count, finished, deadidx, group, blob, doc), and the atomics
- * only stay right while that layout is read in one place.
+ * key layout (job, lane, active, count, finished, deadidx, group, brief, blob, doc), and the
+ * atomics only stay right while that layout is written in one place. What a brief entry
+ * holds, and how one is searched, is lib/store/brief_jobs.ts.
  */
 import {
   type AsyncOutcome,
@@ -33,12 +34,17 @@ import {
   isFinal,
   type RecordState,
 } from "./record_states.ts";
+import { BRIEF, briefEntries, briefRecords, findBrief, isBrief } from "./brief_jobs.ts";
 
 const CHUNK_BYTES = 60_000;
 /** Strings are stored as UTF-16 at worst: 2 bytes a character, well under 64 KiB. */
 const INLINE_CHARS = 24_000;
 /** Atomic limits are 1000 mutations and 800 KB; stay well inside both. */
 const JOBS_PER_ATOMIC = 100;
+/** Brief entries are up to ~48 KB each: eight stay well inside an atomic's 800 KB. */
+const BRIEF_ENTRIES_PER_ATOMIC = 8;
+/** Expired brief entries deleted per atomic (KV allows 1000 mutations). */
+const BRIEF_DELETES_PER_ATOMIC = 500;
 /** Claims in one atomic: each adds two checks and up to five mutations. */
 const CLAIMS_PER_ATOMIC = 10;
 /** KV u64 sums wrap at 2^64: adding 2^64 - k subtracts k. */
@@ -75,10 +81,28 @@ export class KvJobStore implements JobStore {
   }
 
   async record(changes: readonly SyncChange[]): Promise<void> {
-    for (let i = 0; i < changes.length; i += JOBS_PER_ATOMIC) {
+    const brief: JobRecord[] = [];
+    const single: SyncChange[] = [];
+    for (const change of changes) {
+      if (change.from === null && isBrief(change.job)) brief.push(change.job);
+      else single.push(change);
+    }
+    const entries = briefEntries(brief);
+    for (let i = 0; i < entries.length; i += BRIEF_ENTRIES_PER_ATOMIC) {
+      const op = this.#kv.atomic();
+      let jobs = 0;
+      for (const { key, text, size } of entries.slice(i, i + BRIEF_ENTRIES_PER_ATOMIC)) {
+        op.set(key, text);
+        jobs += size;
+      }
+      // Brief jobs are final in a state no live counter follows: only the total moves.
+      op.sum(["count", "total"], BigInt(jobs));
+      await commitOrThrow(op);
+    }
+    for (let i = 0; i < single.length; i += JOBS_PER_ATOMIC) {
       const op = this.#kv.atomic();
       const counts = new CountDeltas();
-      for (const { job, from } of changes.slice(i, i + JOBS_PER_ATOMIC)) {
+      for (const { job, from } of single.slice(i, i + JOBS_PER_ATOMIC)) {
         op.set(["job", job.id], job);
         if (from === null) counts.add("total", 1);
         counts.move(from, job.state);
@@ -282,7 +306,14 @@ export class KvJobStore implements JobStore {
 
   async get(id: string): Promise<JobRecord | null> {
     const entry = await this.#kv.get<StoredJob>(["job", id]);
-    return entry.value === null ? null : await this.#load(entry.value);
+    return entry.value === null ? await this.#brief(id) : await this.#load(entry.value);
+  }
+
+  #brief(id: string): Promise<JobRecord | null> {
+    return findBrief(
+      id,
+      (start) => this.#kv.list<string>({ prefix: [BRIEF], start: [BRIEF, start] }),
+    );
   }
 
   async getMany(ids: readonly string[]): Promise<(JobRecord | null)[]> {
@@ -291,8 +322,9 @@ export class KvJobStore implements JobStore {
       const entries = await this.#kv.getMany<StoredJob[]>(
         ids.slice(i, i + 10).map((id) => ["job", id]),
       );
-      for (const entry of entries) {
-        records.push(entry.value === null ? null : await this.#load(entry.value));
+      for (const [j, entry] of entries.entries()) {
+        const id = ids[i + j];
+        records.push(entry.value === null ? await this.#brief(id) : await this.#load(entry.value));
       }
     }
     return records;
@@ -357,6 +389,21 @@ export class KvJobStore implements JobStore {
         purged++;
       }
     }
+    const old = this.#kv.list<string>({
+      prefix: [BRIEF],
+      end: [BRIEF, now - retention.finishedMs],
+    });
+    let op = this.#kv.atomic();
+    let deletes = 0;
+    for await (const entry of old) {
+      op.delete(entry.key);
+      purged += briefRecords(entry.value).length;
+      if (++deletes % BRIEF_DELETES_PER_ATOMIC === 0) {
+        await commitOrThrow(op);
+        op = this.#kv.atomic();
+      }
+    }
+    if (deletes % BRIEF_DELETES_PER_ATOMIC !== 0) await commitOrThrow(op);
     return purged;
   }
 

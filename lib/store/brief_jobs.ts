@@ -1,0 +1,142 @@
+/**
+ * @module
+ * Brief jobs in Deno KV: sync jobs whose whole life fell between two journal writes (they
+ * arrived and finished within one group commit, as nearly every short request does). Each one
+ * was a record, a finished-index entry and their serialization on the main thread, ~8 µs a
+ * job, all at once every few ms: a 0.25-0.5 ms stall under load that the requests arriving
+ * meanwhile waited out. They are now written many to one entry, as JSON text:
+ *
+ *   ["brief", newest updatedAt of the write, smallest id of the entry] -> "[[id, node, …], …]"
+ *
+ * Retention purges whole entries by their time. A record is found by id from the arrival time
+ * its id carries (lib/request_id.ts): one write's jobs all arrived after the previous write
+ * began, so the entries from that time on hold it within the first few read.
+ */
+import { arrivalOf } from "../request_id.ts";
+import type { Priority } from "../priority.ts";
+import type { JobRecord } from "./contract.ts";
+import { isCounted, isFinal, type RecordState } from "./record_states.ts";
+
+export const BRIEF = "brief";
+
+/** What tells one brief record from another; the rest of a sync record is the same for all. */
+type BriefTuple = [
+  id: string,
+  node: string,
+  model: string,
+  priority: Priority,
+  state: RecordState,
+  attempts: number,
+  createdAt: number,
+  updatedAt: number,
+];
+
+/** Characters per entry: KV stores a string as UTF-16 at worst, well under its 64 KiB. */
+const ENTRY_CHARS = 24_000;
+
+/**
+ * How much later than a record's own arrival the first job of an entry may have arrived before
+ * the search stops: a clock stepped back by NTP must not hide a record.
+ */
+const CLOCK_SLACK_MS = 1000;
+
+/**
+ * Whether a job new in this write may be kept in a brief entry: it finished without touching a
+ * live counter (done, failed, cancelled), and its id carries an arrival time no later than its
+ * last change, where a search by id starts.
+ */
+export function isBrief(job: JobRecord): boolean {
+  if (job.kind !== "sync" || job.node === null || !isFinal(job.state) || isCounted(job.state)) {
+    return false;
+  }
+  const arrival = arrivalOf(job.id);
+  return arrival !== null && arrival <= job.updatedAt;
+}
+
+/** A brief entry: its key, its text, and how many jobs it holds. */
+export interface BriefEntry {
+  key: [typeof BRIEF, number, string];
+  text: string;
+  size: number;
+}
+
+/**
+ * `jobs` (all brief) as entries under one time, the newest change among them, each under
+ * ENTRY_CHARS, in id order so that one write's entries follow each other in the order a search
+ * by id walks them.
+ */
+export function briefEntries(jobs: readonly JobRecord[]): BriefEntry[] {
+  const sorted = [...jobs].sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+  let newest = 0;
+  for (const job of sorted) newest = Math.max(newest, job.updatedAt);
+  const entries: BriefEntry[] = [];
+  let parts: string[] = [];
+  let chars = 0;
+  let first = "";
+  const close = () => {
+    if (parts.length === 0) return;
+    entries.push({ key: [BRIEF, newest, first], text: `[${parts.join(",")}]`, size: parts.length });
+    parts = [];
+    chars = 0;
+  };
+  for (const job of sorted) {
+    const tuple: BriefTuple = [
+      job.id,
+      job.node!,
+      job.model,
+      job.priority,
+      job.state,
+      job.attempts,
+      job.createdAt,
+      job.updatedAt,
+    ];
+    const part = JSON.stringify(tuple);
+    if (chars + part.length + 1 > ENTRY_CHARS) close();
+    if (parts.length === 0) first = job.id;
+    parts.push(part);
+    chars += part.length + 1;
+  }
+  close();
+  return entries;
+}
+
+/** The records of a brief entry's text. */
+export function briefRecords(text: string): JobRecord[] {
+  return (JSON.parse(text) as BriefTuple[]).map((
+    [id, node, model, priority, state, attempts, createdAt, updatedAt],
+  ) => ({
+    id,
+    kind: "sync",
+    model,
+    priority,
+    state,
+    attempts,
+    node,
+    lane: null,
+    order: 0,
+    group: null,
+    createdAt,
+    updatedAt,
+    payload: null,
+    result: null,
+  }));
+}
+
+/**
+ * The brief record `id`, searched in `entries` (those from its arrival time on, in key order),
+ * or null. Stops at the first entry whose jobs all arrived after it did.
+ */
+export async function findBrief(
+  id: string,
+  entries: (start: number) => AsyncIterable<Deno.KvEntry<string>>,
+): Promise<JobRecord | null> {
+  const arrival = arrivalOf(id);
+  if (arrival === null) return null;
+  for await (const entry of entries(arrival)) {
+    const firstArrival = arrivalOf(entry.key[2] as string) ?? 0;
+    if (firstArrival > arrival + CLOCK_SLACK_MS) return null;
+    const found = briefRecords(entry.value).find((job) => job.id === id);
+    if (found !== undefined) return found;
+  }
+  return null;
+}
