@@ -46,7 +46,7 @@ const SETTINGS = quick
     wrkS: 1,
     chunks: 10,
     chunkMs: 10,
-    ttfb: 3,
+    ttfb: 10,
     swaps: 1,
     queueSizes: [10, 100],
     queued: 50,
@@ -62,7 +62,8 @@ const SETTINGS = quick
     wrkS: 5,
     chunks: 100,
     chunkMs: 20,
-    ttfb: 20,
+    // A p50 of 20 first chunks moved 0.2 ms from run to run, as much as the target's margin.
+    ttfb: 200,
     swaps: 5,
     queueSizes: [10, 1000, 10000],
     queued: 1000,
