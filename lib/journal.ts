@@ -99,6 +99,7 @@ export class SyncJournal {
     commit.changes.set(job.id, {
       job: this.#record(job),
       from: earlier === undefined ? from : earlier.from,
+      retried: earlier?.retried,
     });
     this.#schedule();
     return commit.written;
@@ -154,7 +155,8 @@ export class SyncJournal {
     const newer = this.#next.changes;
     for (const [id, change] of failed.changes) {
       const later = newer.get(id);
-      newer.set(id, later === undefined ? change : { job: later.job, from: change.from });
+      const job = later === undefined ? change.job : later.job;
+      newer.set(id, { job, from: change.from, retried: true });
     }
   }
 }

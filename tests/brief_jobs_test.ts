@@ -5,9 +5,9 @@ import {
   type BriefEntry,
   briefRecords,
   findBrief,
-  isBrief,
+  splitBrief,
 } from "../lib/store/brief_jobs.ts";
-import type { JobRecord } from "../lib/store/contract.ts";
+import type { JobRecord, SyncChange } from "../lib/store/contract.ts";
 
 const ARRIVED = Date.UTC(2026, 11, 3);
 
@@ -93,17 +93,40 @@ Deno.test("findBrief(): a record is found in a later entry of its write and besi
   assert.equal(await findBrief("req_fc71ed15f4414ecd", list), null, "an id without a time");
 });
 
-Deno.test("isBrief(): only sync jobs that finished uncounted, with an id whose time is no later than their last change", () => {
+/** Which of `jobs`, all new in one write, splitBrief() keeps brief. */
+function briefOf(changes: SyncChange[]): JobRecord[] {
+  const { brief, single } = splitBrief(changes);
+  assert.equal(brief.length + single.length, changes.length);
+  return brief;
+}
+
+Deno.test("splitBrief(): only new sync jobs that finished uncounted, with an id whose time is no later than their last change, and not a retry", () => {
   const id = newRequestId(ARRIVED);
-  assert.ok(isBrief(syncJob(id, ARRIVED)));
+  const alone = (job: JobRecord, change: Partial<SyncChange> = {}) =>
+    briefOf([{ job, from: null, ...change }]).length === 1;
+  assert.ok(alone(syncJob(id, ARRIVED)));
   for (const state of ["failed", "cancelled"] as const) {
-    assert.ok(isBrief(syncJob(id, ARRIVED, { state })));
+    assert.ok(alone(syncJob(id, ARRIVED, { state })), state);
   }
   // Counted or open states keep their own record and indexes.
   for (const state of ["queued", "running", "dead", "abandoned"] as const) {
-    assert.ok(!isBrief(syncJob(id, ARRIVED, { state })), state);
+    assert.ok(!alone(syncJob(id, ARRIVED, { state })), state);
   }
-  assert.ok(!isBrief(syncJob("req_fc71ed15f4414ecd", ARRIVED)), "an older node's id");
-  assert.ok(!isBrief(syncJob(id, ARRIVED - 10, { updatedAt: ARRIVED - 1 })), "a clock behind");
-  assert.ok(!isBrief(syncJob(id, ARRIVED, { kind: "async" })));
+  assert.ok(!alone(syncJob(id, ARRIVED), { from: "running" }), "written before");
+  assert.ok(!alone(syncJob(id, ARRIVED), { retried: true }), "part of a failed write may be in");
+  assert.ok(!alone(syncJob("req_fc71ed15f4414ecd", ARRIVED)), "an id without a time");
+  assert.ok(!alone(syncJob(id, ARRIVED - 10, { updatedAt: ARRIVED - 1 })), "a clock behind");
+  assert.ok(!alone(syncJob(id, ARRIVED, { kind: "async" })));
+});
+
+Deno.test("a write that spans an outage keeps the jobs that arrived over a second before its newest change apart, and every brief one is found after the clock steps back", async () => {
+  const early = syncJob(newRequestId(ARRIVED), ARRIVED, { updatedAt: ARRIVED + 50 });
+  const late = syncJob(newRequestId(ARRIVED + 29_990), ARRIVED + 29_990);
+  const brief = briefOf([early, late].map((job) => ({ job, from: null })));
+  assert.deepEqual(brief, [late]);
+  // The clock stepped back 10 s: the next write's job seems to have arrived before `late`.
+  const next = syncJob(newRequestId(ARRIVED + 20_000), ARRIVED + 20_000);
+  const { list } = listed([...briefEntries(brief), ...briefEntries([next])]);
+  assert.deepEqual(await findBrief(late.id, list), late);
+  assert.deepEqual(await findBrief(next.id, list), next);
 });

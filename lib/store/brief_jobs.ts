@@ -9,12 +9,13 @@
  *   ["brief", newest updatedAt of the write, smallest id of the entry] -> "[[id, node, …], …]"
  *
  * Retention purges whole entries by their time. A record is found by id from the arrival time
- * its id carries (lib/request_id.ts): one write's jobs all arrived after the previous write
- * began, so the entries from that time on hold it within the first few read.
+ * its id carries (lib/request_id.ts): every job of an entry arrived at most CLOCK_SLACK_MS before
+ * the entry's time, so the entries from its arrival on hold it, and none before it holds only
+ * jobs that arrived more than CLOCK_SLACK_MS after it, whatever the clock did between writes.
  */
 import { arrivalOf } from "../request_id.ts";
 import type { Priority } from "../priority.ts";
-import type { JobRecord } from "./contract.ts";
+import type { JobRecord, SyncChange } from "./contract.ts";
 import { isCounted, isFinal, type RecordState } from "./record_states.ts";
 
 export const BRIEF = "brief";
@@ -35,22 +36,43 @@ type BriefTuple = [
 const ENTRY_CHARS = 24_000;
 
 /**
- * How much later than a record's own arrival the first job of an entry may have arrived before
- * the search stops: a clock stepped back by NTP must not hide a record.
+ * How long before its entry's time a brief job may have arrived. A write's jobs normally span a
+ * few ms; one retried after a store outage can span the outage, and its older jobs keep their
+ * own record, so that a search never has to look further back than this.
  */
 const CLOCK_SLACK_MS = 1000;
 
 /**
- * Whether a job new in this write may be kept in a brief entry: it finished without touching a
- * live counter (done, failed, cancelled), and its id carries an arrival time no later than its
- * last change, where a search by id starts.
+ * Whether a job may be kept in a brief entry: new in this write (not a retry of one that may
+ * have partly landed), finished without touching a live counter (done, failed, cancelled), and
+ * with an id that carries an arrival time no later than its last change, where a search by id
+ * starts.
  */
-export function isBrief(job: JobRecord): boolean {
-  if (job.kind !== "sync" || job.node === null || !isFinal(job.state) || isCounted(job.state)) {
-    return false;
-  }
+function mayBeBrief({ job, from, retried }: SyncChange): boolean {
+  if (from !== null || retried || job.kind !== "sync" || job.node === null) return false;
+  if (!isFinal(job.state) || isCounted(job.state)) return false;
   const arrival = arrivalOf(job.id);
   return arrival !== null && arrival <= job.updatedAt;
+}
+
+/**
+ * A write's changes, split into brief jobs and those that keep their own record (among them any
+ * that could be brief but arrived more than CLOCK_SLACK_MS before the write's newest change).
+ */
+export function splitBrief(
+  changes: readonly SyncChange[],
+): { brief: JobRecord[]; single: SyncChange[] } {
+  const candidates = changes.filter(mayBeBrief);
+  let newest = -Infinity;
+  for (const { job } of candidates) newest = Math.max(newest, job.updatedAt);
+  const brief = new Set<SyncChange>();
+  for (const change of candidates) {
+    if (arrivalOf(change.job.id)! >= newest - CLOCK_SLACK_MS) brief.add(change);
+  }
+  return {
+    brief: [...brief].map((change) => change.job),
+    single: changes.filter((change) => !brief.has(change)),
+  };
 }
 
 /** A brief entry: its key, its text, and how many jobs it holds. */
@@ -70,14 +92,16 @@ export function briefEntries(jobs: readonly JobRecord[]): BriefEntry[] {
   let newest = 0;
   for (const job of sorted) newest = Math.max(newest, job.updatedAt);
   const entries: BriefEntry[] = [];
+  // The brackets, then each part with its comma (one more than the text has).
+  const EMPTY_CHARS = 2;
   let parts: string[] = [];
-  let chars = 0;
+  let chars = EMPTY_CHARS;
   let first = "";
   const close = () => {
     if (parts.length === 0) return;
     entries.push({ key: [BRIEF, newest, first], text: `[${parts.join(",")}]`, size: parts.length });
     parts = [];
-    chars = 0;
+    chars = EMPTY_CHARS;
   };
   for (const job of sorted) {
     const tuple: BriefTuple = [

@@ -56,6 +56,11 @@ export interface NewAsyncJob {
 export interface SyncChange {
   job: JobRecord;
   from: RecordState | null;
+  /**
+   * Sent again after a write that failed: part of that write may have landed, so a `from` of
+   * null does not prove the store never saw the job.
+   */
+  retried?: boolean;
 }
 
 export type AsyncOutcome = "done" | "failed" | "dead" | "cancelled";

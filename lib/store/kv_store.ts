@@ -34,7 +34,7 @@ import {
   isFinal,
   type RecordState,
 } from "./record_states.ts";
-import { BRIEF, briefEntries, briefRecords, findBrief, isBrief } from "./brief_jobs.ts";
+import { BRIEF, briefEntries, briefRecords, findBrief, splitBrief } from "./brief_jobs.ts";
 
 const CHUNK_BYTES = 60_000;
 /** Strings are stored as UTF-16 at worst: 2 bytes a character, well under 64 KiB. */
@@ -81,12 +81,7 @@ export class KvJobStore implements JobStore {
   }
 
   async record(changes: readonly SyncChange[]): Promise<void> {
-    const brief: JobRecord[] = [];
-    const single: SyncChange[] = [];
-    for (const change of changes) {
-      if (change.from === null && isBrief(change.job)) brief.push(change.job);
-      else single.push(change);
-    }
+    const { brief, single } = splitBrief(changes);
     const entries = briefEntries(brief);
     for (let i = 0; i < entries.length; i += BRIEF_ENTRIES_PER_ATOMIC) {
       const op = this.#kv.atomic();
@@ -312,7 +307,9 @@ export class KvJobStore implements JobStore {
   #brief(id: string): Promise<JobRecord | null> {
     return findBrief(
       id,
-      (start) => this.#kv.list<string>({ prefix: [BRIEF], start: [BRIEF, start] }),
+      // The record is in one of the first few: no prefetch of a hundred entries of ~24 KB.
+      (start) =>
+        this.#kv.list<string>({ prefix: [BRIEF], start: [BRIEF, start] }, { batchSize: 4 }),
     );
   }
 

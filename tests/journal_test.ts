@@ -1,0 +1,68 @@
+import assert from "node:assert/strict";
+import { systemClock } from "../lib/clock.ts";
+import { SyncJournal } from "../lib/journal.ts";
+import { Job } from "../lib/jobs.ts";
+import { silentLogger } from "../lib/log.ts";
+import { newRequestId } from "../lib/request_id.ts";
+import { KvJobStore } from "../lib/store/kv_store.ts";
+import { StoreStatus } from "../lib/store/status.ts";
+import { waitFor } from "./support/wait_for.ts";
+
+function newJob(): Job {
+  return new Job({
+    id: newRequestId(),
+    model: "a",
+    method: "POST",
+    path: "/v1/chat/completions",
+    body: new Uint8Array(2),
+    headers: new Headers(),
+    stream: false,
+    priority: "interactive",
+    enqueuedAt: systemClock.now(),
+  });
+}
+
+Deno.test("a group commit that landed but reported failure is written again: the record reads as the request ended, not as it was then", async () => {
+  const store = await KvJobStore.open(":memory:");
+  const status = new StoreStatus(store, silentLogger, 10);
+  try {
+    const write = store.record.bind(store);
+    let failures = 0;
+    // The write lands, then its answer is lost (a timeout after the commit): the journal
+    // cannot tell what of it is in the store.
+    store.record = async (changes) => {
+      await write(changes);
+      if (failures++ === 0) throw new Error("the answer to the commit was lost");
+    };
+    const journal = new SyncJournal({
+      store,
+      status,
+      node: "n1",
+      clock: systemClock,
+      log: silentLogger,
+    });
+    const job = newJob();
+    const recorded = journal.add(job);
+    job.transition("running");
+    await assert.rejects(recorded, /lost/);
+    job.transition("done");
+    await waitFor("the store to be back and the write retried", () => status.up && failures === 2);
+    await journal.settled();
+    assert.equal((await store.get(job.id))?.state, "done");
+    assert.deepEqual(await store.recover(Date.now() + 60_000, 3), {
+      abandoned: 0,
+      requeued: 0,
+      dead: 0,
+    });
+    // A request that arrives and ends within one write afterwards is stored as before.
+    const brief = newJob();
+    journal.add(brief);
+    brief.transition("running");
+    brief.transition("done");
+    await journal.settled();
+    assert.equal((await store.get(brief.id))?.state, "done");
+  } finally {
+    status.close();
+    await store.close();
+  }
+});
