@@ -127,6 +127,33 @@ for (const kind of STORE_KINDS) {
     });
   });
 
+  Deno.test(`${kind} store: a write of 2,000 sync jobs with long non-ASCII model names is stored whole`, async () => {
+    await withStore(kind, async (store) => {
+      await store.heartbeat("n1", LEASE, 0);
+      const arrived = Date.UTC(2026, 11, 3);
+      const model = "模型".repeat(150);
+      const changes: SyncChange[] = Array.from({ length: 2000 }, (_, i) => ({
+        job: {
+          ...syncJob(newRequestId(arrived), "n1", i % 2 ? "done" : "running", arrived + 5),
+          model,
+          createdAt: arrived,
+        },
+        from: null,
+      }));
+      await store.record(changes); // after an outage, a write can be this big
+      assert.deepEqual(await store.stats(), {
+        queued: 0,
+        running: 1000,
+        dead: 0,
+        abandoned: 0,
+        total: 2000,
+      });
+      for (const i of [0, 1, 998, 1999]) {
+        assert.deepEqual(await store.get(changes[i].job.id), changes[i].job, `job ${i}`);
+      }
+    });
+  });
+
   Deno.test(`${kind} store: async jobs are claimed in lane order and completed once`, async () => {
     await withStore(kind, async (store) => {
       await store.enqueue(asyncJobs("b1", 5), 0);

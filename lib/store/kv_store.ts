@@ -43,6 +43,11 @@ const INLINE_CHARS = 24_000;
 const JOBS_PER_ATOMIC = 100;
 /** Brief entries are up to ~48 KB each: eight stay well inside an atomic's 800 KB. */
 const BRIEF_ENTRIES_PER_ATOMIC = 8;
+/**
+ * Sync jobs with their own record beside the brief entries: up to three mutations (record,
+ * active, finished) and ~1 KB each, so with eight entries an atomic stays under both limits.
+ */
+const SYNC_JOBS_PER_ATOMIC = 200;
 /** Expired brief entries deleted per atomic (KV allows 1000 mutations). */
 const BRIEF_DELETES_PER_ATOMIC = 500;
 /** Claims in one atomic: each adds two checks and up to five mutations. */
@@ -83,27 +88,27 @@ export class KvJobStore implements JobStore {
   async record(changes: readonly SyncChange[]): Promise<void> {
     const { brief, single } = splitBrief(changes);
     const entries = briefEntries(brief);
-    for (let i = 0; i < entries.length; i += BRIEF_ENTRIES_PER_ATOMIC) {
-      const op = this.#kv.atomic();
-      let jobs = 0;
-      for (const { key, text, size } of entries.slice(i, i + BRIEF_ENTRIES_PER_ATOMIC)) {
-        op.set(key, text);
-        jobs += size;
-      }
-      // Brief jobs are final in a state no live counter follows: only the total moves.
-      op.sum(["count", "total"], BigInt(jobs));
-      await commitOrThrow(op);
-    }
-    for (let i = 0; i < single.length; i += JOBS_PER_ATOMIC) {
+    // A write of the usual size is one atomic, all or nothing, and one commit (one fsync).
+    for (
+      let e = 0, j = 0;
+      e < entries.length || j < single.length;
+      e += BRIEF_ENTRIES_PER_ATOMIC, j += SYNC_JOBS_PER_ATOMIC
+    ) {
       const op = this.#kv.atomic();
       const counts = new CountDeltas();
-      for (const { job, from } of single.slice(i, i + JOBS_PER_ATOMIC)) {
+      for (const { key, text, size } of entries.slice(e, e + BRIEF_ENTRIES_PER_ATOMIC)) {
+        op.set(key, text);
+        // Brief jobs are final in a state no live counter follows: only the total moves.
+        counts.add("total", size);
+      }
+      for (const { job, from, retried } of single.slice(j, j + SYNC_JOBS_PER_ATOMIC)) {
         op.set(["job", job.id], job);
         if (from === null) counts.add("total", 1);
         counts.move(from, job.state);
         if (isFinal(job.state)) {
-          // A job that arrived and finished within one write was never active.
-          if (from !== null) op.delete(["active", job.node!, job.id]);
+          // A job that arrived and finished within one write was never active, unless part of
+          // a failed write landed before.
+          if (from !== null || retried) op.delete(["active", job.node!, job.id]);
           op.set(["finished", job.updatedAt, job.id], true);
         } else if (from === null) {
           op.set(["active", job.node!, job.id], true);
