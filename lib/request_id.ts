@@ -19,6 +19,8 @@ export const REQUEST_ID = /^req_(?:[0-9a-f]{16}|[0-9a-f]{24})$/;
 const idBytes = new Uint8Array(4096);
 const RANDOM_BYTES = 6;
 let idAt = idBytes.length;
+const TIME_DIGITS = 12;
+const TIMED_ID_LENGTH = "req_".length + TIME_DIGITS + 2 * RANDOM_BYTES;
 const HEX = Array.from({ length: 256 }, (_, byte) => byte.toString(16).padStart(2, "0"));
 
 /** A new request id; `now` is for tests. */
@@ -27,14 +29,14 @@ export function newRequestId(now = Date.now()): string {
     crypto.getRandomValues(idBytes);
     idAt = 0;
   }
-  let id = "req_" + now.toString(16).padStart(12, "0");
+  let id = "req_" + now.toString(16).padStart(TIME_DIGITS, "0");
   for (const end = idAt + RANDOM_BYTES; idAt < end; idAt++) id += HEX[idBytes[idAt]];
   return id;
 }
 
 /** The arrival time (ms) an id carries, or null for one without (an older node's, a test's). */
 export function arrivalOf(id: string): number | null {
-  if (id.length !== 28 || !id.startsWith("req_")) return null;
-  const ms = parseInt(id.slice(4, 16), 16);
+  if (id.length !== TIMED_ID_LENGTH || !id.startsWith("req_")) return null;
+  const ms = parseInt(id.slice(4, 4 + TIME_DIGITS), 16);
   return Number.isNaN(ms) ? null : ms;
 }

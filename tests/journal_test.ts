@@ -1,26 +1,11 @@
 import assert from "node:assert/strict";
 import { systemClock } from "../lib/clock.ts";
 import { SyncJournal } from "../lib/journal.ts";
-import { Job } from "../lib/jobs.ts";
 import { silentLogger } from "../lib/log.ts";
-import { newRequestId } from "../lib/request_id.ts";
 import { KvJobStore } from "../lib/store/kv_store.ts";
 import { StoreStatus } from "../lib/store/status.ts";
+import { makeJob } from "./support/jobs.ts";
 import { waitFor } from "./support/wait_for.ts";
-
-function newJob(): Job {
-  return new Job({
-    id: newRequestId(),
-    model: "a",
-    method: "POST",
-    path: "/v1/chat/completions",
-    body: new Uint8Array(2),
-    headers: new Headers(),
-    stream: false,
-    priority: "interactive",
-    enqueuedAt: systemClock.now(),
-  });
-}
 
 Deno.test("a group commit that landed but reported failure is written again: the record reads as the request ended, not as it was then", async () => {
   const store = await KvJobStore.open(":memory:");
@@ -41,7 +26,7 @@ Deno.test("a group commit that landed but reported failure is written again: the
       clock: systemClock,
       log: silentLogger,
     });
-    const job = newJob();
+    const { job } = makeJob("a", { now: systemClock.now() });
     const recorded = journal.add(job);
     job.transition("running");
     await assert.rejects(recorded, /lost/);
@@ -55,7 +40,7 @@ Deno.test("a group commit that landed but reported failure is written again: the
       dead: 0,
     });
     // A request that arrives and ends within one write afterwards is stored as before.
-    const brief = newJob();
+    const { job: brief } = makeJob("a", { now: systemClock.now() });
     journal.add(brief);
     brief.transition("running");
     brief.transition("done");

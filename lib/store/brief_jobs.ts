@@ -43,16 +43,16 @@ const ENTRY_CHARS = 24_000;
 const CLOCK_SLACK_MS = 1000;
 
 /**
- * Whether a job may be kept in a brief entry: new in this write (not a retry of one that may
- * have partly landed), finished without touching a live counter (done, failed, cancelled), and
- * with an id that carries an arrival time no later than its last change, where a search by id
- * starts.
+ * When a job that may be kept in a brief entry arrived, or null when it may not. It must be new
+ * in this write (not a retry of one that may have partly landed), finished without touching a
+ * live counter (done, failed, cancelled), and have an id that carries an arrival time no later
+ * than its last change, where a search by id starts.
  */
-function mayBeBrief({ job, from, retried }: SyncChange): boolean {
-  if (from !== null || retried || job.kind !== "sync" || job.node === null) return false;
-  if (!isFinal(job.state) || isCounted(job.state)) return false;
+function briefArrival({ job, from, retried }: SyncChange): number | null {
+  if (from !== null || retried || job.kind !== "sync" || job.node === null) return null;
+  if (!isFinal(job.state) || isCounted(job.state)) return null;
   const arrival = arrivalOf(job.id);
-  return arrival !== null && arrival <= job.updatedAt;
+  return arrival !== null && arrival <= job.updatedAt ? arrival : null;
 }
 
 /**
@@ -62,17 +62,19 @@ function mayBeBrief({ job, from, retried }: SyncChange): boolean {
 export function splitBrief(
   changes: readonly SyncChange[],
 ): { brief: JobRecord[]; single: SyncChange[] } {
-  const candidates = changes.filter(mayBeBrief);
+  const arrivals = changes.map(briefArrival);
   let newest = -Infinity;
-  for (const { job } of candidates) newest = Math.max(newest, job.updatedAt);
-  const brief = new Set<SyncChange>();
-  for (const change of candidates) {
-    if (arrivalOf(change.job.id)! >= newest - CLOCK_SLACK_MS) brief.add(change);
-  }
-  return {
-    brief: [...brief].map((change) => change.job),
-    single: changes.filter((change) => !brief.has(change)),
-  };
+  changes.forEach(({ job }, i) => {
+    if (arrivals[i] !== null) newest = Math.max(newest, job.updatedAt);
+  });
+  const brief: JobRecord[] = [];
+  const single: SyncChange[] = [];
+  changes.forEach((change, i) => {
+    const arrival = arrivals[i];
+    if (arrival !== null && arrival >= newest - CLOCK_SLACK_MS) brief.push(change.job);
+    else single.push(change);
+  });
+  return { brief, single };
 }
 
 /** A brief entry: its key, its text, and how many jobs it holds. */

@@ -396,16 +396,16 @@ export class KvJobStore implements JobStore {
       end: [BRIEF, now - retention.finishedMs],
     });
     let op = this.#kv.atomic();
-    let deletes = 0;
+    let pending = 0;
     for await (const entry of old) {
       op.delete(entry.key);
       purged += briefRecords(entry.value).length;
-      if (++deletes % BRIEF_DELETES_PER_ATOMIC === 0) {
-        await commitOrThrow(op);
-        op = this.#kv.atomic();
-      }
+      if (++pending < BRIEF_DELETES_PER_ATOMIC) continue;
+      await commitOrThrow(op);
+      op = this.#kv.atomic();
+      pending = 0;
     }
-    if (deletes % BRIEF_DELETES_PER_ATOMIC !== 0) await commitOrThrow(op);
+    if (pending > 0) await commitOrThrow(op);
     return purged;
   }
 

@@ -1,5 +1,6 @@
 /** Builds Job objects for unit tests of the queue and relay, without a route or server. */
 import { Job } from "../../lib/jobs.ts";
+import { newRequestId } from "../../lib/request_id.ts";
 
 export interface TestJob {
   job: Job;
@@ -14,7 +15,7 @@ export function makeJob(
   options: { stream?: boolean; now?: number; owner?: string } = {},
 ): TestJob {
   const job = new Job({
-    id: `req_${crypto.randomUUID().slice(0, 8)}`,
+    id: newRequestId(),
     model,
     method: "POST",
     path: "/v1/chat/completions",
