@@ -7,7 +7,7 @@ import { StoreStatus } from "../lib/store/status.ts";
 import { makeJob } from "./support/jobs.ts";
 import { waitFor } from "./support/wait_for.ts";
 
-Deno.test("a group commit that landed but reported failure is written again: the record reads as the request ended, not as it was then", async () => {
+Deno.test("a group commit that landed but reported failure is written again: the record reads as the request ended, and it is counted once", async () => {
   const store = await KvJobStore.open(":memory:");
   const status = new StoreStatus(store, silentLogger, 10);
   try {
@@ -34,6 +34,13 @@ Deno.test("a group commit that landed but reported failure is written again: the
     await waitFor("the store to be back and the write retried", () => status.up && failures === 2);
     await journal.settled();
     assert.equal((await store.get(job.id))?.state, "done");
+    assert.deepEqual(await store.stats(), {
+      queued: 0,
+      running: 0,
+      dead: 0,
+      abandoned: 0,
+      total: 1,
+    }, "the request is counted once, and not as running");
     assert.deepEqual(await store.recover(Date.now() + 60_000, 3), {
       abandoned: 0,
       requeued: 0,

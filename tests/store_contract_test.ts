@@ -127,6 +127,52 @@ for (const kind of STORE_KINDS) {
     });
   });
 
+  Deno.test(`${kind} store: a write sent again after part of it landed counts every job once and leaves no finished job active`, async () => {
+    await withStore(kind, async (store) => {
+      await store.heartbeat("n1", LEASE, 0);
+      const arrived = Date.UTC(2026, 11, 3);
+      const [started, brief, unseen, unseenDone, stillRunning] = Array.from(
+        { length: 5 },
+        (_, i) => newRequestId(arrived + i),
+      );
+      const job = (id: string, state: JobRecord["state"], at: number): JobRecord => ({
+        ...syncJob(id, "n1", state, at),
+        createdAt: arrived,
+      });
+      // What of the failed write landed before it failed (on KV: its first atomic).
+      await store.record([
+        { job: job(started, "running", arrived + 10), from: null },
+        { job: job(brief, "done", arrived + 10), from: null },
+        { job: job(stillRunning, "running", arrived + 10), from: null },
+      ]);
+      // The journal cannot tell what landed: it sends every change again from where it last
+      // knew the job, with what happened since.
+      await store.record([
+        { job: job(started, "done", arrived + 20), from: null, retried: true },
+        { job: job(brief, "done", arrived + 10), from: null, retried: true },
+        { job: job(unseen, "running", arrived + 20), from: null, retried: true },
+        { job: job(unseenDone, "failed", arrived + 20), from: null, retried: true },
+        { job: job(stillRunning, "running", arrived + 20), from: null, retried: true },
+      ]);
+      assert.deepEqual(await store.stats(), {
+        queued: 0,
+        running: 2,
+        dead: 0,
+        abandoned: 0,
+        total: 5,
+      });
+      assert.deepEqual(
+        (await store.getMany([started, brief, unseen, unseenDone, stillRunning]))
+          .map((record) => record?.state),
+        ["done", "done", "running", "failed", "running"],
+      );
+      // Only the two running ones were active: a dead node leaves those two abandoned.
+      assert.deepEqual(await store.recover(10 * LEASE, 3), { abandoned: 2, requeued: 0, dead: 0 });
+      assert.deepEqual((await store.get(started))?.state, "done");
+      assert.deepEqual((await store.stats()).abandoned, 2);
+    });
+  });
+
   Deno.test(`${kind} store: a write of 2,000 sync jobs with long non-ASCII model names is stored whole`, async () => {
     await withStore(kind, async (store) => {
       await store.heartbeat("n1", LEASE, 0);

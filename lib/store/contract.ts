@@ -57,8 +57,9 @@ export interface SyncChange {
   job: JobRecord;
   from: RecordState | null;
   /**
-   * Sent again after a write that failed: part of that write may have landed, so a `from` of
-   * null does not prove the store never saw the job.
+   * Sent again after a write that failed: part of that write may have landed, so `from` may
+   * be stale. A store moves such a change from the state it holds (none: a new job), and
+   * leaves a job it holds as final alone.
    */
   retried?: boolean;
 }

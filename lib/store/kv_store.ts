@@ -86,7 +86,7 @@ export class KvJobStore implements JobStore {
   }
 
   async record(changes: readonly SyncChange[]): Promise<void> {
-    const { brief, single } = splitBrief(changes);
+    const { brief, single } = splitBrief(await this.#fromStored(changes));
     const entries = briefEntries(brief);
     // A write of the usual size is one atomic, all or nothing, and one commit (one fsync).
     for (
@@ -101,14 +101,13 @@ export class KvJobStore implements JobStore {
         // Brief jobs are final in a state no live counter follows: only the total moves.
         counts.add("total", size);
       }
-      for (const { job, from, retried } of single.slice(j, j + SYNC_JOBS_PER_ATOMIC)) {
+      for (const { job, from } of single.slice(j, j + SYNC_JOBS_PER_ATOMIC)) {
         op.set(["job", job.id], job);
         if (from === null) counts.add("total", 1);
         counts.move(from, job.state);
         if (isFinal(job.state)) {
-          // A job that arrived and finished within one write was never active, unless part of
-          // a failed write landed before.
-          if (from !== null || retried) op.delete(["active", job.node!, job.id]);
+          // A job that arrived and finished within one write was never active.
+          if (from !== null) op.delete(["active", job.node!, job.id]);
           op.set(["finished", job.updatedAt, job.id], true);
         } else if (from === null) {
           op.set(["active", job.node!, job.id], true);
@@ -117,6 +116,24 @@ export class KvJobStore implements JobStore {
       counts.applyTo(op);
       await commitOrThrow(op);
     }
+  }
+
+  /**
+   * Changes sent again after a failed write move from the state the store holds, as the Redis
+   * store's script does, since any part of that write may have landed: each job is counted
+   * once, and one already final (its last change landed, or a recovery abandoned it) stays as
+   * it is. One read per ten such jobs, and only after a failure.
+   */
+  async #fromStored(changes: readonly SyncChange[]): Promise<readonly SyncChange[]> {
+    const retried = changes.filter((change) => change.retried);
+    if (retried.length === 0) return changes;
+    const stored = await this.getMany(retried.map(({ job }) => job.id));
+    const held = new Map(retried.map(({ job }, i) => [job.id, stored[i]]));
+    return changes.flatMap((change): SyncChange[] => {
+      if (!change.retried) return [change];
+      const state = held.get(change.job.id)?.state ?? null;
+      return state !== null && isFinal(state) ? [] : [{ job: change.job, from: state }];
+    });
   }
 
   async enqueue(jobs: readonly NewAsyncJob[], now: number): Promise<void> {
