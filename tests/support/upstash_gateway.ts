@@ -5,6 +5,11 @@
  * `POST /` one command, `POST /pipeline`, `POST /multi-exec`, Bearer auth, base64 response
  * encoding on request, `{"result"}` / `{"error"}` bodies, 500 when Redis is down. RESP is
  * spoken by ioredis, not by hand.
+ *
+ * It runs in a process of its own, as SRH does beside a real deployment. In the test runner's
+ * process, every pause of the runner (a collection, Docker API work, another test's client)
+ * held every node's store calls and heartbeats, and a cluster test once saw a live peer's
+ * lease run out.
  */
 import { Redis as IORedis } from "ioredis";
 import { freePort } from "../../demo/free_port.ts";
@@ -12,25 +17,92 @@ import { freePort } from "../../demo/free_port.ts";
 type Command = (string | number)[];
 type Reply = null | number | string | Reply[];
 
+/** What the gateway process prints on stdout once Redis is connected and it listens. */
+const READY = "gateway ready\n";
+const START_TIMEOUT_MS = 30_000;
+
+/** The gateway process: its address and token, and a way to stop it. */
 export class UpstashGateway {
   readonly url: string;
-  readonly token = crypto.randomUUID();
-  readonly #redis: IORedis;
-  readonly #server: Deno.HttpServer;
+  readonly token: string;
+  readonly #child: Deno.ChildProcess;
 
-  /** Starts the gateway once its Redis connection is up. */
+  private constructor(url: string, token: string, child: Deno.ChildProcess) {
+    this.url = url;
+    this.token = token;
+    this.#child = child;
+  }
+
+  /** Starts the gateway on a free port once its Redis connection is up. */
   static async start(redisPort: number): Promise<UpstashGateway> {
-    const gateway = new UpstashGateway(redisPort);
-    await gateway.#ready();
+    const port = freePort();
+    const token = crypto.randomUUID();
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-net",
+        "--allow-env",
+        "--allow-read",
+        `--config=${new URL("../../deno.json", import.meta.url).pathname}`,
+        new URL(import.meta.url).pathname,
+        String(redisPort),
+        String(port),
+        token,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const gateway = new UpstashGateway(`http://127.0.0.1:${port}`, token, child);
+    try {
+      await readyOrWhy(child);
+    } catch (err) {
+      await gateway[Symbol.asyncDispose]();
+      throw err;
+    }
     return gateway;
   }
 
-  #ready(): Promise<void> {
-    if (this.#redis.status === "ready") return Promise.resolve();
-    return new Promise((resolve) => this.#redis.once("ready", () => resolve()));
+  async [Symbol.asyncDispose](): Promise<void> {
+    try {
+      this.#child.kill("SIGKILL");
+    } catch {
+      // already gone
+    }
+    await this.#child.status;
+    // Whatever of its output was not read keeps no resource open.
+    await this.#child.stdout.cancel().catch(() => {});
+    await this.#child.stderr.cancel().catch(() => {});
   }
+}
 
-  private constructor(redisPort: number) {
+/** Resolves once the child printed READY; rejects with what it printed if it ends or stalls. */
+async function readyOrWhy(child: Deno.ChildProcess): Promise<void> {
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let printed = "";
+  const deadline = setTimeout(() => reader.cancel("timeout"), START_TIMEOUT_MS);
+  try {
+    while (!printed.includes(READY)) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      printed += value;
+    }
+  } finally {
+    clearTimeout(deadline);
+    reader.releaseLock();
+  }
+  if (printed.includes(READY)) return;
+  const stderr = await new Response(child.stderr).text().catch(() => "");
+  throw new Error(
+    `the Upstash gateway did not start within ${START_TIMEOUT_MS} ms: ${printed}${stderr}`,
+  );
+}
+
+class Gateway {
+  readonly #token: string;
+  readonly #redis: IORedis;
+
+  constructor(redisPort: number, port: number, token: string) {
+    this.#token = token;
     this.#redis = new IORedis({
       port: redisPort,
       host: "127.0.0.1",
@@ -40,12 +112,12 @@ export class UpstashGateway {
       retryStrategy: () => 50,
     });
     this.#redis.on("error", () => {});
-    const port = freePort();
-    this.url = `http://127.0.0.1:${port}`;
-    this.#server = Deno.serve(
-      { port, hostname: "127.0.0.1", onListen: () => {} },
-      (req) => this.#handle(req),
-    );
+    Deno.serve({ port, hostname: "127.0.0.1", onListen: () => {} }, (req) => this.#handle(req));
+  }
+
+  ready(): Promise<void> {
+    if (this.#redis.status === "ready") return Promise.resolve();
+    return new Promise((resolve) => this.#redis.once("ready", () => resolve()));
   }
 
   async #handle(req: Request): Promise<Response> {
@@ -53,7 +125,7 @@ export class UpstashGateway {
     if (req.method === "GET" && path === "/") {
       return Response.json("Welcome to Serverless Redis HTTP!");
     }
-    if (req.headers.get("authorization") !== `Bearer ${this.token}`) {
+    if (req.headers.get("authorization") !== `Bearer ${this.#token}`) {
       return Response.json({ error: "Unauthorized" }, { status: 401 });
     }
     if (req.headers.get("content-type") !== "application/json") {
@@ -113,15 +185,16 @@ export class UpstashGateway {
     }
     return reply as Reply;
   }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.#server.shutdown();
-    this.#redis.disconnect();
-  }
 }
 
 function toBase64(reply: Reply): Reply {
   if (typeof reply === "string") return new TextEncoder().encode(reply).toBase64();
   if (Array.isArray(reply)) return reply.map(toBase64);
   return reply;
+}
+
+if (import.meta.main) {
+  const [redisPort, port, token] = Deno.args;
+  await new Gateway(Number(redisPort), Number(port), token).ready();
+  await Deno.stdout.write(new TextEncoder().encode(READY));
 }
