@@ -96,6 +96,7 @@ export class Dispatcher {
     this.#log = deps.log;
     this.#clock = deps.clock;
     this.#journal = deps.journal;
+    this.#journal.onFailedAdds((ids, err) => this.#refuseUnrecorded(ids, err));
     this.#backends = deps.backends;
     this.#storeStatus = deps.storeStatus;
     this.#requests = new RequestLog(deps);
@@ -230,9 +231,15 @@ export class Dispatcher {
     this.queue.admit(job);
     this.bodies.memory.admitted(this.queue.size);
     this.#metrics.totalRequests++;
-    this.#journal.add(job).catch((err) => {
-      if (job.state === "queued") job.cancel(storeUnavailable(String(err?.message ?? err)));
-    });
+    this.#journal.add(job);
+  }
+
+  /** Jobs the store could not record are refused while they still wait (503). */
+  #refuseUnrecorded(ids: ReadonlySet<string>, err: unknown): void {
+    const error = storeUnavailable(messageOf(err));
+    for (const job of this.queue.list()) {
+      if (ids.has(job.id) && job.state === "queued") job.cancel(error);
+    }
   }
 
   /** Queues a batch line (no store journal: the batch runner owns its record). */

@@ -52,6 +52,7 @@ export class SyncJournal {
   #writing: Promise<void> | null = null;
   #scheduled = false;
   #dropped = 0;
+  readonly #failedAddListeners: ((ids: ReadonlySet<string>, err: unknown) => void)[] = [];
   /** One observer for every job: no closure per waiting job. */
   readonly #observer = (job: Job, from: JobState) => {
     this.#put(job, from);
@@ -70,6 +71,16 @@ export class SyncJournal {
     this.#clock = deps.clock;
     this.#log = deps.log;
     this.#status.onUp(() => this.#schedule());
+  }
+
+  /**
+   * Calls `fn` with the ids of the jobs a failed write was the first to record, once per such
+   * write. One listener for all jobs: a handler per job on the write's promise kept every job
+   * of a write alive (its body, its answer) until the write ended, ~20-60 finished requests
+   * at a time under load, which each young-generation collection then had to copy.
+   */
+  onFailedAdds(fn: (ids: ReadonlySet<string>, err: unknown) => void): void {
+    this.#failedAddListeners.push(fn);
   }
 
   /** Records a new job and follows its state changes. Resolves once the store has it. */
@@ -142,12 +153,25 @@ export class SyncJournal {
       await this.#store.record([...commit.changes.values()]);
       commit.resolve();
     } catch (err) {
-      commit.reject(this.#status.down(err));
+      const down = this.#status.down(err);
+      commit.reject(down);
       this.#keep(commit);
+      this.#tellFailedAdds(commit, down);
     } finally {
       this.#writing = null;
       this.#schedule();
     }
+  }
+
+  #tellFailedAdds(failed: GroupCommit, err: unknown): void {
+    if (this.#failedAddListeners.length === 0) return;
+    const ids = new Set<string>();
+    for (const [id, change] of failed.changes) {
+      // A change sent again was a new job in the write that failed first, and told then.
+      if (change.from === null && !change.retried) ids.add(id);
+    }
+    if (ids.size === 0) return;
+    for (const fn of this.#failedAddListeners) fn(ids, err);
   }
 
   /** Puts a failed group commit's changes back in front of newer ones for the next try. */

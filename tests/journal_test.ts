@@ -58,3 +58,44 @@ Deno.test("a group commit that landed but reported failure is written again: the
     await store.close();
   }
 });
+
+Deno.test("a write that fails tells its listener, once, which jobs it was the first to record; those sent again are not told twice", async () => {
+  const store = await KvJobStore.open(":memory:");
+  const status = new StoreStatus(store, silentLogger, 10);
+  try {
+    const write = store.record.bind(store);
+    let failures = 0;
+    store.record = (changes) =>
+      failures++ < 2 ? Promise.reject(new Error("disk full")) : write(changes);
+    const journal = new SyncJournal({
+      store,
+      status,
+      node: "n1",
+      clock: systemClock,
+      log: silentLogger,
+    });
+    const told: { ids: string[]; message: string }[] = [];
+    journal.onFailedAdds((ids, err) => told.push({ ids: [...ids], message: String(err) }));
+    const { job: first } = makeJob("a", { now: systemClock.now() });
+    const { job: second } = makeJob("a", { now: systemClock.now() });
+    await Promise.allSettled([journal.add(first), journal.add(second)]);
+    assert.deepEqual(told.map(({ ids }) => ids.toSorted()), [[first.id, second.id].toSorted()]);
+    assert.match(told[0].message, /disk full/);
+    // The next write carries both again, with a third job new in it: only the third is told.
+    first.transition("running");
+    const { job: third } = makeJob("a", { now: systemClock.now() });
+    await journal.add(third).catch(() => {});
+    assert.deepEqual(told.map(({ ids }) => ids), [told[0].ids, [third.id]]);
+    await waitFor("the store to be back and every job written", () => status.up && failures > 2);
+    await journal.settled();
+    assert.equal(told.length, 2, "a write that lands tells nothing");
+    assert.deepEqual((await store.getMany([first.id, second.id, third.id])).map((r) => r?.state), [
+      "running",
+      "queued",
+      "queued",
+    ]);
+  } finally {
+    status.close();
+    await store.close();
+  }
+});
