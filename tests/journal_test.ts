@@ -2,23 +2,25 @@ import assert from "node:assert/strict";
 import { systemClock } from "../lib/clock.ts";
 import { SyncJournal } from "../lib/journal.ts";
 import { silentLogger } from "../lib/log.ts";
+import type { JobStore, SyncChange } from "../lib/store/contract.ts";
 import { KvJobStore } from "../lib/store/kv_store.ts";
 import { StoreStatus } from "../lib/store/status.ts";
 import { makeJob } from "./support/jobs.ts";
 import { waitFor } from "./support/wait_for.ts";
 
-Deno.test("a group commit that landed but reported failure is written again: the record reads as the request ended, and it is counted once", async () => {
+/**
+ * A journal on an in-memory KV store whose writes go through `record` (given the store's own),
+ * with a store status that retries every 10 ms; both closed after `fn`.
+ */
+async function withJournal(
+  record: (write: JobStore["record"], changes: readonly SyncChange[]) => Promise<void>,
+  fn: (parts: { store: KvJobStore; status: StoreStatus; journal: SyncJournal }) => Promise<void>,
+): Promise<void> {
   const store = await KvJobStore.open(":memory:");
   const status = new StoreStatus(store, silentLogger, 10);
   try {
     const write = store.record.bind(store);
-    let failures = 0;
-    // The write lands, then its answer is lost (a timeout after the commit): the journal
-    // cannot tell what of it is in the store.
-    store.record = async (changes) => {
-      await write(changes);
-      if (failures++ === 0) throw new Error("the answer to the commit was lost");
-    };
+    store.record = (changes) => record(write, changes);
     const journal = new SyncJournal({
       store,
       status,
@@ -26,6 +28,22 @@ Deno.test("a group commit that landed but reported failure is written again: the
       clock: systemClock,
       log: silentLogger,
     });
+    await fn({ store, status, journal });
+  } finally {
+    status.close();
+    await store.close();
+  }
+}
+
+Deno.test("a group commit that landed but reported failure is written again: the record reads as the request ended, and it is counted once", async () => {
+  let failures = 0;
+  // The write lands, then its answer is lost (a timeout after the commit): the journal
+  // cannot tell what of it is in the store.
+  const landsThenFails = async (write: JobStore["record"], changes: readonly SyncChange[]) => {
+    await write(changes);
+    if (failures++ === 0) throw new Error("the answer to the commit was lost");
+  };
+  await withJournal(landsThenFails, async ({ store, status, journal }) => {
     const { job } = makeJob("a", { now: systemClock.now() });
     const recorded = journal.add(job);
     job.transition("running");
@@ -53,27 +71,14 @@ Deno.test("a group commit that landed but reported failure is written again: the
     brief.transition("done");
     await journal.settled();
     assert.equal((await store.get(brief.id))?.state, "done");
-  } finally {
-    status.close();
-    await store.close();
-  }
+  });
 });
 
 Deno.test("a write that fails tells its listener, once, which jobs it was the first to record; those sent again are not told twice", async () => {
-  const store = await KvJobStore.open(":memory:");
-  const status = new StoreStatus(store, silentLogger, 10);
-  try {
-    const write = store.record.bind(store);
-    let failures = 0;
-    store.record = (changes) =>
-      failures++ < 2 ? Promise.reject(new Error("disk full")) : write(changes);
-    const journal = new SyncJournal({
-      store,
-      status,
-      node: "n1",
-      clock: systemClock,
-      log: silentLogger,
-    });
+  let failures = 0;
+  const failsTwice = (write: JobStore["record"], changes: readonly SyncChange[]) =>
+    failures++ < 2 ? Promise.reject(new Error("disk full")) : write(changes);
+  await withJournal(failsTwice, async ({ store, status, journal }) => {
     const told: { ids: string[]; message: string }[] = [];
     journal.onFailedAdds((ids, err) => told.push({ ids: [...ids], message: String(err) }));
     const { job: first } = makeJob("a", { now: systemClock.now() });
@@ -94,8 +99,5 @@ Deno.test("a write that fails tells its listener, once, which jobs it was the fi
       "queued",
       "queued",
     ]);
-  } finally {
-    status.close();
-    await store.close();
-  }
+  });
 });

@@ -125,8 +125,9 @@ export class KvJobStore implements JobStore {
    * it is. One read per ten such jobs, and only after a failure.
    */
   async #fromStored(changes: readonly SyncChange[]): Promise<readonly SyncChange[]> {
+    // Every group commit passes here: no array unless a write failed before.
+    if (!changes.some((change) => change.retried)) return changes;
     const retried = changes.filter((change) => change.retried);
-    if (retried.length === 0) return changes;
     const stored = await this.getMany(retried.map(({ job }) => job.id));
     const held = new Map(retried.map(({ job }, i) => [job.id, stored[i]]));
     return changes.flatMap((change): SyncChange[] => {

@@ -13,88 +13,60 @@
  */
 import { Redis as IORedis } from "ioredis";
 import { freePort } from "../../demo/free_port.ts";
+import { type WatchedProcess, watchOutput } from "./process_output.ts";
+import { waitFor } from "./wait_for.ts";
 
 type Command = (string | number)[];
 type Reply = null | number | string | Reply[];
 
-/** What the gateway process prints on stdout once Redis is connected and it listens. */
+/** What the gateway process prints once Redis is connected and it listens. */
 const READY = "gateway ready\n";
-const START_TIMEOUT_MS = 30_000;
 
 /** The gateway process: its address and token, and a way to stop it. */
 export class UpstashGateway {
   readonly url: string;
   readonly token: string;
-  readonly #child: Deno.ChildProcess;
+  readonly #proc: WatchedProcess;
 
-  private constructor(url: string, token: string, child: Deno.ChildProcess) {
+  private constructor(url: string, token: string, proc: WatchedProcess) {
     this.url = url;
     this.token = token;
-    this.#child = child;
+    this.#proc = proc;
   }
 
   /** Starts the gateway on a free port once its Redis connection is up. */
   static async start(redisPort: number): Promise<UpstashGateway> {
     const port = freePort();
     const token = crypto.randomUUID();
-    const child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--allow-net",
-        "--allow-env",
-        "--allow-read",
-        `--config=${new URL("../../deno.json", import.meta.url).pathname}`,
-        new URL(import.meta.url).pathname,
-        String(redisPort),
-        String(port),
-        token,
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const gateway = new UpstashGateway(`http://127.0.0.1:${port}`, token, child);
+    const proc = watchOutput(
+      new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "--allow-net",
+          "--allow-env",
+          "--allow-read",
+          `--config=${new URL("../../deno.json", import.meta.url).pathname}`,
+          new URL(import.meta.url).pathname,
+          String(redisPort),
+          String(port),
+          token,
+        ],
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn(),
+    );
     try {
-      await readyOrWhy(child);
+      await waitFor("the Upstash gateway to start", () => proc.output.includes(READY));
     } catch (err) {
-      await gateway[Symbol.asyncDispose]();
-      throw err;
+      await proc[Symbol.asyncDispose]();
+      throw new Error(`${err}\n${proc.output}`);
     }
-    return gateway;
+    return new UpstashGateway(`http://127.0.0.1:${port}`, token, proc);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
-    try {
-      this.#child.kill("SIGKILL");
-    } catch {
-      // already gone
-    }
-    await this.#child.status;
-    // Whatever of its output was not read keeps no resource open.
-    await this.#child.stdout.cancel().catch(() => {});
-    await this.#child.stderr.cancel().catch(() => {});
+    await this.#proc[Symbol.asyncDispose]();
   }
-}
-
-/** Resolves once the child printed READY; rejects with what it printed if it ends or stalls. */
-async function readyOrWhy(child: Deno.ChildProcess): Promise<void> {
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let printed = "";
-  const deadline = setTimeout(() => reader.cancel("timeout"), START_TIMEOUT_MS);
-  try {
-    while (!printed.includes(READY)) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      printed += value;
-    }
-  } finally {
-    clearTimeout(deadline);
-    reader.releaseLock();
-  }
-  if (printed.includes(READY)) return;
-  const stderr = await new Response(child.stderr).text().catch(() => "");
-  throw new Error(
-    `the Upstash gateway did not start within ${START_TIMEOUT_MS} ms: ${printed}${stderr}`,
-  );
 }
 
 class Gateway {
