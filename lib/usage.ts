@@ -95,26 +95,48 @@ export function usageIn(tail: string): TokenUsage | null {
 export const USAGE_TAIL_BYTES = 4096;
 
 /**
- * Keeps references to the last chunks of a stream (no copies on the hot path) and decodes
- * only those once it ended.
+ * The last USAGE_TAIL_BYTES of a stream, copied into one buffer as they pass, decoded only
+ * once the stream ended.
+ *
+ * Copies, not references: holding each stream's last ~20 chunks alive kept ~5 KB of young
+ * objects per stream through every young collection, which with 1,000 streams open made
+ * each collection copy 4 MB and pause the event loop 6-18 ms.
  */
 export class StreamTail {
-  #chunks: Uint8Array[] = [];
-  #bytes = 0;
+  #ring: Uint8Array | null = null;
+  /** Where the next byte goes. */
+  #at = 0;
+  #wrapped = false;
 
   push(chunk: Uint8Array): void {
-    this.#chunks.push(chunk);
-    this.#bytes += chunk.byteLength;
-    while (
-      this.#chunks.length > 1 && this.#bytes - this.#chunks[0].byteLength >= USAGE_TAIL_BYTES
-    ) {
-      this.#bytes -= this.#chunks.shift()!.byteLength;
+    const ring = this.#ring ??= new Uint8Array(USAGE_TAIL_BYTES);
+    const n = chunk.byteLength;
+    if (n >= ring.length) {
+      ring.set(chunk.subarray(n - ring.length));
+      this.#at = 0;
+      this.#wrapped = true;
+      return;
     }
+    const room = ring.length - this.#at;
+    if (n < room) {
+      ring.set(chunk, this.#at);
+      this.#at += n;
+      return;
+    }
+    ring.set(chunk.subarray(0, room), this.#at);
+    ring.set(chunk.subarray(room));
+    this.#at = n - room;
+    this.#wrapped = true;
   }
 
   usage(): TokenUsage | null {
+    const ring = this.#ring;
+    if (ring === null) return null;
     // One decode of the joined bytes: a decode per chunk (with `stream` for characters cut
     // between chunks) was an op call each, most of what reading a stream's counts cost.
-    return usageIn(new TextDecoder().decode(concatBytes(this.#chunks)));
+    const bytes = this.#wrapped
+      ? concatBytes([ring.subarray(this.#at), ring.subarray(0, this.#at)])
+      : ring.subarray(0, this.#at);
+    return usageIn(new TextDecoder().decode(bytes));
   }
 }

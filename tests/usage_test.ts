@@ -1,6 +1,7 @@
 /** Token counts read from the end of an answer, as the backends send them. */
 import assert from "node:assert/strict";
 import { StreamTail, usageIn } from "../lib/usage.ts";
+import { concatBytes } from "../lib/bytes.ts";
 
 Deno.test("usageIn() reads OpenAI usage (cached tokens too) from a JSON answer and the last stream chunk", () => {
   const json = '{"choices":[],"usage":{"completion_tokens":4,"prompt_tokens":29,' +
@@ -28,4 +29,25 @@ Deno.test("StreamTail keeps only the end of a long stream, split anywhere", () =
   tail.push(end.slice(0, 20));
   tail.push(end.slice(20));
   assert.deepEqual(tail.usage(), { prompt: 7, completion: 2000, cached: null });
+});
+
+Deno.test("StreamTail finds the counts whatever the chunk sizes around its buffer's end", () => {
+  const encoder = new TextEncoder();
+  const end = encoder.encode(
+    'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":9}}\n\ndata: [DONE]\n\n',
+  );
+  const filler = (n: number) => encoder.encode(`data: {"x":"${"y".repeat(n)}"}\n\n`);
+  const cases: [string, Uint8Array[]][] = [
+    ["a short stream", [filler(10), end]],
+    ["a last chunk larger than the tail", [filler(10), concatBytes([filler(9000), end])]],
+    ["one chunk larger than the tail before it", [filler(9000), end]],
+  ];
+  // The counts' chunk starting at every offset around the buffer's wrap.
+  for (let pad = 3900; pad < 4200; pad += 7) cases.push([`pad ${pad}`, [filler(pad), end]]);
+  for (const [name, chunks] of cases) {
+    const tail = new StreamTail();
+    for (const chunk of chunks) tail.push(chunk);
+    assert.deepEqual(tail.usage(), { prompt: 3, completion: 9, cached: null }, name);
+  }
+  assert.equal(new StreamTail().usage(), null);
 });
