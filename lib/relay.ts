@@ -143,32 +143,40 @@ class SseRelay implements ChunkSource {
 
   read(): Promise<Uint8Array | null> {
     if (this.#ended) return Promise.resolve(null);
-    return this.#reading = this.#next();
+    // Once the backend's chunks flow, a read is the source's promise and one `then` with
+    // handlers made once: an async function here was a frame per chunk per stream that every
+    // young collection copied while it waited (see BackendBody.read).
+    const source = this.#source;
+    return this.#reading = source === null
+      ? this.#wait()
+      : source.read().then(this.#sent, this.#broke);
   }
 
-  async #next(): Promise<Uint8Array | null> {
-    if (this.#source === null) {
-      // The first note goes out with the headers, at once.
-      if (this.#note === null) return (this.#note = waitNotes(this.#job, this.#options))();
-      const next = await nextTick(this.#job.outcome, this.#options.keepaliveMs);
-      if (this.#ended) return null;
-      if (next === TICK) return this.#note();
-      if (next.kind === "error") return this.#last(sseError(next.error));
-      if (!next.response.ok || hasNoBody(next.response)) {
-        return this.#last(sseError(await upstreamErrorEvent(next.response)));
-      }
-      this.#source = sourceOf(next);
+  /** The job still waits: a note every `keepaliveMs`, then the first of the backend's chunks. */
+  async #wait(): Promise<Uint8Array | null> {
+    // The first note goes out with the headers, at once.
+    if (this.#note === null) return (this.#note = waitNotes(this.#job, this.#options))();
+    const next = await nextTick(this.#job.outcome, this.#options.keepaliveMs);
+    if (this.#ended) return null;
+    if (next === TICK) return this.#note();
+    if (next.kind === "error") return this.#last(sseError(next.error));
+    if (!next.response.ok || hasNoBody(next.response)) {
+      return this.#last(sseError(await upstreamErrorEvent(next.response)));
     }
-    try {
-      const chunk = await this.#source.read();
-      if (chunk === null) this.#ended = true;
-      else this.#job.chunksSent += countEventEnds(chunk);
-      return chunk;
-    } catch (err) {
-      if (this.#ended) return null;
-      return this.#last(sseError(streamFailure(this.#job, err, this.#options.timeoutS)));
-    }
+    const source = this.#source = sourceOf(next);
+    return await source.read().then(this.#sent, this.#broke);
   }
+
+  readonly #sent = (chunk: Uint8Array | null): Uint8Array | null => {
+    if (chunk === null) this.#ended = true;
+    else this.#job.chunksSent += countEventEnds(chunk);
+    return chunk;
+  };
+
+  readonly #broke = (err: unknown): Uint8Array | null => {
+    if (this.#ended) return null;
+    return this.#last(sseError(streamFailure(this.#job, err, this.#options.timeoutS)));
+  };
 
   #last(event: Uint8Array): Uint8Array {
     this.#ended = true;

@@ -132,21 +132,21 @@ export class EventStream implements ChunkSource {
    * The next chunk, as one read from the backend got it, or null at the end.
    * @throws when the body broke (or was cancelled while this read waited).
    */
-  async read(): Promise<Uint8Array | null> {
-    let chunk: Uint8Array | null;
-    try {
-      chunk = await this.#body.read();
-    } catch (err) {
-      this.#finish();
-      throw err;
-    }
-    if (chunk === null) {
-      this.#finish();
-      return null;
-    }
-    this.#tail.push(chunk);
-    return chunk;
+  read(): Promise<Uint8Array | null> {
+    // A `then` with handlers made once, not an async function: see BackendBody.read.
+    return this.#body.read().then(this.#took, this.#broke);
   }
+
+  readonly #took = (chunk: Uint8Array | null): Uint8Array | null => {
+    if (chunk === null) this.#finish();
+    else this.#tail.push(chunk);
+    return chunk;
+  };
+
+  readonly #broke = (err: unknown): never => {
+    this.#finish();
+    throw err;
+  };
 
   /** Stops reading: the backend's request is aborted. */
   async cancel(_reason: unknown): Promise<void> {
