@@ -26,6 +26,8 @@ export interface StreamClientsOptions {
   tokens: number;
   tokenMs: number;
   model: string;
+  /** Client i connects at i * spreadMs / clients ms; 0 opens every stream at once. */
+  spreadMs?: number;
 }
 
 export interface StreamClientsResult {
@@ -237,8 +239,10 @@ export async function runClients(opts: StreamClientsOptions): Promise<StreamClie
   const results = await Promise.all(
     Array.from(
       { length: opts.clients },
-      () =>
-        oneStream(hostname, Number(port), request, opts.tokens).catch((e: unknown) => {
+      (_, i) =>
+        new Promise((r) => setTimeout(r, i * (opts.spreadMs ?? 0) / opts.clients)).then(() =>
+          oneStream(hostname, Number(port), request, opts.tokens)
+        ).catch((e: unknown) => {
           firstError ||= e instanceof Error ? e.message : String(e);
           return null;
         }),
