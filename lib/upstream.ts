@@ -79,7 +79,7 @@ export async function forward(
     // worker the moment the backend is done and keeps per-chunk JS off the hot path.
     const bytes = await upstream.body.bytes();
     // A view of the tail, not a copy of it.
-    job.usage = usageIn(decoder.decode(bytes.subarray(-USAGE_TAIL_BYTES)));
+    job.usage = usageIn(bytes.subarray(-USAGE_TAIL_BYTES));
     const response = new CompleteAnswer(status, statusText, headers, bytes);
     return { response, done: Promise.resolve() };
   }
@@ -97,9 +97,6 @@ const EMPTY = new Uint8Array(0);
  * the client accepts; the client's own accept-encoding is replaced.
  */
 const IDENTITY: HeaderList = [["accept-encoding", "identity"]];
-
-/** One decoder for every answer's tail: decode() without `stream` keeps no state between calls. */
-const decoder = new TextDecoder();
 
 function contentTypeOf(headers: HeaderList): string {
   for (const [name, value] of headers) if (name === "content-type") return value;
