@@ -4,7 +4,7 @@
  * `Expect: 100-continue`, pipelining, HTTP/1.0) and smuggling attempts it must refuse.
  */
 import assert from "node:assert/strict";
-import { ChunkedDecoder, headEnd, MalformedRequest, parseHead } from "../lib/http1.ts";
+import { ChunkedDecoder, headEnd, MalformedRequest, parseHead, withHead } from "../lib/http1.ts";
 import { chatBody, post } from "./support/client.ts";
 import { withHomelabProxy } from "./support/proxy.ts";
 
@@ -19,6 +19,16 @@ function refusal(fn: () => unknown): number {
   }
   assert.fail("accepted");
 }
+
+Deno.test("withHead() writes a head's chars as bytes, one per char even past ASCII, then the body", () => {
+  const body = bytes("{}");
+  assert.deepEqual(withHead("a: b\r\n\r\n", body), bytes("a: b\r\n\r\n{}"));
+  // A header value byte 0xe9 (é in Latin-1) stays one byte 0xe9, not UTF-8's two.
+  const out = withHead("x: caf\u00e9\r\n\r\n", body);
+  assert.equal(out.length, 11 + 2);
+  assert.equal(out[6], 0xe9);
+  assert.deepEqual(out.subarray(7), bytes("\r\n\r\n{}"));
+});
 
 Deno.test("headEnd() finds the blank line that ends a head, also across reads", () => {
   const text = bytes("GET / HTTP/1.1\r\nHost: x\r\n\r\nrest");
