@@ -53,13 +53,36 @@ export function latin1(bytes: Uint8Array): string {
   return out;
 }
 
-/** A field name (a token, RFC 9110 §5.1). */
-export const FIELD_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 // deno-lint-ignore no-control-regex -- a target holds no controls or spaces (RFC 9112 §3.2)
 const REQUEST_LINE = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([^\x00-\x20\x7f]+) HTTP\/1\.([01])$/;
-/** Control characters a field value may not hold (tab is allowed). */
-// deno-lint-ignore no-control-regex -- naming the controls is the point
-export const FIELD_VALUE_CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/;
+
+/** 1 for each ASCII char a token may hold (RFC 9110 §5.6.2). */
+const TOKEN_CHARS = new Uint8Array(128);
+for (const ch of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") {
+  TOKEN_CHARS[ch.charCodeAt(0)] = 1;
+}
+
+// Loops, not regex tests, for the two checks every header line gets: per request, with their
+// code cold, each test of a regex cost about a microsecond.
+
+/** Whether `name` is a field name (a token, RFC 9110 §5.1). */
+export function isFieldName(name: string): boolean {
+  if (name.length === 0) return false;
+  for (let i = 0; i < name.length; i++) {
+    const ch = name.charCodeAt(i);
+    if (ch >= 128 || TOKEN_CHARS[ch] === 0) return false;
+  }
+  return true;
+}
+
+/** Whether a field value holds a control character (tab is allowed). */
+export function hasControl(value: string): boolean {
+  for (let i = 0; i < value.length; i++) {
+    const ch = value.charCodeAt(i);
+    if ((ch < 0x20 && ch !== 0x09) || ch === 0x7f) return true;
+  }
+  return false;
+}
 
 /**
  * Whether a connection stays open after this message, from its version and its Connection
@@ -114,11 +137,11 @@ export function parseHead(text: string): RequestHead {
     const field = lines[i];
     const colon = field.indexOf(":");
     const name = colon > 0 ? field.slice(0, colon) : "";
-    if (!FIELD_NAME.test(name)) {
+    if (!isFieldName(name)) {
       throw new MalformedRequest(400, `Malformed header line '${field.slice(0, 100)}'`);
     }
     const value = field.slice(colon + 1).trim();
-    if (FIELD_VALUE_CONTROL.test(value)) {
+    if (hasControl(value)) {
       throw new MalformedRequest(400, `Header '${name}' holds a control character`);
     }
     headers.push([name, value]);

@@ -366,10 +366,16 @@ Deno.test("a kept connection that fails long after the request was sent is not s
   );
 });
 
-Deno.test("an answer a Response could not carry is refused, and its connection closed: a bad name, status 600, a control character in a folded value, a fold of a dropped header", async () => {
+Deno.test("an answer a Response could not carry is refused, and its connection closed: a bad name, status 600, a control character in the reason or a folded value, a fold of a dropped header, a status line that is not HTTP/1.x", async () => {
   const heads = [
     "HTTP/1.1 200 OK\r\nbad name: x",
     "HTTP/1.1 600 Odd\r\nx-a: 1",
+    "HTTP/1.1 200 O\x01K\r\nx-a: 1",
+    "HTTP/1.1 200 O\nK\r\nx-a: 1",
+    "HTTP/1.2 200 OK\r\nx-a: 1",
+    "HTTP/1.1 20 OK\r\nx-a: 1",
+    "HTTP/1.1 2000 OK\r\nx-a: 1",
+    "HTTP/1.1  200 OK\r\nx-a: 1",
     "HTTP/1.1 200 OK\r\nx-a: 1\r\n evil\nset-cookie: injected=1",
     "HTTP/1.1 200 OK\r\nconnection: keep-alive\r\n x-b: 2",
   ];

@@ -4,7 +4,15 @@
  * `Expect: 100-continue`, pipelining, HTTP/1.0) and smuggling attempts it must refuse.
  */
 import assert from "node:assert/strict";
-import { ChunkedDecoder, headEnd, MalformedRequest, parseHead, withHead } from "../lib/http1.ts";
+import {
+  ChunkedDecoder,
+  hasControl,
+  headEnd,
+  isFieldName,
+  MalformedRequest,
+  parseHead,
+  withHead,
+} from "../lib/http1.ts";
 import { chatBody, post } from "./support/client.ts";
 import { withHomelabProxy } from "./support/proxy.ts";
 
@@ -19,6 +27,22 @@ function refusal(fn: () => unknown): number {
   }
   assert.fail("accepted");
 }
+
+Deno.test("isFieldName() and hasControl() judge every char as RFC 9110's grammar does", () => {
+  // The grammar's own words, as regexes: a token; a control other than tab.
+  const token = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+  // deno-lint-ignore no-control-regex -- naming the controls is the point
+  const control = /[\x00-\x08\x0a-\x1f\x7f]/;
+  for (let code = 0; code < 0x180; code++) {
+    const ch = String.fromCharCode(code);
+    for (const text of [ch, `a${ch}`, `${ch}b`]) {
+      assert.equal(isFieldName(text), token.test(text), `name ${JSON.stringify(text)}`);
+      assert.equal(hasControl(text), control.test(text), `value ${JSON.stringify(text)}`);
+    }
+  }
+  assert.equal(isFieldName(""), false);
+  assert.equal(hasControl(""), false);
+});
 
 Deno.test("withHead() writes a head's chars as bytes, one per char even past ASCII, then the body", () => {
   const body = bytes("{}");
