@@ -1,7 +1,7 @@
 /**
  * @module
- * The client of the bench's "streams at once" part: many SSE streams opened at once, each a
- * raw socket with one HTTP/1.1 POST, in a `deno run` process of their own.
+ * The client of the bench's many-streams part: many SSE streams, opened at once or spread over
+ * `spreadMs`, each a raw socket with one HTTP/1.1 POST, in a `deno run` process of their own.
  *
  * With 1,000 `fetch` streams in the bench's own process (each through a TextDecoderStream,
  * a string split and a regex per chunk, sharing an event loop with the bench's bookkeeping),
@@ -215,7 +215,7 @@ async function oneStream(
   }
 }
 
-/** Every client at once, in this process. */
+/** Every client, at once or spread over `spreadMs`, in this process. */
 export async function runClients(opts: StreamClientsOptions): Promise<StreamClientsResult> {
   const { hostname, port } = new URL(opts.url);
   const body = encoder.encode(JSON.stringify({

@@ -170,7 +170,10 @@ export function usageIn(tail: Uint8Array): TokenUsage | null {
   return null;
 }
 
-/** How much of an answer's end is kept to find its counts in. */
+/**
+ * How much of an answer's end is kept to find its counts in, streamed or not: counts that
+ * begin further from the end (behind a long final chunk) are not read.
+ */
 export const USAGE_TAIL_BYTES = 4096;
 
 /**

@@ -33,7 +33,7 @@ Deno.test("StreamTail keeps only the end of a long stream, split anywhere", () =
   assert.deepEqual(tail.usage(), { prompt: 7, completion: 2000, cached: null });
 });
 
-Deno.test("StreamTail finds the counts whatever the chunk sizes around its buffer's end", () => {
+Deno.test("StreamTail finds the counts in a chunk that crosses its buffer's end, or after one larger than the buffer", () => {
   const encoder = new TextEncoder();
   const end = encoder.encode(
     'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":9}}\n\ndata: [DONE]\n\n',
@@ -87,8 +87,11 @@ Deno.test("usageIn() reads the counts after any UTF-8 text, and says null for a 
   const text = 'data: {"choices":[{"delta":{"content":"é — 日本 🙂 \\"}"}}]}\n\n' +
     'data: {"choices":[],"usage":{"prompt_tokens":8,"completion_tokens":4}}\n\n';
   assert.deepEqual(usageOf(text), { prompt: 8, completion: 4, cached: null });
-  // A tail that starts inside a character or a string still finds the last object.
+  // A tail that starts inside a character (é's second byte), inside a string, still finds the
+  // last object.
   const bytes = new TextEncoder().encode(text);
-  assert.deepEqual(usageIn(bytes.subarray(33)), { prompt: 8, completion: 4, cached: null });
+  const inside = bytes.indexOf(0xc3) + 1;
+  assert.equal(bytes[inside], 0xa9);
+  assert.deepEqual(usageIn(bytes.subarray(inside)), { prompt: 8, completion: 4, cached: null });
   assert.equal(usageIn(bytes.subarray(0, bytes.length - 10)), null);
 });
