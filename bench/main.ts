@@ -34,7 +34,7 @@ import { batchVsSync, storeThroughput } from "./store_bench.ts";
 import { hostileConnections } from "./hostile_bench.ts";
 import { kvCacheBench } from "./kv_bench.ts";
 import { clusterForwarding } from "./cluster_bench.ts";
-import { streamClients } from "./stream_clients.ts";
+import { streamClients, type StreamClientsResult } from "./stream_clients.ts";
 import process from "node:process";
 
 const quick = Deno.args.includes("--quick");
@@ -288,6 +288,12 @@ export async function manyStreams(api: DockerApi, settings = SETTINGS.manyStream
         return r;
       });
     const direct = `http://127.0.0.1:${lab.hostPort}`;
+    // One path's fields of a row, named as the report reads them back (`delays(prefix)`).
+    const delayFields = (prefix: string, r: StreamClientsResult): Row => ({
+      [`${prefix}complete`]: r.complete,
+      [`${prefix}chunk_delay_p50_ms`]: round(pct(r.delays, 0.5)),
+      [`${prefix}chunk_delay_p99_ms`]: round(pct(r.delays, 0.99)),
+    });
     const measure = async (spreadMs: number): Promise<Row> => {
       // The same clients straight to the look-alike first: what the machine itself adds.
       const straight = await all(direct, spreadMs);
@@ -303,15 +309,9 @@ export async function manyStreams(api: DockerApi, settings = SETTINGS.manyStream
       const proxied = await all(proxyUrl, spreadMs).finally(() => clearInterval(sampler));
       return {
         clients,
-        complete: proxied.complete,
-        chunk_delay_p50_ms: round(pct(proxied.delays, 0.5)),
-        chunk_delay_p99_ms: round(pct(proxied.delays, 0.99)),
-        direct_complete: straight.complete,
-        direct_chunk_delay_p50_ms: round(pct(straight.delays, 0.5)),
-        direct_chunk_delay_p99_ms: round(pct(straight.delays, 0.99)),
-        deno_floor_complete: floored.complete,
-        deno_floor_chunk_delay_p50_ms: round(pct(floored.delays, 0.5)),
-        deno_floor_chunk_delay_p99_ms: round(pct(floored.delays, 0.99)),
+        ...delayFields("", proxied),
+        ...delayFields("direct_", straight),
+        ...delayFields("deno_floor_", floored),
         client_cpu_ms: proxied.clientCpuMs,
         direct_client_cpu_ms: straight.clientCpuMs,
         rss_before_mb: round(startKb / 1024, 1),

@@ -164,7 +164,7 @@ class SseRelay implements ChunkSource {
       return this.#last(sseError(await upstreamErrorEvent(next.response)));
     }
     const source = this.#source = sourceOf(next);
-    return await source.read().then(this.#sent, this.#broke);
+    return source.read().then(this.#sent, this.#broke);
   }
 
   readonly #sent = (chunk: Uint8Array | null): Uint8Array | null => {

@@ -15,7 +15,7 @@ export interface TokenUsage {
 }
 
 const BACKSLASH = 92, QUOTE = 34, OPEN = 123, CLOSE = 125, OPEN_LIST = 91, CLOSE_LIST = 93;
-const COLON = 58, MINUS = 45, DOT = 46, ZERO = 48, NINE = 57;
+const COLON = 58, COMMA = 44, MINUS = 45, DOT = 46, ZERO = 48, NINE = 57, E = 69, e = 101;
 
 /** JSON's whitespace. */
 const isSpace = (ch: number) => ch === 32 || ch === 10 || ch === 13 || ch === 9;
@@ -47,7 +47,9 @@ function stringEnd(bytes: Uint8Array, at: number): number {
  * members in turn. Bytes, not text, and no JSON.parse: once per request, with that code cold,
  * decoding the tail and parsing the ~100 characters of a usage object took ~16 µs of the
  * proxy's ~300 µs per request. UTF-8 keeps every byte of a multi-byte character above 0x7f,
- * so none of them is mistaken for JSON's quotes, braces or colons.
+ * so none of them is mistaken for JSON's quotes, braces or colons. Not lib/json_scan.ts either:
+ * it validates and builds the whole object, and timed in place it took 8.7-10.9 µs a request
+ * here against 3.2-4.5 µs for reading the few members asked for.
  */
 class ObjectBytes {
   constructor(readonly bytes: Uint8Array, readonly open: number, readonly close: number) {}
@@ -63,11 +65,11 @@ class ObjectBytes {
     let value = 0;
     for (; bytes[i] >= ZERO && bytes[i] <= NINE; i++) value = value * 10 + bytes[i] - ZERO;
     const next = bytes[i];
-    if (next === DOT || next === 101 || next === 69) {
+    if (next === DOT || next === e || next === E) {
       // A fraction or an exponent (`.`, `e`, `E`): rare in a count, so Number() reads it.
       let end = i + 1;
       while (
-        end < this.close && !isSpace(bytes[end]) && bytes[end] !== 44 && bytes[end] !== CLOSE
+        end < this.close && !isSpace(bytes[end]) && bytes[end] !== COMMA && bytes[end] !== CLOSE
       ) {
         end++;
       }

@@ -3,7 +3,8 @@ import assert from "node:assert/strict";
 import { StreamTail, usageIn } from "../lib/usage.ts";
 import { concatBytes } from "../lib/bytes.ts";
 
-const usageOf = (text: string) => usageIn(new TextEncoder().encode(text));
+const bytes = (text: string) => new TextEncoder().encode(text);
+const usageOf = (text: string) => usageIn(bytes(text));
 
 Deno.test("usageIn() reads OpenAI usage (cached tokens too) from a JSON answer and the last stream chunk", () => {
   const json = '{"choices":[],"usage":{"completion_tokens":4,"prompt_tokens":29,' +
@@ -25,20 +26,18 @@ Deno.test("usageIn() falls back to llama-server timings, and says null when noth
 
 Deno.test("StreamTail keeps only the end of a long stream, split anywhere", () => {
   const tail = new StreamTail();
-  const encoder = new TextEncoder();
-  for (let i = 0; i < 2000; i++) tail.push(encoder.encode(`data: {"n":${i}}\n\n`));
-  const end = encoder.encode('data: {"usage":{"prompt_tokens":7,"completion_tokens":2000}}\n\n');
+  for (let i = 0; i < 2000; i++) tail.push(bytes(`data: {"n":${i}}\n\n`));
+  const end = bytes('data: {"usage":{"prompt_tokens":7,"completion_tokens":2000}}\n\n');
   tail.push(end.slice(0, 20));
   tail.push(end.slice(20));
   assert.deepEqual(tail.usage(), { prompt: 7, completion: 2000, cached: null });
 });
 
 Deno.test("StreamTail finds the counts in a chunk that crosses its buffer's end, or after one larger than the buffer", () => {
-  const encoder = new TextEncoder();
-  const end = encoder.encode(
+  const end = bytes(
     'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":9}}\n\ndata: [DONE]\n\n',
   );
-  const filler = (n: number) => encoder.encode(`data: {"x":"${"y".repeat(n)}"}\n\n`);
+  const filler = (n: number) => bytes(`data: {"x":"${"y".repeat(n)}"}\n\n`);
   const cases: [string, Uint8Array[]][] = [
     ["a short stream", [filler(10), end]],
     ["a last chunk larger than the tail", [filler(10), concatBytes([filler(9000), end])]],
@@ -89,9 +88,9 @@ Deno.test("usageIn() reads the counts after any UTF-8 text, and says null for a 
   assert.deepEqual(usageOf(text), { prompt: 8, completion: 4, cached: null });
   // A tail that starts inside a character (é's second byte), inside a string, still finds the
   // last object.
-  const bytes = new TextEncoder().encode(text);
-  const inside = bytes.indexOf(0xc3) + 1;
-  assert.equal(bytes[inside], 0xa9);
-  assert.deepEqual(usageIn(bytes.subarray(inside)), { prompt: 8, completion: 4, cached: null });
-  assert.equal(usageIn(bytes.subarray(0, bytes.length - 10)), null);
+  const encoded = bytes(text);
+  const inside = encoded.indexOf(0xc3) + 1;
+  assert.equal(encoded[inside], 0xa9);
+  assert.deepEqual(usageIn(encoded.subarray(inside)), { prompt: 8, completion: 4, cached: null });
+  assert.equal(usageIn(encoded.subarray(0, encoded.length - 10)), null);
 });
