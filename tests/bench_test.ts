@@ -35,6 +35,8 @@ Deno.test("deno task bench --quick runs and reports every measurement", async ()
       const many = results.many_streams[part];
       assert.equal(many.min.complete, many.median.clients, `${part}: a stream was not whole`);
     }
+    // The part throws when a swap's answer is not 200; every round reports its times.
+    assert.ok(results.swap.min.proxy_swap_p50_ms > 0, "a round of the swap part has no time");
     assert.ok(results.kv_cache.tokens > 0, "the kv_cache bench saved nothing");
     // Every request each way answered 200 by node 2, directly or through node 1, in every round.
     const forwarding = results.cluster_forwarding;
