@@ -18,10 +18,10 @@
  * Over 350 lines on purpose: the pool, the exchange and the body reader share one connection's
  * state and its failure modes.
  */
-import { concatBytes } from "./bytes.ts";
 import { readAll } from "./chunk_source.ts";
 import {
   ChunkedDecoder,
+  copyForFraming,
   hasControl,
   headEnd,
   isFieldName,
@@ -527,8 +527,9 @@ export class BackendBody {
           }
           conn.start += fed.used;
           // Views of the read buffer, which the next read reuses: a copy goes out, one for
-          // all the pieces one read brought (sent together, they go on together).
-          if (fed.data.length > 0) this.#pending = concatBytes(fed.data);
+          // all the pieces one read brought (sent together, they go on together), with room
+          // for the client's chunk frame.
+          if (fed.data.length > 0) this.#pending = copyForFraming(fed.data);
           if (this.#decoder.done) {
             this.#finish(this.#framing.kind === "chunked" && this.#framing.keep);
           }

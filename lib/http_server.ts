@@ -34,6 +34,7 @@ import { Deadlines } from "./deadlines.ts";
 import { arrivedWithHead, type BodiedRequest } from "./body.ts";
 import {
   ChunkedDecoder,
+  chunkFrame,
   headEnd,
   latin1,
   MalformedRequest,
@@ -827,19 +828,6 @@ function atHand<T>(promise: Promise<T>, turns: number): Promise<T | typeof LATE>
 }
 
 const same = <T>(value: T) => value;
-
-/** A chunk of a chunked answer: its size in hex, the bytes, CRLF; one buffer for one write. */
-function chunkFrame(chunk: Uint8Array): Uint8Array {
-  const size = chunk.byteLength.toString(16);
-  const out = new Uint8Array(size.length + chunk.byteLength + 4);
-  for (let i = 0; i < size.length; i++) out[i] = size.charCodeAt(i);
-  out[size.length] = 13;
-  out[size.length + 1] = 10;
-  out.set(chunk, size.length + 2);
-  out[out.length - 2] = 13;
-  out[out.length - 1] = 10;
-  return out;
-}
 
 let dateText = "";
 let dateSecond = 0;

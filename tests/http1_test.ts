@@ -6,6 +6,8 @@
 import assert from "node:assert/strict";
 import {
   ChunkedDecoder,
+  chunkFrame,
+  copyForFraming,
   hasControl,
   headEnd,
   isFieldName,
@@ -52,6 +54,40 @@ Deno.test("withHead() writes a head's chars as bytes, one per char even past ASC
   assert.equal(out.length, 11 + 2);
   assert.equal(out[6], 0xe9);
   assert.deepEqual(out.subarray(7), bytes("\r\n\r\n{}"));
+});
+
+Deno.test("chunkFrame() frames any bytes as one chunk; copyForFraming()'s copy is framed in place", () => {
+  const text = (b: Uint8Array) => new TextDecoder().decode(b);
+  const data = "x".repeat(300); // 0x12c: a three-digit size
+  assert.equal(text(chunkFrame(bytes(data))), `12c\r\n${data}\r\n`);
+  assert.equal(text(chunkFrame(bytes(""))), "0\r\n\r\n");
+
+  // The copy reads as the parts' bytes; its frame is the same, around the copy's own buffer,
+  // whatever the size line's length.
+  const copy = copyForFraming([bytes("data: a"), bytes("\n\n")]);
+  assert.equal(text(copy), "data: a\n\n");
+  const framed = chunkFrame(copy);
+  assert.equal(text(framed), "9\r\ndata: a\n\n\r\n");
+  assert.equal(framed.buffer, copy.buffer);
+  for (const length of [0x10, 0x100, 0x1000, 0x10000]) {
+    const long = copyForFraming([bytes("y".repeat(length))]);
+    const frame = chunkFrame(long);
+    assert.equal(text(frame), `${length.toString(16)}\r\n${"y".repeat(length)}\r\n`);
+    assert.equal(frame.buffer, long.buffer);
+    assert.equal(text(long), "y".repeat(length));
+  }
+
+  // A part of the copy, or bytes laid out alike in a buffer not made by copyForFraming, are
+  // copied into a frame of their own: bytes outside them are never written.
+  const part = copy.subarray(0, 4);
+  assert.equal(text(chunkFrame(part)), "4\r\ndata\r\n");
+  assert.equal(text(chunkFrame(copy.subarray(1))), "8\r\nata: a\n\n\r\n");
+  assert.equal(text(chunkFrame(copy.slice())), "9\r\ndata: a\n\n\r\n");
+  assert.equal(text(copy), "data: a\n\n");
+  const other = new Uint8Array(12 + 3).fill(0x2e);
+  const alike = other.subarray(10, 13);
+  assert.equal(text(chunkFrame(alike)), "3\r\n...\r\n");
+  assert.ok(other.every((b) => b === 0x2e), "the other buffer's bytes were written");
 });
 
 Deno.test("headEnd() finds the blank line that ends a head, also across reads", () => {
