@@ -100,8 +100,8 @@ class Connection {
 
   /**
    * The free end of the buffer, grown or compacted first, for the next read. With `took`,
-   * `fill` in two steps, for a caller that awaits the socket's read itself: one async frame
-   * less per chunk on the stream path.
+   * `fill` in two steps, for a caller that reads the socket itself (BackendBody): no async
+   * frame of `fill` per chunk on the stream path.
    */
   room(): Uint8Array {
     if (this.start === this.end) {
@@ -504,7 +504,22 @@ export class BackendBody {
   }
 
   /** The next piece of the body as it came, or null at its end. */
-  async read(): Promise<Uint8Array | null> {
+  read(): Promise<Uint8Array | null> {
+    try {
+      const next = this.#next();
+      return next instanceof Promise ? next : Promise.resolve(next);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /**
+   * The next piece when what is buffered holds one (or the end), else the socket's read and a
+   * `then` with handlers made once, not an async function: with 1,000 streams open, each
+   * stream's suspended read (its frame's registers, its promises) was copied by every young
+   * collection.
+   */
+  #next(): Uint8Array | null | Promise<Uint8Array | null> {
     for (;;) {
       if (this.#pending !== null) {
         const piece = this.#pending;
@@ -516,50 +531,56 @@ export class BackendBody {
         this.#signal.throwIfAborted();
         return null;
       }
-      if (conn.start < conn.end) {
-        if (this.#decoder !== null) {
-          let fed: { used: number; data: Uint8Array[] };
-          try {
-            fed = this.#decoder.feed(conn.buf, conn.start, conn.end);
-          } catch (err) {
-            this.#finish(false);
-            throw new BackendProtocolError(`malformed chunked answer (${(err as Error).message})`);
-          }
-          conn.start += fed.used;
-          // Views of the read buffer, which the next read reuses: a copy goes out, one for
-          // all the pieces one read brought (sent together, they go on together), with room
-          // for the client's chunk frame.
-          if (fed.data.length > 0) this.#pending = copyForFraming(fed.data);
-          if (this.#decoder.done) {
-            this.#finish(this.#framing.kind === "chunked" && this.#framing.keep);
-          }
-          if (this.#pending !== null || this.#conn === null) continue;
-        } else {
-          const take = Math.min(this.#left, conn.end - conn.start);
-          const piece = conn.buf.slice(conn.start, conn.start + take);
-          conn.start += take;
-          this.#left -= take;
-          if (this.#left === 0) this.#finish(this.#framing.kind === "length" && this.#framing.keep);
-          return piece;
-        }
-      }
-      // The socket's read awaited right here, not in a helper's async function: with 1,000
-      // streams open, every frame that waits for a chunk is copied by each young collection.
-      let more: boolean;
-      try {
-        more = conn.took(await conn.conn.read(conn.room()));
-      } catch (err) {
-        throw this.#failed(err);
-      }
-      if (!more) {
-        if (this.#framing.kind === "close") {
+      if (conn.start === conn.end) break;
+      if (this.#decoder !== null) {
+        let fed: { used: number; data: Uint8Array[] };
+        try {
+          fed = this.#decoder.feed(conn.buf, conn.start, conn.end);
+        } catch (err) {
           this.#finish(false);
-          return null;
+          throw new BackendProtocolError(`malformed chunked answer (${(err as Error).message})`);
         }
-        throw this.#broken("the backend closed the connection mid-answer");
+        conn.start += fed.used;
+        // Views of the read buffer, which the next read reuses: a copy goes out, one for
+        // all the pieces one read brought (sent together, they go on together), with room
+        // for the client's chunk frame.
+        if (fed.data.length > 0) this.#pending = copyForFraming(fed.data);
+        if (this.#decoder.done) {
+          this.#finish(this.#framing.kind === "chunked" && this.#framing.keep);
+        }
+        if (this.#pending === null && this.#conn !== null) break;
+      } else {
+        const take = Math.min(this.#left, conn.end - conn.start);
+        const piece = conn.buf.slice(conn.start, conn.start + take);
+        conn.start += take;
+        this.#left -= take;
+        if (this.#left === 0) this.#finish(this.#framing.kind === "length" && this.#framing.keep);
+        return piece;
       }
     }
+    // Only reached with the exchange still on: the loop's breaks are for a connection kept.
+    const conn = this.#conn!;
+    try {
+      return conn.conn.read(conn.room()).then(this.#took, this.#readFailed);
+    } catch (err) {
+      throw this.#failed(err);
+    }
   }
+
+  readonly #took = (n: number | null): Uint8Array | null | Promise<Uint8Array | null> => {
+    const conn = this.#conn;
+    // Cancelled while the read was in flight: what it brought is dropped, as the exchange is.
+    if (conn === null || conn.took(n)) return this.#next();
+    if (this.#framing.kind === "close") {
+      this.#finish(false);
+      return null;
+    }
+    throw this.#broken("the backend closed the connection mid-answer");
+  };
+
+  readonly #readFailed = (err: unknown): never => {
+    throw this.#failed(err);
+  };
 
   /** Stops reading: the connection closes, so the backend stops generating. */
   cancel(): Promise<void> {

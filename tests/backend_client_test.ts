@@ -255,6 +255,93 @@ Deno.test("aborting mid-answer closes the connection: the backend sees its clien
   );
 });
 
+/** Every piece `body.read()` hands over, to its end, as text. */
+async function readPieces(body: { read(): Promise<Uint8Array | null> }): Promise<string> {
+  let text = "";
+  for (let piece = await body.read(); piece !== null; piece = await body.read()) {
+    text += decode(piece);
+  }
+  return text;
+}
+
+Deno.test("read piece by piece, a body ends as its framing says: a length keeps the connection, a close does not", async () => {
+  await withBackend(
+    async (conn, seen) => {
+      if (seen.body === "length") return await write(conn, json('{"a":1}'));
+      await write(conn, 'HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n{"b":2}');
+      conn.close();
+    },
+    async (backend, client) => {
+      for (let i = 0; i < 2; i++) {
+        assert.equal(await readPieces((await post(client, backend.url, "length")).body), '{"a":1}');
+      }
+      assert.equal(backend.connections, 1);
+      assert.equal(await readPieces((await post(client, backend.url, "close")).body), '{"b":2}');
+      // The closed connection is gone: the next request opens one of its own.
+      assert.equal(await readPieces((await post(client, backend.url, "length")).body), '{"a":1}');
+      assert.equal(backend.connections, 2);
+    },
+  );
+});
+
+Deno.test("a chunked body cut by the backend's close, or broken by a bad chunk size, rejects the read; its connection is not reused", async () => {
+  // Created before each request, so the backend's handler of that request waits on it.
+  let goOn = Promise.withResolvers<void>();
+  await withBackend(
+    async (conn, seen) => {
+      if (seen.body === "whole") return await write(conn, json("{}"));
+      await write(
+        conn,
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n" +
+          "\r\n5\r\nfirst\r\n",
+      );
+      await goOn.promise;
+      if (seen.body === "cut") conn.close();
+      else await write(conn, "zz\r\n");
+    },
+    async (backend, client) => {
+      const cases: [string, RegExp][] = [
+        ["cut", /closed the connection mid-answer/],
+        ["bad", /malformed chunked answer/],
+      ];
+      for (const [how, error] of cases) {
+        goOn = Promise.withResolvers<void>();
+        const res = await post(client, backend.url, how);
+        assert.equal(decode((await res.body.read())!), "first");
+        const reading = res.body.read();
+        goOn.resolve();
+        await assert.rejects(
+          reading,
+          (err: Error) => err instanceof BackendProtocolError && error.test(err.message),
+        );
+      }
+      await (await post(client, backend.url, "whole")).body.bytes();
+      // One connection for each broken body, and a new one after them.
+      assert.equal(backend.connections, 3);
+    },
+  );
+});
+
+Deno.test("cancelling a body while a read waits ends that read and closes the connection: the backend sees its client leave", async () => {
+  await withBackend(
+    (conn) =>
+      write(
+        conn,
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n" +
+          "\r\n5\r\nfirst\r\n",
+      ),
+    async (backend, client) => {
+      const res = await post(client, backend.url, "x");
+      assert.equal(decode((await res.body.read())!), "first");
+      const reading = res.body.read();
+      await res.body.cancel();
+      await assert.rejects(reading);
+      await waitFor("the backend to see the connection close", () => backend.closedByClient === 1);
+      assert.equal(backend.connections, 1);
+    },
+  );
+});
+
 Deno.test("interim answers are skipped, the hop's own headers are not handed on, a folded value is joined", async () => {
   await withBackend(
     (conn) =>
