@@ -19,9 +19,9 @@
  * state and its failure modes.
  */
 import { readAll } from "./chunk_source.ts";
+import { copyForFraming } from "./chunk_frame.ts";
 import {
   ChunkedDecoder,
-  copyForFraming,
   hasControl,
   headEnd,
   isFieldName,

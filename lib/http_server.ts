@@ -34,7 +34,6 @@ import { Deadlines } from "./deadlines.ts";
 import { arrivedWithHead, type BodiedRequest } from "./body.ts";
 import {
   ChunkedDecoder,
-  chunkFrame,
   headEnd,
   latin1,
   MalformedRequest,
@@ -44,6 +43,7 @@ import {
   targetParts,
   withHead,
 } from "./http1.ts";
+import { chunkFrame } from "./chunk_frame.ts";
 import { isEventStreamType } from "./http_headers.ts";
 
 export type FetchHandler = (request: Request) => Response | Promise<Response>;

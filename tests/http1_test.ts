@@ -6,8 +6,6 @@
 import assert from "node:assert/strict";
 import {
   ChunkedDecoder,
-  chunkFrame,
-  copyForFraming,
   hasControl,
   headEnd,
   isFieldName,
@@ -15,6 +13,7 @@ import {
   parseHead,
   withHead,
 } from "../lib/http1.ts";
+import { chunkFrame, copyForFraming } from "../lib/chunk_frame.ts";
 import { chatBody, post } from "./support/client.ts";
 import { withHomelabProxy } from "./support/proxy.ts";
 
