@@ -491,16 +491,21 @@ async function queueScale(configYaml: string, lab: FakeHomelab) {
       const storeUs = ((performance.now() - admitStart) * 1000) / n - admitUs;
       gc();
       const atOnce = Deno.memoryUsage();
-      // Every pump decides with n jobs waiting and the only worker busy. The median of five
-      // batches: V8's workers sweep after the gc() above (10-30 ms at 10,000 jobs) on one of
-      // the two cores, and one batch that ran beside them read 3x the others.
+      // Every pump decides with n jobs waiting and the only worker busy: five batches of 1,000
+      // now, five after each idle window below, and the median of the fifteen. V8's workers
+      // sweep after the gc() above (10-30 ms at 10,000 jobs) on one of the two cores, and
+      // one batch beside them read 3x the others; and in a process of its own, with nothing
+      // else changing, batches at one size moved between 0.4 and 4 µs over a few seconds. Five
+      // batches at once made the ratio of the sizes read 0.6x to 2.6x from run to run.
       const batches: number[] = [];
-      for (let batch = 0; batch < 5; batch++) {
-        const pumpStart = performance.now();
-        for (let i = 0; i < 1000; i++) proxy.dispatcher.pump();
-        batches.push(performance.now() - pumpStart);
-      }
-      const dispatchUs = pct(batches, 0.5); // ms per 1,000 pumps: µs per pump
+      const pumpBatches = () => {
+        for (let batch = 0; batch < 5; batch++) {
+          const pumpStart = performance.now();
+          for (let i = 0; i < 1000; i++) proxy.dispatcher.pump();
+          batches.push(performance.now() - pumpStart);
+        }
+      };
+      pumpBatches();
       // Idle is measured twice. The first window starts right after the burst and sees the
       // process settle: the sweeping of the gc() above on V8's worker threads (10-30 ms at
       // 10,000 jobs) and, after 2,000 admissions or more, the proxy's one memory release
@@ -513,7 +518,10 @@ async function queueScale(configYaml: string, lab: FakeHomelab) {
       // more ~25 s after the release (~50-90 ms at 10,000 jobs, nothing left to free), after
       // both windows: a settling cost like the release, not a steady one.
       const firstIdleCpuMs = await idleCpuMs(FIRST_IDLE_MS);
+      pumpBatches();
       const steadyIdleCpuMs = await idleCpuMs(STEADY_IDLE_MS);
+      pumpBatches();
+      const dispatchUs = pct(batches, 0.5); // ms per 1,000 pumps: µs per pump
       gc();
       const settled = Deno.memoryUsage();
       const cancelStart = performance.now();
