@@ -109,6 +109,10 @@ class ScriptedBackend {
 /** Writes `text` on `conn`. */
 const write = (conn: Deno.Conn, text: string) => conn.write(encode(text)).then(() => {});
 
+/** The head of an event stream sent chunked, as llama-server sends one. */
+const STREAM_HEAD =
+  "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+
 const json = (body: string, extra = "") =>
   `HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n${extra}content-length: ${
     encode(body).length
@@ -166,8 +170,7 @@ Deno.test("a chunked answer is handed over piece by piece as the backend sends i
       if (seen.body === "stream") {
         await write(
           conn,
-          "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n" +
-            "\r\n6\r\ndata: \r\n",
+          `${STREAM_HEAD}6\r\ndata: \r\n`,
         );
         await rest;
         await write(conn, "3\r\none\r\n4\r\n two\r\n0\r\n\r\n");
@@ -233,26 +236,31 @@ Deno.test("a kept connection the backend closed meanwhile is replaced; the reque
   );
 });
 
-Deno.test("aborting mid-answer closes the connection: the backend sees its client leave", async () => {
-  await withBackend(
-    (conn) =>
-      write(
-        conn,
-        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n" +
-          "\r\n5\r\nfirst\r\n",
-      ),
-    async (backend, client) => {
-      const cancel = new AbortController();
-      const res = await post(client, backend.url, "x", cancel.signal);
-      assert.equal(decode((await res.body.read())!), "first");
-      const reading = res.body.read();
-      cancel.abort(new Error("client left"));
-      await assert.rejects(reading, /client left/);
-      await waitFor("the backend to see the connection close", () => backend.closedByClient === 1);
-      // Nothing of that connection is reused.
-      assert.equal(backend.connections, 1);
-    },
-  );
+Deno.test("aborting the request or cancelling the body while a read waits ends that read and closes the connection: the backend sees its client leave", async () => {
+  for (const how of ["abort", "cancel"]) {
+    await withBackend(
+      (conn) => write(conn, `${STREAM_HEAD}5\r\nfirst\r\n`),
+      async (backend, client) => {
+        const abort = new AbortController();
+        const res = await post(client, backend.url, "x", abort.signal);
+        assert.equal(decode((await res.body.read())!), "first");
+        const reading = res.body.read();
+        if (how === "abort") {
+          abort.abort(new Error("client left"));
+          await assert.rejects(reading, /client left/);
+        } else {
+          await res.body.cancel();
+          await assert.rejects(reading);
+        }
+        await waitFor(
+          `the backend to see the connection close (${how})`,
+          () => backend.closedByClient === 1,
+        );
+        // Nothing of that connection is reused.
+        assert.equal(backend.connections, 1);
+      },
+    );
+  }
 });
 
 /** Every piece `body.read()` hands over, to its end, as text. */
@@ -292,8 +300,7 @@ Deno.test("a chunked body cut by the backend's close, or broken by a bad chunk s
       if (seen.body === "whole") return await write(conn, json("{}"));
       await write(
         conn,
-        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n" +
-          "\r\n5\r\nfirst\r\n",
+        `${STREAM_HEAD}5\r\nfirst\r\n`,
       );
       await goOn.promise;
       if (seen.body === "cut") conn.close();
@@ -318,26 +325,6 @@ Deno.test("a chunked body cut by the backend's close, or broken by a bad chunk s
       await (await post(client, backend.url, "whole")).body.bytes();
       // One connection for each broken body, and a new one after them.
       assert.equal(backend.connections, 3);
-    },
-  );
-});
-
-Deno.test("cancelling a body while a read waits ends that read and closes the connection: the backend sees its client leave", async () => {
-  await withBackend(
-    (conn) =>
-      write(
-        conn,
-        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n" +
-          "\r\n5\r\nfirst\r\n",
-      ),
-    async (backend, client) => {
-      const res = await post(client, backend.url, "x");
-      assert.equal(decode((await res.body.read())!), "first");
-      const reading = res.body.read();
-      await res.body.cancel();
-      await assert.rejects(reading);
-      await waitFor("the backend to see the connection close", () => backend.closedByClient === 1);
-      assert.equal(backend.connections, 1);
     },
   );
 });
