@@ -168,10 +168,7 @@ Deno.test("a chunked answer is handed over piece by piece as the backend sends i
   await withBackend(
     async (conn, seen) => {
       if (seen.body === "stream") {
-        await write(
-          conn,
-          `${STREAM_HEAD}6\r\ndata: \r\n`,
-        );
+        await write(conn, `${STREAM_HEAD}6\r\ndata: \r\n`);
         await rest;
         await write(conn, "3\r\none\r\n4\r\n two\r\n0\r\n\r\n");
       } else await write(conn, json("{}"));
@@ -298,10 +295,7 @@ Deno.test("a chunked body cut by the backend's close, or broken by a bad chunk s
   await withBackend(
     async (conn, seen) => {
       if (seen.body === "whole") return await write(conn, json("{}"));
-      await write(
-        conn,
-        `${STREAM_HEAD}5\r\nfirst\r\n`,
-      );
+      await write(conn, `${STREAM_HEAD}5\r\nfirst\r\n`);
       await goOn.promise;
       if (seen.body === "cut") conn.close();
       else await write(conn, "zz\r\n");
