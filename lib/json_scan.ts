@@ -91,7 +91,7 @@ class Scanner {
     let i = this.#i;
     while (i < b.length) {
       const c = b[i];
-      if (c !== 0x20 && c !== 0x0a && c !== 0x0d && c !== 0x09) break;
+      if (!isJsonSpace(c)) break;
       i++;
     }
     this.#i = i;
@@ -285,8 +285,14 @@ function setMember(object: Record<string, unknown>, key: string, value: unknown)
   } else object[key] = value;
 }
 
-function isDigit(c: number): boolean {
+/** Whether byte `c` is an ASCII digit. */
+export function isDigit(c: number): boolean {
   return c >= 0x30 && c <= 0x39;
+}
+
+/** Whether byte `c` is JSON's whitespace (space, LF, CR, tab). */
+export function isJsonSpace(c: number): boolean {
+  return c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
 }
 
 function isHex(c: number): boolean {
