@@ -359,13 +359,21 @@ async function manualSwap(baseline: FakeHomelab, api: DockerApi, from: string, t
       // not yet
     }
   }
+  await swappedTo(base, to);
+  return performance.now() - started;
+}
+
+/**
+ * One token from `model` at `base`, which is what ends a swap. A fast error is no swap: it
+ * would pass for one, so it fails the part.
+ */
+async function swappedTo(base: string, model: string): Promise<void> {
   const res = await fetch(`${base}/v1/chat/completions`, {
     method: "POST",
-    body: chat(to, { fake_tokens: 1 }),
+    body: chat(model, { fake_tokens: 1 }),
   });
   const text = await res.text();
-  if (res.status !== 200) throw new Error(`swap by hand to ${to}: ${res.status} ${text}`);
-  return performance.now() - started;
+  if (res.status !== 200) throw new Error(`swap to ${model} at ${base}: ${res.status} ${text}`);
 }
 
 /**
@@ -388,13 +396,7 @@ async function swaps(
     for (let i = 0; i < SETTINGS.swaps; i++) {
       for (const model of ["b", "a"]) {
         const started = performance.now();
-        const res = await fetch(`${proxy.url}/v1/chat/completions`, {
-          method: "POST",
-          body: chat(model, { fake_tokens: 1 }),
-        });
-        const text = await res.text();
-        // A fast error is no swap: it would pass for one.
-        if (res.status !== 200) throw new Error(`swap to ${model}: ${res.status} ${text}`);
+        await swappedTo(proxy.url, model);
         viaProxy.push(performance.now() - started);
       }
       manual.push(await manualSwap(baseline, api, "c", "d"));
