@@ -27,10 +27,17 @@ export interface ConfigReloaderDeps {
 }
 
 /**
- * How often the watch looks at the file. A change is taken once the file looked the same at two
- * looks in a row, since editors save in several steps (write, rename, chmod).
+ * A change is taken once the file looked the same at two looks this far apart, since editors
+ * save in several steps (write, rename, chmod). Also how often the file is polled when it
+ * cannot be watched (it is missing, or the system's inotify watches are used up).
  */
-const POLL_MS = 500;
+const SETTLE_MS = 500;
+
+/**
+ * A look at a watched file this often even without an event: a network file system, or a
+ * bind mount whose host does not pass its changes on, gives none.
+ */
+const FALLBACK_POLL_MS = 30_000;
 
 /** What tells one version of the file from another without reading it. */
 function versionOf(info: Deno.FileInfo): string {
@@ -53,23 +60,34 @@ export class ConfigReloader {
   }
 
   /**
-   * Reloads whenever `path` changes, until `signal` aborts. The file is polled (a stat every
-   * POLL_MS), not watched: a watch is on the directory, since many editors replace the file
-   * rather than write into it, and woke the proxy for every write beside the file, such as its
-   * own log when started with `> proxy.log` next to config.yml (several syscalls per line).
+   * Reloads whenever `path` changes, until `signal` aborts. The file itself is watched, not its
+   * directory: a directory watch woke the proxy for every write beside the file, such as its
+   * own log when started with `> proxy.log` next to config.yml. And it is not polled: a stat
+   * twice a second was half of an idle proxy's CPU on a VM where each wake costs milliseconds
+   * (docs/performance.md). An editor that replaces the file leaves the watch on the old one,
+   * so the watch is made anew after every event.
    */
   async watch(path: string, signal: AbortSignal): Promise<void> {
     const look = () => Deno.stat(path).then(versionOf, () => null);
     let loaded = await look();
     let lastText = await Deno.readTextFile(path).catch(() => "");
-    let seen = loaded;
     while (!signal.aborted) {
-      await pause(POLL_MS, signal);
-      const now = await look();
-      const settled = now === seen;
-      seen = now;
-      if (now === null || now === loaded || !settled) continue;
-      loaded = now;
+      const watcher = watchFile(path);
+      // Armed before this look, so that a change between the two is not missed.
+      if (await look() === loaded) {
+        await nextEvent(watcher, watcher === null ? SETTLE_MS : FALLBACK_POLL_MS, signal);
+      }
+      closeWatcher(watcher);
+      let seen = await look();
+      for (;;) {
+        await pause(SETTLE_MS, signal);
+        if (signal.aborted) return;
+        const now = await look();
+        if (now === seen) break;
+        seen = now;
+      }
+      if (seen === null || seen === loaded) continue;
+      loaded = seen;
       // Saving without a change: nothing to do.
       const text = await Deno.readTextFile(path).catch(() => null);
       if (text === null || text === lastText) continue;
@@ -113,6 +131,44 @@ export class ConfigReloader {
       settings: changes.settings.join(",") || undefined,
     });
     return { ok: true, changes };
+  }
+}
+
+/** An inotify watch on `path`; null when it cannot be had (no such file, no watches left). */
+function watchFile(path: string): Deno.FsWatcher | null {
+  try {
+    return Deno.watchFs(path, { recursive: false });
+  } catch {
+    return null;
+  }
+}
+
+function closeWatcher(watcher: Deno.FsWatcher | null): void {
+  try {
+    watcher?.close();
+  } catch {
+    // closed already
+  }
+}
+
+/** Resolves at `watcher`'s next event, after `ms`, or when `signal` aborts. */
+async function nextEvent(
+  watcher: Deno.FsWatcher | null,
+  ms: number,
+  signal: AbortSignal,
+): Promise<void> {
+  if (watcher === null) return pause(ms, signal);
+  const stop = () => closeWatcher(watcher);
+  const timer = setTimeout(stop, ms);
+  Deno.unrefTimer(timer);
+  signal.addEventListener("abort", stop, { once: true });
+  try {
+    await watcher[Symbol.asyncIterator]().next();
+  } catch {
+    // closed by the timer or the abort
+  } finally {
+    clearTimeout(timer);
+    signal.removeEventListener("abort", stop);
   }
 }
 

@@ -136,6 +136,45 @@ Deno.test("config reload: a bad file is rejected and the old config stays; a goo
   }
 });
 
+Deno.test("config reload: an editor that saves by replacing the file is seen at each save, and a write beside the file reloads nothing", async () => {
+  const api = await requireDocker();
+  const dir = await Deno.makeTempDir({ prefix: "lqp-replace-" });
+  try {
+    await using lab = await createHomelab(api, [{ id: "a" }, { id: "b" }]);
+    const path = `${dir}/config.yml`;
+    const [onlyA] = lab.configYaml().split(/\n(?= {2}b:\n)/);
+    const log = new CapturedLog();
+    await using proxy = await startTestProxy(`${onlyA}\n`, { configFile: path, log });
+    await proxy.reconciled;
+    // As vim or VS Code save: the new text to a file beside, renamed over config.yml. The old
+    // file, and whatever watched it, is gone.
+    const save = async (text: string) => {
+      await Deno.writeTextFile(`${dir}/.config.yml.swp`, testConfigText(text));
+      await Deno.rename(`${dir}/.config.yml.swp`, path);
+    };
+    const reloads = () => log.of("config_reloaded");
+
+    await save(lab.configYaml());
+    const first = await waitFor("the first save's reload", () => reloads()[0]);
+    assert.equal(first.fields.added, "b");
+    assert.equal((await post(proxy.url, chatBody("b"))).status, 200);
+
+    // A log written next to the config, as `> proxy.log` does: no reload of its own.
+    for (let i = 0; i < 20; i++) {
+      await Deno.writeTextFile(`${dir}/proxy.log`, `line ${i}\n`, { append: true });
+    }
+    // The second save replaces the file the first one put there: seen as well.
+    await save(lab.configYaml().replace(/\n {2}a:\n[\s\S]*?(?=\n {2}b:\n)/, ""));
+    const second = await waitFor("the second save's reload", () => reloads()[1]);
+    assert.equal(second.fields.removed, "a");
+    assert.equal((await post(proxy.url, chatBody("a"))).status, 404);
+    assert.equal(reloads().length, 2, "one reload per save, none for the log");
+  } finally {
+    api.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("SIGHUP reloads a running proxy process; a restart-only change is named in the log", async () => {
   const api = await requireDocker();
   const dir = await Deno.makeTempDir({ prefix: "lqp-sighup-" });
