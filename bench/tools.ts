@@ -60,6 +60,21 @@ export async function cpuMs(pids: number[]): Promise<number> {
   return ticks * 10; // CLK_TCK is 100 on Linux
 }
 
+/**
+ * CPU time (ms) of every thread of `pid` so far, from each one's schedstat: nanoseconds, where
+ * /proc's 10 ms ticks cannot tell an idle process's few ms/s from nothing.
+ */
+export async function threadCpuMs(pid: number): Promise<number> {
+  let ns = 0;
+  for await (const task of Deno.readDir(`/proc/${pid}/task`)) {
+    // A thread that ended since the listing took its time with it.
+    const text = await Deno.readTextFile(`/proc/${pid}/task/${task.name}/schedstat`)
+      .catch(() => "0");
+    ns += Number(text.split(" ")[0]);
+  }
+  return ns / 1e6;
+}
+
 export async function rssKb(pid: number): Promise<number> {
   const status = await Deno.readTextFile(`/proc/${pid}/status`);
   return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN);
