@@ -53,6 +53,8 @@ export class SyncJournal {
   #scheduled = false;
   #dropped = 0;
   readonly #failedAddListeners: ((ids: ReadonlySet<string>, err: unknown) => void)[] = [];
+  /** New jobs told of as unrecorded while the store was down, before any write of theirs. */
+  readonly #toldUnwritten = new Set<string>();
   /** One observer for every job: no closure per waiting job. */
   readonly #observer = (job: Job, from: JobState) => {
     this.#put(job, from);
@@ -75,7 +77,7 @@ export class SyncJournal {
 
   /**
    * Calls `fn` with the ids of the jobs a failed write was the first to record, once per such
-   * write. One listener for all jobs: a handler per job on the write's promise kept every job
+   * write, and once of each job admitted while that write was on its way. One listener for all jobs: a handler per job on the write's promise kept every job
    * of a write alive (its body, its answer) until the write ended: 9 finished requests at a
    * time at c=2, which each young-generation collection then had to copy.
    */
@@ -145,13 +147,26 @@ export class SyncJournal {
   }
 
   async #flush(): Promise<void> {
-    if (this.#writing !== null || !this.#status.up) return;
+    if (this.#writing !== null) return;
+    if (!this.#status.up) {
+      // Jobs admitted while the write that found the store down was on its way: they are not
+      // recorded while it is down, so they are refused as the jobs of that write were. Left
+      // waiting, one would run unrecorded, or wait behind a held worker with no answer.
+      this.#tellFailedAdds(this.#next, this.#status.error);
+      for (const [id, change] of this.#next.changes) {
+        if (change.from === null) this.#toldUnwritten.add(id);
+      }
+      return;
+    }
     const commit = this.#next;
     this.#next = newGroupCommit();
     this.#writing = commit.written;
     try {
       await this.#store.record([...commit.changes.values()]);
       commit.resolve();
+      if (this.#toldUnwritten.size > 0) {
+        for (const id of commit.changes.keys()) this.#toldUnwritten.delete(id);
+      }
     } catch (err) {
       const down = this.#status.down(err);
       commit.reject(down);
@@ -168,7 +183,7 @@ export class SyncJournal {
     const ids = new Set<string>();
     for (const [id, change] of failed.changes) {
       // A change sent again was a new job in the write that failed first, and told then.
-      if (change.from === null && !change.retried) ids.add(id);
+      if (change.from === null && !change.retried && !this.#toldUnwritten.has(id)) ids.add(id);
     }
     if (ids.size === 0) return;
     for (const fn of this.#failedAddListeners) fn(ids, err);

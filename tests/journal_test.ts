@@ -10,14 +10,15 @@ import { waitFor } from "./support/wait_for.ts";
 
 /**
  * A journal on an in-memory KV store whose writes go through `record` (given the store's own),
- * with a store status that retries every 10 ms; both closed after `fn`.
+ * with a store status that retries every `retryMs`; both closed after `fn`.
  */
 async function withJournal(
   record: (write: JobStore["record"], changes: readonly SyncChange[]) => Promise<void>,
   fn: (parts: { store: KvJobStore; status: StoreStatus; journal: SyncJournal }) => Promise<void>,
+  retryMs = 10,
 ): Promise<void> {
   const store = await KvJobStore.open(":memory:");
-  const status = new StoreStatus(store, silentLogger, 10);
+  const status = new StoreStatus(store, silentLogger, retryMs);
   try {
     const write = store.record.bind(store);
     store.record = (changes) => record(write, changes);
@@ -100,4 +101,30 @@ Deno.test("a write that fails tells its listener, once, which jobs it was the fi
       "queued",
     ]);
   });
+});
+
+Deno.test("a job admitted while the write that finds the store down is on its way is told too while the store stays down, and nothing is written meanwhile", async () => {
+  let failWrite: (err: Error) => void = () => {};
+  let writes = 0;
+  // The first write hangs until the test fails it, as a write to a Redis that just stopped.
+  const hangsThenFails = (_write: JobStore["record"], _changes: readonly SyncChange[]) => {
+    writes++;
+    return new Promise<void>((_, reject) => failWrite = reject);
+  };
+  // The status does not look again during the test: the store stays down.
+  await withJournal(hangsThenFails, async ({ status, journal }) => {
+    const told: string[][] = [];
+    journal.onFailedAdds((ids) => told.push([...ids]));
+    const { job: first } = makeJob("a", { now: systemClock.now() });
+    const recorded = journal.add(first);
+    await waitFor("the first write to be on its way", () => writes === 1);
+    const { job: second } = makeJob("a", { now: systemClock.now() });
+    journal.add(second);
+    failWrite(new Error("connection refused"));
+    await assert.rejects(recorded, /connection refused/);
+    await waitFor("the second job to be told", () => told.length === 2);
+    assert.deepEqual(told, [[first.id], [second.id]]);
+    assert.equal(status.up, false);
+    assert.equal(writes, 1, "nothing written while the store is down");
+  }, 60_000);
 });
