@@ -77,9 +77,10 @@ export class SyncJournal {
 
   /**
    * Calls `fn` with the ids of the jobs a failed write was the first to record, once per such
-   * write, and once of each job admitted while that write was on its way. One listener for all jobs: a handler per job on the write's promise kept every job
-   * of a write alive (its body, its answer) until the write ended: 9 finished requests at a
-   * time at c=2, which each young-generation collection then had to copy.
+   * write, and once of each job admitted while that write was on its way. One listener for all
+   * jobs: a handler per job on the write's promise kept every job of a write alive (its body,
+   * its answer) until the write ended: 9 finished requests at a time at c=2, which each
+   * young-generation collection then had to copy.
    */
   onFailedAdds(fn: (ids: ReadonlySet<string>, err: unknown) => void): void {
     this.#failedAddListeners.push(fn);

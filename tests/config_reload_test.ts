@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { parseConfig } from "../lib/config.ts";
+import type { DockerApi } from "../lib/docker.ts";
 import { planReload } from "../lib/live_config.ts";
 import { chatBody, getJson, post, SseReader } from "./support/client.ts";
 import { requireDocker } from "./support/docker_env.ts";
@@ -23,6 +24,21 @@ import { watchOutput } from "./support/process_output.ts";
 import { waitFor } from "./support/wait_for.ts";
 
 const ADMIN_KEY = "reload-admin-key-0123456789";
+
+/** Docker and a temp dir for config.yml, both let go of after `fn`. */
+async function withConfigDir(
+  prefix: string,
+  fn: (api: DockerApi, dir: string) => Promise<void>,
+): Promise<void> {
+  const api = await requireDocker();
+  const dir = await Deno.makeTempDir({ prefix });
+  try {
+    await fn(api, dir);
+  } finally {
+    api.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
 
 function model(id: string, extra = "") {
   return `  ${id}:\n    container_name: c-${id}\n    backend_url: http://127.0.0.1:8080/v1\n${extra}`;
@@ -50,9 +66,7 @@ Deno.test("planReload(): models added, removed, changed; restart-only settings k
 });
 
 Deno.test("config reload: a bad file is rejected and the old config stays; a good one adds, changes and removes models while a stream on the removed one finishes", async () => {
-  const api = await requireDocker();
-  const dir = await Deno.makeTempDir({ prefix: "lqp-reload-" });
-  try {
+  await withConfigDir("lqp-reload-", async (api, dir) => {
     await using lab = await createHomelab(api, [{ id: "a" }, { id: "b" }, { id: "c" }]);
     const path = `${dir}/config.yml`;
     const all = lab.configYaml(`num_workers: 1\nadmin_key: ${ADMIN_KEY}`);
@@ -130,16 +144,11 @@ Deno.test("config reload: a bad file is rejected and the old config stays; a goo
     const unload = log.of("unload").find((e) => e.fields.model === "a");
     assert.equal(unload?.fields.cause, "config");
     assert.equal((await post(proxy.url, chatBody("c"))).status, 200);
-  } finally {
-    api.close();
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("config reload: an editor that saves by replacing the file is seen at each save, and a write beside the file reloads nothing", async () => {
-  const api = await requireDocker();
-  const dir = await Deno.makeTempDir({ prefix: "lqp-replace-" });
-  try {
+  await withConfigDir("lqp-replace-", async (api, dir) => {
     await using lab = await createHomelab(api, [{ id: "a" }, { id: "b" }]);
     const path = `${dir}/config.yml`;
     const [onlyA] = lab.configYaml().split(/\n(?= {2}b:\n)/);
@@ -169,16 +178,11 @@ Deno.test("config reload: an editor that saves by replacing the file is seen at 
     assert.equal(second.fields.removed, "a");
     assert.equal((await post(proxy.url, chatBody("a"))).status, 404);
     assert.equal(reloads().length, 2, "one reload per save, none for the log");
-  } finally {
-    api.close();
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("SIGHUP reloads a running proxy process; a restart-only change is named in the log", async () => {
-  const api = await requireDocker();
-  const dir = await Deno.makeTempDir({ prefix: "lqp-sighup-" });
-  try {
+  await withConfigDir("lqp-sighup-", async (api, dir) => {
     await using lab = await createHomelab(api, [{ id: "a" }, { id: "b" }]);
     const path = `${dir}/config.yml`;
     const [first] = lab.configYaml().split(/\n(?= {2}b:\n)/);
@@ -206,16 +210,11 @@ Deno.test("SIGHUP reloads a running proxy process; a restart-only change is name
     assert.equal((await post(url, chatBody("b"))).status, 200);
     child.kill("SIGTERM");
     assert.equal((await child.status).code, 0);
-  } finally {
-    api.close();
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("config reload: a revoked API key stops working at once, a new one works, no restart", async () => {
-  const api = await requireDocker();
-  const dir = await Deno.makeTempDir({ prefix: "lqp-keys-" });
-  try {
+  await withConfigDir("lqp-keys-", async (api, dir) => {
     await using lab = await createHomelab(api, [{ id: "a" }]);
     const path = `${dir}/config.yml`;
     const keys = (...list: string[]) =>
@@ -245,10 +244,7 @@ Deno.test("config reload: a revoked API key stops working at once, a new one wor
     assert.equal((await res.json()).reloaded, true);
     assert.equal(await ask(OLD), 401);
     assert.equal(await ask(NEW), 200);
-  } finally {
-    api.close();
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 interface SchedulerLab extends HomelabContext {
