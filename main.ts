@@ -24,6 +24,7 @@ import { Dispatcher } from "./lib/dispatcher.ts";
 import { BackendClient } from "./lib/backend_client.ts";
 import { SyncJournal } from "./lib/journal.ts";
 import { openStore } from "./lib/store/open.ts";
+import { StoreInUseError } from "./lib/store/file_lock.ts";
 import { StoreStatus } from "./lib/store/status.ts";
 import { StoreUpkeep } from "./lib/store/upkeep.ts";
 import { BatchService } from "./lib/batch/service.ts";
@@ -336,7 +337,16 @@ async function main(): Promise<void> {
     throw err;
   }
   const log = consoleLogger(config.logFormat);
-  const proxy = await startProxy(config, { log, configFile: { path, env: configEnv } });
+  let proxy: RunningProxy;
+  try {
+    proxy = await startProxy(config, { log, configFile: { path, env: configEnv } });
+  } catch (err) {
+    if (err instanceof StoreInUseError) {
+      console.error(err.message);
+      Deno.exit(2);
+    }
+    throw err;
+  }
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;

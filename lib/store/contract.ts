@@ -158,6 +158,14 @@ export interface JobStore {
   heartbeat(node: string, leaseMs: number, now: number): Promise<void>;
 
   /**
+   * Only on a store no other process can reach (a KV file this process holds the lock of, or
+   * memory): makes `node` its one live node. Every other node found in it is gone, whatever
+   * its lease says, so their leases end now and the next `recover` settles their jobs at once;
+   * `node`'s lease does not run out, so it needs no heartbeat.
+   */
+  takeOver?(node: string): Promise<void>;
+
+  /**
    * For every node whose lease expired: its sync jobs become abandoned, its claimed async
    * jobs go back to their lanes (or to the dead letters after `maxAttempts`). Exactly once,
    * even with several nodes recovering at the same time.

@@ -35,6 +35,7 @@ import {
   type RecordState,
 } from "./record_states.ts";
 import { BRIEF, briefEntries, briefRecords, findBrief, splitBrief } from "./brief_jobs.ts";
+import { lockStoreFile } from "./file_lock.ts";
 
 const CHUNK_BYTES = 60_000;
 /** Strings are stored as UTF-16 at worst: 2 bytes a character, well under 64 KiB. */
@@ -66,19 +67,30 @@ interface StoredJob extends JobRecord {
 export class KvJobStore implements JobStore {
   readonly name: "kv" | "memory";
   readonly #kv: Deno.Kv;
+  /** Held while the store is open: no other process uses the file meanwhile. */
+  readonly #lock: Deno.FsFile | null;
 
-  private constructor(kv: Deno.Kv, name: "kv" | "memory") {
+  private constructor(kv: Deno.Kv, name: "kv" | "memory", lock: Deno.FsFile | null) {
     this.#kv = kv;
     this.name = name;
+    this.#lock = lock;
   }
 
-  /** Opens (creating if needed) the KV file at `path`, or an in-memory store for ":memory:". */
+  /**
+   * Opens (creating if needed) the KV file at `path`, or an in-memory store for ":memory:".
+   * @throws StoreInUseError when another process has the file open.
+   */
   static async open(path: string): Promise<KvJobStore> {
-    if (path !== ":memory:") {
-      const dir = path.replace(/\/[^/]*$/, "");
-      if (dir !== path && dir !== "") await Deno.mkdir(dir, { recursive: true });
+    if (path === ":memory:") return new KvJobStore(await Deno.openKv(path), "memory", null);
+    const dir = path.replace(/\/[^/]*$/, "");
+    if (dir !== path && dir !== "") await Deno.mkdir(dir, { recursive: true });
+    const lock = await lockStoreFile(path);
+    try {
+      return new KvJobStore(await Deno.openKv(path), "kv", lock);
+    } catch (err) {
+      lock.close();
+      throw err;
     }
-    return new KvJobStore(await Deno.openKv(path), path === ":memory:" ? "memory" : "kv");
   }
 
   async ping(): Promise<void> {
@@ -249,6 +261,13 @@ export class KvJobStore implements JobStore {
 
   async heartbeat(node: string, leaseMs: number, now: number): Promise<void> {
     await this.#kv.set(["node", node], now + leaseMs);
+  }
+
+  async takeOver(node: string): Promise<void> {
+    for await (const lease of this.#kv.list<number>({ prefix: ["node"] })) {
+      if (lease.key[1] !== node) await this.#kv.delete(lease.key);
+    }
+    await this.#kv.set(["node", node], Number.MAX_SAFE_INTEGER);
   }
 
   async recover(now: number, maxAttempts: number): Promise<Recovered> {
@@ -507,6 +526,7 @@ export class KvJobStore implements JobStore {
 
   close(): Promise<void> {
     this.#kv.close();
+    this.#lock?.close();
     return Promise.resolve();
   }
 

@@ -2,6 +2,11 @@
  * @module
  * Keeps this node's lease alive, recovers the jobs of nodes that died (their sync jobs
  * become abandoned, their batch lines run again), and purges records past retention.
+ *
+ * A store only this process can reach (a KV file, memory) is taken over at start instead:
+ * whoever used it before is gone, so their jobs are settled at once rather than when their
+ * leases run out, and nothing needs renewing or watching after. An idle proxy then wakes for
+ * none of it: on some machines each wake costs milliseconds of CPU (docs/performance.md).
  */
 import type { Clock } from "../clock.ts";
 import type { Logger } from "../log.ts";
@@ -34,16 +39,27 @@ export class StoreUpkeep {
   }
 
   /**
-   * The first heartbeat (our lease must exist before our first job does), then recovery and
-   * purge in the background, and the timers. Store failures are not fatal.
+   * The take-over or first heartbeat (our lease must exist before our first job does), then
+   * recovery and purge in the background, and the timers. Store failures are not fatal: a
+   * take-over that fails leaves the lease to heartbeats, as on a shared store.
    */
   async start(): Promise<void> {
     const { leaseMs } = this.#deps;
-    await this.heartbeat();
+    const alone = await this.#takeOver();
+    if (!alone) await this.heartbeat();
     this.#firstRound = this.recover().then(() => this.purge());
-    this.#timers.push(setInterval(() => this.heartbeat(), leaseMs / 3));
-    this.#timers.push(setInterval(() => this.recover(), leaseMs / 2));
+    if (!alone) {
+      this.#timers.push(setInterval(() => this.heartbeat(), leaseMs / 3));
+      this.#timers.push(setInterval(() => this.recover(), leaseMs / 2));
+    }
     this.#timers.push(setInterval(() => this.purge(), PURGE_EVERY_MS));
+  }
+
+  /** True once this node is the store's one live node (a store no other process reaches). */
+  async #takeOver(): Promise<boolean> {
+    const { store, status, node } = this.#deps;
+    if (store.takeOver === undefined) return false;
+    return await status.run(() => store.takeOver!(node)).then(() => true, () => false);
   }
 
   async heartbeat(): Promise<void> {

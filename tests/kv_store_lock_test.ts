@@ -1,0 +1,165 @@
+/**
+ * A KV file serves one proxy at a time: the store holds a lock beside it for as long as it is
+ * open, a second proxy on the same file stops at start saying so, and the proxy that opens a
+ * file takes it over: whoever used it before is gone, so their jobs are settled at once, not
+ * when their leases run out.
+ */
+import assert from "node:assert/strict";
+import { KvJobStore } from "../lib/store/kv_store.ts";
+import { lockPathOf, StoreInUseError } from "../lib/store/file_lock.ts";
+import type { JobRecord } from "../lib/store/contract.ts";
+import { requireDocker } from "./support/docker_env.ts";
+import { createHomelab } from "./support/fake_models.ts";
+import { runProxyProcess, startProxyProcess } from "./support/proxy_process.ts";
+import { freePort } from "../demo/free_port.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+const HOUR = 3600_000;
+
+async function withKvDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "lqp-kv-lock-" });
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+function queuedSync(id: string, node: string): JobRecord {
+  return {
+    id,
+    kind: "sync",
+    model: "a",
+    priority: "interactive",
+    state: "queued",
+    attempts: 0,
+    node,
+    lane: null,
+    order: 0,
+    group: null,
+    createdAt: 1,
+    updatedAt: 1,
+    payload: null,
+    result: null,
+  };
+}
+
+Deno.test("KV store: a file another open store holds is refused, naming the file; closed, it opens again", async () => {
+  await withKvDir(async (dir) => {
+    const path = `${dir}/jobs.sqlite`;
+    const first = await KvJobStore.open(path);
+    let firstOpen = true;
+    try {
+      await assert.rejects(
+        () => KvJobStore.open(path),
+        (err: Error) => err instanceof StoreInUseError && err.message.includes(path),
+      );
+      await first.close();
+      firstOpen = false;
+      const second = await KvJobStore.open(path);
+      await second.close();
+    } finally {
+      if (firstOpen) await first.close();
+    }
+  });
+});
+
+Deno.test("KV store: another process's hold ends with it, even killed with -9", async () => {
+  await withKvDir(async (dir) => {
+    const path = `${dir}/jobs.sqlite`;
+    const holder = new Deno.Command(Deno.execPath(), {
+      args: [
+        "eval",
+        `const { KvJobStore } = await import(${JSON.stringify(`${ROOT}lib/store/kv_store.ts`)});` +
+        `await KvJobStore.open(${JSON.stringify(path)}); console.log("open");` +
+        "await new Promise(() => setInterval(() => {}, 60_000));",
+      ],
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    const reader = holder.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    try {
+      assert.equal((await reader.read()).value?.trim(), "open");
+      await assert.rejects(() => KvJobStore.open(path), StoreInUseError);
+    } finally {
+      holder.kill("SIGKILL");
+      await holder.status;
+      await reader.cancel();
+    }
+    const store = await KvJobStore.open(path);
+    await store.close();
+  });
+});
+
+Deno.test("KV store: a take-over ends every other node's lease at once and keeps its own for good", async () => {
+  await withKvDir(async (dir) => {
+    const store = await KvJobStore.open(`${dir}/jobs.sqlite`);
+    try {
+      // The node before, killed with an hour of lease left: a waiting request and a batch line.
+      await store.heartbeat("before", HOUR, 0);
+      await store.record([{ job: queuedSync("s-before", "before"), from: null }]);
+      await store.enqueue([{
+        id: "line-0",
+        model: "a",
+        priority: "batch",
+        lane: "a",
+        order: 0,
+        group: "g",
+        payload: "{}",
+      }], 0);
+      assert.equal((await store.claim("a", "before", 1, 10)).length, 1);
+
+      await store.takeOver("now");
+      await store.record([{ job: queuedSync("s-now", "now"), from: null }]);
+      assert.deepEqual(await store.recover(20, 3), { abandoned: 1, requeued: 1, dead: 0 });
+      assert.equal((await store.get("s-before"))?.state, "abandoned");
+      assert.equal((await store.get("line-0"))?.state, "queued");
+      // Ten years on, without a single heartbeat, the node that took over is still alive.
+      assert.deepEqual(await store.recover(10 * 365 * 24 * HOUR, 3), {
+        abandoned: 0,
+        requeued: 0,
+        dead: 0,
+      });
+      assert.equal((await store.get("s-now"))?.state, "queued");
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+Deno.test("a second proxy on the same KV file stops at start (exit 2) saying which file; the first keeps serving", async () => {
+  const api = await requireDocker();
+  const name = `kv-lock-${crypto.randomUUID().slice(0, 8)}`;
+  // Under ./data: the only place `deno task start` may write.
+  const kvPath = `data/${name}.sqlite`;
+  try {
+    await using lab = await createHomelab(api, [{ id: "a" }]);
+    const config = lab.configYaml(`store:\n  path: ${kvPath}`);
+    await using first = await runProxyProcess(config);
+    const configPath = `${ROOT}data/${name}.yml`;
+    await Deno.writeTextFile(configPath, config);
+    const second = await startProxyProcess(configPath, freePort(), { output: "piped" })
+      .then((child) => child.output());
+    const printed = new TextDecoder().decode(second.stderr);
+    assert.equal(second.code, 2, `exit ${second.code}; it printed:\n${printed}`);
+    assert(
+      printed.includes(
+        `store.path ${kvPath} is in use by another proxy (it holds ` +
+          `${lockPathOf(kvPath)})`,
+      ),
+      printed,
+    );
+    const res = await fetch(`${first.url}/v1/chat/completions`, {
+      method: "POST",
+      body: JSON.stringify({ model: "a", messages: [{ role: "user", content: "hi" }] }),
+    });
+    await res.body?.cancel();
+    assert.equal(res.status, 200);
+  } finally {
+    api.close();
+    for (const suffix of ["", "-shm", "-wal", ".lock"]) {
+      await Deno.remove(`${ROOT}${kvPath}${suffix}`).catch(() => {});
+    }
+    await Deno.remove(`${ROOT}data/${name}.yml`).catch(() => {});
+  }
+});
