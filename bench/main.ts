@@ -457,19 +457,20 @@ async function memory(proxy: ProxyProcess, lab: FakeHomelab, startKb: number) {
 /** How long the proxy is watched settling right after the burst (the first idle window). */
 const FIRST_IDLE_MS = 3000;
 /**
- * How long it is watched in the steady state (the second window): one whole round of its
- * periodic work. With the default store.lease (15 s) the lease heartbeat comes every 5 s and
- * recovery every 7.5 s, so 15 s hold three heartbeats and two recoveries wherever they start;
- * a 3 s window held none or one recovery, and read ~0.7 or ~1.5 ms/s by chance. The quick
- * run only checks that the part works.
+ * How long each steady window lasts: long enough to hold several of whatever still wakes an
+ * idle proxy wherever the window starts. On the default store that is Deno KV's own thread
+ * every ~2 s and the batch runner's look every 30 s; before the KV file was taken over rather
+ * than leased (69ad0c9) it was also the lease heartbeat every 5 s and recovery every 7.5 s,
+ * and a 3 s window read ~0.7 or ~1.5 ms/s by the chance of holding a recovery. The quick run
+ * only checks that the part works.
  */
 const STEADY_IDLE_MS = quick ? 3000 : 15_000;
 /**
  * Steady windows in a row, and the median of them is the figure. V8's memory reducer collects
- * the heap a few times once allocation stops (8-25 s after the proxy's memory release,
- * ~30-50 ms of CPU each with 10,000 jobs): a settling cost, not a steady one, which fell in
- * one of three windows and read 14.5 ms/s there against 4.4-6.5 in the others. The quick run
- * only checks that the part works.
+ * the heap two or three times once allocation stops (8-30 s after the last collection, the
+ * proxy's memory release; ~30-50 ms of CPU each with 10,000 jobs): a settling cost, not a
+ * steady one, which fell in one of three windows and read 14.5 ms/s there against 4.4-6.5 in
+ * the others. The quick run only checks that the part works.
  */
 const STEADY_WINDOWS = quick ? 1 : 3;
 
