@@ -205,6 +205,14 @@ export async function startProxy(
     log,
     ...config.connections,
     stats: metrics.connections,
+  }).catch(async (err) => {
+    // Nothing listens (a port taken): give the store back, its KV file's lock with it, so a
+    // start on another port in this process can have it.
+    await upkeep.close();
+    storeStatus.close();
+    await store.close();
+    api.close();
+    throw err;
   });
   const host = server.hostname === "0.0.0.0" ? "127.0.0.1" : server.hostname;
   const url = `http://${host.includes(":") ? `[${host}]` : host}:${server.port}`;

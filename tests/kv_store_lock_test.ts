@@ -7,10 +7,18 @@
 import assert from "node:assert/strict";
 import { KvJobStore } from "../lib/store/kv_store.ts";
 import { lockPathOf, StoreInUseError } from "../lib/store/file_lock.ts";
-import type { JobRecord } from "../lib/store/contract.ts";
+import type { JobRecord, JobStore } from "../lib/store/contract.ts";
+import { StoreStatus } from "../lib/store/status.ts";
+import { StoreUpkeep } from "../lib/store/upkeep.ts";
+import { systemClock } from "../lib/clock.ts";
+import { silentLogger } from "../lib/log.ts";
+import { parseConfig } from "../lib/config.ts";
+import { startProxy } from "../main.ts";
 import { requireDocker } from "./support/docker_env.ts";
 import { createHomelab } from "./support/fake_models.ts";
+import { CapturedLog } from "./support/log_capture.ts";
 import { runProxyProcess, startProxyProcess } from "./support/proxy_process.ts";
+import { waitFor, within } from "./support/wait_for.ts";
 import { freePort } from "../demo/free_port.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -74,6 +82,8 @@ Deno.test("KV store: another process's hold ends with it, even killed with -9", 
         `await KvJobStore.open(${JSON.stringify(path)}); console.log("open");` +
         "await new Promise(() => setInterval(() => {}, 60_000));",
       ],
+      // deno.json there turns Deno KV on.
+      cwd: ROOT,
       stdout: "piped",
       stderr: "inherit",
     }).spawn();
@@ -138,15 +148,17 @@ Deno.test("a second proxy on the same KV file stops at start (exit 2) saying whi
     await using first = await runProxyProcess(config);
     const configPath = `${ROOT}data/${name}.yml`;
     await Deno.writeTextFile(configPath, config);
-    const second = await startProxyProcess(configPath, freePort(), { output: "piped" })
-      .then((child) => child.output());
+    const child = await startProxyProcess(configPath, freePort(), { output: "piped" });
+    // A lock that failed would leave it serving instead of stopping: not for ever.
+    const second = await within("the second proxy to stop", child.output()).catch((err) => {
+      child.kill("SIGKILL");
+      throw err;
+    });
     const printed = new TextDecoder().decode(second.stderr);
     assert.equal(second.code, 2, `exit ${second.code}; it printed:\n${printed}`);
+    const lock = lockPathOf(await Deno.realPath(`${ROOT}${kvPath}`));
     assert(
-      printed.includes(
-        `store.path ${kvPath} is in use by another proxy (it holds ` +
-          `${lockPathOf(kvPath)})`,
-      ),
+      printed.includes(`store.path ${kvPath} is in use by another proxy (it holds ${lock})`),
       printed,
     );
     const res = await fetch(`${first.url}/v1/chat/completions`, {
@@ -161,5 +173,105 @@ Deno.test("a second proxy on the same KV file stops at start (exit 2) saying whi
       await Deno.remove(`${ROOT}${kvPath}${suffix}`).catch(() => {});
     }
     await Deno.remove(`${ROOT}data/${name}.yml`).catch(() => {});
+  }
+});
+
+/** `store` with its calls listed by name; shared: without `takeOver`, as a Redis store is. */
+function listed(store: JobStore, { shared = false, failedTakeOvers = 0 } = {}) {
+  const calls: string[] = [];
+  const wrapped = new Proxy(store, {
+    get(target, name) {
+      if (name === "takeOver" && shared) return undefined;
+      const value = Reflect.get(target, name);
+      if (typeof value !== "function") return value;
+      return (...args: unknown[]) => {
+        calls.push(String(name));
+        if (name === "takeOver" && failedTakeOvers-- > 0) {
+          return Promise.reject(new Error("disk I/O error"));
+        }
+        return value.apply(target, args);
+      };
+    },
+  });
+  return { store: wrapped, calls };
+}
+
+function upkeepOf(store: JobStore, log = silentLogger) {
+  const status = new StoreStatus(store, log, 20);
+  const upkeep = new StoreUpkeep({
+    store,
+    status,
+    node: "n",
+    clock: systemClock,
+    log,
+    leaseMs: 60,
+    maxAttempts: 3,
+    retention: { finishedMs: HOUR, deadMs: HOUR },
+  });
+  return {
+    upkeep,
+    async close() {
+      await upkeep.close();
+      status.close();
+      await store.close();
+    },
+  };
+}
+
+Deno.test("store upkeep: a store taken over renews no lease and looks for dead nodes once; a shared one keeps doing both", async () => {
+  const alone = listed(await KvJobStore.open(":memory:"));
+  const shared = listed(await KvJobStore.open(":memory:"), { shared: true });
+  const upkeeps = [upkeepOf(alone.store), upkeepOf(shared.store)];
+  try {
+    for (const { upkeep } of upkeeps) await upkeep.start();
+    const count = (calls: string[], name: string) => calls.filter((c) => c === name).length;
+    // Heartbeats every 20 ms, recovery every 30 ms on the shared one: time enough passed.
+    await waitFor(
+      "the shared store's heartbeats and recoveries, and the other's first round",
+      () =>
+        count(shared.calls, "heartbeat") >= 4 && count(shared.calls, "recover") >= 3 &&
+        alone.calls.includes("purge"),
+    );
+    assert.deepEqual(alone.calls, ["takeOver", "recover", "purge"]);
+  } finally {
+    for (const { close } of upkeeps) await close();
+  }
+});
+
+Deno.test("store upkeep: a store down at start is taken over once it is back, before it looks for dead nodes", async () => {
+  const log = new CapturedLog();
+  const alone = listed(await KvJobStore.open(":memory:"), { failedTakeOvers: 1 });
+  const { upkeep, close } = upkeepOf(alone.store, log);
+  try {
+    await upkeep.start();
+    assert.deepEqual(alone.calls, ["takeOver"]);
+    assert.equal(log.of("store_take_over_failed").length, 1);
+    await waitFor(
+      "the take-over once the store is back, then the first round",
+      () => alone.calls.includes("purge"),
+    );
+    assert.deepEqual(alone.calls, ["takeOver", "ping", "takeOver", "recover", "purge"]);
+  } finally {
+    await close();
+  }
+});
+
+Deno.test("a proxy that could not listen (its port taken) leaves its KV file to the next start in this process", async () => {
+  const api = await requireDocker();
+  try {
+    await using lab = await createHomelab(api, [{ id: "a" }]);
+    await withKvDir(async (dir) => {
+      using taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const yaml = lab.configYaml(`store:\n  path: ${dir}/jobs.sqlite`);
+      const onTaken = parseConfig(yaml.replace("port: 0", `port: ${taken.addr.port}`), "test");
+      await assert.rejects(
+        () => startProxy(onTaken, { log: silentLogger }),
+        Deno.errors.AddrInUse,
+      );
+      const proxy = await startProxy(parseConfig(yaml, "test"), { log: silentLogger });
+      await proxy.close();
+    });
+  } finally {
+    api.close();
   }
 });

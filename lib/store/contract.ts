@@ -7,9 +7,10 @@
  *   moves it, so its changes are plain writes (`record`). If that node dies, the job is
  *   marked `abandoned` by `recover` and never run again.
  * - `async`: a batch line. It waits in a lane (one per model) until a node `claim`s it; the
- *   claim holds while the node's lease is renewed by `heartbeat`. When the lease expires
- *   `recover` puts it back in its lane exactly once (or into the dead letters when its
- *   attempts are used up). `complete` only counts for the node and attempt that hold it, so a
+ *   claim holds while the node's lease is renewed by `heartbeat` (or, on a store only one
+ *   process reaches, until another node `takeOver`s it). When the lease expires `recover`
+ *   puts it back in its lane exactly once (or into the dead letters when its attempts are
+ *   used up). `complete` only counts for the node and attempt that hold it, so a
  *   node that comes back from a long pause cannot write a second result.
  */
 import type { Priority } from "../priority.ts";

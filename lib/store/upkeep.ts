@@ -12,6 +12,7 @@ import type { Clock } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import type { JobStore, Retention } from "./contract.ts";
 import type { StoreStatus } from "./status.ts";
+import { messageOf } from "../errors.ts";
 
 const PURGE_EVERY_MS = 10 * 60_000;
 
@@ -40,26 +41,41 @@ export class StoreUpkeep {
 
   /**
    * The take-over or first heartbeat (our lease must exist before our first job does), then
-   * recovery and purge in the background, and the timers. Store failures are not fatal: a
-   * take-over that fails leaves the lease to heartbeats, as on a shared store.
+   * recovery and purge in the background, and the timers. Store failures are not fatal.
    */
   async start(): Promise<void> {
-    const { leaseMs } = this.#deps;
-    const alone = await this.#takeOver();
-    if (!alone) await this.heartbeat();
-    this.#firstRound = this.recover().then(() => this.purge());
-    if (!alone) {
+    const { store, leaseMs } = this.#deps;
+    if (store.takeOver === undefined) {
+      await this.heartbeat();
+      this.#firstRound = this.#settle();
       this.#timers.push(setInterval(() => this.heartbeat(), leaseMs / 3));
       this.#timers.push(setInterval(() => this.recover(), leaseMs / 2));
+    } else {
+      await this.#takeOver(store.takeOver.bind(store));
     }
     this.#timers.push(setInterval(() => this.purge(), PURGE_EVERY_MS));
   }
 
-  /** True once this node is the store's one live node (a store no other process reaches). */
-  async #takeOver(): Promise<boolean> {
-    const { store, status, node } = this.#deps;
-    if (store.takeOver === undefined) return false;
-    return await status.run(() => store.takeOver!(node)).then(() => true, () => false);
+  /**
+   * Makes this node the store's one live node, then settles the nodes before it. A store down
+   * at start is taken over once it is back: no request is admitted while it is down, and the
+   * take-over is done before the recovery that could otherwise take our first jobs for a dead
+   * node's.
+   */
+  async #takeOver(takeOver: (node: string) => Promise<void>): Promise<void> {
+    const { status, node, log } = this.#deps;
+    const attempt = () =>
+      status.run(() => takeOver(node)).then(() => {
+        taken = true;
+        this.#firstRound = this.#settle();
+      }, (err) => log.warn("store_take_over_failed", { error: messageOf(err) }));
+    let taken = false;
+    await attempt();
+    if (!taken) status.onUp(() => taken ? undefined : void attempt());
+  }
+
+  #settle(): Promise<void> {
+    return this.recover().then(() => this.purge());
   }
 
   async heartbeat(): Promise<void> {
