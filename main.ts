@@ -208,10 +208,7 @@ export async function startProxy(
   }).catch(async (err) => {
     // Nothing listens (a port taken): give the store back, its KV file's lock with it, so a
     // start on another port in this process can have it.
-    await upkeep.close();
-    storeStatus.close();
-    await store.close();
-    api.close();
+    await closeStore();
     throw err;
   });
   const host = server.hostname === "0.0.0.0" ? "127.0.0.1" : server.hostname;
@@ -288,6 +285,11 @@ export async function startProxy(
     await watching;
     await watchingConfig;
     await journal.settled();
+    await closeStore();
+  }
+
+  /** The store and what keeps it (its upkeep, the reachability pings), and the Docker client. */
+  async function closeStore(): Promise<void> {
     await upkeep.close();
     storeStatus.close();
     await store.close();
@@ -321,6 +323,15 @@ function configPathFromArgs(args: string[], env: string | undefined): string {
   return env || "config.yml";
 }
 
+/** A bad config, or a KV file another proxy holds: said in a line or a few, exit code 2. */
+function exitOnStartProblem(err: unknown): never {
+  if (err instanceof ConfigError || err instanceof StoreInUseError) {
+    console.error(err.message);
+    Deno.exit(2);
+  }
+  throw err;
+}
+
 async function main(): Promise<void> {
   const env = (name: string) => Deno.env.get(name);
   const path = configPathFromArgs(Deno.args, env("LQP_CONFIG"));
@@ -334,27 +345,10 @@ async function main(): Promise<void> {
     UPSTASH_REDIS_REST_URL: env("UPSTASH_REDIS_REST_URL"),
     UPSTASH_REDIS_REST_TOKEN: env("UPSTASH_REDIS_REST_TOKEN"),
   };
-  let config: Config;
-  try {
-    config = await loadConfig(path, configEnv);
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      console.error(err.message);
-      Deno.exit(2);
-    }
-    throw err;
-  }
+  const config = await loadConfig(path, configEnv).catch(exitOnStartProblem);
   const log = consoleLogger(config.logFormat);
-  let proxy: RunningProxy;
-  try {
-    proxy = await startProxy(config, { log, configFile: { path, env: configEnv } });
-  } catch (err) {
-    if (err instanceof StoreInUseError) {
-      console.error(err.message);
-      Deno.exit(2);
-    }
-    throw err;
-  }
+  const proxy = await startProxy(config, { log, configFile: { path, env: configEnv } })
+    .catch(exitOnStartProblem);
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;

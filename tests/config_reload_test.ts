@@ -22,6 +22,7 @@ import {
 import { startProxyProcess } from "./support/proxy_process.ts";
 import { watchOutput } from "./support/process_output.ts";
 import { waitFor } from "./support/wait_for.ts";
+import { withTempDir } from "./support/temp_dir.ts";
 
 const ADMIN_KEY = "reload-admin-key-0123456789";
 
@@ -31,12 +32,10 @@ async function withConfigDir(
   fn: (api: DockerApi, dir: string) => Promise<void>,
 ): Promise<void> {
   const api = await requireDocker();
-  const dir = await Deno.makeTempDir({ prefix });
   try {
-    await fn(api, dir);
+    await withTempDir(prefix, (dir) => fn(api, dir));
   } finally {
     api.close();
-    await Deno.remove(dir, { recursive: true });
   }
 }
 

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { KvJobStore } from "../lib/store/kv_store.ts";
 import { lockPathOf, StoreInUseError } from "../lib/store/file_lock.ts";
-import type { JobRecord, JobStore } from "../lib/store/contract.ts";
+import type { JobStore } from "../lib/store/contract.ts";
 import { StoreStatus } from "../lib/store/status.ts";
 import { StoreUpkeep } from "../lib/store/upkeep.ts";
 import { systemClock } from "../lib/clock.ts";
@@ -17,6 +17,8 @@ import { startProxy } from "../main.ts";
 import { requireDocker } from "./support/docker_env.ts";
 import { createHomelab } from "./support/fake_models.ts";
 import { CapturedLog } from "./support/log_capture.ts";
+import { asyncJobs, syncJob } from "./support/store_records.ts";
+import { withTempDir } from "./support/temp_dir.ts";
 import { runProxyProcess, startProxyProcess } from "./support/proxy_process.ts";
 import { waitFor, within } from "./support/wait_for.ts";
 import { freePort } from "../demo/free_port.ts";
@@ -24,36 +26,8 @@ import { freePort } from "../demo/free_port.ts";
 const ROOT = new URL("..", import.meta.url).pathname;
 const HOUR = 3600_000;
 
-async function withKvDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "lqp-kv-lock-" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
-function queuedSync(id: string, node: string): JobRecord {
-  return {
-    id,
-    kind: "sync",
-    model: "a",
-    priority: "interactive",
-    state: "queued",
-    attempts: 0,
-    node,
-    lane: null,
-    order: 0,
-    group: null,
-    createdAt: 1,
-    updatedAt: 1,
-    payload: null,
-    result: null,
-  };
-}
-
 Deno.test("KV store: a file another open store holds is refused, naming the file; closed, it opens again", async () => {
-  await withKvDir(async (dir) => {
+  await withTempDir("lqp-kv-lock-", async (dir) => {
     const path = `${dir}/jobs.sqlite`;
     const first = await KvJobStore.open(path);
     let firstOpen = true;
@@ -73,7 +47,7 @@ Deno.test("KV store: a file another open store holds is refused, naming the file
 });
 
 Deno.test("KV store: another process's hold ends with it, even killed with -9", async () => {
-  await withKvDir(async (dir) => {
+  await withTempDir("lqp-kv-lock-", async (dir) => {
     const path = `${dir}/jobs.sqlite`;
     const holder = new Deno.Command(Deno.execPath(), {
       args: [
@@ -102,25 +76,17 @@ Deno.test("KV store: another process's hold ends with it, even killed with -9", 
 });
 
 Deno.test("KV store: a take-over ends every other node's lease at once and keeps its own for good", async () => {
-  await withKvDir(async (dir) => {
+  await withTempDir("lqp-kv-lock-", async (dir) => {
     const store = await KvJobStore.open(`${dir}/jobs.sqlite`);
     try {
       // The node before, killed with an hour of lease left: a waiting request and a batch line.
       await store.heartbeat("before", HOUR, 0);
-      await store.record([{ job: queuedSync("s-before", "before"), from: null }]);
-      await store.enqueue([{
-        id: "line-0",
-        model: "a",
-        priority: "batch",
-        lane: "a",
-        order: 0,
-        group: "g",
-        payload: "{}",
-      }], 0);
+      await store.record([{ job: syncJob("s-before", "before", "queued", 1), from: null }]);
+      await store.enqueue(asyncJobs("line", 1), 0);
       assert.equal((await store.claim("a", "before", 1, 10)).length, 1);
 
       await store.takeOver("now");
-      await store.record([{ job: queuedSync("s-now", "now"), from: null }]);
+      await store.record([{ job: syncJob("s-now", "now", "queued", 1), from: null }]);
       assert.deepEqual(await store.recover(20, 3), { abandoned: 1, requeued: 1, dead: 0 });
       assert.equal((await store.get("s-before"))?.state, "abandoned");
       assert.equal((await store.get("line-0"))?.state, "queued");
@@ -260,7 +226,7 @@ Deno.test("a proxy that could not listen (its port taken) leaves its KV file to 
   const api = await requireDocker();
   try {
     await using lab = await createHomelab(api, [{ id: "a" }]);
-    await withKvDir(async (dir) => {
+    await withTempDir("lqp-kv-lock-", async (dir) => {
       using taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
       const yaml = lab.configYaml(`store:\n  path: ${dir}/jobs.sqlite`);
       const onTaken = parseConfig(yaml.replace("port: 0", `port: ${taken.addr.port}`), "test");

@@ -3,42 +3,12 @@
  * a real redis-server behind the Upstash-REST gateway. Time is passed in, never slept.
  */
 import assert from "node:assert/strict";
-import type { JobRecord, JobStore, NewAsyncJob, SyncChange } from "../lib/store/contract.ts";
+import type { JobRecord, JobStore, SyncChange } from "../lib/store/contract.ts";
 import { newRequestId } from "../lib/request_id.ts";
 import { STORE_KINDS, withStore } from "./support/stores.ts";
+import { asyncJobs, syncJob } from "./support/store_records.ts";
 
 const LEASE = 1000;
-
-function asyncJobs(group: string, n: number, model = "a", payload = (i: number) => `{"i":${i}}`) {
-  return Array.from({ length: n }, (_, i): NewAsyncJob => ({
-    id: `${group}-${i}`,
-    model,
-    priority: "batch",
-    lane: model,
-    order: i,
-    group,
-    payload: payload(i),
-  }));
-}
-
-function syncJob(id: string, node: string, state: JobRecord["state"], now: number): JobRecord {
-  return {
-    id,
-    kind: "sync",
-    model: "a",
-    priority: "interactive",
-    state,
-    attempts: state === "queued" ? 0 : 1,
-    node,
-    lane: null,
-    order: 0,
-    group: null,
-    createdAt: 0,
-    updatedAt: now,
-    payload: null,
-    result: null,
-  };
-}
 
 async function drain(store: JobStore, node: string, now: number): Promise<JobRecord[]> {
   const all: JobRecord[] = [];

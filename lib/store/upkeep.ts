@@ -64,14 +64,21 @@ export class StoreUpkeep {
    */
   async #takeOver(takeOver: (node: string) => Promise<void>): Promise<void> {
     const { status, node, log } = this.#deps;
-    const attempt = () =>
-      status.run(() => takeOver(node)).then(() => {
-        taken = true;
-        this.#firstRound = this.#settle();
-      }, (err) => log.warn("store_take_over_failed", { error: messageOf(err) }));
     let taken = false;
+    const attempt = async () => {
+      try {
+        await status.run(() => takeOver(node));
+      } catch (err) {
+        return log.warn("store_take_over_failed", { error: messageOf(err) });
+      }
+      taken = true;
+      this.#firstRound = this.#settle();
+    };
     await attempt();
-    if (!taken) status.onUp(() => taken ? undefined : void attempt());
+    if (taken) return;
+    status.onUp(() => {
+      if (!taken) void attempt();
+    });
   }
 
   #settle(): Promise<void> {

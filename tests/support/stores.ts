@@ -8,6 +8,7 @@ import { KvJobStore } from "../../lib/store/kv_store.ts";
 import { RedisJobStore } from "../../lib/store/redis_store.ts";
 import { RedisServer } from "./redis_server.ts";
 import { UpstashGateway } from "./upstash_gateway.ts";
+import { withTempDir } from "./temp_dir.ts";
 
 export type StoreKind = "kv" | "redis";
 export const STORE_KINDS: readonly StoreKind[] = ["kv", "redis"];
@@ -50,15 +51,14 @@ export async function withStore(
   fn: (store: JobStore) => Promise<void>,
 ): Promise<void> {
   if (kind === "kv") {
-    const dir = await Deno.makeTempDir({ prefix: "lqp-kv-" });
-    const store = await KvJobStore.open(`${dir}/jobs.sqlite`);
-    try {
-      await fn(store);
-    } finally {
-      await store.close();
-      await Deno.remove(dir, { recursive: true });
-    }
-    return;
+    return await withTempDir("lqp-kv-", async (dir) => {
+      const store = await KvJobStore.open(`${dir}/jobs.sqlite`);
+      try {
+        await fn(store);
+      } finally {
+        await store.close();
+      }
+    });
   }
   await using stack = await RedisStack.start();
   const store = new RedisJobStore({ url: stack.gateway.url, token: stack.gateway.token });
