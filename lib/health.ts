@@ -83,12 +83,18 @@ export async function pollUntilHealthy(url: string, options: PollOptions): Promi
   const { signal, check } = options;
   const began = Date.now();
   let attemptTimeoutMs = ATTEMPT_TIMEOUT_MS;
-  let lastAnswer = "no answer yet";
+  // What the server last said (or how its connection failed), and whether every attempt since
+  // hung for its whole timeout: the error a client gets names both.
+  let answered: string | null = null;
+  let hung = false;
   let lastCheck = Date.now();
 
   while (Date.now() < options.deadline) {
     signal?.throwIfAborted();
     const remaining = options.deadline - Date.now();
+    // An attempt the deadline cuts short tells nothing about the server: a slow 503 cut at the
+    // deadline must not hide the "Loading model" it would have said.
+    const cutByDeadline = remaining < attemptTimeoutMs;
     const attemptSignal = AbortSignal.timeout(Math.max(1, Math.min(attemptTimeoutMs, remaining)));
     try {
       const answer = await probe(
@@ -96,16 +102,18 @@ export async function pollUntilHealthy(url: string, options: PollOptions): Promi
         signal ? AbortSignal.any([signal, attemptSignal]) : attemptSignal,
       );
       if (answer.ready) return { ready: true };
-      lastAnswer = answer.text;
+      answered = answer.text;
+      hung = false;
       attemptTimeoutMs = ATTEMPT_TIMEOUT_MS;
     } catch (err) {
       signal?.throwIfAborted();
-      if (attemptSignal.aborted) {
+      if (!attemptSignal.aborted) {
+        answered = failureOf(err);
+        hung = false;
+      } else if (!cutByDeadline) {
         // A hung attempt: give the next one more time, up to 2 s.
         attemptTimeoutMs = Math.min(attemptTimeoutMs * 2, 2000);
-        lastAnswer = "no answer within the attempt timeout";
-      } else {
-        lastAnswer = messageOf(err);
+        hung = true;
       }
     }
     if (check && Date.now() - lastCheck >= CHECK_EVERY_MS) {
@@ -116,5 +124,22 @@ export async function pollUntilHealthy(url: string, options: PollOptions): Promi
     const interval = pollIntervalMs(Date.now() - began);
     await delay(Math.min(interval, Math.max(0, options.deadline - Date.now())), signal);
   }
-  return { ready: false, lastAnswer };
+  return { ready: false, lastAnswer: lastAnswerOf(answered, hung) };
+}
+
+/**
+ * Why a health request failed, in words an operator acts on. Deno's fetch says only "fetch
+ * failed"; the reason ("Connection refused (os error 111)") ends its cause's message.
+ */
+function failureOf(err: unknown): string {
+  const cause = err instanceof Error && err.cause instanceof Error ? err.cause.message : "";
+  if (cause === "") return messageOf(err);
+  const last = cause.lastIndexOf(": ");
+  return last < 0 ? cause : cause.slice(last + 2);
+}
+
+function lastAnswerOf(answered: string | null, hung: boolean): string {
+  if (!hung) return answered ?? "no answer yet";
+  const hang = "no answer within the attempt timeout";
+  return answered === null ? hang : `${hang} (before that: ${answered})`;
 }
