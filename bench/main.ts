@@ -17,6 +17,7 @@ import { startProxy } from "../main.ts";
 import { requireDocker } from "../tests/support/docker_env.ts";
 import { createHomelab, type FakeHomelab } from "../tests/support/fake_models.ts";
 import { freePort } from "../demo/free_port.ts";
+import { LOOK_ALIKE_PORT } from "../demo/look_alike_image.ts";
 import { makeJob } from "../tests/support/jobs.ts";
 import { waitFor } from "../tests/support/wait_for.ts";
 import {
@@ -273,14 +274,15 @@ export async function manyStreams(api: DockerApi, settings = SETTINGS.manyStream
   }]);
   let proxy: ProxyProcess | null = null;
   try {
-    proxy = await startProxyProcess(lab.configYaml(
+    const configYaml = lab.configYaml(
       `num_workers: ${clients}\nqueue_size: ${clients}\nmax_connections: ${clients * 2}\n` +
         "store:\n  type: memory",
-    ));
-    await (await fetch(`${proxy.url}/v1/chat/completions`, { method: "POST", body: chat("s") }))
-      .text();
-    const pid = proxy.pid;
-    const proxyUrl = proxy.url;
+    );
+    const warm = async (p: ProxyProcess) =>
+      void await (await fetch(`${p.url}/v1/chat/completions`, { method: "POST", body: chat("s") }))
+        .text();
+    proxy = await startProxyProcess(configYaml);
+    await warm(proxy);
     // The clients run in a process of their own on raw sockets (bench/stream_clients.ts): as
     // fetch streams in this process they were most of the delay they measured.
     const all = (url: string, spreadMs: number) =>
@@ -288,7 +290,6 @@ export async function manyStreams(api: DockerApi, settings = SETTINGS.manyStream
         if (r.firstError) console.error(`many streams, ${url}: ${r.firstError}`);
         return r;
       });
-    const direct = `http://127.0.0.1:${lab.hostPort}`;
     // One path's fields of a row, named as the report reads them back (`delays(prefix)`).
     const delayFields = (prefix: string, r: StreamClientsResult): Row => ({
       [`${prefix}complete`]: r.complete,
@@ -298,20 +299,21 @@ export async function manyStreams(api: DockerApi, settings = SETTINGS.manyStream
     // What holding the streams takes is read against the proxy's RSS before the first round: a
     // later round starts with the heap the earlier ones grew, and against its own start read
     // 1-2 KB per stream.
-    const idleKb = await rssKb(pid);
-    const measure = async (spreadMs: number): Promise<Row> => {
+    const idleKb = await rssKb(proxy.pid);
+    /** The same clients straight to the backend at `direct`, through the floor, then `via`. */
+    const measure = async (spreadMs: number, direct: string, via: ProxyProcess): Promise<Row> => {
       // The same clients straight to the look-alike first: what the machine itself adds.
       const straight = await all(direct, spreadMs);
       // Then through the bare Deno.serve + fetch passthrough: what any proxy on this runtime
       // adds to the same streams.
       const floor = await startFloor("bench/floor_proxy.ts", direct);
       const floored = await all(floor.url, spreadMs).finally(() => floor.stop());
-      const startKb = await rssKb(pid);
+      const startKb = await rssKb(via.pid);
       let peakKb = startKb;
       const sampler = setInterval(() => {
-        rssKb(pid).then((kb) => peakKb = Math.max(peakKb, kb), () => {});
+        rssKb(via.pid).then((kb) => peakKb = Math.max(peakKb, kb), () => {});
       }, 100);
-      const proxied = await all(proxyUrl, spreadMs).finally(() => clearInterval(sampler));
+      const proxied = await all(via.url, spreadMs).finally(() => clearInterval(sampler));
       return {
         clients,
         ...delayFields("", proxied),
@@ -326,16 +328,73 @@ export async function manyStreams(api: DockerApi, settings = SETTINGS.manyStream
     };
     // One round was as noisy as the target's margin: straight to the backend, its p99 moved
     // between 18 and 48 ms from one full run to the next.
+    const published = `127.0.0.1:${lab.hostPort}`;
     const atOnce: Row[] = [], arriving: Row[] = [];
     for (let run = 0; run < RUNS; run++) {
-      atOnce.push(await measure(0));
-      arriving.push({ ...await measure(arrivalMs), arrival_ms: arrivalMs });
+      atOnce.push(await measure(0, `http://${published}`, proxy));
+      arriving.push({
+        ...await measure(arrivalMs, `http://${published}`, proxy),
+        arrival_ms: arrivalMs,
+      });
     }
-    return { at_once: spreadOf(atOnce), arriving: spreadOf(arriving) };
+    const parts: Record<string, Spread> = {
+      at_once: spreadOf(atOnce),
+      arriving: spreadOf(arriving),
+    };
+    // Every path above reaches the look-alike on its published port, as users' backend_url
+    // does. Unless the daemon runs with `"userland-proxy": false`, that port is Docker's
+    // docker-proxy, a process of its own that copies every byte of every path on the same 2
+    // cores; it doubled every path's p99 here. The same streams on the container's own address
+    // show what is left without it.
+    const own = await containerAddress(api, lab.containerOf("s"));
+    if (own === null) return parts;
+    const portProxied = await dockerProxyServes(lab.hostPort);
+    await proxy.stop();
+    proxy = null;
+    proxy = await startProxyProcess(configYaml.replaceAll(published, own));
+    await warm(proxy);
+    const ownRows: Row[] = [];
+    for (let run = 0; run < RUNS; run++) {
+      const row = await measure(arrivalMs, `http://${own}`, proxy);
+      ownRows.push({
+        ...Object.fromEntries(
+          Object.entries(row).filter(([k]) => k.includes("chunk_delay") || k.endsWith("complete")),
+        ),
+        clients,
+        arrival_ms: arrivalMs,
+        docker_proxy_on_published_port: portProxied ? 1 : 0,
+      });
+    }
+    return { ...parts, arriving_own_address: spreadOf(ownRows) };
   } finally {
     await proxy?.stop();
     await lab.remove();
   }
+}
+
+/** A container's address on its first network with its port, when this host reaches it. */
+async function containerAddress(api: DockerApi, name: string): Promise<string | null> {
+  const info = await (await api.call("GET", `/containers/${name}/json`)).json();
+  const networks = Object.values(info.NetworkSettings?.Networks ?? {}) as { IPAddress?: string }[];
+  const ip = networks.map((n) => n.IPAddress).find((a) => a);
+  if (!ip) return null;
+  const address = `${ip}:${LOOK_ALIKE_PORT}`;
+  try {
+    const res = await fetch(`http://${address}/health`, { signal: AbortSignal.timeout(1000) });
+    await res.body?.cancel();
+    return res.ok ? address : null;
+  } catch {
+    return null; // not routable from the host (Docker Desktop, rootless Docker)
+  }
+}
+
+/** Whether a docker-proxy process serves `port` (the daemon's userland proxy is on). */
+async function dockerProxyServes(port: number): Promise<boolean> {
+  const out = await new Deno.Command("pgrep", {
+    args: ["-f", `docker-proxy .*-host-port ${port} `],
+    stdout: "null",
+  }).output().catch(() => null);
+  return out?.success ?? false;
 }
 
 // --- 3. swap overhead --------------------------------------------------------------------
@@ -751,17 +810,22 @@ function report(r: Record<string, unknown>): string {
     `streaming: no coalescing (${sp.reads} reads for ${sp.content_chunks} chunks, direct ${sd.reads})`,
     sp.reads >= sd.reads * 0.98,
   ]);
-  const manyParts = r.many_streams as Record<"at_once" | "arriving", Spread>;
+  const manyParts = r.many_streams as Record<
+    "at_once" | "arriving" | "arriving_own_address",
+    Spread | undefined
+  >;
+  const delaysIn = (s: Spread, prefix: string) =>
+    `chunk delay p50 ${cell(s, `${prefix}chunk_delay_p50_ms`)} ms, p99 ${
+      cell(s, `${prefix}chunk_delay_p99_ms`)
+    } ms`;
   lines.push("");
-  for (const [part, manySpread] of Object.entries(manyParts)) {
+  for (const part of ["at_once", "arriving"] as const) {
+    const manySpread = manyParts[part]!;
     const many = manySpread.median;
     const spread = (field: string) => cell(manySpread, field);
     const how = part === "at_once" ? "at once" : `arriving over ${many.arrival_ms} ms`;
     const delays = (prefix: string) =>
-      `complete ${spread(`${prefix}complete`)}, chunk delay p50 ` +
-      `${spread(`${prefix}chunk_delay_p50_ms`)} ms, p99 ${
-        spread(`${prefix}chunk_delay_p99_ms`)
-      } ms`;
+      `complete ${spread(`${prefix}complete`)}, ${delaysIn(manySpread, prefix)}`;
     lines.push(
       `${many.clients} streams ${how} on one model, ${RUNS} rounds: ${delays("")} (straight to ` +
         `the backend: ${delays("direct_")}; through the Deno floor: ${delays("deno_floor_")}); ` +
@@ -794,6 +858,17 @@ function report(r: Record<string, unknown>): string {
       many.chunk_delay_p99_ms <= 5,
     ]);
   }
+  const own = manyParts.arriving_own_address;
+  lines.push(
+    own === undefined
+      ? "  the container's own address is not reachable from this host: no row without Docker's " +
+        "port proxy"
+      : `  the same, arriving, on the container's own address (no docker-proxy; it ${
+        own.median.docker_proxy_on_published_port ? "served" : "did not serve"
+      } the published port above): proxy ${delaysIn(own, "")}; straight to the backend ${
+        delaysIn(own, "direct_")
+      }; through the Deno floor ${delaysIn(own, "deno_floor_")}`,
+  );
   lines.push("");
   lines.push(
     `swap A→B, p50 ms, median (min–max) of ${runs} round${runs === 1 ? "" : "s"}: via proxy ${
