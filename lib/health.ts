@@ -110,6 +110,7 @@ export async function pollUntilHealthy(url: string, options: PollOptions): Promi
       if (!attemptSignal.aborted) {
         answered = failureOf(err);
         hung = false;
+        attemptTimeoutMs = ATTEMPT_TIMEOUT_MS;
       } else if (!cutByDeadline) {
         // A hung attempt: give the next one more time, up to 2 s.
         attemptTimeoutMs = Math.min(attemptTimeoutMs * 2, 2000);
@@ -129,13 +130,13 @@ export async function pollUntilHealthy(url: string, options: PollOptions): Promi
 
 /**
  * Why a health request failed, in words an operator acts on. Deno's fetch says only "fetch
- * failed"; the reason ("Connection refused (os error 111)") ends its cause's message.
+ * failed"; its cause ends in the OS's reason ("… tcp connect error: Connection refused (os
+ * error 111)"), which is kept alone; any other cause (a DNS failure) is kept whole.
  */
 function failureOf(err: unknown): string {
   const cause = err instanceof Error && err.cause instanceof Error ? err.cause.message : "";
   if (cause === "") return messageOf(err);
-  const last = cause.lastIndexOf(": ");
-  return last < 0 ? cause : cause.slice(last + 2);
+  return /([^:]+\(os error \d+\))$/.exec(cause)?.[1].trim() ?? cause;
 }
 
 function lastAnswerOf(answered: string | null, hung: boolean): string {
