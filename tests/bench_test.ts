@@ -34,7 +34,14 @@ Deno.test("deno task bench --quick runs and reports every measurement", async ()
     // The last part goes around Docker's port proxy, to the container's own address.
     for (const part of ["at_once", "arriving", "arriving_own_address"]) {
       const many = results.many_streams[part];
-      assert.ok(many, `results.json lacks many_streams.${part}`);
+      assert.ok(
+        many,
+        `results.json lacks many_streams.${part}` +
+          (part.endsWith("own_address")
+            ? ": the container's own address was not reachable from this host (rootless Docker " +
+              "or Docker Desktop?)"
+            : ""),
+      );
       for (const prefix of ["", "direct_", "deno_floor_"]) {
         assert.equal(
           many.min[`${prefix}complete`],
