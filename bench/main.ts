@@ -346,8 +346,9 @@ export async function manyStreams(api: DockerApi, settings = SETTINGS.manyStream
     // Every path above reaches the look-alike on its published port, as users' backend_url
     // does. Unless the daemon runs with `"userland-proxy": false`, that port is Docker's
     // docker-proxy, a process of its own that copies every byte of every path on the same 2
-    // cores: with it the proxy's p99 about doubled here, the backend's and the floor's rose
-    // 1.3-1.5x. The same streams on the container's own address show what is left without it.
+    // cores: with it the p99 straight to the backend and through the Deno floor rose 1.3-1.5x
+    // in full runs. The same streams on the container's own address show what is left without
+    // it, and so what is the proxy's own.
     const own = await containerAddress(api, lab.containerOf("s"));
     if (own === null) return parts;
     if (!configYaml.includes(published)) {
