@@ -296,7 +296,7 @@ export function queueShareFull(
 
 const mb = (bytes: number) => `${Math.round(bytes / 1024 / 1024)} MB`;
 
-/** Request bodies held here (read, waiting, in flight) would pass `max_queued_bytes`. */
+/** Request bodies held here (read, waiting, being sent) would pass `max_queued_bytes`. */
 export function queuedBytesFull(limitBytes: number, retryAfterS: number) {
   return rateLimited(
     "queue_bytes_full",

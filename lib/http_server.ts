@@ -494,7 +494,7 @@ class Connection {
     const gone = this.#gone = new AbortController();
     this.#answeredBySelf = false;
     const direct = this.server.handler.direct;
-    let answer: () => Answer | Promise<Answer>;
+    let answer: (() => Answer | Promise<Answer>) | null;
     try {
       const bodied = head.body !== 0 && head.method !== "GET" && head.method !== "HEAD";
       const body = bodied ? this.#body(head) : null;
@@ -539,7 +539,11 @@ class Connection {
     try {
       let response: Answer;
       try {
-        response = await answer();
+        // The request (its body, its headers) is the handler's once asked: this frame lives as
+        // long as the answer streams, and must not keep the prompt that long.
+        const pending = answer();
+        answer = null;
+        response = await pending;
       } catch (err) {
         response = failed(err).toResponse();
       }

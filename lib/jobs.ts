@@ -58,8 +58,6 @@ export class Job {
   readonly model: string;
   readonly method: string;
   readonly path: string;
-  readonly body: Uint8Array<ArrayBuffer>;
-  readonly headers: Headers;
   readonly stream: boolean;
   readonly priority: Priority;
   readonly owner: string | null;
@@ -96,20 +94,59 @@ export class Job {
   #timedOut = false;
   #onCancel: CancelHook[] | null = null;
   #settled = false;
+  // The request as the client sent it, let go once the job is settled: nothing forwards it
+  // again then, and a stream's prompt (tens of KB, counted in max_queued_bytes) would otherwise
+  // stay for as long as its answer streams.
+  #body: Uint8Array<ArrayBuffer> | null;
+  #headers: Headers | null;
+  #onRequestReleased: (() => void)[] | null = null;
 
   constructor(init: JobInit) {
     this.id = init.id;
     this.model = init.model;
     this.method = init.method;
     this.path = init.path;
-    this.body = init.body;
-    this.headers = init.headers;
+    this.#body = init.body;
+    this.#headers = init.headers;
     this.stream = init.stream;
     this.priority = init.priority;
     this.owner = init.owner ?? null;
     this.finishOnDisconnect = init.finishOnDisconnect ?? false;
     this.enqueuedAt = init.enqueuedAt;
     this.outcome = new Promise((resolve) => this.#resolve = resolve);
+  }
+
+  /** The request's body. @throws {Error} once the job was settled (the request let go). */
+  get body(): Uint8Array<ArrayBuffer> {
+    return this.#body ?? this.#released();
+  }
+
+  /** The request's headers. @throws {Error} once the job was settled (the request let go). */
+  get headers(): Headers {
+    return this.#headers ?? this.#released();
+  }
+
+  #released(): never {
+    throw new Error(`Job ${this.id}: its request was let go when the job was settled`);
+  }
+
+  /**
+   * Runs `fn` once the job's request is let go: when the job is settled (its answer started,
+   * or it failed) or reaches a final state, whichever comes first; at once if it was.
+   */
+  onRequestReleased(fn: () => void): void {
+    if (this.#body === null) fn();
+    else if (this.#onRequestReleased === null) this.#onRequestReleased = [fn];
+    else this.#onRequestReleased.push(fn);
+  }
+
+  #releaseRequest(): void {
+    if (this.#body === null) return;
+    this.#body = null;
+    this.#headers = null;
+    const hooks = this.#onRequestReleased;
+    this.#onRequestReleased = null;
+    if (hooks !== null) { for (const fn of hooks) fn(); }
   }
 
   /** Aborts when the job is cancelled (client gone, shutdown) or `request_timeout` passes. */
@@ -147,6 +184,7 @@ export class Job {
     const from = this.#state;
     this.#state = to;
     if (this.#observers !== null) { for (const observe of this.#observers) observe(this, from); }
+    if (NEXT[to].length === 0) this.#releaseRequest();
     if (NEXT[to].length === 0 && this.#onFinished !== null) {
       const finished = this.#onFinished;
       this.#onFinished = null;
@@ -221,6 +259,7 @@ export class Job {
   settle(outcome: JobOutcome): boolean {
     if (this.#settled) return false;
     this.#settled = true;
+    this.#releaseRequest();
     this.#resolve(outcome);
     return true;
   }

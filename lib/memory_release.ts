@@ -52,7 +52,7 @@ export class MemoryRelease {
     this.#gc({ type: "minor" });
   }
 
-  /** `bytes` of bodies that were held a while (queued, in flight) are dead now. */
+  /** `bytes` of bodies that were held a while (queued, sent) are dead now. */
   heldGarbage(bytes: number): void {
     if (this.#gc === null) return;
     this.#released += bytes;

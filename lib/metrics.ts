@@ -99,10 +99,14 @@ export function prometheusText(metrics: Metrics, state: ScrapeState): string {
     ),
     ...gauge("lqp_inflight_requests", "Requests being served by a backend", [[{}, state.inflight]]),
     ...gauge("lqp_workers", "num_workers", [[{}, state.numWorkers]]),
-    ...gauge("lqp_queued_bytes", "Request body bytes held (read, waiting, in flight)", [[
-      {},
-      state.queuedBytes,
-    ]]),
+    ...gauge(
+      "lqp_queued_bytes",
+      "Request body bytes held (read, waiting, sent until the answer starts)",
+      [[
+        {},
+        state.queuedBytes,
+      ]],
+    ),
     ...gauge("lqp_max_queued_bytes", "max_queued_bytes", [[{}, state.maxQueuedBytes]]),
     ...gauge("lqp_connections_open", "Client connections open", [[{}, metrics.connections.open]]),
     ...counter(

@@ -228,10 +228,9 @@ export function modelRoute(deps: AppDeps): DirectRoute {
       hold.release();
       throw err;
     }
-    job.onFinished(() => {
-      stopTimer?.();
-      hold.release();
-    });
+    job.onFinished(() => stopTimer?.());
+    // The body counts in max_queued_bytes for as long as it is kept: until the answer starts.
+    job.onRequestReleased(() => hold.release());
     const clientGone = () => job.clientGone(clock.now());
     req.signal.addEventListener("abort", clientGone, { once: true });
     // The client may have gone while its body was parsed: the event fired before we listened.

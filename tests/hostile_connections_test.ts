@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { rssKb } from "../bench/tools.ts";
-import { chatBody, getJson, post } from "./support/client.ts";
+import { chatBody, getJson, post, SseReader } from "./support/client.ts";
 import { requireDocker } from "./support/docker_env.ts";
 import { createHomelab, type FakeHomelab } from "./support/fake_models.ts";
 import { testConfigText } from "./support/proxy.ts";
@@ -202,6 +202,33 @@ Deno.test("max_queued_bytes: bodies past it get 429 with Retry-After; a key past
       assert.equal((await send("sk-k2-0123456789abcdef", { pad })).status, 200);
     },
   );
+});
+
+Deno.test("max_queued_bytes: a stream's prompt stops counting once its answer starts, so a long stream does not refuse the next big request", async () => {
+  await withLabProcess("max_queued_bytes: 600kb\nnum_workers: 2", async (proxy, lab) => {
+    const pad = "x".repeat(400_000);
+    const streaming = await post(proxy.url, chatBody("a", { pad, stream: true, fake_hold: true }));
+    assert.equal(streaming.status, 200);
+    // The look-alike sends the role and the first token, then holds the stream.
+    const events = new SseReader(streaming);
+    const firstToken = async () => {
+      for (let e = await events.next(); e !== null; e = await events.next()) {
+        if (e.data?.includes('"content":"') === true) return e;
+      }
+      throw new Error("the stream ended before its first token");
+    };
+    await firstToken();
+    await waitFor("the streaming request's body to be given back", async () => {
+      return (await metricsOf(proxy.url)).queued_bytes === 0;
+    });
+    // 400 KB more would pass the 600 KB if the first prompt still counted.
+    const next = await post(proxy.url, chatBody("a", { pad }));
+    const text = await next.text();
+    assert.equal(next.status, 200, text);
+    await lab.release();
+    const rest = await events.rest();
+    assert.equal(rest.at(-1)?.data, "[DONE]");
+  });
 });
 
 Deno.test("with API keys, a wrong key is refused before any of the body is read", async () => {
