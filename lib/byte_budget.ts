@@ -1,8 +1,8 @@
 /**
  * @module
  * `max_queued_bytes`: a bound on the request bodies the proxy holds in memory at once (being
- * read, waiting in the queue, sent until the answer starts: a streaming answer does not need its
- * prompt), so clients that send big bodies, or declare them and
+ * read, waiting in the queue, sent until the backend answers: a streaming answer does not need
+ * its prompt), so clients that send big bodies, or declare them and
  * stall, cannot take the memory a model needs (on a unified-memory box it is the GPU's).
  * One key may hold at most its `max_queue_share` of it. Counted as bytes arrive, never ahead.
  */

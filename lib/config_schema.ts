@@ -162,7 +162,7 @@ export const RawConfig = z.strictObject({
   max_body_size: byteSize.default(64 * 1024 * 1024),
   max_messages: z.number().int().positive().default(2000),
   max_queue_share: z.number().gt(0).max(1).default(0.5),
-  /** Request bodies held in memory at once (read, waiting, sent until the answer starts). */
+  /** Request bodies held in memory at once (read, waiting, sent until the backend answers). */
   max_queued_bytes: byteSize.default(1024 ** 3),
   max_json_depth: z.number().int().min(2).max(1000).default(64),
   stop_timeout: z.number().int().min(0).default(10),

@@ -493,36 +493,9 @@ class Connection {
     }
     const gone = this.#gone = new AbortController();
     this.#answeredBySelf = false;
-    const direct = this.server.handler.direct;
     let answer: (() => Answer | Promise<Answer>) | null;
     try {
-      const bodied = head.body !== 0 && head.method !== "GET" && head.method !== "HEAD";
-      const body = bodied ? this.#body(head) : null;
-      const parts = direct === undefined ? null : targetParts(head.target);
-      if (direct !== undefined && parts !== null && direct.takes(head.method, parts.pathname)) {
-        const request: DirectRequest = {
-          method: head.method,
-          pathname: parts.pathname,
-          search: parts.search,
-          headers: new Headers(head.headers),
-          signal: gone.signal,
-          body,
-        };
-        answer = () => direct.answer(request);
-      } else {
-        const request = new Request(this.server.origin + head.target, {
-          method: head.method,
-          headers: head.headers,
-          signal: gone.signal,
-          body,
-          // @ts-expect-error: Deno's RequestInit takes `duplex` for stream bodies; lib.dom lacks it.
-          duplex: "half",
-        });
-        if (body instanceof Uint8Array) arrivedWithHead(request, body);
-        answer = () => this.server.handler.fetch(request);
-      }
-      // A body not handed on is not read: the connection cannot carry another request.
-      if (!bodied) this.#bodyDone = head.body === 0;
+      answer = this.#handlerFor(head, gone.signal);
     } catch (err) {
       this.#gone = null;
       await this.#writeError(malformedHttp(400, `Malformed request: ${messageOf(err)}`));
@@ -539,8 +512,7 @@ class Connection {
     try {
       let response: Answer;
       try {
-        // The request (its body, its headers) is the handler's once asked: this frame lives as
-        // long as the answer streams, and must not keep the prompt that long.
+        // The request is the handler's once asked (see #handlerFor): dropped here too.
         const pending = answer();
         answer = null;
         response = await pending;
@@ -563,6 +535,45 @@ class Connection {
       this.#gone = null;
       this.server.requestEnded();
     }
+  }
+
+  /**
+   * The call that answers `head`. The request, with a body that came with the head, is built
+   * here rather than in `#handle`: that frame lives as long as an answer streams, and its locals
+   * would keep the prompt that long.
+   * @throws on a request that cannot be built (a malformed header).
+   */
+  #handlerFor(head: RequestHead, signal: AbortSignal): () => Answer | Promise<Answer> {
+    const direct = this.server.handler.direct;
+    const bodied = head.body !== 0 && head.method !== "GET" && head.method !== "HEAD";
+    const body = bodied ? this.#body(head) : null;
+    const parts = direct === undefined ? null : targetParts(head.target);
+    let answer: () => Answer | Promise<Answer>;
+    if (direct !== undefined && parts !== null && direct.takes(head.method, parts.pathname)) {
+      const request: DirectRequest = {
+        method: head.method,
+        pathname: parts.pathname,
+        search: parts.search,
+        headers: new Headers(head.headers),
+        signal,
+        body,
+      };
+      answer = () => direct.answer(request);
+    } else {
+      const request = new Request(this.server.origin + head.target, {
+        method: head.method,
+        headers: head.headers,
+        signal,
+        body,
+        // @ts-expect-error: Deno's RequestInit takes `duplex` for stream bodies; lib.dom lacks it.
+        duplex: "half",
+      });
+      if (body instanceof Uint8Array) arrivedWithHead(request, body);
+      answer = () => this.server.handler.fetch(request);
+    }
+    // A body not handed on is not read: the connection cannot carry another request.
+    if (!bodied) this.#bodyDone = head.body === 0;
+    return answer;
   }
 
   /**

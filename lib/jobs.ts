@@ -116,23 +116,24 @@ export class Job {
     this.outcome = new Promise((resolve) => this.#resolve = resolve);
   }
 
-  /** The request's body. @throws {Error} once the job was settled (the request let go). */
+  /** The request's body. @throws {Error} once the request was let go (`onRequestReleased`). */
   get body(): Uint8Array<ArrayBuffer> {
     return this.#body ?? this.#released();
   }
 
-  /** The request's headers. @throws {Error} once the job was settled (the request let go). */
+  /** The request's headers. @throws {Error} once the request was let go (`onRequestReleased`). */
   get headers(): Headers {
     return this.#headers ?? this.#released();
   }
 
   #released(): never {
-    throw new Error(`Job ${this.id}: its request was let go when the job was settled`);
+    throw new Error(`Job ${this.id}: its request was let go (the job was settled or finished)`);
   }
 
   /**
-   * Runs `fn` once the job's request is let go: when the job is settled (its answer started,
-   * or it failed) or reaches a final state, whichever comes first; at once if it was.
+   * Runs `fn` once the job's request is let go: when the job is settled (the backend answered:
+   * a stream's first bytes, a whole answer once read; or it failed) or reaches a final state,
+   * whichever comes first; at once if it was.
    */
   onRequestReleased(fn: () => void): void {
     if (this.#body === null) fn();
@@ -259,8 +260,8 @@ export class Job {
   settle(outcome: JobOutcome): boolean {
     if (this.#settled) return false;
     this.#settled = true;
-    this.#releaseRequest();
     this.#resolve(outcome);
+    this.#releaseRequest();
     return true;
   }
 }

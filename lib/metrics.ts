@@ -101,7 +101,7 @@ export function prometheusText(metrics: Metrics, state: ScrapeState): string {
     ...gauge("lqp_workers", "num_workers", [[{}, state.numWorkers]]),
     ...gauge(
       "lqp_queued_bytes",
-      "Request body bytes held (read, waiting, sent until the answer starts)",
+      "Request body bytes held (read, waiting, sent until the backend answers)",
       [[
         {},
         state.queuedBytes,

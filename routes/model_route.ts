@@ -106,7 +106,11 @@ export function modelRoute(deps: AppDeps): DirectRoute {
     const cut = new AbortController();
     const signal = cut.signal;
     let timedOut = false;
-    const clientGone = () => cut.abort(req.signal.reason);
+    // The closures below live as long as the forwarded answer streams: they keep the client's
+    // signal and the id, not the request and its body.
+    const clientSignal = req.signal;
+    const id = r.id;
+    const clientGone = () => cut.abort(clientSignal.reason);
     const closing = () => cut.abort(deps.closing.reason);
     const timer = setTimeout(() => {
       timedOut = true;
@@ -117,9 +121,9 @@ export function modelRoute(deps: AppDeps): DirectRoute {
       deps.closing.removeEventListener("abort", closing);
     };
     signal.addEventListener("abort", release, { once: true });
-    req.signal.addEventListener("abort", clientGone, { once: true });
+    clientSignal.addEventListener("abort", clientGone, { once: true });
     deps.closing.addEventListener("abort", closing, { once: true });
-    if (req.signal.aborted) clientGone();
+    if (clientSignal.aborted) clientGone();
     else if (deps.closing.aborted) closing();
     for (;;) {
       const route = await cluster.routeOf(model);
@@ -131,7 +135,7 @@ export function modelRoute(deps: AppDeps): DirectRoute {
       const began = clock.now();
       const told = (status: number) =>
         deps.log.info("forward", {
-          id: r.id,
+          id,
           model,
           to: route.peer.node,
           status,
@@ -154,7 +158,7 @@ export function modelRoute(deps: AppDeps): DirectRoute {
         release();
         const error = err instanceof PeerFailedError
           ? peerFailed(route.peer.node)
-          : req.signal.aborted
+          : clientSignal.aborted
           ? clientClosed()
           : deps.closing.aborted
           ? shuttingDown()
