@@ -359,13 +359,13 @@ export async function manyStreams(api: DockerApi, settings = SETTINGS.manyStream
     proxy = null;
     proxy = await startProxyProcess(configYaml.replaceAll(published, own));
     await warm(proxy);
+    // Only the delays: the RSS fields would be read against the first proxy process's idle.
+    const kept = ["", "direct_", "deno_floor_"].flatMap((prefix) =>
+      ["complete", "chunk_delay_p50_ms", "chunk_delay_p99_ms"].map((f) => `${prefix}${f}`)
+    );
     const ownRows: Row[] = [];
     for (let run = 0; run < RUNS; run++) {
       const row = await measure(arrivalMs, `http://${own}`, proxy);
-      // Only the delays: the RSS fields would be read against the first proxy process's idle.
-      const kept = ["", "direct_", "deno_floor_"].flatMap((prefix) =>
-        ["complete", "chunk_delay_p50_ms", "chunk_delay_p99_ms"].map((f) => `${prefix}${f}`)
-      );
       ownRows.push({
         ...Object.fromEntries(kept.map((field) => [field, row[field]])),
         clients,

@@ -185,12 +185,11 @@ export class Job {
     const from = this.#state;
     this.#state = to;
     if (this.#observers !== null) { for (const observe of this.#observers) observe(this, from); }
-    if (NEXT[to].length === 0) this.#releaseRequest();
-    if (NEXT[to].length === 0 && this.#onFinished !== null) {
-      const finished = this.#onFinished;
-      this.#onFinished = null;
-      for (const fn of finished) fn();
-    }
+    if (NEXT[to].length > 0) return;
+    this.#releaseRequest();
+    const finished = this.#onFinished;
+    this.#onFinished = null;
+    if (finished !== null) { for (const fn of finished) fn(); }
   }
 
   /** Whether `request_timeout` passed (told apart from a cancellation by its client). */

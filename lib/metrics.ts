@@ -102,10 +102,7 @@ export function prometheusText(metrics: Metrics, state: ScrapeState): string {
     ...gauge(
       "lqp_queued_bytes",
       "Request body bytes held (read, waiting, sent until the backend answers)",
-      [[
-        {},
-        state.queuedBytes,
-      ]],
+      [[{}, state.queuedBytes]],
     ),
     ...gauge("lqp_max_queued_bytes", "max_queued_bytes", [[{}, state.maxQueuedBytes]]),
     ...gauge("lqp_connections_open", "Client connections open", [[{}, metrics.connections.open]]),

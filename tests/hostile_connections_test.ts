@@ -209,15 +209,11 @@ Deno.test("max_queued_bytes: a stream's prompt stops counting once its answer st
     const pad = "x".repeat(400_000);
     const streaming = await post(proxy.url, chatBody("a", { pad, stream: true, fake_hold: true }));
     assert.equal(streaming.status, 200);
-    // The look-alike sends the role and the first token, then holds the stream.
+    // Past the loading notes and the role: the look-alike sent its first token and holds.
     const events = new SseReader(streaming);
-    const firstToken = async () => {
-      for (let e = await events.next(); e !== null; e = await events.next()) {
-        if (e.data?.includes('"content":"') === true) return e;
-      }
-      throw new Error("the stream ended before its first token");
-    };
-    await firstToken();
+    for (let e = await events.next(); !e?.data?.includes('"content":"'); e = await events.next()) {
+      assert.ok(e !== null, "the stream ended before its first token");
+    }
     // Given back when the backend's answer started, before its first byte was relayed.
     assert.equal((await metricsOf(proxy.url)).queued_bytes, 0);
     // 400 KB more would pass the 600 KB if the first prompt still counted.
