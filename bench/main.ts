@@ -180,6 +180,8 @@ async function overhead(direct: string, nginx: Nginx, floors: Floors, proxy: Pro
           p50Ms: result.p50Ms,
           p99Ms: result.p99Ms,
           p99_corrected_ms: result.p99CorrectedMs,
+          // Non-2xx answers and socket errors: a round with any measured failures too.
+          errors: result.errors,
         };
         if (pids.length) row.cpu_ms_per_request = round(cpu / result.requests, 4);
         (rounds[`${name}_c${connections}`] ??= []).push(row);
@@ -814,6 +816,13 @@ function report(r: Record<string, unknown>): string {
       );
     }
   }
+  const failing = Object.entries(o).filter(([, x]) => (x.max.errors ?? 0) > 0).map(([k]) => k);
+  checks.push([
+    `every request of the rounds above answered 2xx, no socket errors (${
+      failing.length === 0 ? "all" : `errors in ${failing.join(", ")}`
+    })`,
+    failing.length === 0,
+  ]);
   lines.push("", ...afterTable);
   lines.push("");
   lines.push("| stream | chunk delay p50 ms | p99 ms | TTFB p50 ms | chunks / reads |");

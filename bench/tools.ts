@@ -170,8 +170,8 @@ function toMs(value: string): number {
  * histogram for coordinated omission (`stats_correct`), adding for every request that took
  * more than twice the mean interval one made-up sample per interval it waited. A 10 ms stall at
  * c=2 against an instant backend (0.35 ms apart) adds ~28 samples, so its p99 weighs each stall
- * by its length: on this machine 2-3x the p99 of the requests themselves, and the Deno floor's
- * read 1.2-4.4 ms from one round to the next where its requests' read 0.8-0.9.
+ * by its length: on this machine 1.3-2.2x the p99 of the requests as this script timed them,
+ * and above what any request could have taken (1.7-2x a bound read inside the proxy).
  * docs/performance.md, "The c=2 p99 was wrk's corrected histogram", has the measurements.
  *
  * A thread's `request()` and `response()` pair up only with one connection per thread, which
@@ -248,8 +248,8 @@ export async function wrk(
     return {
       requests,
       seconds,
-      p50Ms: Number(raw[2]),
-      p99Ms: Number(raw[3]),
+      p50Ms: round(Number(raw[2])),
+      p99Ms: round(Number(raw[3])),
       p99CorrectedMs: toMs(/^\s+99%\s+(\S+)/m.exec(out)![1]),
       errors,
     };
