@@ -164,7 +164,8 @@ function toMs(value: string): number {
 
 /**
  * A wrk script's part that times each request, from `request()` to `response()`, with the
- * monotonic clock (LuaJIT's ffi), and prints their percentiles at the end.
+ * monotonic clock (LuaJIT's ffi), and prints every time (µs) on one line at the end; `wrk()`
+ * takes their percentiles with `pct`, as every other part of the bench.
  *
  * wrk's own percentiles are not those of the requests: before printing, it "corrects" its
  * histogram for coordinated omission (`stats_correct`), adding for every request that took
@@ -204,11 +205,9 @@ end
 function done()
   local all = {}
   for _, thread in ipairs(threads) do
-    for _, us in ipairs(thread:get("latencies")) do all[#all + 1] = us end
+    for _, us in ipairs(thread:get("latencies")) do all[#all + 1] = string.format("%.1f", us) end
   end
-  table.sort(all)
-  local function at(p) return all[math.max(1, math.ceil(p * #all))] / 1000 end
-  if #all > 0 then io.write(string.format("raw_latency_ms %d %.4f %.4f\\n", #all, at(0.5), at(0.99))) end
+  io.write("latencies_us ", table.concat(all, " "), "\\n")
 end
 `;
 
@@ -243,13 +242,15 @@ export async function wrk(
     const socketErrors = /Socket errors: (.*)/.exec(out)?.[1] ?? "";
     const errors = non2xx +
       [...socketErrors.matchAll(/\d+/g)].reduce((a, m) => a + Number(m[0]), 0);
-    const raw = /^raw_latency_ms (\d+) ([\d.]+) ([\d.]+)$/m.exec(out);
-    if (raw === null) throw new Error(`wrk: the script printed no latencies:\n${out}`);
+    const timed = /^latencies_us ([\d. ]+)$/m.exec(out)?.[1].split(" ").map((us) =>
+      Number(us) / 1000
+    );
+    if (timed === undefined) throw new Error(`wrk: the script printed no latencies:\n${out}`);
     return {
       requests,
       seconds,
-      p50Ms: round(Number(raw[2])),
-      p99Ms: round(Number(raw[3])),
+      p50Ms: round(pct(timed, 0.5)),
+      p99Ms: round(pct(timed, 0.99)),
       p99CorrectedMs: toMs(/^\s+99%\s+(\S+)/m.exec(out)![1]),
       errors,
     };
