@@ -316,18 +316,23 @@ export async function manyStreams(api: DockerApi, settings = SETTINGS.manyStream
       // Then through the bare Deno.serve + fetch passthrough: what any proxy on this runtime
       // adds to the same streams.
       const floor = await startFloor("bench/floor_proxy.ts", direct);
-      const floored = await all(floor.url, spreadMs).finally(() => floor.stop());
+      const [floored, floorCpuMs] = await cpuOver(floor.pid, () => all(floor.url, spreadMs))
+        .finally(() => floor.stop());
       const startKb = await rssKb(via.pid);
       let peakKb = startKb;
       const sampler = setInterval(() => {
         rssKb(via.pid).then((kb) => peakKb = Math.max(peakKb, kb), () => {});
       }, 100);
-      const proxied = await all(via.url, spreadMs).finally(() => clearInterval(sampler));
+      const [proxied, proxyCpuMs] = await cpuOver(via.pid, () => all(via.url, spreadMs))
+        .finally(() => clearInterval(sampler));
       return {
         clients,
         ...delayFields("", proxied),
         ...delayFields("direct_", straight),
         ...delayFields("deno_floor_", floored),
+        // The work behind the delays, far steadier than their p99 from one round to the next.
+        cpu_us_per_stream: Math.round(proxyCpuMs * 1000 / clients),
+        deno_floor_cpu_us_per_stream: Math.round(floorCpuMs * 1000 / clients),
         client_cpu_ms: proxied.clientCpuMs,
         direct_client_cpu_ms: straight.clientCpuMs,
         rss_before_mb: round(startKb / 1024, 1),
@@ -367,9 +372,13 @@ export async function manyStreams(api: DockerApi, settings = SETTINGS.manyStream
     proxy = await startProxyProcess(configYaml.replaceAll(published, own));
     await warm(proxy);
     // Only the delays: the RSS fields would be read against the first proxy process's idle.
-    const kept = ["", "direct_", "deno_floor_"].flatMap((prefix) =>
-      ["complete", "chunk_delay_p50_ms", "chunk_delay_p99_ms"].map((f) => `${prefix}${f}`)
-    );
+    const kept = [
+      ...["", "direct_", "deno_floor_"].flatMap((prefix) =>
+        ["complete", "chunk_delay_p50_ms", "chunk_delay_p99_ms"].map((f) => `${prefix}${f}`)
+      ),
+      "cpu_us_per_stream",
+      "deno_floor_cpu_us_per_stream",
+    ];
     const ownRows: Row[] = [];
     for (let run = 0; run < RUNS; run++) {
       const row = await measure(arrivalMs, `http://${own}`, proxy);
@@ -389,6 +398,13 @@ export async function manyStreams(api: DockerApi, settings = SETTINGS.manyStream
 }
 
 /** A container's address on its first network with its port, when this host reaches it. */
+/** What `work` returned, and the CPU time (ms) process `pid` spent while it ran. */
+async function cpuOver<T>(pid: number, work: () => Promise<T>): Promise<[T, number]> {
+  const before = await cpuMs([pid]);
+  const result = await work();
+  return [result, (await cpuMs([pid])) - before];
+}
+
 async function containerAddress(api: DockerApi, name: string): Promise<string | null> {
   const info = await (await api.call("GET", `/containers/${name}/json`)).json();
   const networks = Object.values(info.NetworkSettings?.Networks ?? {}) as { IPAddress?: string }[];
@@ -857,6 +873,16 @@ function report(r: Record<string, unknown>): string {
     `chunk delay p50 ${cell(s, `${prefix}chunk_delay_p50_ms`)} ms, p99 ${
       cell(s, `${prefix}chunk_delay_p99_ms`)
     } ms`;
+  // A chunk's delay rises with the relay's work in the bursts it meets; the work itself moves
+  // far less from round to round than the delay's p99. The floor's process is new each round
+  // (its code cold), as the proxy's is not.
+  const cpuPerStream = (s: Spread) => {
+    const ratio = s.median.cpu_us_per_stream / s.median.deno_floor_cpu_us_per_stream;
+    return `CPU per stream with its ${SETTINGS.manyStreams.tokens} chunks: proxy ` +
+      `${cell(s, "cpu_us_per_stream")} µs, the Deno floor ${
+        cell(s, "deno_floor_cpu_us_per_stream")
+      } µs (${ratio.toFixed(2)}x)`;
+  };
   lines.push("");
   for (const part of ["at_once", "arriving"] as const) {
     const manySpread = manyParts[part]!;
@@ -883,7 +909,7 @@ function report(r: Record<string, unknown>): string {
       `  the proxy's p99 (medians): ${beyond("chunk_delay_p99_ms", "direct_")} over the backend ` +
         `straight, ${beyond("chunk_delay_p99_ms", "deno_floor_")} over the Deno floor; p50 ` +
         `${beyond("chunk_delay_p50_ms", "direct_")} over the backend (the client's CPU: ` +
-        `${many.client_cpu_ms} ms for ${many.clients} streams)`,
+        `${many.client_cpu_ms} ms for ${many.clients} streams); ${cpuPerStream(manySpread)}`,
     );
     checks.push([
       `${many.clients} concurrent streams ${how}: every one complete in every round ` +
@@ -908,7 +934,7 @@ function report(r: Record<string, unknown>): string {
         ]
       } the published port above): proxy ${delaysIn(own, "")}; straight to the backend ${
         delaysIn(own, "direct_")
-      }; through the Deno floor ${delaysIn(own, "deno_floor_")}`,
+      }; through the Deno floor ${delaysIn(own, "deno_floor_")}; ${cpuPerStream(own)}`,
   );
   lines.push("");
   lines.push(
