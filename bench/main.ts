@@ -397,7 +397,6 @@ export async function manyStreams(api: DockerApi, settings = SETTINGS.manyStream
   }
 }
 
-/** A container's address on its first network with its port, when this host reaches it. */
 /** What `work` returned, and the CPU time (ms) process `pid` spent while it ran. */
 async function cpuOver<T>(pid: number, work: () => Promise<T>): Promise<[T, number]> {
   const before = await cpuMs([pid]);
@@ -405,6 +404,7 @@ async function cpuOver<T>(pid: number, work: () => Promise<T>): Promise<[T, numb
   return [result, (await cpuMs([pid])) - before];
 }
 
+/** A container's address on its first network with its port, when this host reaches it. */
 async function containerAddress(api: DockerApi, name: string): Promise<string | null> {
   const info = await (await api.call("GET", `/containers/${name}/json`)).json();
   const networks = Object.values(info.NetworkSettings?.Networks ?? {}) as { IPAddress?: string }[];
