@@ -21,7 +21,7 @@ import { LOOK_ALIKE_PORT } from "../demo/look_alike_image.ts";
 import { makeJob } from "../tests/support/jobs.ts";
 import { waitFor } from "../tests/support/wait_for.ts";
 import {
-  cpuMs,
+  cpuOver,
   ensureTools,
   type Nginx,
   pct,
@@ -172,9 +172,10 @@ async function overhead(direct: string, nginx: Nginx, floors: Floors, proxy: Pro
       for (const [name, target] of Object.entries(targets)) {
         await wrk(target.url, body, connections, 1); // warm-up (JIT, connections)
         const pids = await target.pids();
-        const before = await cpuMs(pids);
-        const result = await wrk(target.url, body, connections, SETTINGS.wrkS);
-        const cpu = (await cpuMs(pids)) - before;
+        const [result, cpu] = await cpuOver(
+          pids,
+          () => wrk(target.url, body, connections, SETTINGS.wrkS),
+        );
         const row: Row = {
           requests: result.requests,
           p50Ms: result.p50Ms,
@@ -316,14 +317,14 @@ export async function manyStreams(api: DockerApi, settings = SETTINGS.manyStream
       // Then through the bare Deno.serve + fetch passthrough: what any proxy on this runtime
       // adds to the same streams.
       const floor = await startFloor("bench/floor_proxy.ts", direct);
-      const [floored, floorCpuMs] = await cpuOver(floor.pid, () => all(floor.url, spreadMs))
+      const [floored, floorCpuMs] = await cpuOver([floor.pid], () => all(floor.url, spreadMs))
         .finally(() => floor.stop());
       const startKb = await rssKb(via.pid);
       let peakKb = startKb;
       const sampler = setInterval(() => {
         rssKb(via.pid).then((kb) => peakKb = Math.max(peakKb, kb), () => {});
       }, 100);
-      const [proxied, proxyCpuMs] = await cpuOver(via.pid, () => all(via.url, spreadMs))
+      const [proxied, proxyCpuMs] = await cpuOver([via.pid], () => all(via.url, spreadMs))
         .finally(() => clearInterval(sampler));
       return {
         clients,
@@ -395,13 +396,6 @@ export async function manyStreams(api: DockerApi, settings = SETTINGS.manyStream
     await proxy?.stop();
     await lab.remove();
   }
-}
-
-/** What `work` returned, and the CPU time (ms) process `pid` spent while it ran. */
-async function cpuOver<T>(pid: number, work: () => Promise<T>): Promise<[T, number]> {
-  const before = await cpuMs([pid]);
-  const result = await work();
-  return [result, (await cpuMs([pid])) - before];
 }
 
 /** A container's address on its first network with its port, when this host reaches it. */

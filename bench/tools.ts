@@ -49,7 +49,7 @@ export async function ensureTools(): Promise<void> {
 }
 
 /** CPU time (user + system, ms) of the given processes, from /proc/<pid>/stat. */
-export async function cpuMs(pids: number[]): Promise<number> {
+async function cpuMs(pids: number[]): Promise<number> {
   let ticks = 0;
   for (const pid of pids) {
     const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
@@ -58,6 +58,13 @@ export async function cpuMs(pids: number[]): Promise<number> {
     ticks += Number(fields[11]) + Number(fields[12]);
   }
   return ticks * 10; // CLK_TCK is 100 on Linux
+}
+
+/** What `work` returned, and the CPU time (ms) the given processes spent while it ran. */
+export async function cpuOver<T>(pids: number[], work: () => Promise<T>): Promise<[T, number]> {
+  const before = await cpuMs(pids);
+  const result = await work();
+  return [result, (await cpuMs(pids)) - before];
 }
 
 /**
