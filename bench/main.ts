@@ -319,6 +319,11 @@ export async function manyStreams(api: DockerApi, settings = SETTINGS.manyStream
       const floor = await startFloor("bench/floor_proxy.ts", direct);
       const [floored, floorCpuMs] = await cpuOver([floor.pid], () => all(floor.url, spreadMs))
         .finally(() => floor.stop());
+      // And through the least relay written in JavaScript on Deno.listen, as the proxy is: what
+      // this runtime's async reads and writes cost, without the proxy's own work.
+      const jsRelay = await startFloor("bench/floor_js_relay.ts", direct);
+      const [relayed, jsRelayCpuMs] = await cpuOver([jsRelay.pid], () => all(jsRelay.url, spreadMs))
+        .finally(() => jsRelay.stop());
       const startKb = await rssKb(via.pid);
       let peakKb = startKb;
       const sampler = setInterval(() => {
@@ -331,9 +336,11 @@ export async function manyStreams(api: DockerApi, settings = SETTINGS.manyStream
         ...delayFields("", proxied),
         ...delayFields("direct_", straight),
         ...delayFields("deno_floor_", floored),
+        ...delayFields("js_relay_", relayed),
         // The work behind the delays, far steadier than their p99 from one round to the next.
         cpu_us_per_stream: Math.round(proxyCpuMs * 1000 / clients),
         deno_floor_cpu_us_per_stream: Math.round(floorCpuMs * 1000 / clients),
+        js_relay_cpu_us_per_stream: Math.round(jsRelayCpuMs * 1000 / clients),
         client_cpu_ms: proxied.clientCpuMs,
         direct_client_cpu_ms: straight.clientCpuMs,
         rss_before_mb: round(startKb / 1024, 1),
@@ -374,11 +381,12 @@ export async function manyStreams(api: DockerApi, settings = SETTINGS.manyStream
     await warm(proxy);
     // Only the delays: the RSS fields would be read against the first proxy process's idle.
     const kept = [
-      ...["", "direct_", "deno_floor_"].flatMap((prefix) =>
+      ...["", "direct_", "deno_floor_", "js_relay_"].flatMap((prefix) =>
         ["complete", "chunk_delay_p50_ms", "chunk_delay_p99_ms"].map((f) => `${prefix}${f}`)
       ),
       "cpu_us_per_stream",
       "deno_floor_cpu_us_per_stream",
+      "js_relay_cpu_us_per_stream",
     ];
     const ownRows: Row[] = [];
     for (let run = 0; run < RUNS; run++) {
@@ -875,7 +883,9 @@ function report(r: Record<string, unknown>): string {
     return `CPU per stream with its ${SETTINGS.manyStreams.tokens} chunks: proxy ` +
       `${cell(s, "cpu_us_per_stream")} µs, the Deno floor ${
         cell(s, "deno_floor_cpu_us_per_stream")
-      } µs (${ratio.toFixed(2)}x)`;
+      } µs (${ratio.toFixed(2)}x), the least JavaScript relay on Deno.listen ${
+        cell(s, "js_relay_cpu_us_per_stream")
+      } µs`;
   };
   lines.push("");
   for (const part of ["at_once", "arriving"] as const) {
@@ -887,7 +897,8 @@ function report(r: Record<string, unknown>): string {
       `complete ${spread(`${prefix}complete`)}, ${delaysIn(manySpread, prefix)}`;
     lines.push(
       `${many.clients} streams ${how} on one model, ${RUNS} rounds: ${delays("")} (straight to ` +
-        `the backend: ${delays("direct_")}; through the Deno floor: ${delays("deno_floor_")}); ` +
+        `the backend: ${delays("direct_")}; through the Deno floor: ${delays("deno_floor_")}; ` +
+        `through the least JavaScript relay: ${delays("js_relay_")}); ` +
         `proxy RSS ${spread("rss_before_mb")} → peak ${spread("rss_peak_mb")} MB ` +
         `(${spread("rss_kb_per_stream")} KB per stream over the idle proxy)`,
     );
@@ -928,7 +939,8 @@ function report(r: Record<string, unknown>): string {
         ]
       } the published port above): proxy ${delaysIn(own, "")}; straight to the backend ${
         delaysIn(own, "direct_")
-      }; through the Deno floor ${delaysIn(own, "deno_floor_")}; ${cpuPerStream(own)}`,
+      }; through the Deno floor ${delaysIn(own, "deno_floor_")}; through the least JavaScript ` +
+        `relay ${delaysIn(own, "js_relay_")}; ${cpuPerStream(own)}`,
   );
   lines.push("");
   lines.push(
