@@ -10,11 +10,10 @@
  * writes (which it does as the proxy does, one read op and one write op per chunk).
  * Usage: deno run --allow-net bench/floor_js_relay.ts UPSTREAM_ORIGIN PORT
  */
+import { headEnd, latin1, withHead } from "../lib/http1.ts";
+
 const [upstream, port] = Deno.args;
 const origin = new URL(upstream);
-const encoder = new TextEncoder();
-const decoder = new TextDecoder("latin1");
-const HEAD_END = "\r\n\r\n";
 /** Header lines the relay sets itself. */
 const OWN_HEADERS = /^(host|connection):/i;
 
@@ -26,17 +25,18 @@ async function relay(client: Deno.TcpConn): Promise<void> {
   client.setNoDelay(true);
   const buffer = new Uint8Array(16384);
   let end = 0;
-  let headEnd = -1;
-  while (headEnd < 0) {
+  let bodyAt = -1;
+  while (bodyAt < 0) {
     const n = await client.read(buffer.subarray(end));
     if (n === null) return;
+    // The blank line may straddle the last read: look from just before it.
+    bodyAt = headEnd(buffer, Math.max(0, end - 3), end + n);
     end += n;
-    headEnd = decoder.decode(buffer.subarray(0, end)).indexOf(HEAD_END);
-    if (headEnd < 0 && end === buffer.length) return;
+    if (bodyAt < 0 && end === buffer.length) return;
   }
-  const lines = decoder.decode(buffer.subarray(0, headEnd)).split("\r\n");
+  const lines = latin1(buffer.subarray(0, bodyAt - 4)).split("\r\n");
   const length = Number(/^content-length:\s*(\d+)/im.exec(lines.join("\n"))?.[1] ?? 0);
-  const bodyEnd = headEnd + HEAD_END.length + length;
+  const bodyEnd = bodyAt + length;
   if (bodyEnd > buffer.length) return;
   while (end < bodyEnd) {
     const n = await client.read(buffer.subarray(end));
@@ -44,14 +44,11 @@ async function relay(client: Deno.TcpConn): Promise<void> {
     end += n;
   }
   const head = lines.filter((line) => !OWN_HEADERS.test(line)).join("\r\n") +
-    `\r\nhost: ${origin.host}\r\nconnection: close${HEAD_END}`;
-  const request = new Uint8Array(head.length + length);
-  request.set(encoder.encode(head));
-  request.set(buffer.subarray(headEnd + HEAD_END.length, bodyEnd), head.length);
+    `\r\nhost: ${origin.host}\r\nconnection: close\r\n\r\n`;
   const backend = await Deno.connect({ hostname: origin.hostname, port: Number(origin.port) });
   try {
     backend.setNoDelay(true);
-    await writeAll(backend, request);
+    await writeAll(backend, withHead(head, buffer.subarray(bodyAt, bodyEnd)));
     for (let n = await backend.read(buffer); n !== null; n = await backend.read(buffer)) {
       await writeAll(client, buffer.subarray(0, n));
     }

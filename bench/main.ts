@@ -314,16 +314,18 @@ export async function manyStreams(api: DockerApi, settings = SETTINGS.manyStream
     const measure = async (spreadMs: number, direct: string, via: ProxyProcess): Promise<Row> => {
       // The same clients straight to the look-alike first: what the machine itself adds.
       const straight = await all(direct, spreadMs);
+      /** The same clients through a reference relay of its own, new for the round. */
+      const through = async (script: string) => {
+        const relay = await startFloor(script, direct);
+        return await cpuOver([relay.pid], () => all(relay.url, spreadMs))
+          .finally(() => relay.stop());
+      };
       // Then through the bare Deno.serve + fetch passthrough: what any proxy on this runtime
       // adds to the same streams.
-      const floor = await startFloor("bench/floor_proxy.ts", direct);
-      const [floored, floorCpuMs] = await cpuOver([floor.pid], () => all(floor.url, spreadMs))
-        .finally(() => floor.stop());
+      const [floored, floorCpuMs] = await through("bench/floor_proxy.ts");
       // And through the least relay written in JavaScript on Deno.listen, as the proxy is: what
       // this runtime's async reads and writes cost, without the proxy's own work.
-      const jsRelay = await startFloor("bench/floor_js_relay.ts", direct);
-      const [relayed, jsRelayCpuMs] = await cpuOver([jsRelay.pid], () => all(jsRelay.url, spreadMs))
-        .finally(() => jsRelay.stop());
+      const [relayed, jsRelayCpuMs] = await through("bench/floor_js_relay.ts");
       const startKb = await rssKb(via.pid);
       let peakKb = startKb;
       const sampler = setInterval(() => {
