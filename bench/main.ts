@@ -305,6 +305,7 @@ export async function manyStreams(api: DockerApi, settings = SETTINGS.manyStream
       [`${prefix}complete`]: r.complete,
       [`${prefix}chunk_delay_p50_ms`]: round(pct(r.delays, 0.5)),
       [`${prefix}chunk_delay_p99_ms`]: round(pct(r.delays, 0.99)),
+      [`${prefix}held_open_p99_ms`]: round(pct(r.heldOpenDelays, 0.99)),
     });
     // What holding the streams takes is read against the proxy's RSS before the first round: a
     // later round starts with the heap the earlier ones grew, and against its own start read
@@ -384,7 +385,9 @@ export async function manyStreams(api: DockerApi, settings = SETTINGS.manyStream
     // Only the delays: the RSS fields would be read against the first proxy process's idle.
     const kept = [
       ...["", "direct_", "deno_floor_", "js_relay_"].flatMap((prefix) =>
-        ["complete", "chunk_delay_p50_ms", "chunk_delay_p99_ms"].map((f) => `${prefix}${f}`)
+        ["complete", "chunk_delay_p50_ms", "chunk_delay_p99_ms", "held_open_p99_ms"].map((f) =>
+          `${prefix}${f}`
+        )
       ),
       "cpu_us_per_stream",
       "deno_floor_cpu_us_per_stream",
@@ -873,10 +876,12 @@ function report(r: Record<string, unknown>): string {
     "at_once" | "arriving" | "arriving_own_address",
     Spread | undefined
   >;
+  // The p99 "held open" is of the chunks sent while all the streams were open: without the
+  // arrivals' work (connections, heads, bodies, queueing, backend requests) in the same second.
   const delaysIn = (s: Spread, prefix: string) =>
     `chunk delay p50 ${cell(s, `${prefix}chunk_delay_p50_ms`)} ms, p99 ${
       cell(s, `${prefix}chunk_delay_p99_ms`)
-    } ms`;
+    } ms (held open ${cell(s, `${prefix}held_open_p99_ms`)} ms)`;
   // A chunk's delay rises with the relay's work in the bursts it meets; the work itself moves
   // far less from round to round than the delay's p99. The floor's process is new each round
   // (its code cold), as the proxy's is not.

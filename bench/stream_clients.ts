@@ -35,6 +35,12 @@ export interface StreamClientsResult {
   complete: number;
   /** The delay of every content chunk of the complete streams, ms. */
   delays: number[];
+  /**
+   * The delays of the chunks sent while every complete stream was open: after the last one's
+   * first chunk, before the first one's last. Without the arrivals (each a connection, a head
+   * and a body to read, a queue and a backend request) that the delays above include.
+   */
+  heldOpenDelays: number[];
   /** Why the first incomplete stream was, for a reader; "" when all were complete. */
   firstError: string;
   /** CPU time of the client process over the streams (user + system), ms. */
@@ -72,6 +78,8 @@ const QUOTE = 0x22, DOT = 0x2e, ZERO = 0x30, NINE = 0x39, CR = 0x0d, LF = 0x0a;
  */
 class SseScanner {
   readonly delays: number[] = [];
+  /** The backend's stamp of each delay's chunk. */
+  readonly stamps: number[] = [];
   done = false;
   #stampAt = 0;
   #doneAt = 0;
@@ -95,7 +103,10 @@ class SseScanner {
         }
         this.#inNumber = false;
         // Content that is not a number is not a stamp: not counted, so the stream is short.
-        if (b === QUOTE) this.delays.push(now - this.#value);
+        if (b === QUOTE) {
+          this.delays.push(now - this.#value);
+          this.stamps.push(this.#value);
+        }
       }
       if (b === STAMP[this.#stampAt]) {
         if (++this.#stampAt === STAMP.length) {
@@ -124,7 +135,7 @@ async function oneStream(
   port: number,
   request: Uint8Array,
   tokens: number,
-): Promise<number[]> {
+): Promise<SseScanner> {
   const conn = await Deno.connect({ hostname, port });
   try {
     for (let written = 0; written < request.length;) {
@@ -209,10 +220,22 @@ async function oneStream(
       throw new Error(`${sse.delays.length} content chunks, not ${tokens}`);
     }
     if (!sse.done) throw new Error("no data: [DONE]");
-    return sse.delays;
+    return sse;
   } finally {
     conn.close();
   }
+}
+
+/** The delays of the chunks stamped while every one of `streams` was open. */
+function heldOpen(streams: SseScanner[]): number[] {
+  let from = -Infinity, to = Infinity;
+  for (const { stamps } of streams) {
+    from = Math.max(from, stamps[0]);
+    to = Math.min(to, stamps[stamps.length - 1]);
+  }
+  return streams.flatMap(({ delays, stamps }) =>
+    delays.filter((_, i) => stamps[i] >= from && stamps[i] <= to)
+  );
 }
 
 /** Every client, at once or spread over `spreadMs`, in this process. */
@@ -251,7 +274,8 @@ export async function runClients(opts: StreamClientsOptions): Promise<StreamClie
   const whole = results.filter((r) => r !== null);
   return {
     complete: whole.length,
-    delays: whole.flat(),
+    delays: whole.flatMap((sse) => sse.delays),
+    heldOpenDelays: heldOpen(whole),
     firstError,
     clientCpuMs: Math.round(cpuMsSince(cpuBefore)),
   };
