@@ -226,7 +226,10 @@ async function oneStream(
   }
 }
 
-/** The delays of the chunks stamped while every one of `streams` was open. */
+/**
+ * The delays of the chunks stamped while every one of `streams` was open; none when they never
+ * were all open together (streams shorter than the spread of their arrivals).
+ */
 function heldOpen(streams: SseScanner[]): number[] {
   let from = -Infinity, to = Infinity;
   for (const { stamps } of streams) {
