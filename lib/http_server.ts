@@ -346,6 +346,8 @@ class Connection {
   /** The server answered (408) on its own; the handler's answer is dropped. */
   #answeredBySelf = false;
   #onEnd: (() => void) | null = null;
+  /** Answered early, the connection drains what the client still sends before it closes. */
+  #lingering = false;
 
   constructor(
     readonly conn: Deno.TcpConn,
@@ -373,7 +375,8 @@ class Connection {
     } catch (err) {
       this.server.options.log.error("connection_failed", { error: messageOf(err) });
     } finally {
-      this.#close();
+      // A lingering close ends the connection itself, once the client's upload was drained.
+      if (!this.#lingering) this.#close();
     }
   }
 
@@ -809,6 +812,7 @@ class Connection {
     } catch {
       return this.#close();
     }
+    this.#lingering = true;
     const cut = setTimeout(() => this.#close(), LINGER_MS);
     const drain = async () => {
       do this.#start = this.#end; while (!this.#closed && (await this.#fill(FIRST_BUFFER)));

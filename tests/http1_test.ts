@@ -15,6 +15,7 @@ import {
 } from "../lib/http1.ts";
 import { chunkFrame, copyForFraming } from "../lib/chunk_frame.ts";
 import { chatBody, post } from "./support/client.ts";
+import { CLIENT_TOOLS, requireClientTools } from "./support/client_tools.ts";
 import { withHomelabProxy } from "./support/proxy.ts";
 
 const bytes = (text: string) => new TextEncoder().encode(text);
@@ -221,6 +222,92 @@ Deno.test("curl's chunked upload and Expect: 100-continue reach the backend byte
     const received = (await lab.state()).received.filter((r) => r.path === "/v1/chat/completions");
     assert.equal(received.length, 2);
     for (const r of received) assert.equal(r.body, body);
+  });
+});
+
+/** What one client got for an upload: the answer's status and error code, or its own error. */
+interface UploadResult {
+  status: number | null;
+  code: string | null;
+  error: string | null;
+}
+
+/** A command printing an UploadResult as JSON (tests/clients/upload_client.*). */
+async function uploadBy(cmd: string, args: string[]): Promise<UploadResult> {
+  const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
+  const text = new TextDecoder().decode(out.stdout).trim();
+  if (!out.success || text === "") {
+    throw new Error(`${cmd} ${args[0]} failed: ${new TextDecoder().decode(out.stderr)}`);
+  }
+  return JSON.parse(text);
+}
+
+/** A raw socket that writes the whole request before it reads a byte, as simple clients do. */
+async function uploadRaw(port: number, body: Uint8Array): Promise<UploadResult> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await conn.write(bytes(
+      `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n` +
+        `Content-Length: ${body.length}\r\n\r\n`,
+    ));
+    for (let at = 0; at < body.length;) at += await conn.write(body.subarray(at));
+    const answer = await new Response(conn.readable).text();
+    const status = Number(/^HTTP\/1\.1 (\d+) /.exec(answer)?.[1] ?? NaN);
+    const code = JSON.parse(answer.slice(answer.indexOf("\r\n\r\n") + 4)).error.code;
+    return { status, code, error: null };
+  } catch (err) {
+    return { status: null, code: null, error: String(err) };
+  }
+}
+
+Deno.test("an upload refused before its body was read (over max_body_size) reaches every client as its 413, also those that send the whole body first: Python openai, httpx and urllib, Node fetch, curl, a raw socket", async () => {
+  await requireClientTools();
+  await withHomelabProxy([{ id: "a" }], "max_body_size: 1mb", async ({ lab, proxy }) => {
+    const size = 16 * 1024 * 1024;
+    const body = bytes(JSON.stringify(chatBody("a", { note: "x".repeat(size) })));
+    const file = await Deno.makeTempFile();
+    const results: Record<string, UploadResult> = {};
+    try {
+      await Deno.writeFile(file, body);
+      const python = (client: string) =>
+        uploadBy(CLIENT_TOOLS.python, [
+          `${CLIENT_TOOLS.pythonScript.replace("cancel_client", "upload_client")}`,
+          client,
+          proxy.url,
+          "a",
+          String(size),
+        ]);
+      for (const client of ["openai", "httpx", "urllib"]) results[client] = await python(client);
+      results["node-fetch"] = await uploadBy("node", [
+        CLIENT_TOOLS.nodeScript.replace("cancel_client", "upload_client"),
+        proxy.url,
+        "a",
+        String(size),
+      ]);
+      const curled = await curl([
+        "-H",
+        "content-type: application/json",
+        "--data-binary",
+        `@${file}`,
+        `${proxy.url}/v1/chat/completions`,
+      ]);
+      results.curl = {
+        status: curled.status,
+        code: curled.status === 0 ? null : JSON.parse(curled.body).error.code,
+        error: curled.status === 0 ? curled.trace.slice(-300) : null,
+      };
+      results.raw = await uploadRaw(Number(new URL(proxy.url).port), body);
+    } finally {
+      await Deno.remove(file);
+    }
+    const expected = { status: 413, code: "request_too_large", error: null };
+    // All clients at once: a failure shows which of them got no answer, and why.
+    const everyClient = Object.fromEntries(
+      Object.keys(results).map((client) => [client, expected]),
+    );
+    assert.deepEqual(results, everyClient);
+    // Refused before queueing: no request asked for the model, so it was never started.
+    assert.deepEqual(await lab.running(), []);
   });
 });
 
