@@ -167,6 +167,12 @@ class SseRelay implements ChunkSource {
     return source.read().then(this.#sent, this.#broke);
   }
 
+  /** The answer's chunks once the job's outcome came; null when it came without one. */
+  async #lateSource(): Promise<ChunkSource | null> {
+    const outcome = await this.#job.outcome;
+    return outcome.kind === "error" ? null : this.#source = sourceOf(outcome);
+  }
+
   readonly #sent = (chunk: Uint8Array | null): Uint8Array | null => {
     if (chunk === null) this.#ended = true;
     else this.#job.chunksSent += countEventEnds(chunk);
@@ -186,7 +192,10 @@ class SseRelay implements ChunkSource {
   async cancel(reason: unknown): Promise<void> {
     this.#ended = true;
     this.#options.onClientGone();
-    const source = this.#source;
+    // Cancelled while the job waited: a job already running (a model set to finish on disconnect
+    // does not abort it) still gets its answer, and its worker is held until that answer was read
+    // to its end or cancelled, as one that came before the client left.
+    const source = this.#source ?? await this.#lateSource();
     if (source === null) return;
     const job = this.#job;
     // The client left mid-stream: abort the backend's generation (frees its slot), or, for a

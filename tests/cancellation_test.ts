@@ -172,3 +172,40 @@ Deno.test("on_disconnect: finish lets the backend complete a stream whose client
     },
   );
 });
+
+Deno.test("on_disconnect: finish, a stream queued at arrival whose client left before the backend's first byte: the backend completes it and the worker is free then, not at request_timeout", async () => {
+  // Three prompt tokens of a second each: the answer's head is ~3 s after the request reached
+  // the backend, well inside request_timeout.
+  await withHomelabProxy(
+    [{ id: "a", onDisconnect: "finish", promptUs: 1_000_000 }],
+    "num_workers: 1\nrequest_timeout: 120",
+    async ({ lab, proxy }) => {
+      // The model is not loaded yet: the stream opens at once with a "loading" note, while the
+      // job waits for the load.
+      const res = await post(proxy.url, chatBody("a", { stream: true, fake_tokens: 2 }));
+      const sse = new SseReader(res);
+      await sse.next();
+      await waitFor("the request to reach the backend", async () => {
+        try {
+          return (await lab.state()).inflight === 1;
+        } catch {
+          return false; // still loading: the look-alike does not answer yet
+        }
+      });
+      const openBefore = (await metricsOf(proxy.url)).connections.open;
+      await sse.cancel();
+      await waitFor(
+        "the proxy to see the client's connection close",
+        async () => (await metricsOf(proxy.url)).connections.open < openBefore,
+      );
+      await waitFor("the generation to finish", async () => (await lab.state()).completed === 1);
+      assert.equal((await lab.state()).disconnects, 0); // never aborted
+      await waitFor(
+        "the worker to be free once the backend is done",
+        async () => (await metricsOf(proxy.url)).active_workers === 0,
+      );
+      const next = await post(proxy.url, chatBody("a"));
+      assert.equal(next.status, 200, await next.text());
+    },
+  );
+});
