@@ -420,7 +420,12 @@ export class Dispatcher {
         // Nothing reached the client yet: find out whether the container died, then retry.
         await this.#models.reportUnreachable(job.model);
         const known = this.#modelConfigs.has(job.model); // a reload may have removed it
-        if (job.attempts < this.#config.maxAttempts && !job.signal.aborted && known) {
+        if (job.clientLeftAt !== null && !job.signal.aborted) {
+          // Its client left, and the job ran on only because its model finishes on disconnect:
+          // a retry (a reload, if the container died) would serve nobody.
+          job.cancel();
+          status = this.#fail(job, this.#errorFor(job, err));
+        } else if (job.attempts < this.#config.maxAttempts && !job.signal.aborted && known) {
           this.#log.warn("retry", { id: job.id, model: job.model, attempt: job.attempts });
           retry = true;
         } else {

@@ -209,3 +209,42 @@ Deno.test("on_disconnect: finish, a stream queued at arrival whose client left b
     },
   );
 });
+
+Deno.test("on_disconnect: finish, a request whose client left and whose backend then died is not retried: no reload for nobody, counted as 499", async () => {
+  const log = new CapturedLog();
+  await withHomelabProxy(
+    [{ id: "a", onDisconnect: "finish", promptUs: 1_000_000 }],
+    "num_workers: 1\nrequest_timeout: 120",
+    async ({ lab, proxy }) => {
+      assert.equal((await post(proxy.url, chatBody("a", { fake_tokens: 1 }))).status, 200);
+      const swapsBefore = log.of("swap").length;
+      const controller = new AbortController();
+      // A prompt the slot's cache does not hold: seconds of prompt processing before a byte.
+      const messages = [{ role: "user", content: "a prompt of several words to read first" }];
+      const res = post(proxy.url, chatBody("a", { fake_tokens: 2, messages }), {
+        signal: controller.signal,
+      });
+      res.catch(() => {}); // aborted below
+      await waitFor("the request to reach the backend", async () => {
+        return (await lab.state()).inflight === 1;
+      });
+      const openBefore = (await metricsOf(proxy.url)).connections.open;
+      controller.abort();
+      await waitFor(
+        "the proxy to see the client's connection close",
+        async () => (await metricsOf(proxy.url)).connections.open < openBefore,
+      );
+      // The backend dies while the request it no longer needs is in its prompt processing.
+      await lab.kill(lab.containerOf("a"));
+      await waitFor("the worker to be free", async () => {
+        return (await metricsOf(proxy.url)).active_workers === 0;
+      });
+      // A retry is decided before the worker is free: by now it was logged and queued, or never.
+      assert.deepEqual(log.of("retry"), []);
+      assert.deepEqual(await queuedModels(proxy.url), []);
+      assert.equal(log.of("swap").length, swapsBefore, "the model was loaded again");
+      assert.equal(log.of("request").at(-1)!.fields.status, 499);
+    },
+    { log },
+  );
+});
