@@ -17,6 +17,10 @@ import {
   uploadBatchFile,
 } from "./support/batches.ts";
 import { waitFor, within } from "./support/wait_for.ts";
+import { STORE_KINDS, withStore } from "./support/stores.ts";
+import { BatchService } from "../lib/batch/service.ts";
+import { systemClock } from "../lib/clock.ts";
+import { silentLogger } from "../lib/log.ts";
 
 async function swapsSoFar(baseUrl: string): Promise<number> {
   const text = await (await fetch(`${baseUrl}/metrics?format=prometheus`)).text();
@@ -177,3 +181,42 @@ Deno.test("cancelling a batch: waiting lines are cancelled, the running one fini
     assert.equal((await lab.state()).completed, 1);
   });
 });
+
+for (const kind of STORE_KINDS) {
+  Deno.test(`${kind} store: a line whose nodes died max_attempts times is in the error file with its id and custom_id`, async () => {
+    await withStore(kind, async (store) => {
+      const service = new BatchService({
+        store,
+        clock: systemClock,
+        log: silentLogger,
+        rules: { maxLines: 10, maxMessages: 10, maxJsonDepth: 32, resolveModel: (name) => name },
+        onEnqueued: () => {},
+        onCancelled: () => {},
+      });
+      const text = batchFile(["a", "a"]);
+      const file = await service.uploadFile("in.jsonl", "batch", new TextEncoder().encode(text));
+      const batch = await service.createBatch({
+        input_file_id: file.id,
+        endpoint: "/v1/chat/completions",
+        completion_window: "24h",
+      });
+      // A node claims both lines and dies without a lease; with max_attempts 1 they are dead.
+      const claimed = await store.claim("a", "gone-node", 2, Date.now());
+      assert.equal(claimed.length, 2);
+      assert.equal((await store.recover(Date.now(), 1)).dead, 2);
+      await service.settle(batch.id);
+      const done = await service.getBatch(batch.id);
+      assert.equal(done.status, "completed");
+      assert.deepEqual(done.request_counts, { total: 2, completed: 0, failed: 2 });
+      const lines = new TextDecoder().decode(await service.fileContent(done.error_file_id!))
+        .trim().split("\n").map((line) => JSON.parse(line));
+      const inputIds = text.trim().split("\n").map((line) => JSON.parse(line).custom_id);
+      assert.deepEqual(lines.map((line) => line.custom_id).sort(), inputIds.sort());
+      for (const line of lines) {
+        assert.match(line.id, /^batch_req_/);
+        assert.equal(line.response, null);
+        assert.equal(line.error.code, "max_attempts_exceeded");
+      }
+    });
+  });
+}

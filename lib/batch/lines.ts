@@ -111,6 +111,13 @@ export function parseBatchFile(bytes: Uint8Array, rules: LineRules): BatchLine[]
   return lines;
 }
 
+/** What a batch line's job record carries (its `payload`, as JSON). */
+export interface LinePayload {
+  custom_id: string;
+  url: string;
+  body: Record<string, unknown>;
+}
+
 /** What a line's request came back with, as the output file shows it. */
 export interface LineResult {
   customId: string;

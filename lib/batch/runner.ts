@@ -15,7 +15,7 @@ import type { SwapManager } from "../swap_manager.ts";
 import type { AsyncOutcome, JobRecord, JobStore } from "../store/contract.ts";
 import type { StoreStatus } from "../store/status.ts";
 import type { Dispatcher } from "../dispatcher.ts";
-import { answerBody, type LineResult, outputLine } from "./lines.ts";
+import { answerBody, type LinePayload, type LineResult, outputLine } from "./lines.ts";
 import { allLinesFinal, type BatchService, type BatchStatus } from "./service.ts";
 
 /** How often a shared store (Redis) is looked at for work other nodes queued. */
@@ -45,12 +45,6 @@ export interface BatchRunnerDeps {
   /** Lines held in memory at once. */
   window: number;
   requestTimeoutMs(): number;
-}
-
-interface LinePayload {
-  custom_id: string;
-  url: string;
-  body: Record<string, unknown>;
 }
 
 export class BatchRunner {

@@ -12,8 +12,14 @@
 import type { Clock } from "../clock.ts";
 import { invalidRequest, resourceNotFound } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import type { GroupCounts, JobStore, NewAsyncJob } from "../store/contract.ts";
-import { BATCH_ENDPOINTS, type LineRules, parseBatchFile } from "./lines.ts";
+import type { GroupCounts, JobRecord, JobStore, NewAsyncJob } from "../store/contract.ts";
+import {
+  BATCH_ENDPOINTS,
+  type LinePayload,
+  type LineRules,
+  outputLine,
+  parseBatchFile,
+} from "./lines.ts";
 
 export interface FileObject {
   id: string;
@@ -302,7 +308,8 @@ export class BatchService {
     const errors: string[] = [];
     for (const job of await store.getMany(lineJobIds(batch))) {
       if (job === null || job.result === null || job.state === "cancelled") continue;
-      (job.state === "done" ? output : errors).push(job.result);
+      if (job.state === "done") output.push(job.result);
+      else errors.push(job.state === "dead" ? deadLine(job) : job.result);
     }
     const now = Math.floor(clock.now() / 1000);
     const file = async (suffix: string, lines: string[]) => {
@@ -370,4 +377,20 @@ export class BatchService {
       request_counts: requestCounts(batch.request_counts.total, counts),
     };
   }
+}
+
+/**
+ * A dead line as its error file has it. The store marks a line dead on its own when the nodes
+ * that claimed it died `max_attempts` times, and writes only the error then: the line's id and
+ * custom_id are added here, so the line can be matched to its input.
+ */
+function deadLine(job: JobRecord): string {
+  const result = JSON.parse(job.result!);
+  if ("custom_id" in result) return job.result!;
+  const { custom_id } = JSON.parse(job.payload!) as LinePayload;
+  return outputLine(`batch_req_${job.id}`, {
+    customId: custom_id,
+    response: null,
+    error: result.error,
+  });
 }
