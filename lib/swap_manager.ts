@@ -74,6 +74,11 @@ export class SwapManager {
   readonly #docker: Docker;
   // Set by #setModels(), from the constructor and on every reload.
   #models!: Map<string, ModelConfig>;
+  /**
+   * Containers of residents a reload removed or moved, until their unload ran: the Docker face
+   * must still reach them to stop them, whatever later reloads say.
+   */
+  readonly #leaving = new Set<string>();
   #byContainer!: Map<string, ModelConfig>;
   #capacity!: Capacity;
   readonly #clock: Clock;
@@ -263,8 +268,17 @@ export class SwapManager {
   reconfigure(models: readonly ModelConfig[], memoryBudgetGb: number | null): Promise<void> {
     const previous = this.#models;
     this.#setModels(models, memoryBudgetGb);
-    // The old containers must stay reachable until they are stopped.
-    this.#docker.allow([...previous.values(), ...models].map((m) => m.containerName));
+    const leaving = new Set<string>();
+    for (const id of this.#residents.ids()) {
+      const before = previous.get(id)?.containerName;
+      if (before !== undefined && this.#models.get(id)?.containerName !== before) {
+        leaving.add(before);
+        this.#leaving.add(before);
+      }
+    }
+    // The old containers stay reachable until they are stopped: a load under way when this
+    // reload came must still be checked and stopped.
+    this.#allowReachable(previous.values());
     return this.#exclusive(async () => {
       try {
         const moved = this.#residents.ids().filter((id) =>
@@ -276,9 +290,19 @@ export class SwapManager {
           await this.#unload(lru.model, "budget");
         }
       } finally {
-        this.#docker.allow(models.map((m) => m.containerName));
+        for (const name of leaving) this.#leaving.delete(name);
+        // The models in force now: a later reload may have changed them since this one began.
+        this.#allowReachable([]);
       }
     });
+  }
+
+  /** Lets the Docker face reach the models in force, those still leaving, and `also`. */
+  #allowReachable(also: Iterable<ModelConfig>): void {
+    this.#docker.allow([
+      ...[...this.#models.values(), ...also].map((m) => m.containerName),
+      ...this.#leaving,
+    ]);
   }
 
   /**

@@ -146,6 +146,47 @@ Deno.test("config reload: a bad file is rejected and the old config stays; a goo
   });
 });
 
+Deno.test("config reload: two reloads while a removed model's stream still runs: its container is stopped once the stream ends, and only the next model runs", async () => {
+  await withConfigDir("lqp-reload2-", async (api, dir) => {
+    // b on a port of its own: left running, it would serve beside a, not block it.
+    await using lab = await createHomelab(api, [{ id: "a" }, { id: "b", ownPort: true }]);
+    const path = `${dir}/config.yml`;
+    const all = lab.configYaml(`num_workers: 1\nadmin_key: ${ADMIN_KEY}`);
+    const withModels = (ids: string[], extra = "") => {
+      const blocks = all.split(/\n(?= {2}\w+:\n)/);
+      const kept = blocks.filter((b, i) => i === 0 || ids.some((id) => b.startsWith(`  ${id}:`)));
+      return extra + kept.join("\n") + "\n";
+    };
+    const log = new CapturedLog();
+    await using proxy = await startTestProxy(withModels(["a", "b"]), { configFile: path, log });
+    await proxy.reconciled;
+    const reload = async (text: string) => {
+      await Deno.writeTextFile(path, testConfigText(text));
+      const res = await fetch(`${proxy.url}/admin/reload`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${ADMIN_KEY}` },
+      });
+      assert.equal(res.status, 200, await res.text());
+    };
+    const stream = new SseReader(
+      await post(proxy.url, chatBody("b", { stream: true, fake_hold: true })),
+    );
+    while ((await stream.next())?.data === undefined) {
+      // comment lines while b loads
+    }
+    // The first reload removes b (its unload waits for the stream); the second changes
+    // something else before that unload ran.
+    await reload(withModels(["a"]));
+    await reload(withModels(["a"], "queue_size: 77\n"));
+    assert.equal(await lab.release("b"), 1);
+    assert.equal((await stream.rest()).at(-1)?.data, "[DONE]");
+    await waitFor("b's container to be stopped", async () => (await lab.running()).length === 0);
+    assert.equal((await post(proxy.url, chatBody("a"))).status, 200);
+    assert.deepEqual(await lab.running(), [lab.containerOf("a")]);
+    assert.deepEqual(log.of("config_apply_failed"), []);
+  });
+});
+
 Deno.test("config reload: an editor that saves by replacing the file is seen at each save, and a write beside the file reloads nothing", async () => {
   await withConfigDir("lqp-replace-", async (api, dir) => {
     await using lab = await createHomelab(api, [{ id: "a" }, { id: "b" }]);
