@@ -44,9 +44,16 @@ export class IdleUnload {
       const now = clock.now();
       for (const { model, at, ttlMs } of this.#expiries(models.snapshot())) {
         if (now < at) continue;
-        log.info("idle_unload", { model, ttl_s: ttlMs / 1000 });
         this.#pending.add(model);
-        models.unload("idle", model).catch((err) =>
+        // The unload may wait behind a load that holds the swap lock, while the model serves
+        // on: once it may go ahead, the model must still be idle that long.
+        const stillIdle = (id: string) => {
+          const expired = this.#expiries(models.snapshot(), true)
+            .some((e) => e.model === id && clock.now() >= e.at);
+          if (expired) log.info("idle_unload", { model, ttl_s: ttlMs / 1000 });
+          return expired;
+        };
+        models.unload("idle", model, stillIdle).catch((err) =>
           log.warn("idle_unload_failed", { model, error: String(err) })
         ).finally(() => this.#pending.delete(model));
       }
@@ -59,13 +66,16 @@ export class IdleUnload {
     this.#timer = null;
   }
 
-  /** Ready residents with a `ttl`, nothing waiting and nothing running, and when they expire. */
-  #expiries(snap: ModelSnapshot) {
+  /**
+   * Ready residents with a `ttl`, nothing waiting and nothing running, and when they expire;
+   * with `pendingToo`, also those whose unload was asked and waits.
+   */
+  #expiries(snap: ModelSnapshot, pendingToo = false) {
     const expiries: { model: string; at: number; ttlMs: number }[] = [];
     for (const r of snap.residents) {
       const ttlMs = this.#deps.ttlOf(r.model);
-      const idle = r.phase === "ready" && r.inflight === 0 && !this.#pending.has(r.model) &&
-        !this.#deps.hasWaiting(r.model);
+      const idle = r.phase === "ready" && r.inflight === 0 &&
+        (pendingToo || !this.#pending.has(r.model)) && !this.#deps.hasWaiting(r.model);
       if (ttlMs !== null && idle) expiries.push({ model: r.model, at: r.lastUsed + ttlMs, ttlMs });
     }
     return expiries;

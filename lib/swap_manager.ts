@@ -248,12 +248,17 @@ export class SwapManager {
 
   /**
    * Stops models once their requests finished (admin unload, idle TTL): `modelId`, or every
-   * resident. Returns the models that were unloaded.
+   * resident. Returns the models that were unloaded. `still` is asked of each once the swap
+   * lock is held, which may be after a whole load: a model it says no to stays.
    */
-  unload(cause = "unload", modelId: string | null = null): Promise<string[]> {
+  unload(
+    cause = "unload",
+    modelId: string | null = null,
+    still: (model: string) => boolean = () => true,
+  ): Promise<string[]> {
     return this.#exclusive(async () => {
       const ids = modelId === null ? this.#residents.ids() : [modelId];
-      const ready = ids.filter((id) => this.#residents.phaseOf(id) === "ready");
+      const ready = ids.filter((id) => this.#residents.phaseOf(id) === "ready" && still(id));
       await Promise.all(ready.map((id) => this.#unload(id, cause)));
       return ready;
     });

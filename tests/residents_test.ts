@@ -12,6 +12,7 @@ import { IdleUnload } from "../lib/idle_unload.ts";
 import { silentLogger } from "../lib/log.ts";
 import { makeJob } from "./support/jobs.ts";
 import { waitFor } from "./support/wait_for.ts";
+import { CapturedLog } from "./support/log_capture.ts";
 
 function residentSet(start = 1000) {
   let now = start;
@@ -210,5 +211,38 @@ Deno.test("IdleUnload: a model whose ttl ran out is unloaded once, even while it
   for (let i = 0; i < 20; i++) await new Promise((r) => setTimeout(r, 0));
   assert.equal(asked, 1);
   finish();
+  idle.stop();
+});
+
+Deno.test("IdleUnload: a model used again while its unload waited behind the swap lock stays loaded; one still idle then goes", async () => {
+  const now = 10_000;
+  let lastUsed = now - 5_000;
+  let still: ((model: string) => boolean) | null = null;
+  const snapshot = (): ModelSnapshot => snapshotOf([{ ...resident("a", "ready", 0), lastUsed }]);
+  const log = new CapturedLog();
+  const idle = new IdleUnload({
+    models: {
+      snapshot,
+      unload: (_cause, _model, check) => {
+        still = check ?? null;
+        return Promise.resolve([]);
+      },
+    },
+    clock: { now: () => now },
+    log,
+    ttlOf: () => 1_000,
+    hasWaiting: () => false,
+    pump: () => {},
+  });
+  idle.arm(snapshot());
+  const asked = await waitFor("the unload to be asked", () => still);
+  // While a load held the lock, a request used the model half a ttl ago.
+  lastUsed = now - 500;
+  assert.equal(asked("a"), false);
+  assert.deepEqual(log.of("idle_unload"), []);
+  // Idle for its whole ttl when the lock comes: unloaded, and said so.
+  lastUsed = now - 1_000;
+  assert.equal(asked("a"), true);
+  assert.equal(log.of("idle_unload").length, 1);
   idle.stop();
 });
