@@ -173,3 +173,32 @@ Deno.test("Redis restarted mid-run: 503 while it is down, in-flight work finishe
     api.close();
   }
 });
+
+Deno.test("Redis store: a batch line whose batch could not be read once, right after its claim, still runs: the batch completes with every line in its output file", async () => {
+  const api = await requireDocker();
+  try {
+    await using stack = await within("redis-server and its gateway to start", RedisStack.start());
+    await using lab = await createHomelab(api, [{ id: "a" }]);
+    await using proxy = await startTestProxy(lab.configYaml(`${stack.storeYaml(2)}`));
+    await proxy.reconciled;
+    const text = batchFile(["a", "a", "a"]);
+    // The next reads of a batch's document fail, the retry too: the batch runner's read, the
+    // first after the batch is created (this test reads it only once the fault was spent).
+    await stack.gateway.failNext("HGETALL", "doc:batch:", 2);
+    const batch = await submitBatch(proxy.url, text);
+    await waitFor(
+      "the store blip to be spent",
+      async () => await stack.gateway.failuresLeft() === 0,
+    );
+    const done = await batchDone(proxy.url, batch.id);
+    assert.equal(done.status, "completed");
+    assert.deepEqual(done.request_counts, { total: 3, completed: 3, failed: 0 });
+    const output = await fileLines(proxy.url, done.output_file_id);
+    assert.deepEqual(
+      output.map((line) => line.custom_id).sort(),
+      text.trim().split("\n").map((line) => JSON.parse(line).custom_id).sort(),
+    );
+  } finally {
+    api.close();
+  }
+});

@@ -154,8 +154,10 @@ export class BatchRunner {
   async #start(record: JobRecord): Promise<void> {
     const { clock, dispatcher } = this.#deps;
     const payload = JSON.parse(record.payload!) as LinePayload;
+    // A read that failed (a store timeout) says nothing of a cancel: the line runs, as lines
+    // already running in a batch being cancelled do, and its answer is recorded as theirs are.
     const info = await this.#infoOf(record.group!).catch(() => null);
-    if (info?.status !== "in_progress") {
+    if (info !== null && info.status !== "in_progress") {
       // Cancelled (or gone) while the line waited in its lane.
       await this.#complete(record, "cancelled", cancelledLine(payload.custom_id));
       return;

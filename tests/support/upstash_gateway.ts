@@ -64,14 +64,46 @@ export class UpstashGateway {
     return new UpstashGateway(`http://127.0.0.1:${port}`, token, proc);
   }
 
+  /**
+   * Makes the next `times` calls of `command` on a key that holds `keyPart` fail as a gateway
+   * that lost Redis does (500), whatever other calls come between: a store blip at one read.
+   */
+  async failNext(command: string, keyPart: string, times: number): Promise<void> {
+    const res = await this.#control("POST", { command, keyPart, times });
+    if (!res.ok) throw new Error(`the gateway did not take the fault: ${res.status}`);
+  }
+
+  /** How many of the calls `failNext` asked to fail are still to come. */
+  async failuresLeft(): Promise<number> {
+    return (await (await this.#control("GET")).json()).left;
+  }
+
+  #control(method: string, body?: unknown): Promise<Response> {
+    return fetch(`${this.url}${FAULT_PATH}`, {
+      method,
+      headers: { authorization: `Bearer ${this.token}` },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  }
+
   async [Symbol.asyncDispose](): Promise<void> {
     await this.#proc[Symbol.asyncDispose]();
   }
 }
 
+/** The gateway's own path for the faults tests ask of it (not Upstash's). */
+const FAULT_PATH = "/_test/fault";
+
+interface Fault {
+  command: string;
+  keyPart: string;
+  left: number;
+}
+
 class Gateway {
   readonly #token: string;
   readonly #redis: IORedis;
+  #fault: Fault | null = null;
 
   constructor(redisPort: number, port: number, token: string) {
     this.#token = token;
@@ -100,6 +132,13 @@ class Gateway {
     if (req.headers.get("authorization") !== `Bearer ${this.#token}`) {
       return Response.json({ error: "Unauthorized" }, { status: 401 });
     }
+    if (path === FAULT_PATH) {
+      if (req.method === "POST") {
+        const { command, keyPart, times } = await req.json();
+        this.#fault = { command: command.toUpperCase(), keyPart, left: times };
+      }
+      return Response.json({ left: this.#fault?.left ?? 0 });
+    }
     if (req.headers.get("content-type") !== "application/json") {
       return Response.json({ error: "Invalid content type. Expected application/json." }, {
         status: 400,
@@ -116,6 +155,11 @@ class Gateway {
     try {
       if (path === "/") {
         const [name, ...args] = body as Command;
+        if (this.#faulted(name, args)) {
+          return Response.json({ error: "SRH: Unable to connect to the Redis server." }, {
+            status: 500,
+          });
+        }
         return Response.json({ result: encode(await this.#call(name, args)) });
       }
       if (path === "/pipeline") {
@@ -147,6 +191,17 @@ class Gateway {
       );
     }
     return Response.json({ error: "SRH: Endpoint not found." }, { status: 404 });
+  }
+
+  /** Whether this call is one the fault asked to fail (and counts it). */
+  #faulted(name: string | number, args: (string | number)[]): boolean {
+    const fault = this.#fault;
+    if (fault === null || fault.left === 0 || String(name).toUpperCase() !== fault.command) {
+      return false;
+    }
+    if (!String(args[0] ?? "").includes(fault.keyPart)) return false;
+    fault.left--;
+    return true;
   }
 
   /** One command, its reply as Redis sent it (ioredis turns HGETALL into an object). */
