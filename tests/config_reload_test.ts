@@ -22,6 +22,7 @@ import {
 import { startProxyProcess } from "./support/proxy_process.ts";
 import { watchOutput } from "./support/process_output.ts";
 import { waitFor } from "./support/wait_for.ts";
+import { batchFile, fileLines, getBatch, submitBatch } from "./support/batches.ts";
 import { withTempDir } from "./support/temp_dir.ts";
 
 const ADMIN_KEY = "reload-admin-key-0123456789";
@@ -184,6 +185,47 @@ Deno.test("config reload: two reloads while a removed model's stream still runs:
     assert.equal((await post(proxy.url, chatBody("a"))).status, 200);
     assert.deepEqual(await lab.running(), [lab.containerOf("a")]);
     assert.deepEqual(log.of("config_apply_failed"), []);
+  });
+});
+
+Deno.test("config reload: a batch's lines still waiting for a removed model fail with model_not_found, and the batch completes", async () => {
+  await withConfigDir("lqp-reload-batch-", async (api, dir) => {
+    await using lab = await createHomelab(api, [{ id: "a" }, { id: "b" }]);
+    const path = `${dir}/config.yml`;
+    const all = lab.configYaml(`num_workers: 1\nadmin_key: ${ADMIN_KEY}`);
+    const onlyA = all.split(/\n(?= {2}\w+:\n)/).filter((b) => !b.startsWith("  b:")).join("\n");
+    await using proxy = await startTestProxy(all, { configFile: path });
+    await proxy.reconciled;
+    // Eight held lines for a fill the runner's window (num_workers 1: 8 lines in memory); b's
+    // two lines wait in b's lane.
+    const batch = await submitBatch(
+      proxy.url,
+      batchFile([...Array(8).fill("a"), "b", "b"], { fake_hold: true }),
+    );
+    await waitFor("a's first line at the backend", async () => {
+      try {
+        return (await lab.state()).inflight === 1;
+      } catch {
+        return false; // a still loading: the look-alike does not answer yet
+      }
+    });
+    await Deno.writeTextFile(path, testConfigText(onlyA + "\n"));
+    const reloaded = await fetch(`${proxy.url}/admin/reload`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${ADMIN_KEY}` },
+    });
+    assert.equal(reloaded.status, 200, await reloaded.text());
+    // a's lines go on one at a time as each is let go.
+    const done = await waitFor("the batch to finish", async () => {
+      await lab.release();
+      const now = await getBatch(proxy.url, batch.id);
+      return now.status !== "in_progress" && now;
+    });
+    assert.equal(done.status, "completed");
+    assert.deepEqual(done.request_counts, { total: 10, completed: 8, failed: 2 });
+    const errors = await fileLines(proxy.url, done.error_file_id);
+    assert.deepEqual(errors.map((line) => line.custom_id).sort(), ["line-8", "line-9"]);
+    for (const line of errors) assert.equal(line.error?.code, "model_not_found");
   });
 });
 

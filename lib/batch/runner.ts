@@ -8,7 +8,7 @@
  * started go back to their lanes for the next start.
  */
 import type { Clock } from "../clock.ts";
-import { batchCancelled, lineError, shuttingDown } from "../errors.ts";
+import { ApiError, batchCancelled, lineError, shuttingDown } from "../errors.ts";
 import { Job } from "../jobs.ts";
 import type { Logger } from "../log.ts";
 import type { SwapManager } from "../swap_manager.ts";
@@ -57,6 +57,13 @@ export class BatchRunner {
   #poll: ReturnType<typeof setInterval> | null = null;
   /** Answers the store could not take (it was down): written once it is back. */
   readonly #unrecorded: { record: JobRecord; state: AsyncOutcome; line: string }[] = [];
+  /**
+   * Lanes of models a reload removed, until they are empty: their lines fail as requests for a
+   * removed model do, instead of waiting for a model no node here will load.
+   */
+  readonly #orphans = new Set<string>();
+  /** The lanes at the last look, to see which a reload removed. */
+  #lanesBefore: readonly string[] = [];
   /** Status and line count per batch, read at most once a BATCH_INFO_MS. */
   readonly #batchInfo = new Map<
     string,
@@ -123,6 +130,7 @@ export class BatchRunner {
         for (const lane of await this.#laneOrder()) {
           claimed = await store.claim(lane, node, window - this.#held.size, clock.now());
           if (claimed.length > 0) break;
+          this.#orphans.delete(lane);
         }
       } catch (err) {
         status.down(err);
@@ -143,12 +151,17 @@ export class BatchRunner {
     const { store, window } = this.#deps;
     const resident = new Set(this.#deps.models.snapshot().residents.map((r) => r.model));
     const lanes = [...this.#deps.lanes()];
+    for (const lane of this.#lanesBefore) if (!lanes.includes(lane)) this.#orphans.add(lane);
+    for (const lane of lanes) this.#orphans.delete(lane); // added back
+    this.#lanesBefore = lanes;
+    // A peer that has a removed model loaded serves its lane; otherwise it ends here.
+    const orphans = [...this.#orphans].filter((lane) => !this.#deps.peerHas(lane));
     const others: string[] = [];
     for (const lane of lanes.filter((l) => !resident.has(l))) {
       if (this.#deps.peerHas(lane) && await store.laneSize(lane) <= 2 * window) continue;
       others.push(lane);
     }
-    return [...lanes.filter((l) => resident.has(l)), ...others];
+    return [...lanes.filter((l) => resident.has(l)), ...others, ...orphans];
   }
 
   async #start(record: JobRecord): Promise<void> {
@@ -188,7 +201,23 @@ export class BatchRunner {
       }
     });
     job.onFinished(() => clearTimeout(timer));
-    dispatcher.submitBatch(job);
+    try {
+      dispatcher.submitBatch(job);
+    } catch (err) {
+      if (err instanceof ApiError && err.code === "model_not_found") {
+        // Its model was removed by a reload (since the claim, or its lane is an orphan's).
+        await this.#complete(record, "failed", {
+          customId: payload.custom_id,
+          response: null,
+          error: lineError(err),
+        });
+      } else {
+        // Not the line's fault (the dispatcher stopped): back to its lane for a later start.
+        this.#deps.log.warn("batch_line_not_started", { id: record.id, error: String(err) });
+        await this.#release([record.id]);
+      }
+      return;
+    }
     const finished = this.#finishLine(record, job, payload.custom_id);
     this.#held.set(record.id, { record, job, finished });
   }
