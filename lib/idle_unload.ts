@@ -55,7 +55,11 @@ export class IdleUnload {
         };
         models.unload("idle", model, stillIdle).catch((err) =>
           log.warn("idle_unload_failed", { model, error: String(err) })
-        ).finally(() => this.#pending.delete(model));
+        ).finally(() => {
+          this.#pending.delete(model);
+          // One the check kept (it was used meanwhile) needs its timer again.
+          this.#deps.pump();
+        });
       }
       this.#deps.pump();
     }, Math.max(0, at - clock.now()));

@@ -131,6 +131,8 @@ class SseRelay implements ChunkSource {
   readonly #options: RelayOptions;
   #source: ChunkSource | null;
   #note: (() => Uint8Array) | null = null;
+  /** A read took the job's answer (its stream, or its error to report): it disposes of it. */
+  #answerTaken = false;
   /** The read in progress, which a let-go that reads on must wait for. */
   #reading: Promise<Uint8Array | null> | null = null;
   #ended = false;
@@ -159,6 +161,7 @@ class SseRelay implements ChunkSource {
     const next = await nextTick(this.#job.outcome, this.#options.keepaliveMs);
     if (this.#ended) return null;
     if (next === TICK) return this.#note();
+    this.#answerTaken = true;
     if (next.kind === "error") return this.#last(sseError(next.error));
     if (!next.response.ok || hasNoBody(next.response)) {
       return this.#last(sseError(await upstreamErrorEvent(next.response)));
@@ -167,10 +170,13 @@ class SseRelay implements ChunkSource {
     return source.read().then(this.#sent, this.#broke);
   }
 
-  /** The answer's chunks once the job's outcome came; null when it came without one. */
+  /** The answer's chunks once the job's outcome came; null when it came without any. */
   async #lateSource(): Promise<ChunkSource | null> {
     const outcome = await this.#job.outcome;
-    return outcome.kind === "error" ? null : this.#source = sourceOf(outcome);
+    // A read took the answer first: its stream is the source, or it reads the error's body.
+    if (this.#answerTaken) return this.#source;
+    if (outcome.kind === "error" || hasNoBody(outcome.response)) return null;
+    return this.#source = sourceOf(outcome);
   }
 
   readonly #sent = (chunk: Uint8Array | null): Uint8Array | null => {

@@ -274,7 +274,11 @@ export class SwapManager {
     const previous = this.#models;
     this.#setModels(models, memoryBudgetGb);
     const leaving = new Set<string>();
-    for (const id of this.#residents.ids()) {
+    // The model being placed too: it is a resident only once its load began.
+    const up = this.#target === null
+      ? this.#residents.ids()
+      : [...this.#residents.ids(), this.#target];
+    for (const id of new Set(up)) {
       const before = previous.get(id)?.containerName;
       if (before !== undefined && this.#models.get(id)?.containerName !== before) {
         leaving.add(before);

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { parseConfig } from "../lib/config.ts";
 import type { DockerApi } from "../lib/docker.ts";
 import { planReload } from "../lib/live_config.ts";
-import { chatBody, getJson, post, SseReader } from "./support/client.ts";
+import { chatBody, getJson, post, queuedModels, SseReader } from "./support/client.ts";
 import { requireDocker } from "./support/docker_env.ts";
 import { createHomelab } from "./support/fake_models.ts";
 import { freePort } from "../demo/free_port.ts";
@@ -44,6 +44,21 @@ function model(id: string, extra = "") {
   return `  ${id}:\n    container_name: c-${id}\n    backend_url: http://127.0.0.1:8080/v1\n${extra}`;
 }
 
+/** `configYaml` (a homelab's) with only the model blocks of `ids`, after `extra`. */
+function keepModels(configYaml: string, ids: string[], extra = ""): string {
+  const blocks = configYaml.split(/\n(?= {2}\w+:\n)/);
+  const kept = blocks.filter((b, i) => i === 0 || ids.some((id) => b.startsWith(`  ${id}:`)));
+  return extra + kept.join("\n") + "\n";
+}
+
+/** POST /admin/reload with the admin key. */
+function askReload(proxyUrl: string): Promise<Response> {
+  return fetch(`${proxyUrl}/admin/reload`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${ADMIN_KEY}` },
+  });
+}
+
 Deno.test("planReload(): models added, removed, changed; restart-only settings keep their old value", () => {
   const prev = parseConfig(`port: 8888\nqueue_size: 5\nmodels:\n${model("a")}${model("b")}`, "old");
   const next = parseConfig(
@@ -71,11 +86,8 @@ Deno.test("config reload: a bad file is rejected and the old config stays; a goo
     const path = `${dir}/config.yml`;
     const all = lab.configYaml(`num_workers: 1\nadmin_key: ${ADMIN_KEY}`);
     // Models a and b at first; c and an alias for b come later.
-    const withModels = (ids: string[], alias = "") => {
-      const blocks = all.split(/\n(?= {2}\w+:\n)/);
-      const kept = blocks.filter((b, i) => i === 0 || ids.some((id) => b.startsWith(`  ${id}:`)));
-      return kept.join("\n").replace(/( {2}b:\n)/, `$1${alias}`) + "\n";
-    };
+    const withModels = (ids: string[], alias = "") =>
+      keepModels(all, ids).replace(/( {2}b:\n)/, `$1${alias}`);
     const log = new CapturedLog();
     await using proxy = await startTestProxy(withModels(["a", "b"]), { configFile: path, log });
     await proxy.reconciled;
@@ -103,10 +115,7 @@ Deno.test("config reload: a bad file is rejected and the old config stays; a goo
     assert.equal(rejected.fields.trigger, "file");
     assert.match(String(rejected.fields.problems), /queue_size \(line 4\)/);
     assert.match(String(rejected.fields.problems), /modelz \(line 5\): unknown key/);
-    const asked = await fetch(`${proxy.url}/admin/reload`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${ADMIN_KEY}` },
-    });
+    const asked = await askReload(proxy.url);
     assert.equal(asked.status, 400);
     const error = (await asked.json()).error;
     assert.equal(error.code, "invalid_config");
@@ -153,20 +162,13 @@ Deno.test("config reload: two reloads while a removed model's stream still runs:
     await using lab = await createHomelab(api, [{ id: "a" }, { id: "b", ownPort: true }]);
     const path = `${dir}/config.yml`;
     const all = lab.configYaml(`num_workers: 1\nadmin_key: ${ADMIN_KEY}`);
-    const withModels = (ids: string[], extra = "") => {
-      const blocks = all.split(/\n(?= {2}\w+:\n)/);
-      const kept = blocks.filter((b, i) => i === 0 || ids.some((id) => b.startsWith(`  ${id}:`)));
-      return extra + kept.join("\n") + "\n";
-    };
+    const withModels = (ids: string[], extra = "") => keepModels(all, ids, extra);
     const log = new CapturedLog();
     await using proxy = await startTestProxy(withModels(["a", "b"]), { configFile: path, log });
     await proxy.reconciled;
     const reload = async (text: string) => {
       await Deno.writeTextFile(path, testConfigText(text));
-      const res = await fetch(`${proxy.url}/admin/reload`, {
-        method: "POST",
-        headers: { authorization: `Bearer ${ADMIN_KEY}` },
-      });
+      const res = await askReload(proxy.url);
       assert.equal(res.status, 200, await res.text());
     };
     const stream = new SseReader(
@@ -193,7 +195,7 @@ Deno.test("config reload: a batch's lines still waiting for a removed model fail
     await using lab = await createHomelab(api, [{ id: "a" }, { id: "b" }]);
     const path = `${dir}/config.yml`;
     const all = lab.configYaml(`num_workers: 1\nadmin_key: ${ADMIN_KEY}`);
-    const onlyA = all.split(/\n(?= {2}\w+:\n)/).filter((b) => !b.startsWith("  b:")).join("\n");
+
     await using proxy = await startTestProxy(all, { configFile: path });
     await proxy.reconciled;
     // Eight held lines for a fill the runner's window (num_workers 1: 8 lines in memory); b's
@@ -209,11 +211,10 @@ Deno.test("config reload: a batch's lines still waiting for a removed model fail
         return false; // a still loading: the look-alike does not answer yet
       }
     });
-    await Deno.writeTextFile(path, testConfigText(onlyA + "\n"));
-    const reloaded = await fetch(`${proxy.url}/admin/reload`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${ADMIN_KEY}` },
-    });
+    // The runner holds a's eight lines (the dispatcher's queue); b's are still in their lane.
+    assert.ok(!(await queuedModels(proxy.url)).includes("b"), "b's lines were claimed already");
+    await Deno.writeTextFile(path, testConfigText(keepModels(all, ["a"])));
+    const reloaded = await askReload(proxy.url);
     assert.equal(reloaded.status, 200, await reloaded.text());
     // a's lines go on one at a time as each is let go.
     const done = await waitFor("the batch to finish", async () => {
@@ -317,10 +318,7 @@ Deno.test("config reload: a revoked API key stops working at once, a new one wor
     assert.equal(await ask(NEW), 401);
 
     await Deno.writeTextFile(path, testConfigText(lab.configYaml(keys(NEW))));
-    const res = await fetch(`${proxy.url}/admin/reload`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${ADMIN_KEY}` },
-    });
+    const res = await askReload(proxy.url);
     assert.equal(res.status, 200);
     // The file watch may have applied it a moment earlier; either way it is in force now.
     assert.equal((await res.json()).reloaded, true);
@@ -363,10 +361,7 @@ async function withSchedulerLab(
         log,
         async reload(block) {
           await Deno.writeTextFile(path, testConfigText(lab.configYaml(extra(block))));
-          const res = await fetch(`${proxy.url}/admin/reload`, {
-            method: "POST",
-            headers: { authorization: `Bearer ${ADMIN_KEY}` },
-          });
+          const res = await askReload(proxy.url);
           assert.equal(res.status, 200);
           // The file watch may have applied it a moment earlier; either way it is in force now.
           assert.equal((await res.json()).reloaded, true);

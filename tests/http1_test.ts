@@ -271,7 +271,7 @@ Deno.test("an upload refused before its body was read (over max_body_size) reach
       await Deno.writeFile(file, body);
       const python = (client: string) =>
         uploadBy(CLIENT_TOOLS.python, [
-          `${CLIENT_TOOLS.pythonScript.replace("cancel_client", "upload_client")}`,
+          CLIENT_TOOLS.pythonUpload,
           client,
           proxy.url,
           "a",
@@ -279,7 +279,7 @@ Deno.test("an upload refused before its body was read (over max_body_size) reach
         ]);
       for (const client of ["openai", "httpx", "urllib"]) results[client] = await python(client);
       results["node-fetch"] = await uploadBy("node", [
-        CLIENT_TOOLS.nodeScript.replace("cancel_client", "upload_client"),
+        CLIENT_TOOLS.nodeUpload,
         proxy.url,
         "a",
         String(size),

@@ -214,10 +214,11 @@ Deno.test("IdleUnload: a model whose ttl ran out is unloaded once, even while it
   idle.stop();
 });
 
-Deno.test("IdleUnload: a model used again while its unload waited behind the swap lock stays loaded; one still idle then goes", async () => {
+Deno.test("IdleUnload: a model used again while its unload waited behind the swap lock stays loaded, and the next decision comes once that unload settled; one still idle then goes", async () => {
   const now = 10_000;
   let lastUsed = now - 5_000;
   let still: ((model: string) => boolean) | null = null;
+  let pumps = 0;
   const snapshot = (): ModelSnapshot => snapshotOf([{ ...resident("a", "ready", 0), lastUsed }]);
   const log = new CapturedLog();
   const idle = new IdleUnload({
@@ -232,7 +233,7 @@ Deno.test("IdleUnload: a model used again while its unload waited behind the swa
     log,
     ttlOf: () => 1_000,
     hasWaiting: () => false,
-    pump: () => {},
+    pump: () => pumps++,
   });
   idle.arm(snapshot());
   const asked = await waitFor("the unload to be asked", () => still);
@@ -244,5 +245,8 @@ Deno.test("IdleUnload: a model used again while its unload waited behind the swa
   lastUsed = now - 1_000;
   assert.equal(asked("a"), true);
   assert.equal(log.of("idle_unload").length, 1);
+  // Once the unload settled, the dispatcher decides again, and so sets the timer again for a
+  // model the check kept: one pump when the timer fired, one when the unload settled.
+  await waitFor("a decision once the unload settled", () => pumps >= 2);
   idle.stop();
 });

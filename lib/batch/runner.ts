@@ -58,8 +58,9 @@ export class BatchRunner {
   /** Answers the store could not take (it was down): written once it is back. */
   readonly #unrecorded: { record: JobRecord; state: AsyncOutcome; line: string }[] = [];
   /**
-   * Lanes of models a reload removed, until they are empty: their lines fail as requests for a
-   * removed model do, instead of waiting for a model no node here will load.
+   * Lanes of models a reload removed: their lines fail as requests for a removed model do,
+   * instead of waiting for a model no node here will load. Kept while this process runs (lines
+   * recovered from a dead peer may come back to them); an empty lane's claim costs one call.
    */
   readonly #orphans = new Set<string>();
   /** The lanes at the last look, to see which a reload removed. */
@@ -130,7 +131,6 @@ export class BatchRunner {
         for (const lane of await this.#laneOrder()) {
           claimed = await store.claim(lane, node, window - this.#held.size, clock.now());
           if (claimed.length > 0) break;
-          this.#orphans.delete(lane);
         }
       } catch (err) {
         status.down(err);

@@ -12,6 +12,8 @@ export const CLIENT_TOOLS = {
   python: `${root}.venv/bin/python`,
   pythonScript: `${clients}cancel_client.py`,
   nodeScript: `${clients}cancel_client.mjs`,
+  pythonUpload: `${clients}upload_client.py`,
+  nodeUpload: `${clients}upload_client.mjs`,
   nodeModules: `${clients}node_modules`,
   hint: "The client tests need python3 with venv (apt-get install -y python3-venv), Node.js " +
     "with npm (apt-get install -y nodejs npm) and curl; then `deno run -A " +
