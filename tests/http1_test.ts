@@ -17,6 +17,7 @@ import { chunkFrame, copyForFraming } from "../lib/chunk_frame.ts";
 import { chatBody, post } from "./support/client.ts";
 import { CLIENT_TOOLS, requireClientTools } from "./support/client_tools.ts";
 import { withHomelabProxy } from "./support/proxy.ts";
+import { within } from "./support/wait_for.ts";
 
 const bytes = (text: string) => new TextEncoder().encode(text);
 
@@ -285,6 +286,8 @@ Deno.test("an upload refused before its body was read (over max_body_size) reach
         String(size),
       ]);
       const curled = await curl([
+        "--max-time",
+        "60",
         "-H",
         "content-type: application/json",
         "--data-binary",
@@ -296,7 +299,11 @@ Deno.test("an upload refused before its body was read (over max_body_size) reach
         code: curled.status === 0 ? null : JSON.parse(curled.body).error.code,
         error: curled.status === 0 ? curled.trace.slice(-300) : null,
       };
-      results.raw = await uploadRaw(Number(new URL(proxy.url).port), body);
+      results.raw = await within(
+        "the raw socket's upload and answer",
+        uploadRaw(Number(new URL(proxy.url).port), body),
+        60_000,
+      );
     } finally {
       await Deno.remove(file);
     }

@@ -12,6 +12,8 @@ try {
     method: "POST",
     headers: { "content-type": "application/json" },
     body,
+    // A hang fails the test within a minute, not at undici's own five.
+    signal: AbortSignal.timeout(60_000),
   });
   const text = await res.text();
   let code = null;

@@ -31,7 +31,9 @@ def main():
     headers = {"content-type": "application/json"}
     try:
         if client == "openai":
-            api = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0)
+            api = openai.OpenAI(
+                base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=60
+            )
             try:
                 api.chat.completions.create(model=model, messages=messages)
                 result = {"status": 200, "code": None, "error": None}
