@@ -48,8 +48,8 @@ export class IdleUnload {
         // The unload may wait behind a load that holds the swap lock, while the model serves
         // on: once it may go ahead, the model must still be idle that long.
         const stillIdle = (id: string) => {
-          const expired = this.#expiries(models.snapshot(), true)
-            .some((e) => e.model === id && clock.now() >= e.at);
+          const r = models.snapshot().residents.find((resident) => resident.model === id);
+          const expired = r !== undefined && this.#idle(r) && clock.now() >= r.lastUsed + ttlMs;
           if (expired) log.info("idle_unload", { model, ttl_s: ttlMs / 1000 });
           return expired;
         };
@@ -70,18 +70,19 @@ export class IdleUnload {
     this.#timer = null;
   }
 
-  /**
-   * Ready residents with a `ttl`, nothing waiting and nothing running, and when they expire;
-   * with `pendingToo`, also those whose unload was asked and waits.
-   */
-  #expiries(snap: ModelSnapshot, pendingToo = false) {
+  /** Ready residents with a `ttl`, idle and not being unloaded, and when they expire. */
+  #expiries(snap: ModelSnapshot) {
     const expiries: { model: string; at: number; ttlMs: number }[] = [];
     for (const r of snap.residents) {
       const ttlMs = this.#deps.ttlOf(r.model);
-      const idle = r.phase === "ready" && r.inflight === 0 &&
-        (pendingToo || !this.#pending.has(r.model)) && !this.#deps.hasWaiting(r.model);
-      if (ttlMs !== null && idle) expiries.push({ model: r.model, at: r.lastUsed + ttlMs, ttlMs });
+      if (ttlMs === null || this.#pending.has(r.model) || !this.#idle(r)) continue;
+      expiries.push({ model: r.model, at: r.lastUsed + ttlMs, ttlMs });
     }
     return expiries;
+  }
+
+  /** Ready, with nothing running on it and nothing waiting for it. */
+  #idle(r: ModelSnapshot["residents"][number]): boolean {
+    return r.phase === "ready" && r.inflight === 0 && !this.#deps.hasWaiting(r.model);
   }
 }

@@ -275,10 +275,8 @@ export class SwapManager {
     this.#setModels(models, memoryBudgetGb);
     const leaving = new Set<string>();
     // The model being placed too: it is a resident only once its load began.
-    const up = this.#target === null
-      ? this.#residents.ids()
-      : [...this.#residents.ids(), this.#target];
-    for (const id of new Set(up)) {
+    const placing = this.#target === null ? [] : [this.#target];
+    for (const id of new Set([...this.#residents.ids(), ...placing])) {
       const before = previous.get(id)?.containerName;
       if (before !== undefined && this.#models.get(id)?.containerName !== before) {
         leaving.add(before);

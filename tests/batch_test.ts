@@ -11,6 +11,7 @@ import type { FakeHomelab } from "./support/fake_models.ts";
 import {
   batchDone,
   batchFile,
+  customIds,
   fileLines,
   getBatch,
   submitBatch,
@@ -210,8 +211,7 @@ for (const kind of STORE_KINDS) {
       assert.deepEqual(done.request_counts, { total: 2, completed: 0, failed: 2 });
       const lines = new TextDecoder().decode(await service.fileContent(done.error_file_id!))
         .trim().split("\n").map((line) => JSON.parse(line));
-      const inputIds = text.trim().split("\n").map((line) => JSON.parse(line).custom_id);
-      assert.deepEqual(lines.map((line) => line.custom_id).sort(), inputIds.sort());
+      assert.deepEqual(lines.map((line) => line.custom_id).sort(), customIds(text).sort());
       for (const line of lines) {
         assert.match(line.id, /^batch_req_/);
         assert.equal(line.response, null);

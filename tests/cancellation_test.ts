@@ -10,6 +10,16 @@ import { waitFor, within } from "./support/wait_for.ts";
 
 type Stats = { pending_jobs: number; processing_jobs: number };
 
+/** Runs `leave` (the client goes) and waits until the proxy saw its connection close. */
+async function leaveSeen(url: string, leave: () => unknown): Promise<void> {
+  const openBefore = (await metricsOf(url)).connections.open;
+  await leave();
+  await waitFor(
+    "the proxy to see the client's connection close",
+    async () => (await metricsOf(url)).connections.open < openBefore,
+  );
+}
+
 async function metricsOf(url: string) {
   return (await getJson(`${url}/metrics`)).body as Record<string, number> & {
     queue_stats: Stats;
@@ -153,13 +163,8 @@ Deno.test("on_disconnect: finish lets the backend complete a stream whose client
       const sse = new SseReader(res);
       await sse.next();
       await sse.next(); // mid-generation
-      const openBefore = (await metricsOf(proxy.url)).connections.open;
-      await sse.cancel();
+      await leaveSeen(proxy.url, () => sse.cancel());
       // The proxy saw the client go (its connection closed), and the generation goes on.
-      await waitFor(
-        "the proxy to see the client's connection close",
-        async () => (await metricsOf(proxy.url)).connections.open < openBefore,
-      );
       assert.equal((await lab.state()).inflight, 1);
       assert.equal((await metricsOf(proxy.url)).active_workers, 1);
       await lab.release();
@@ -192,12 +197,7 @@ Deno.test("on_disconnect: finish, a stream queued at arrival whose client left b
           return false; // still loading: the look-alike does not answer yet
         }
       });
-      const openBefore = (await metricsOf(proxy.url)).connections.open;
-      await sse.cancel();
-      await waitFor(
-        "the proxy to see the client's connection close",
-        async () => (await metricsOf(proxy.url)).connections.open < openBefore,
-      );
+      await leaveSeen(proxy.url, () => sse.cancel());
       await waitFor("the generation to finish", async () => (await lab.state()).completed === 1);
       assert.equal((await lab.state()).disconnects, 0); // never aborted
       await waitFor(
@@ -228,12 +228,7 @@ Deno.test("on_disconnect: finish, a request whose client left and whose backend 
       await waitFor("the request to reach the backend", async () => {
         return (await lab.state()).inflight === 1;
       });
-      const openBefore = (await metricsOf(proxy.url)).connections.open;
-      controller.abort();
-      await waitFor(
-        "the proxy to see the client's connection close",
-        async () => (await metricsOf(proxy.url)).connections.open < openBefore,
-      );
+      await leaveSeen(proxy.url, () => controller.abort());
       // The backend dies while the request it no longer needs is in its prompt processing.
       await lab.kill(lab.containerOf("a"));
       await waitFor("the worker to be free", async () => {

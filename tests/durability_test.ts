@@ -12,7 +12,14 @@ import { startTestProxy } from "./support/proxy.ts";
 import { startProxyProcess } from "./support/proxy_process.ts";
 import { watchOutput } from "./support/process_output.ts";
 import { RedisStack } from "./support/stores.ts";
-import { batchDone, batchFile, fileLines, getBatch, submitBatch } from "./support/batches.ts";
+import {
+  batchDone,
+  batchFile,
+  customIds,
+  fileLines,
+  getBatch,
+  submitBatch,
+} from "./support/batches.ts";
 import { waitFor, within } from "./support/wait_for.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -196,7 +203,7 @@ Deno.test("Redis store: a batch line whose batch could not be read once, right a
     const output = await fileLines(proxy.url, done.output_file_id);
     assert.deepEqual(
       output.map((line) => line.custom_id).sort(),
-      text.trim().split("\n").map((line) => JSON.parse(line).custom_id).sort(),
+      customIds(text).sort(),
     );
   } finally {
     api.close();

@@ -24,6 +24,11 @@ export function batchFile(models: string[], extra: Record<string, unknown> = {})
   ).join("\n") + "\n";
 }
 
+/** The `custom_id`s of a batch file's lines, in order. */
+export function customIds(text: string): string[] {
+  return text.trim().split("\n").map((line) => JSON.parse(line).custom_id);
+}
+
 export async function uploadBatchFile(
   baseUrl: string,
   text: string,

@@ -147,18 +147,14 @@ class Gateway {
     const base64 = req.headers.get("upstash-encoding") === "base64";
     const body = await req.json() as Command | Command[];
     if (this.#redis.status !== "ready") {
-      return Response.json({ error: "SRH: Unable to connect to the Redis server." }, {
-        status: 500,
-      });
+      return redisDown();
     }
     const encode = (reply: Reply) => base64 ? toBase64(reply) : reply;
     try {
       if (path === "/") {
         const [name, ...args] = body as Command;
         if (this.#faulted(name, args)) {
-          return Response.json({ error: "SRH: Unable to connect to the Redis server." }, {
-            status: 500,
-          });
+          return redisDown();
         }
         return Response.json({ result: encode(await this.#call(name, args)) });
       }
@@ -212,6 +208,11 @@ class Gateway {
     }
     return reply as Reply;
   }
+}
+
+/** What SRH answers while it cannot reach Redis. */
+function redisDown(): Response {
+  return Response.json({ error: "SRH: Unable to connect to the Redis server." }, { status: 500 });
 }
 
 function toBase64(reply: Reply): Reply {
